@@ -1,0 +1,7 @@
+"""Canopy's capabilities: each a pure-Trio service plus a thin Quart blueprint over it."""
+
+from . import demo, health
+from ._errors import ApiError, error_body
+from ._routes import DEADLINE_ATTRIBUTE, deadline
+
+__all__ = ["DEADLINE_ATTRIBUTE", "ApiError", "deadline", "demo", "error_body", "health"]

@@ -1,0 +1,101 @@
+"""A small service that shows request handling as structured concurrency.
+
+``quote`` asks three simulated back-ends at once (all-or-nothing: one failure
+cancels the other two) and hedges the price lookup across two replicas (first
+wins, the loser is cancelled). ``hello`` and ``sleep`` are the benchmark routes.
+Back-end latencies are injectable so the behaviour can be shown and tested.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import trio
+from quart import Blueprint, request
+
+from nurseries import first_completed, gather
+
+from ._errors import ApiError
+from ._routes import deadline
+
+__all__ = ["DemoService", "UpstreamError", "create_blueprint"]
+
+MAX_SLEEP_MS = 60_000
+BACKENDS = ("price", "stock", "tax")
+
+
+class UpstreamError(Exception):
+    """A simulated back-end failed."""
+
+    def __init__(self, backend: str) -> None:
+        super().__init__(f"{backend} back-end failed")
+        self.backend = backend
+
+
+@dataclass
+class DemoService:
+    """Pure Trio: usable from any ``trio.run`` program."""
+
+    latency: float = 0.005
+    replica_latencies: tuple[float, float] = (0.02, 0.005)
+
+    async def sleep(self, ms: int) -> dict[str, int]:
+        await trio.sleep(ms / 1000)
+        return {"slept_ms": ms}
+
+    async def quote(
+        self, sku: str, *, fail: str | None = None, slow: str | None = None
+    ) -> dict[str, Any]:
+        price, stock, tax = await gather(
+            partial(self._hedged_price, sku, fail, slow),
+            partial(self._backend, "stock", sku, fail, slow),
+            partial(self._backend, "tax", sku, fail, slow),
+        )
+        return {"sku": sku, "price": price, "in_stock": stock, "tax": tax}
+
+    async def _hedged_price(self, sku: str, fail: str | None, slow: str | None) -> int:
+        replicas = [partial(self._replica, i, sku, fail, slow) for i in range(2)]
+        return await first_completed(*replicas)
+
+    async def _replica(self, index: int, sku: str, fail: str | None, slow: str | None) -> int:
+        await trio.sleep(10.0 if slow == "price" else self.replica_latencies[index])
+        if fail == "price":
+            raise UpstreamError("price")
+        return 1000 + len(sku)
+
+    async def _backend(self, name: str, sku: str, fail: str | None, slow: str | None) -> Any:
+        await trio.sleep(10.0 if slow == name else self.latency)
+        if fail == name:
+            raise UpstreamError(name)
+        return True if name == "stock" else 0.2
+
+
+def create_blueprint(service: DemoService) -> Blueprint:
+    blueprint = Blueprint("demo", __name__, url_prefix="/demo")
+
+    @blueprint.get("/hello")
+    async def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    @blueprint.get("/sleep")
+    async def sleep() -> dict[str, int]:
+        raw = request.args.get("ms", "100")
+        if not raw.isdigit() or int(raw) > MAX_SLEEP_MS:
+            raise ApiError(422, "invalid_parameter", f"ms must be 0..{MAX_SLEEP_MS}", field="ms")
+        return await service.sleep(int(raw))
+
+    @blueprint.get("/quote/<sku>")
+    @deadline(2.0)
+    async def quote(sku: str) -> dict[str, Any]:
+        fail, slow = request.args.get("fail"), request.args.get("slow")
+        for name, value in (("fail", fail), ("slow", slow)):
+            if value is not None and value not in BACKENDS:
+                raise ApiError(422, "invalid_parameter", f"{name} must be one of {BACKENDS}")
+        try:
+            return await service.quote(sku, fail=fail, slow=slow)
+        except UpstreamError as exc:
+            raise ApiError(502, "upstream_failed", str(exc), backend=exc.backend) from exc
+
+    return blueprint

@@ -1,0 +1,35 @@
+"""Canopy's structured-concurrency core: pure Trio, no web framework.
+
+Any Trio program can use it: the supervision tree (:class:`Supervisor`), the
+service start protocol (:class:`Service`), restart policies, load shedding
+(:class:`InflightLimit`) and concurrent sub-calls (:func:`gather`,
+:func:`first_completed`).
+"""
+
+from ._concurrency import first_completed, gather
+from ._errors import CanopyError, Overloaded, SupervisorGaveUp
+from ._limits import InflightLimit
+from ._restart import Backoff, RestartIntensity, RestartPolicy
+from ._service import Drainable, Service
+from ._state import ACTIVE, TERMINAL, ServiceState, ServiceStatus
+from ._supervisor import ChildSpec, Supervisor
+
+__all__ = [
+    "ACTIVE",
+    "TERMINAL",
+    "Backoff",
+    "CanopyError",
+    "ChildSpec",
+    "Drainable",
+    "InflightLimit",
+    "Overloaded",
+    "RestartIntensity",
+    "RestartPolicy",
+    "Service",
+    "ServiceState",
+    "ServiceStatus",
+    "Supervisor",
+    "SupervisorGaveUp",
+    "first_completed",
+    "gather",
+]

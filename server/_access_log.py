@@ -1,0 +1,73 @@
+"""The access log: one JSON line per request, written in batches.
+
+Python's ``logging`` costs about 40 µs a record here and flushes stdout on every
+line, a write syscall per request, on the event loop. Access lines are instead
+appended to a buffer that a small service flushes every ``interval`` seconds
+(and at once when the buffer grows past ``max_buffer``), and once more when it
+stops, so the last lines before a shutdown are not lost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+import time
+from typing import IO, Any
+
+import trio
+
+__all__ = ["AccessLog", "RequestIds"]
+
+
+class AccessLog:
+    def __init__(
+        self, stream: IO[str] | None = None, *, interval: float = 0.1, max_buffer: int = 256
+    ) -> None:
+        self._stream = stream
+        self.interval = interval
+        self.max_buffer = max_buffer
+        self._lines: list[str] = []
+        self._dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+    def record(self, fields: dict[str, Any]) -> None:
+        line = {"ts": round(time.time(), 6), "level": "info", "logger": "canopy.access"}
+        line["msg"] = "request"
+        line.update(fields)
+        self._lines.append(self._dumps(line))
+        if len(self._lines) >= self.max_buffer:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        stream = self._stream or sys.stdout
+        lines, self._lines = self._lines, []
+        stream.write("\n".join(lines) + "\n")
+        stream.flush()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while True:
+                await trio.sleep(self.interval)
+                self.flush()
+        finally:
+            self.flush()
+
+
+class RequestIds:
+    """Unique request ids at the cost of a counter increment.
+
+    A random per-process prefix keeps ids unique across processes and restarts;
+    the counter keeps them unique within one. ``uuid4`` per request costs a
+    ``urandom`` call each time for no more uniqueness than this.
+    """
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(6).hex()
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}-{next(self._counter):x}"

@@ -1,0 +1,190 @@
+"""The Canopy application: Quart-Trio plus the request pipeline every route runs through.
+
+Per request, in order: a request id (taken from ``X-Request-ID`` or made), a slot in
+the in-flight bound (503 + ``Retry-After`` when full, health routes exempt), a cancel
+scope with the route's deadline around the view (504 when it passes), JSON errors for
+everything that goes wrong, and one structured access-log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from quart import Response, request
+from quart.ctx import RequestContext
+from quart.globals import request_ctx
+from quart.typing import ResponseReturnValue
+from quart.wrappers import Request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from handlers import DEADLINE_ATTRIBUTE, ApiError, demo, error_body, health
+from nurseries import InflightLimit, Overloaded, Supervisor
+
+from ._access_log import AccessLog, RequestIds
+from ._asgi import CanopyHTTPConnection
+from ._settings import Settings
+from ._wrappers import CanopyRequest, CompactJSONProvider
+
+__all__ = ["CanopyApp", "Runtime", "create_app"]
+
+error_log = logging.getLogger("canopy.error")
+
+UNSHED_PATHS = frozenset({"/healthz", "/readyz"})
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+@dataclass
+class Runtime:
+    """What the app shares with the serving layer: settings, the tree, the bounds."""
+
+    settings: Settings
+    tree: Supervisor
+    services: Supervisor
+    limit: InflightLimit
+    access_log: AccessLog
+    request_ids: RequestIds
+    lifespan_owns_tree: bool = True
+
+
+class CanopyApp(QuartTrio):
+    asgi_http_class = CanopyHTTPConnection
+    request_class = CanopyRequest
+    json_provider_class = CompactJSONProvider
+    runtime: Runtime
+
+    async def handle_request(self, request: Request) -> Any:
+        started = time.perf_counter()
+        runtime = self.runtime
+        request_id = _request_id(request.scope["headers"], runtime.request_ids)
+        request.canopy_request_id = request_id  # type: ignore[attr-defined]
+        rejection = getattr(request, "canopy_rejection", None)
+        if rejection is not None:
+            response = _error_response(rejection)
+        elif request.path in UNSHED_PATHS:
+            response = await super().handle_request(request)
+        else:
+            try:
+                with runtime.limit.slot():
+                    response = await super().handle_request(request)
+            except Overloaded as exc:
+                response = _overloaded_response(exc)
+        response.headers["X-Request-ID"] = request_id
+        if runtime.settings.access_log:
+            runtime.access_log.record(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "request_id": request_id,
+                }
+            )
+        return response
+
+    async def dispatch_request(self, request_context: RequestContext | None = None) -> Any:
+        """Run the view under the route's deadline; its expiry cancels all the view awaits."""
+        request_ = (request_context or request_ctx).request
+        timeout = self.runtime.settings.request_timeout
+        if request_.url_rule is not None:
+            view = self.view_functions.get(request_.url_rule.endpoint)
+            timeout = getattr(view, DEADLINE_ATTRIBUTE, timeout)
+        with trio.move_on_after(timeout):
+            return await super().dispatch_request(request_context)
+        raise ApiError(504, "deadline_exceeded", f"the request took longer than {timeout:g} s")
+
+
+def _request_id(headers: list[tuple[bytes, bytes]], ids: RequestIds) -> str:
+    """The client's X-Request-ID if it is sane, else a new one.
+
+    Read from the ASGI scope: werkzeug's ``Headers.get`` builds an exception for
+    every absent header, which is the common case here.
+    """
+    for name, value in headers:
+        if name == b"x-request-id":
+            given = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(given):
+                return given
+            break
+    return ids.next()
+
+
+def _error_response(error: HTTPException) -> Response:
+    if isinstance(error, ApiError):
+        body = error_body(error.error_code, error.description or "", **error.details)
+        headers = error.extra_headers
+    else:
+        name = re.sub(r"[^a-z0-9]+", "_", (error.name or "error").lower()).strip("_")
+        body = error_body(name, error.description or error.name or "error")
+        headers = {}
+    response = Response(_dumps(body), status=error.code or 500, content_type="application/json")
+    response.headers.update(headers)
+    return response
+
+
+def _overloaded_response(exc: Overloaded) -> Response:
+    error = ApiError(
+        503,
+        "overloaded",
+        "the server is at capacity; retry shortly",
+        headers={"Retry-After": str(max(1, round(exc.retry_after)))},
+    )
+    return _error_response(error)
+
+
+def _dumps(body: dict[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"))
+
+
+async def _http_error(error: HTTPException) -> ResponseReturnValue:
+    return _error_response(error)
+
+
+async def _unhandled_error(error: Exception) -> ResponseReturnValue:
+    error_log.error(
+        "unhandled error in %s %s",
+        request.method,
+        request.path,
+        exc_info=error,
+        extra={"request_id": getattr(request, "canopy_request_id", None)},
+    )
+    return _error_response(ApiError(500, "internal_error", "the server failed; see its logs"))
+
+
+def create_app(settings: Settings) -> CanopyApp:
+    """Assemble the app and its supervision tree; nothing runs until it is served."""
+    app = CanopyApp("canopy")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_size
+    services = Supervisor("services")
+    tree = Supervisor("canopy")
+    tree.add("services", services, grace=settings.service_grace)
+    limit = InflightLimit(settings.max_inflight, retry_after=settings.retry_after)
+    access_log = AccessLog()
+    services.add("access_log", access_log, grace=1.0)
+    app.runtime = Runtime(settings, tree, services, limit, access_log, RequestIds())
+
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unhandled_error)
+    app.register_blueprint(health.create_blueprint(health.HealthService(tree.status)))
+    app.register_blueprint(demo.create_blueprint(demo.DemoService()))
+
+    @app.before_serving
+    async def _start_tree() -> None:
+        # Under plain ``hypercorn server.asgi:app`` the tree lives in the app's nursery;
+        # under ``canopy serve`` Canopy's root nursery owns it and this does nothing.
+        if app.runtime.lifespan_owns_tree:
+            await app.nursery.start(tree.run)
+
+    @app.after_serving
+    async def _stop_tree() -> None:
+        if app.runtime.lifespan_owns_tree:
+            tree.shutdown()
+            await tree.wait_stopped()
+
+    return app

@@ -1,0 +1,95 @@
+"""A leaner ASGI HTTP connection for Quart-Trio when Canopy's transport serves it.
+
+Quart-Trio opens a nursery with two tasks per request: one runs the view, the other
+waits for ``http.disconnect`` to cancel it. Under Canopy's transport the request
+task already runs in a cancel scope that a disconnect cancels (see ``_transport``),
+so the view can run in the request task itself: the body is read first (it is
+bounded by ``MAX_CONTENT_LENGTH``), then the view runs, then the response is sent,
+with a whole body in one ASGI message. Under any other server this class behaves
+exactly like Quart-Trio's.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import trio
+from quart.wrappers import Request
+from quart.wrappers.response import DataBody, Response
+from quart_trio.asgi import TrioASGIHTTPConnection
+
+from handlers import ApiError
+
+__all__ = ["TRANSPORT_EXTENSION", "CanopyHTTPConnection"]
+
+TRANSPORT_EXTENSION = "canopy.transport"
+
+
+class CanopyHTTPConnection(TrioASGIHTTPConnection):
+    async def __call__(self, receive: Any, send: Any) -> None:
+        if TRANSPORT_EXTENSION not in self.scope.get("extensions", ()):
+            await super().__call__(receive, send)
+            return
+        request = self._create_request_from_scope(send)
+        limit = self.app.config["MAX_CONTENT_LENGTH"]
+        outcome = await _read_body(request, receive, limit, self.scope["headers"])
+        if outcome is _Body.DISCONNECTED:
+            return
+        if outcome is _Body.TOO_LARGE:
+            request.body.set_complete()
+            request.canopy_rejection = ApiError(  # type: ignore[attr-defined]
+                413, "body_too_large", f"request body exceeds {limit} bytes"
+            )
+        response = await self.app.handle_request(request)
+        if isinstance(response, Response) and isinstance(response.response, DataBody):
+            await _send_whole(send, response)
+            return
+        timeout = self.app.config["RESPONSE_TIMEOUT"]
+        with trio.move_on_after(timeout if timeout is not None else float("inf")):
+            await self._send_response(send, response)
+
+
+class _Body(enum.Enum):
+    COMPLETE = "complete"
+    DISCONNECTED = "disconnected"
+    TOO_LARGE = "too large"
+
+
+async def _read_body(
+    request: Request, receive: Any, limit: int | None, headers: list[tuple[bytes, bytes]]
+) -> _Body:
+    """Read the whole body, refusing it as soon as it is known to exceed ``limit``."""
+    if limit is not None and _declared_length(headers) > limit:
+        return _Body.TOO_LARGE
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return _Body.DISCONNECTED
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            return _Body.TOO_LARGE
+        request.body.append(chunk)
+        if not message.get("more_body", False):
+            request.body.set_complete()
+            return _Body.COMPLETE
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int:
+    # Read from the ASGI scope: werkzeug builds an exception for every absent header.
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
+async def _send_whole(send: Any, response: Response) -> None:
+    body = response.response.data  # type: ignore[union-attr]
+    headers = [
+        (name.lower().encode("latin1"), value.encode("latin1"))
+        for name, value in response.headers.items()
+    ]
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

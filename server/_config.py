@@ -1,0 +1,81 @@
+"""Loading Hypercorn's config and Canopy's settings together, with one-line errors."""
+
+from __future__ import annotations
+
+import os
+import time
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from hypercorn.config import Config
+
+from ._settings import Settings, SettingsError, load_settings
+
+__all__ = ["DEFAULT_CONFIG", "CanopyConfig", "default_config_path", "load_config"]
+
+DEFAULT_CONFIG = "hypercorn.toml"
+
+
+class CanopyConfig(Config):
+    """Hypercorn's Config, formatting the ``Date`` header once a second, not per response."""
+
+    _headers_key: tuple[str, int] | None = None
+    _headers: list[tuple[bytes, bytes]]
+
+    def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
+        key = (protocol, int(time.time()))
+        if key != self._headers_key:
+            self._headers = super().response_headers(protocol)
+            self._headers_key = key
+        return list(self._headers)
+
+
+def default_config_path(environ: Mapping[str, str] | None = None) -> str | None:
+    """``$CANOPY_CONFIG``, else ``./hypercorn.toml`` if there is one."""
+    environ = os.environ if environ is None else environ
+    if environ.get("CANOPY_CONFIG"):
+        return environ["CANOPY_CONFIG"]
+    return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None
+
+
+def load_config(
+    path: str | None, binds: Sequence[str] = (), environ: Mapping[str, str] | None = None
+) -> tuple[Config, Settings]:
+    """Read both configurations from ``path`` (TOML); raise SettingsError on a bad value."""
+    settings = load_settings(path, environ)
+    if path is None:
+        config = CanopyConfig()
+    else:
+        try:
+            config = CanopyConfig.from_toml(path)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"{path}: cannot load ({exc})") from None
+    if binds:
+        config.bind = list(binds)
+    _check_hypercorn(config)
+    return config, settings
+
+
+def _check_hypercorn(config: Config) -> None:
+    if config.worker_class not in ("trio", "asyncio"):
+        raise SettingsError(f"worker_class: Canopy runs on Trio (got {config.worker_class!r})")
+    if config.workers != 1:
+        raise SettingsError(
+            f"workers: 'canopy serve' runs one process (got {config.workers}); "
+            "run several instances behind a load balancer, see docs/DEPLOY.md"
+        )
+    for name in ("graceful_timeout", "keep_alive_timeout", "shutdown_timeout"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise SettingsError(f"{name}: must be zero or a positive number (got {value!r})")
+    for bind in config.bind:
+        _check_bind(bind)
+
+
+def _check_bind(bind: str) -> None:
+    if bind.startswith(("unix:", "fd://")):
+        return
+    host, sep, port = bind.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise SettingsError(f"bind: expected HOST:PORT (got {bind!r})")

@@ -1,0 +1,121 @@
+"""The HTTP serving service: Hypercorn's config and protocols, Canopy's nurseries and drain.
+
+Shape of :meth:`HTTPService.run`, outermost first::
+
+    lifespan nursery      the ASGI lifespan (Quart's before/after_serving)
+      connections nursery one task per client connection; its deadline is the drain grace
+        acceptors nursery the accept loops; cancelling it closes the listening sockets
+
+``shutdown()`` cancels the acceptors (a new connection is refused from then on, not
+left hanging in a backlog), asks every connection to drain, and gives the
+connections nursery ``graceful_timeout`` seconds before whatever is left is cancelled.
+Then the lifespan shuts down, bounded by Hypercorn's ``shutdown_timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.utils import repr_socket_addr, wrap_app
+
+from ._transport import Connection
+
+__all__ = ["HTTPService"]
+
+log = logging.getLogger("canopy.http")
+
+
+class HTTPService:
+    """Serves an ASGI app; a :class:`nurseries.Drainable` child of the supervision tree."""
+
+    def __init__(self, app: Any, config: Config, *, drain_linger: float = 1.0) -> None:
+        self.app = wrap_app(app, config.wsgi_max_body_size, "asgi")
+        self.config = config
+        self.drain_linger = drain_linger
+        self.binds: list[str] = []
+        self._connections: set[Connection] = set()
+        self._stop = trio.Event()
+
+    @property
+    def grace(self) -> float:
+        """How long the supervisor should allow for a full stop (drain plus lifespan)."""
+        return self.config.graceful_timeout + self.config.shutdown_timeout + 1.0
+
+    def shutdown(self) -> None:
+        self._stop.set()
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        lifespan_state: dict[str, Any] = {}
+        lifespan = Lifespan(self.app, self.config, lifespan_state)
+        async with trio.open_nursery() as lifespan_nursery:
+            await lifespan_nursery.start(lifespan.handle_lifespan)
+            await lifespan.wait_for_startup()
+            await self._serve(lifespan_state, task_status)
+            await lifespan.wait_for_shutdown()
+            lifespan_nursery.cancel_scope.cancel()
+
+    async def _serve(
+        self, lifespan_state: dict[str, Any], task_status: trio.TaskStatus[list[str]]
+    ) -> None:
+        listeners, self.binds = self._listen()
+        context = WorkerContext(None)
+        handler = partial(
+            _serve_connection, self.app, self.config, context, lifespan_state, self._connections
+        )
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as acceptors:
+                acceptors.start_soon(
+                    partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)
+                )
+                for bind in self.binds:
+                    log.info("listening", extra={"bind": bind})
+                task_status.started(self.binds)
+                await self._stop.wait()
+                acceptors.cancel_scope.cancel()
+            self._drain(connections)
+        log.info("drained")
+
+    def _drain(self, connections: trio.Nursery) -> None:
+        log.info("draining", extra={"connections": len(self._connections)})
+        connections.cancel_scope.deadline = trio.current_time() + self.config.graceful_timeout
+        for connection in list(self._connections):
+            connection.drain(self.drain_linger)
+
+    def _listen(self) -> tuple[list[trio.abc.Listener[Any]], list[str]]:
+        sockets = self.config.create_sockets()
+        ssl_context = self.config.create_ssl_context()
+        listeners: list[trio.abc.Listener[Any]] = []
+        binds = []
+        for scheme, group in (
+            ("https", sockets.secure_sockets),
+            ("http", sockets.insecure_sockets),
+        ):
+            for sock in group:
+                sock.listen(self.config.backlog)
+                listener: trio.abc.Listener[Any] = trio.SocketListener(
+                    trio.socket.from_stdlib_socket(sock)
+                )
+                if scheme == "https":
+                    listener = trio.SSLListener(listener, ssl_context, https_compatible=True)
+                listeners.append(listener)
+                binds.append(f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}")
+        return listeners, binds
+
+
+async def _serve_connection(
+    app: Any,
+    config: Config,
+    context: WorkerContext,
+    lifespan_state: dict[str, Any],
+    registry: set[Connection],
+    stream: trio.abc.Stream,
+) -> None:
+    await Connection(app, config, context, lifespan_state, registry, stream).run()

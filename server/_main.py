@@ -1,0 +1,74 @@
+"""Canopy's root nursery: the supervision tree, and the signals that stop it.
+
+Shape::
+
+    root nursery
+      signal watcher   1st SIGTERM/SIGINT: tree.shutdown(); 2nd: cancel the root scope
+      tree             canopy -> [services -> [...], http]
+
+The watcher is running before the tree starts, so a signal during start-up is
+honoured too. When the tree has stopped, the root scope is cancelled to end the
+watcher, and ``serve`` returns: the process exits 0 after a graceful stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+import trio
+from hypercorn.config import Config
+
+from ._app import CanopyApp
+from ._http import HTTPService
+
+__all__ = ["ForcedShutdown", "serve"]
+
+log = logging.getLogger("canopy")
+
+SHUTDOWN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class ForcedShutdown(Exception):
+    """A second signal arrived during the graceful stop; everything was cancelled."""
+
+
+async def serve(
+    app: CanopyApp,
+    config: Config,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``app`` and its services under Canopy's own supervision tree until a signal."""
+    runtime = app.runtime
+    runtime.lifespan_owns_tree = False
+    http = HTTPService(app, config, drain_linger=runtime.settings.drain_linger)
+    runtime.tree.add("http", http, grace=http.grace)
+    forced = trio.Event()
+    async with trio.open_nursery() as root:
+        with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
+            root.start_soon(_watch_signals, signals, runtime.tree, root.cancel_scope, forced)
+            await root.start(runtime.tree.run)
+            task_status.started(http.binds)
+            await runtime.tree.wait_stopped()
+            root.cancel_scope.cancel()
+    if forced.is_set():
+        raise ForcedShutdown("second signal: stopped without draining")
+    log.info("stopped")
+
+
+async def _watch_signals(
+    signals: Any, tree: Any, root_scope: trio.CancelScope, forced: trio.Event
+) -> None:
+    count = 0
+    async for signum in signals:
+        count += 1
+        if count == 1:
+            log.info("shutting down", extra={"signal": signal.Signals(signum).name})
+            tree.shutdown()
+        else:
+            log.warning("second signal: cancelling everything")
+            forced.set()
+            root_scope.cancel()
+            return

@@ -1,0 +1,156 @@
+"""Canopy's own settings: defaults, then a ``[canopy]`` table in a TOML file, then ``CANOPY_*``.
+
+Hypercorn's settings (bind, keep-alive, graceful_timeout, TLS...) stay in Hypercorn's
+own ``Config``, read from the same TOML file; this module holds only what Canopy adds.
+Every value is parsed once at start-up, and a bad one raises :class:`SettingsError`
+naming the setting, which the CLI prints as one line before exiting with code 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
+
+ENV_PREFIX = "CANOPY_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """An invalid setting; the message names it and says what was expected."""
+
+
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if not number > 0 or number == float("inf"):
+        raise ValueError("must be a positive number of seconds")
+    return number
+
+
+def _non_negative_float(value: Any) -> float:
+    number = float(value)
+    if not number >= 0 or number == float("inf"):
+        raise ValueError("must be zero or a positive number of seconds")
+    return number
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError("must be a whole number")
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _log_level(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+    return text
+
+
+def _setting(default: Any, parse: Callable[[Any], Any], doc: str) -> Any:
+    return field(default=default, metadata={"parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What an operator can tune; each field maps to ``CANOPY_<NAME>``."""
+
+    request_timeout: float = _setting(
+        30.0, _positive_float, "default deadline of a request, in seconds (504 when it passes)"
+    )
+    max_inflight: int = _setting(
+        4096, _positive_int, "requests served at once before new ones get 503 + Retry-After"
+    )
+    retry_after: int = _setting(1, _positive_int, "Retry-After seconds sent with a 503")
+    max_body_size: int = _setting(1_048_576, _positive_int, "largest request body, in bytes")
+    drain_linger: float = _setting(
+        1.0,
+        _non_negative_float,
+        "during a drain, how long idle keep-alive connections stay open to answer "
+        "with 'Connection: close' instead of being reset",
+    )
+    service_grace: float = _setting(
+        10.0, _positive_float, "grace of each background service when stopping, in seconds"
+    )
+    data_dir: str = _setting("var", str, "directory for embedded data (SQLite and the like)")
+    log_level: str = _setting("info", _log_level, "debug, info, warning or error")
+    access_log: bool = _setting(True, _boolean, "one JSON line per request on stdout")
+
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        """Setting name -> documentation, for ``canopy settings`` and the docs."""
+        return {f.name: f.metadata["doc"] for f in dataclasses.fields(cls)}
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+
+def _parse(name: str, value: Any, source: str) -> Any:
+    parse = Settings.__dataclass_fields__[name].metadata["parse"]
+    try:
+        return parse(value)
+    except (TypeError, ValueError) as exc:
+        reason = str(exc) if "must" in str(exc) else "has the wrong type"
+        raise SettingsError(f"{source}: {reason} (got {value!r})") from None
+
+
+def load_settings(
+    toml_path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge defaults, the TOML file's ``[canopy]`` table and ``CANOPY_*`` variables."""
+    environ = os.environ if environ is None else environ
+    known = Settings.__dataclass_fields__
+    values: dict[str, Any] = {}
+    if toml_path is not None:
+        for name, value in _read_table(toml_path).items():
+            if name not in known:
+                raise SettingsError(f"[canopy] {name}: unknown setting in {os.fspath(toml_path)}")
+            values[name] = _parse(name, value, f"[canopy] {name}")
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key in _NOT_SETTINGS:
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in known:
+            raise SettingsError(f"{key}: unknown setting (see 'canopy settings')")
+        values[name] = _parse(name, value, key)
+    return Settings(**values)
+
+
+# Environment variables with our prefix that select files rather than hold settings.
+_NOT_SETTINGS = frozenset({"CANOPY_CONFIG"})
+
+
+def _read_table(toml_path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with open(toml_path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise SettingsError(f"{os.fspath(toml_path)}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{os.fspath(toml_path)}: invalid TOML ({exc})") from None
+    table = data.get("canopy", {})
+    if not isinstance(table, dict):
+        raise SettingsError(f"{os.fspath(toml_path)}: 'canopy' must be a table")
+    return table
