@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 import trio
-from quart import Blueprint, request
+from quart import Blueprint, request, websocket
 
 from nurseries import first_completed, gather
 
@@ -85,6 +85,11 @@ def create_blueprint(service: DemoService) -> Blueprint:
         if not raw.isdigit() or int(raw) > MAX_SLEEP_MS:
             raise ApiError(422, "invalid_parameter", f"ms must be 0..{MAX_SLEEP_MS}", field="ms")
         return await service.sleep(int(raw))
+
+    @blueprint.websocket("/echo")
+    async def echo() -> None:
+        while True:
+            await websocket.send(await websocket.receive())
 
     @blueprint.get("/quote/<sku>")
     @deadline(2.0)

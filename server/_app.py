@@ -28,7 +28,7 @@ from handlers import DEADLINE_ATTRIBUTE, ApiError, demo, error_body, health
 from nurseries import InflightLimit, Overloaded, Supervisor
 
 from ._access_log import AccessLog, RequestIds
-from ._asgi import CanopyHTTPConnection
+from ._asgi import CanopyHTTPConnection, CanopyWebsocketConnection
 from ._settings import Settings
 from ._wrappers import CanopyRequest, CompactJSONProvider
 
@@ -55,6 +55,7 @@ class Runtime:
 
 class CanopyApp(QuartTrio):
     asgi_http_class = CanopyHTTPConnection
+    asgi_websocket_class = CanopyWebsocketConnection
     request_class = CanopyRequest
     json_provider_class = CompactJSONProvider
     runtime: Runtime

@@ -15,13 +15,14 @@ import enum
 from typing import Any
 
 import trio
+from quart.signals import websocket_received
 from quart.wrappers import Request
 from quart.wrappers.response import DataBody, Response
-from quart_trio.asgi import TrioASGIHTTPConnection
+from quart_trio.asgi import TrioASGIHTTPConnection, TrioASGIWebsocketConnection
 
 from handlers import ApiError
 
-__all__ = ["TRANSPORT_EXTENSION", "CanopyHTTPConnection"]
+__all__ = ["TRANSPORT_EXTENSION", "CanopyHTTPConnection", "CanopyWebsocketConnection"]
 
 TRANSPORT_EXTENSION = "canopy.transport"
 
@@ -93,3 +94,23 @@ async def _send_whole(send: Any, response: Response) -> None:
     ]
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class CanopyWebsocketConnection(TrioASGIWebsocketConnection):
+    """Quart-Trio's, except that an empty binary message stays ``b""``.
+
+    Upstream reads a message as ``event.get("bytes") or event["text"]``, which turns
+    an empty binary frame into ``None`` and breaks the view that receives it.
+    """
+
+    async def handle_messages(self, nursery: trio.Nursery, receive: Any) -> None:  # type: ignore[override]
+        while True:
+            event = await receive()
+            if event["type"] == "websocket.receive":
+                data = event.get("bytes")
+                message = data if data is not None else event["text"]
+                await websocket_received.send_async(message, _sync_wrapper=self.app.ensure_async)
+                await self.send_channel.send(message)
+            elif event["type"] == "websocket.disconnect":
+                break
+        nursery.cancel_scope.cancel()

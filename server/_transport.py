@@ -93,7 +93,15 @@ class _AppCall:
     where this call is the only one it has.
     """
 
-    __slots__ = ("_inbox", "_send", "cancel_scope", "connection", "receive", "responded")
+    __slots__ = (
+        "_inbox",
+        "_send",
+        "cancel_scope",
+        "connection",
+        "receive",
+        "responded",
+        "started",
+    )
 
     def __init__(
         self, connection: Connection, send: Callable[[Any], Awaitable[None]], scope: Any
@@ -101,6 +109,7 @@ class _AppCall:
         self.connection = connection
         self._send = send
         self.cancel_scope = trio.CancelScope() if scope.get("http_version") == "2" else None
+        self.started = False
         self.responded = False
         self._inbox = _Inbox(connection.config.max_app_queue_size)
         self.receive = self._inbox.get
@@ -113,6 +122,7 @@ class _AppCall:
             return
         kind = message["type"]
         if kind == "http.response.start":
+            self.started = True
             self.connection.cork()
         elif kind == "http.response.body" and not message.get("more_body", False):
             self.responded = True
@@ -161,7 +171,29 @@ async def _run_app(app: AppWrapper, scope: Any, call: _AppCall) -> None:
     except Exception:
         log.exception("error in ASGI application", extra={"path": scope.get("path")})
     finally:
-        await call.send(None)  # lets the stream answer 500 if the app never responded
+        # Cancelled by the end of a drain's grace (or a crash): answer what can still be
+        # answered, 503 so the client knows to retry elsewhere, then let the stream finish.
+        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+            if scope["type"] == "http" and not call.started:
+                await call.send(_UNAVAILABLE_START)
+                await call.send(_UNAVAILABLE_BODY)
+            await call.send(None)
+
+
+_UNAVAILABLE = (
+    b'{"error":"unavailable","message":"the server stopped before this request finished"}'
+)
+_UNAVAILABLE_START = {
+    "type": "http.response.start",
+    "status": 503,
+    "headers": [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(_UNAVAILABLE)).encode()),
+        (b"retry-after", b"1"),
+        (b"connection", b"close"),
+    ],
+}
+_UNAVAILABLE_BODY = {"type": "http.response.body", "body": _UNAVAILABLE, "more_body": False}
 
 
 class Connection:

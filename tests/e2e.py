@@ -1,0 +1,168 @@
+"""End-to-end helpers: a real ``canopy serve`` (or ``hypercorn``) process on a free port.
+
+The server logs one JSON object per line on stdout; :class:`ServerProcess` reads
+them as they come, so a test can wait for a named event ("listening",
+"draining") instead of sleeping, and learns the port the server bound to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+__all__ = [
+    "ServerProcess",
+    "http_request",
+    "http_request_response",
+    "running_server",
+    "write_config",
+]
+
+LOG_TIMEOUT = 10.0  # a server that has not logged an expected event by then is broken
+EXIT_TIMEOUT = 15.0
+
+HYPERCORN_TOML = """\
+bind = ["127.0.0.1:0"]
+worker_class = "trio"
+workers = 1
+keep_alive_timeout = 5
+graceful_timeout = {grace}
+shutdown_timeout = 5
+
+[canopy]
+data_dir = "var"
+"""
+
+
+def write_config(directory: Path, grace: float = 5.0) -> Path:
+    path = directory / "hypercorn.toml"
+    path.write_text(HYPERCORN_TOML.format(grace=grace))
+    return path
+
+
+class ServerProcess:
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.logs: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self._changed = trio.Event()
+        self.port = 0
+
+    async def pump_logs(self) -> None:
+        assert self.process.stdout is not None
+        buffer = b""
+        async for chunk in self.process.stdout:
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                self._add(line.decode(errors="replace"))
+
+    def _add(self, line: str) -> None:
+        self.raw.append(line)
+        try:
+            self.logs.append(json.loads(line))
+        except ValueError:
+            pass
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for_output(self, text: str) -> str:
+        """Wait for a raw output line containing ``text`` (for servers that are not ours)."""
+        with trio.fail_after(LOG_TIMEOUT):
+            while True:
+                for line in self.raw:
+                    if text in line:
+                        return line
+                await self._changed.wait()
+
+    async def wait_for_log(self, msg: str) -> dict[str, Any]:
+        with trio.fail_after(LOG_TIMEOUT):
+            while True:
+                for entry in self.logs:
+                    if entry.get("msg") == msg:
+                        return entry
+                await self._changed.wait()
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.process.send_signal(signum)
+
+    async def wait(self) -> int:
+        with trio.fail_after(EXIT_TIMEOUT):
+            return await self.process.wait()
+
+
+@asynccontextmanager
+async def running_server(
+    cwd: Path,
+    *,
+    env: dict[str, str] | None = None,
+    argv: Sequence[str] | None = None,
+    wait_for: str = "listening",
+    started_line: str | None = None,
+) -> AsyncIterator[ServerProcess]:
+    """Start the server in ``cwd``; on exit make sure the process (ours) has ended."""
+    command = list(argv or [sys.executable, "-m", "server", "serve"])
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    process = await trio.lowlevel.open_process(
+        command, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    server = ServerProcess(process)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.pump_logs)
+        try:
+            if started_line is None:
+                bind = (await server.wait_for_log(wait_for)).get("bind", "")
+            else:
+                line = await server.wait_for_output(started_line)
+                bind = re.search(r"https?://[^ \"]+", line).group(0)  # type: ignore[union-attr]
+            server.port = int(bind.rsplit(":", 1)[1])
+            yield server
+        finally:
+            if process.returncode is None:
+                process.kill()
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await process.wait()
+            nursery.cancel_scope.cancel()
+
+
+async def http_request(
+    stream: trio.SocketStream, method: str, path: str, body: bytes = b"", headers: str = ""
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request on an open stream; the stream stays usable if kept alive."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n{headers}\r\n"
+    await stream.send_all(head.encode() + body)
+    return await http_request_response(stream)
+
+
+async def http_request_response(stream: trio.SocketStream) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP/1.1 response (with a Content-Length) from ``stream``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            raise ConnectionError("closed before a response")
+        data += chunk
+    raw_head, _, rest = data.partition(b"\r\n\r\n")
+    lines = raw_head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    response_headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        response_headers[name.strip().lower()] = value.strip()
+    length = int(response_headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return status, response_headers, rest[:length]
