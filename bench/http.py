@@ -1,0 +1,172 @@
+"""HTTP throughput: Canopy against FastAPI + Uvicorn, one worker process each, measured by wrk.
+
+Usage (from the repository root, after ``pip install -e . -r bench/requirements.txt``
+and ``apt-get install wrk``)::
+
+    python bench/http.py [--seconds 5] [--rounds 3]
+
+Two loads: (a) GET of a small JSON body at 64 connections; (b) 1000 connections on a
+route that awaits 100 ms. Servers are measured in interleaved rounds (this machine's
+throughput drifts by 10-15 % over a minute) and each figure is the median of the
+rounds. Baselines: Uvicorn as ``pip install uvicorn[standard]`` gives it (uvloop and
+httptools: the headline), and Uvicorn's pure-Python setup (asyncio + h11). The run
+is bounded: rounds x loads x servers x seconds, plus start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOADS = {
+    "a": ("small JSON, 64 connections", "/demo/hello", 64),
+    "b": ("awaits 100 ms, 1000 connections", "/demo/sleep?ms=100", 1000),
+}
+
+
+@dataclass
+class Server:
+    name: str
+    argv: list[str]  # "{port}" is replaced by the port of each run
+    cwd: Path
+
+    def command(self, port: int) -> list[str]:
+        return [arg.replace("{port}", str(port)) for arg in self.argv]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+
+
+def servers(workdir: Path) -> list[Server]:
+    python = sys.executable
+    uvicorn = [python, "-m", "uvicorn", "fastapi_app:app", "--port", "{port}", "--workers", "1"]
+    uvicorn += ["--backlog", "4096"]  # defaults otherwise: access log on, as in Canopy
+    return [
+        Server("canopy", [python, "-m", "server", "serve", "--bind", "127.0.0.1:{port}"], workdir),
+        Server(
+            "uvicorn[standard]",
+            [*uvicorn, "--loop", "uvloop", "--http", "httptools"],
+            workdir,
+        ),
+        Server(
+            "uvicorn (asyncio+h11)",
+            [*uvicorn, "--loop", "asyncio", "--http", "h11"],
+            workdir,
+        ),
+    ]
+
+
+def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not start within 20 s")
+
+
+def run_wrk(port: int, path: str, connections: int, seconds: int) -> tuple[float, int]:
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "5s",
+        f"http://127.0.0.1:{port}{path}",
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    failures = re.findall(r"(?:Non-2xx or 3xx responses:|timeout|read|write|connect) (\d+)", out)
+    errors = sum(int(n) for n in failures)
+    return rps, errors
+
+
+def measure(server: Server, load: str, seconds: int) -> tuple[float, int]:
+    port = free_port()
+    env = {**os.environ, "CANOPY_MAX_INFLIGHT": "8192"}
+    process = subprocess.Popen(
+        server.command(port),
+        cwd=server.cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=raise_fd_limit,
+    )
+    try:
+        wait_until_up(port, process)
+        _, path, connections = LOADS[load]
+        run_wrk(port, path, connections, 1)  # warm-up
+        return run_wrk(port, path, connections, seconds)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=5, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--loads", default="ab", help="which loads to run: a, b or ab")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/http.py needs wrk: apt-get install wrk")
+    raise_fd_limit()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        # Everything runs from a scratch directory: this file's name shadows the stdlib
+        # ``http`` module for any process that has bench/ on its path.
+        shutil.copy(ROOT / "hypercorn.toml", workdir)
+        shutil.copy(ROOT / "bench" / "fastapi_app.py", workdir)
+        candidates = servers(workdir)
+        for load in args.loads:
+            title = LOADS[load][0]
+            results: dict[str, list[float]] = {s.name: [] for s in candidates}
+            errors: dict[str, int] = {s.name: 0 for s in candidates}
+            for _ in range(args.rounds):
+                for server in candidates:
+                    rps, errs = measure(server, load, args.seconds)
+                    results[server.name].append(rps)
+                    errors[server.name] += errs
+            medians = {name: statistics.median(v) for name, v in results.items()}
+            print(f"({load}) {title}")
+            for name, median in medians.items():
+                runs = ", ".join(f"{v:,.0f}" for v in results[name])
+                print(
+                    f"    {name:<24} {median:>9,.0f} req/s  (runs: {runs}; errors: {errors[name]})"
+                )
+            for base in list(medians)[1:]:
+                print(f"    canopy / {base:<22} {medians['canopy'] / medians[base]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The public API is pinned, and imports flow one way: server -> handlers -> nurseries."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import handlers
+import nurseries
+import server
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(nurseries.__all__) == sorted(
+        [
+            "ACTIVE",
+            "TERMINAL",
+            "Backoff",
+            "CanopyError",
+            "ChildSpec",
+            "Drainable",
+            "InflightLimit",
+            "Overloaded",
+            "RestartIntensity",
+            "RestartPolicy",
+            "Service",
+            "ServiceState",
+            "ServiceStatus",
+            "Supervisor",
+            "SupervisorGaveUp",
+            "first_completed",
+            "gather",
+        ]
+    )
+    assert sorted(handlers.__all__) == sorted(
+        ["DEADLINE_ATTRIBUTE", "ApiError", "deadline", "demo", "error_body", "health"]
+    )
+    assert sorted(server.__all__) == sorted(
+        [
+            "CanopyApp",
+            "ForcedShutdown",
+            "HTTPService",
+            "Runtime",
+            "Settings",
+            "SettingsError",
+            "create_app",
+            "load_config",
+            "load_settings",
+            "serve",
+        ]
+    )
+    for package in (nurseries, handlers, server):
+        for name in package.__all__:
+            assert hasattr(package, name), f"{package.__name__}.{name}"
+
+
+def imported_roots(package: str) -> set[str]:
+    roots = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_nurseries_is_pure_trio() -> None:
+    forbidden = {"quart", "quart_trio", "hypercorn", "handlers", "server", "werkzeug"}
+    assert not imported_roots("nurseries") & forbidden
+
+
+def test_handlers_never_import_server() -> None:
+    assert "server" not in imported_roots("handlers")
+    assert "hypercorn" not in imported_roots("handlers")

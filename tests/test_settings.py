@@ -1,0 +1,71 @@
+"""Settings: defaults, the [canopy] table, CANOPY_* variables, and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nurseries import Backoff, RestartIntensity, RestartPolicy
+from server import Settings, SettingsError, load_config, load_settings
+
+
+def test_defaults_then_toml_then_environment(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('[canopy]\nrequest_timeout = 5\nlog_level = "debug"\n')
+    settings = load_settings(toml, {"CANOPY_REQUEST_TIMEOUT": "7.5", "OTHER": "x"})
+    assert settings.request_timeout == 7.5  # environment wins
+    assert settings.log_level == "debug"  # from the file
+    assert settings.max_inflight == Settings().max_inflight  # default
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"CANOPY_REQUEST_TIMEOUT": "soon"}, "CANOPY_REQUEST_TIMEOUT"),
+        ({"CANOPY_REQUEST_TIMEOUT": "-1"}, "CANOPY_REQUEST_TIMEOUT"),
+        ({"CANOPY_MAX_INFLIGHT": "1.5"}, "CANOPY_MAX_INFLIGHT"),
+        ({"CANOPY_ACCESS_LOG": "maybe"}, "CANOPY_ACCESS_LOG"),
+        ({"CANOPY_LOG_LEVEL": "loud"}, "CANOPY_LOG_LEVEL"),
+        ({"CANOPY_NO_SUCH_THING": "1"}, "CANOPY_NO_SUCH_THING"),
+    ],
+)
+def test_bad_values_name_the_setting(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named) as info:
+        load_settings(None, environ)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_toml_and_hypercorn_settings(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text("[canopy]\nrequest_timout = 5\n")
+    with pytest.raises(SettingsError, match=r"\[canopy\] request_timout: unknown"):
+        load_settings(toml, {})
+    toml.write_text('bind = ["nonsense"]\n')
+    with pytest.raises(SettingsError, match="bind"):
+        load_config(str(toml), environ={})
+    toml.write_text("workers = 3\n")
+    with pytest.raises(SettingsError, match="workers"):
+        load_config(str(toml), environ={})
+    toml.write_text("this is not toml")
+    with pytest.raises(SettingsError, match="invalid TOML"):
+        load_settings(toml, {})
+
+
+def test_hypercorn_toml_in_repo_loads() -> None:
+    config, settings = load_config(str(Path(__file__).parent.parent / "hypercorn.toml"), environ={})
+    assert config.worker_class == "trio"
+    assert settings.data_dir == "var"
+
+
+def test_restart_policy_and_backoff_are_plain_functions() -> None:
+    assert RestartPolicy.PERMANENT.should_restart(crashed=False)
+    assert RestartPolicy.TRANSIENT.should_restart(crashed=True)
+    assert not RestartPolicy.TRANSIENT.should_restart(crashed=False)
+    assert not RestartPolicy.TEMPORARY.should_restart(crashed=True)
+    backoff = Backoff(initial=0.5, factor=3, maximum=10)
+    assert [backoff.delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.5, 4.5, 10]
+    intensity = RestartIntensity(max_restarts=2, window=10)
+    assert intensity.allows([1.0], now=5.0)
+    assert not intensity.allows([1.0, 4.0], now=5.0)
+    assert intensity.allows([1.0, 4.0], now=12.0)  # the first fell out of the window
