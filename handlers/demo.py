@@ -86,6 +86,13 @@ def create_blueprint(service: DemoService) -> Blueprint:
             raise ApiError(422, "invalid_parameter", f"ms must be 0..{MAX_SLEEP_MS}", field="ms")
         return await service.sleep(int(raw))
 
+    @blueprint.post("/json")
+    async def echo_json() -> dict[str, Any]:
+        body = await request.get_json(force=True, silent=True)
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid_json", "the body must be a JSON object")
+        return {"received": body, "bytes": request.content_length or 0}
+
     @blueprint.websocket("/echo")
     async def echo() -> None:
         while True:

@@ -34,10 +34,14 @@ log = logging.getLogger("canopy.http")
 class HTTPService:
     """Serves an ASGI app; a :class:`nurseries.Drainable` child of the supervision tree."""
 
-    def __init__(self, app: Any, config: Config, *, drain_linger: float = 1.0) -> None:
+    def __init__(
+        self, app: Any, config: Config, *, drain_linger: float = 1.0, inline: bool = False
+    ) -> None:
+        """``inline``: run HTTP/1.1 requests in the reading task (see ``Connection.defer``)."""
         self.app = wrap_app(app, config.wsgi_max_body_size, "asgi")
         self.config = config
         self.drain_linger = drain_linger
+        self.inline = inline
         self.binds: list[str] = []
         self._connections: set[Connection] = set()
         self._stop = trio.Event()
@@ -66,9 +70,13 @@ class HTTPService:
         self, lifespan_state: dict[str, Any], task_status: trio.TaskStatus[list[str]]
     ) -> None:
         listeners, self.binds = self._listen()
-        context = WorkerContext(None)
         handler = partial(
-            _serve_connection, self.app, self.config, context, lifespan_state, self._connections
+            _serve_connection,
+            self.app,
+            self.config,
+            lifespan_state,
+            self._connections,
+            self.inline,
         )
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptors:
@@ -113,9 +121,11 @@ class HTTPService:
 async def _serve_connection(
     app: Any,
     config: Config,
-    context: WorkerContext,
     lifespan_state: dict[str, Any],
     registry: set[Connection],
+    inline: bool,
     stream: trio.abc.Stream,
 ) -> None:
-    await Connection(app, config, context, lifespan_state, registry, stream).run()
+    # A context per connection: the transport hangs its reader event on it.
+    context = WorkerContext(None)
+    await Connection(app, config, context, lifespan_state, registry, stream, inline=inline).run()

@@ -43,7 +43,9 @@ async def serve(
     """Run ``app`` and its services under Canopy's own supervision tree until a signal."""
     runtime = app.runtime
     runtime.lifespan_owns_tree = False
-    http = HTTPService(app, config, drain_linger=runtime.settings.drain_linger)
+    # Canopy's connection class reads the whole body, then never waits on receive():
+    # safe to run its HTTP/1.1 requests in the reading task.
+    http = HTTPService(app, config, drain_linger=runtime.settings.drain_linger, inline=True)
     runtime.tree.add("http", http, grace=http.grace)
     forced = trio.Event()
     async with trio.open_nursery() as root:

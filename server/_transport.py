@@ -23,6 +23,7 @@ import math
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableSet
+from functools import partial
 from typing import Any
 
 import trio
@@ -64,6 +65,10 @@ class _Inbox:
         self._getter: trio.Event | None = None
         self._putters: trio.lowlevel.ParkingLot | None = None
 
+    @property
+    def full(self) -> bool:
+        return len(self._items) >= self._limit
+
     async def put(self, message: Any) -> None:
         while len(self._items) >= self._limit:
             if self._putters is None:
@@ -96,6 +101,7 @@ class _AppCall:
     __slots__ = (
         "_inbox",
         "_send",
+        "body_complete",
         "cancel_scope",
         "connection",
         "receive",
@@ -111,6 +117,7 @@ class _AppCall:
         self.cancel_scope = trio.CancelScope() if scope.get("http_version") == "2" else None
         self.started = False
         self.responded = False
+        self.body_complete = False
         self._inbox = _Inbox(connection.config.max_app_queue_size)
         self.receive = self._inbox.get
 
@@ -132,12 +139,56 @@ class _AppCall:
             await self.connection.flush()
 
     async def put(self, message: Any) -> None:
-        if message["type"] == "http.disconnect" and not self.responded:
+        if self._inbox.full:
+            self.connection.promote(self)  # a deferred call must run to make room
+        kind = message["type"]
+        if kind == "http.disconnect" or (kind == "http.request" and not message.get("more_body")):
+            self.body_complete = True
+        if kind == "http.disconnect" and not self.responded:
             if self.cancel_scope is not None:
                 self.cancel_scope.cancel()
             else:
                 self.connection.abort()
         await self._inbox.put(message)
+
+
+class _ReaderEvent:
+    """Hypercorn's ``can_read`` event, which also runs a deferred HTTP/1.1 request.
+
+    An HTTP/1.1 request is run by the connection's reading task itself, once the
+    protocol has consumed what was read (see ``Connection.run_deferred``): no task to
+    spawn and no two context switches per request. When requests are pipelined,
+    ``H11Protocol`` parks the reader on ``can_read.wait()`` until the current one is
+    answered; waiting here runs it first. Waiting on an event that is already set
+    returns without a trip through the scheduler.
+    """
+
+    __slots__ = ("_connection", "_event", "_flag")
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._flag = False
+        self._event: trio.Event | None = None
+
+    async def clear(self) -> None:
+        self._flag = False
+        self._event = None
+
+    async def set(self) -> None:
+        self._flag = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        await self._connection.run_deferred()
+        if self._flag:
+            return
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
+
+    def is_set(self) -> bool:
+        return self._flag
 
 
 class _TaskGroup:
@@ -152,7 +203,10 @@ class _TaskGroup:
     ) -> Callable[[Any], Awaitable[None]]:
         scope["extensions"][TRANSPORT_EXTENSION] = {}
         call = _AppCall(self._connection, send, scope)
-        self._nursery.start_soon(_run_app, app, scope, call)
+        if self._connection.inline and scope["type"] == "http" and call.cancel_scope is None:
+            self._connection.defer(app, scope, call)
+        else:
+            self._nursery.start_soon(_run_app, app, scope, call)
         return call.put
 
     def spawn(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
@@ -207,8 +261,11 @@ class Connection:
         lifespan_state: dict[str, Any],
         registry: MutableSet[Connection],
         stream: trio.abc.Stream,
+        *,
+        inline: bool = False,
     ) -> None:
         self.app = app
+        self.inline = inline
         self.config = config
         self.context = context
         self.lifespan_state = lifespan_state
@@ -226,6 +283,8 @@ class Connection:
         self._corked = False
         self._pending: list[bytes] = []
         self._fd = -1  # the socket's descriptor, for writes that need no await
+        self._deferred: tuple[AppWrapper, Any, _AppCall] | None = None
+        self.context.event_class = partial(_ReaderEvent, self)  # type: ignore[assignment]
 
     async def run(self) -> None:
         self.registry.add(self)
@@ -325,6 +384,7 @@ class Connection:
                 if not data:
                     break
                 await self.protocol.handle(RawData(data))
+                await self.run_deferred()
                 if self._draining and self._idle:
                     break
         self._read_scope = None
@@ -332,6 +392,31 @@ class Connection:
 
     async def _receive(self) -> bytes:
         return bytes(await self.stream.receive_some(MAX_RECV))
+
+    def defer(self, app: AppWrapper, scope: Any, call: _AppCall) -> None:
+        """Hold an HTTP/1.1 request for the reader to run (see ``_ReaderEvent``).
+
+        Only with ``inline=True``, for apps that read the request body and then never
+        call ``receive()`` again (Canopy's connection class): the reader cannot feed an
+        app it is running. The trade: while the reader runs a request it does not read,
+        so a client that disconnects mid-request is noticed when the response is
+        written, not before; the request stays bounded by its deadline.
+        """
+        if self._deferred is not None:
+            self.promote(self._deferred[2])
+        self._deferred = (app, scope, call)
+
+    def promote(self, call: _AppCall) -> None:
+        """Run a deferred request in a task of its own after all (its body is large)."""
+        if self._deferred is not None and self._deferred[2] is call:
+            self._nursery.start_soon(_run_app, *self._deferred)
+            self._deferred = None
+
+    async def run_deferred(self) -> None:
+        """Run the deferred request, once its body is complete (the app reads it first)."""
+        if self._deferred is not None and self._deferred[2].body_complete:
+            deferred, self._deferred = self._deferred, None
+            await _run_app(*deferred)
 
     def abort(self) -> None:
         """The client is gone: cancel everything this connection runs."""

@@ -12,10 +12,30 @@ __all__ = ["CanopyRequest", "CompactJSONProvider"]
 
 
 class CanopyRequest(TrioRequest):
-    """``blueprints`` is read three times per request and rebuilt each time upstream."""
+    """Two hot properties, computed the cheap way.
+
+    ``blueprints`` is read three times per request and rebuilt each time upstream.
+    ``content_length`` is read when the request is built, and werkzeug's
+    ``Headers.get`` constructs an exception for each absent header it looks up
+    (Content-Length and Transfer-Encoding are both absent on most GETs), so it is
+    read from the ASGI scope's raw headers instead, with werkzeug's rules.
+    """
 
     _blueprints_rule: Any = None
     _blueprints: list[str] | None = None
+
+    @property
+    def content_length(self) -> int | None:
+        length: bytes | None = None
+        for name, value in self.scope["headers"]:
+            if name == b"transfer-encoding" and b"chunked" in value.lower():
+                return None
+            if name == b"content-length":
+                length = value
+        if length is None:
+            return None
+        length = length.strip()
+        return int(length) if length.isdigit() else 0
 
     @property
     def blueprints(self) -> list[str]:

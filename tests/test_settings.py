@@ -69,3 +69,24 @@ def test_restart_policy_and_backoff_are_plain_functions() -> None:
     assert intensity.allows([1.0], now=5.0)
     assert not intensity.allows([1.0, 4.0], now=5.0)
     assert intensity.allows([1.0, 4.0], now=12.0)  # the first fell out of the window
+
+
+def test_request_content_length_follows_werkzeug_rules() -> None:
+    from werkzeug.sansio.utils import get_content_length
+
+    from server._wrappers import CanopyRequest
+
+    cases = [
+        [],
+        [(b"content-length", b"12")],
+        [(b"content-length", b" 7 ")],
+        [(b"content-length", b"abc")],
+        [(b"transfer-encoding", b"chunked"), (b"content-length", b"5")],
+        [(b"transfer-encoding", b"gzip, chunked")],
+    ]
+    for headers in cases:
+        request = CanopyRequest.__new__(CanopyRequest)
+        request.scope = {"headers": headers}  # type: ignore[attr-defined]
+        named = {k.decode(): v.decode() for k, v in headers}
+        expected = get_content_length(named.get("content-length"), named.get("transfer-encoding"))
+        assert request.content_length == expected, headers

@@ -1,0 +1,91 @@
+"""Canopy's transport on a real socket: split bodies, pipelining, large bodies, keep-alive."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import trio
+
+from .e2e import http_request, http_request_response, running_server, write_config
+
+
+async def test_body_arriving_after_the_headers(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    async with running_server(tmp_path) as server:
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            body = b'{"order": 42}'
+            head = f"POST /demo/json HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n"
+            await stream.send_all(head.encode())
+            await trio.sleep(0.2)  # the request is complete only when the body arrives
+            await stream.send_all(body[:5])
+            await trio.sleep(0.1)
+            await stream.send_all(body[5:])
+            status, _, reply = await http_request_response(stream)
+            assert status == 200
+            assert json.loads(reply) == {"received": {"order": 42}, "bytes": len(body)}
+            # and the same connection serves the next request
+            status, _, reply = await http_request(stream, "GET", "/demo/hello")
+            assert status == 200
+        server.signal()
+        assert await server.wait() == 0
+
+
+async def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    async with running_server(tmp_path) as server:
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            one = b"GET /demo/sleep?ms=50 HTTP/1.1\r\nHost: t\r\n\r\n"
+            two = b"GET /demo/hello HTTP/1.1\r\nHost: t\r\n\r\n"
+            body = b'{"n": 3}'
+            three = b"POST /demo/json HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n" + body
+            await stream.send_all(one + two + three)
+            replies = [await http_request_response(stream) for _ in range(3)]
+        assert [status for status, _, _ in replies] == [200, 200, 200]
+        assert json.loads(replies[0][2]) == {"slept_ms": 50}
+        assert json.loads(replies[1][2]) == {"hello": "world"}
+        assert json.loads(replies[2][2])["received"] == {"n": 3}
+        server.signal()
+        assert await server.wait() == 0
+
+
+async def test_large_body_streamed_in_small_writes(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    async with running_server(tmp_path) as server:
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            body = json.dumps({"blob": "x" * 600_000}).encode()
+            head = f"POST /demo/json HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}\r\n\r\n"
+            await stream.send_all(head.encode())
+            for start in range(0, len(body), 4096):
+                await stream.send_all(body[start : start + 4096])
+            status, _, reply = await http_request_response(stream)
+        assert status == 200
+        assert json.loads(reply)["bytes"] == len(body)
+        server.signal()
+        assert await server.wait() == 0
+
+
+async def test_malformed_json_is_400(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    async with running_server(tmp_path) as server:
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            status, _, reply = await http_request(stream, "POST", "/demo/json", body=b"{nope")
+        assert status == 400
+        assert json.loads(reply)["error"] == "invalid_json"
+        server.signal()
+        assert await server.wait() == 0
+
+
+async def test_idle_keep_alive_connection_is_closed_after_timeout(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("keep_alive_timeout = 5", "keep_alive_timeout = 0.3"))
+    async with running_server(tmp_path) as server:
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            status, _, _ = await http_request(stream, "GET", "/healthz")
+            assert status == 200
+            started = trio.current_time()
+            with trio.fail_after(3):
+                assert await stream.receive_some(100) == b""
+            assert 0.2 < trio.current_time() - started < 2.0
+        server.signal()
+        assert await server.wait() == 0
