@@ -30,7 +30,7 @@ from nurseries import InflightLimit, Overloaded, Supervisor
 from ._access_log import AccessLog, RequestIds
 from ._asgi import CanopyHTTPConnection, CanopyWebsocketConnection
 from ._settings import Settings
-from ._wrappers import CanopyRequest, CompactJSONProvider
+from ._wrappers import CachedRequestContext, CanopyRequest, CompactJSONProvider, RouteCache
 
 __all__ = ["CanopyApp", "Runtime", "create_app"]
 
@@ -54,11 +54,15 @@ class Runtime:
 
 
 class CanopyApp(QuartTrio):
+    route_cache: RouteCache
     asgi_http_class = CanopyHTTPConnection
     asgi_websocket_class = CanopyWebsocketConnection
     request_class = CanopyRequest
     json_provider_class = CompactJSONProvider
     runtime: Runtime
+
+    def request_context(self, request: Request) -> RequestContext:
+        return CachedRequestContext(self, request)
 
     async def handle_request(self, request: Request) -> Any:
         started = time.perf_counter()
@@ -161,6 +165,7 @@ async def _unhandled_error(error: Exception) -> ResponseReturnValue:
 def create_app(settings: Settings) -> CanopyApp:
     """Assemble the app and its supervision tree; nothing runs until it is served."""
     app = CanopyApp("canopy")
+    app.route_cache = RouteCache()
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_size
     services = Supervisor("services")
     tree = Supervisor("canopy")

@@ -20,6 +20,7 @@ DEFAULT_CONFIG = "hypercorn.toml"
 class CanopyConfig(Config):
     """Hypercorn's Config, formatting the ``Date`` header once a second, not per response."""
 
+    include_server_header = False  # no need to advertise the stack, or validate the header
     _headers_key: tuple[str, int] | None = None
     _headers: list[tuple[bytes, bytes]]
 

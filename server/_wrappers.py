@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from quart.ctx import RequestContext
+from quart.helpers import _split_blueprint_path
 from quart.json.provider import DefaultJSONProvider
 from quart_trio.wrappers import TrioRequest
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import MapAdapter
 
-__all__ = ["CanopyRequest", "CompactJSONProvider"]
+__all__ = ["CachedRequestContext", "CanopyRequest", "CompactJSONProvider", "RouteCache"]
 
 
 class CanopyRequest(TrioRequest):
@@ -41,7 +45,9 @@ class CanopyRequest(TrioRequest):
     def blueprints(self) -> list[str]:
         rule = self.url_rule
         if self._blueprints is None or rule is not self._blueprints_rule:
-            self._blueprints = TrioRequest.blueprints.fget(self)  # type: ignore[attr-defined]
+            endpoint = rule.endpoint if rule is not None else ""
+            blueprint = endpoint.rsplit(".", 1)[0] if "." in endpoint else None
+            self._blueprints = _split_blueprint_path(blueprint) if blueprint else []
             self._blueprints_rule = rule
         return self._blueprints
 
@@ -60,3 +66,39 @@ class CompactJSONProvider(DefaultJSONProvider):
     def response(self, *args: Any, **kwargs: Any) -> Any:
         body = self._encode(self._prepare_response_obj(args, kwargs))
         return self._app.response_class(body, mimetype=self.mimetype)
+
+
+class RouteCache:
+    """Remembers which rule a (method, path) matched, so werkzeug matches a path once.
+
+    Only valid without host or subdomain matching (Canopy's setup), where a match
+    depends on nothing else. Failures (404, 405, redirects) are not remembered.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._entries: dict[tuple[str, str, bool], tuple[Any, dict[str, Any]]] = {}
+
+    def match(self, adapter: MapAdapter, method: str, path: str, websocket: bool) -> Any:
+        key = (method, path, websocket)
+        hit = self._entries.get(key)
+        if hit is not None:
+            return hit[0], dict(hit[1])
+        rule, args = adapter.match(return_rule=True)
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[key] = (rule, dict(args))
+        return rule, args
+
+
+class CachedRequestContext(RequestContext):
+    """Quart's request context, matching through the app's :class:`RouteCache`."""
+
+    def match_request(self) -> None:
+        request = self.request_websocket
+        try:
+            request.url_rule, request.view_args = self.app.route_cache.match(  # type: ignore[attr-defined]
+                self.url_adapter, request.method, request.path, False
+            )
+        except HTTPException as exception:
+            request.routing_exception = exception  # type: ignore[assignment]

@@ -1,0 +1,48 @@
+"""The app in-process (Quart's test client): route cache, deadlines, errors, request ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from werkzeug.routing import Map, Rule
+
+from server import Settings, create_app
+from server._wrappers import RouteCache
+
+
+def test_route_cache_remembers_matches_not_failures() -> None:
+    url_map = Map([Rule("/items/<int:item>", endpoint="item", methods=["GET"])])
+    cache = RouteCache(size=2)
+    adapter = url_map.bind("example.org", path_info="/items/7", default_method="GET")
+    rule, args = cache.match(adapter, "GET", "/items/7", False)
+    assert rule.endpoint == "item" and args == {"item": 7}
+    args["item"] = 99  # callers may mutate what they get
+    rule, args = cache.match(adapter, "GET", "/items/7", False)
+    assert args == {"item": 7}
+    missing = url_map.bind("example.org", path_info="/nope")
+    for _ in range(2):
+        with pytest.raises(Exception, match="404"):
+            cache.match(missing, "GET", "/nope", False)
+    for n in range(5):  # bounded: clears when full
+        adapter = url_map.bind("example.org", path_info=f"/items/{n}")
+        assert cache.match(adapter, "GET", f"/items/{n}", False)[1] == {"item": n}
+    assert len(cache._entries) <= 2
+
+
+@pytest.fixture
+def app() -> Any:
+    application = create_app(Settings(access_log=False))
+    application.runtime.lifespan_owns_tree = False
+    return application
+
+
+async def test_routes_with_arguments_resolve_per_path(app: Any) -> None:
+    client = app.test_client()
+    for sku in ("a", "bb", "a"):
+        response = await client.get(f"/demo/quote/{sku}")
+        assert response.status_code == 200
+        assert (await response.get_json())["sku"] == sku
+    response = await client.post("/demo/quote/a")
+    assert response.status_code == 405
+    assert (await response.get_json())["error"] == "method_not_allowed"
