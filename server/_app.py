@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -30,7 +31,13 @@ from nurseries import InflightLimit, Overloaded, Supervisor
 from ._access_log import AccessLog, RequestIds
 from ._asgi import CanopyHTTPConnection, CanopyWebsocketConnection
 from ._settings import Settings
-from ._wrappers import CachedRequestContext, CanopyRequest, CompactJSONProvider, RouteCache
+from ._wrappers import (
+    CachedRequestContext,
+    CanopyRequest,
+    CompactJSONProvider,
+    LazyMapAdapter,
+    RouteCache,
+)
 
 __all__ = ["CanopyApp", "Runtime", "create_app"]
 
@@ -63,6 +70,11 @@ class CanopyApp(QuartTrio):
 
     def request_context(self, request: Request) -> RequestContext:
         return CachedRequestContext(self, request)
+
+    def create_url_adapter(self, request: Any) -> Any:
+        if request is None:
+            return super().create_url_adapter(None)
+        return LazyMapAdapter(partial(QuartTrio.create_url_adapter, self, request))
 
     async def handle_request(self, request: Request) -> Any:
         started = time.perf_counter()

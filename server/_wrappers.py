@@ -102,3 +102,28 @@ class CachedRequestContext(RequestContext):
             )
         except HTTPException as exception:
             request.routing_exception = exception  # type: ignore[assignment]
+
+
+class LazyMapAdapter:
+    """Binds the URL map to a request only when something needs the adapter.
+
+    Quart binds one per request up front; with the route cache answering the match,
+    only ``url_for``, a cache miss or an OPTIONS request still needs it.
+    """
+
+    __slots__ = ("_adapter", "_factory")
+
+    def __init__(self, factory: Any) -> None:
+        object.__setattr__(self, "_factory", factory)
+        object.__setattr__(self, "_adapter", None)
+
+    def _bound(self) -> MapAdapter:
+        if self._adapter is None:
+            object.__setattr__(self, "_adapter", self._factory())
+        return self._adapter  # type: ignore[return-value]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bound(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._bound(), name, value)

@@ -46,3 +46,18 @@ async def test_routes_with_arguments_resolve_per_path(app: Any) -> None:
     response = await client.post("/demo/quote/a")
     assert response.status_code == 405
     assert (await response.get_json())["error"] == "method_not_allowed"
+
+
+async def test_url_for_and_options_still_work_with_the_lazy_adapter(app: Any) -> None:
+    from quart import url_for
+
+    @app.get("/where")
+    async def where() -> dict[str, str]:
+        return {"quote": url_for("demo.quote", sku="x9", _external=True)}
+
+    client = app.test_client()
+    response = await client.get("/where")
+    assert (await response.get_json()) == {"quote": "http://localhost/demo/quote/x9"}
+    response = await client.options("/demo/hello")
+    assert response.status_code == 200
+    assert "GET" in response.headers["Allow"]
