@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 from ._errors import Overloaded
 
@@ -11,11 +10,12 @@ __all__ = ["InflightLimit"]
 
 
 class InflightLimit:
-    """A non-blocking bound on concurrent work.
+    """A non-blocking bound on concurrent work: ``with limit:`` holds one slot.
 
     A server that queues requests it cannot serve soon only turns overload into
-    timeouts for everyone; refusing at once lets the client retry elsewhere.
-    No awaiting is involved, so entering a slot costs a comparison.
+    timeouts for everyone; refusing at once (:class:`Overloaded`) lets the client
+    retry elsewhere. No awaiting is involved, so entering costs a comparison; the
+    limit is its own context manager because it sits on every request's path.
     """
 
     def __init__(self, limit: int, *, retry_after: float = 1.0) -> None:
@@ -29,13 +29,15 @@ class InflightLimit:
     def inflight(self) -> int:
         return self._inflight
 
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold one slot for the body; raise :class:`Overloaded` if none is free."""
+    def __enter__(self) -> None:
         if self._inflight >= self.limit:
             raise Overloaded(self.limit, self.retry_after)
         self._inflight += 1
-        try:
-            yield
-        finally:
-            self._inflight -= 1
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._inflight -= 1

@@ -88,7 +88,7 @@ class CanopyApp(QuartTrio):
             response = await super().handle_request(request)
         else:
             try:
-                with runtime.limit.slot():
+                with runtime.limit:
                     response = await super().handle_request(request)
             except Overloaded as exc:
                 response = _overloaded_response(exc)
@@ -112,7 +112,7 @@ class CanopyApp(QuartTrio):
         if request_.url_rule is not None:
             view = self.view_functions.get(request_.url_rule.endpoint)
             timeout = getattr(view, DEADLINE_ATTRIBUTE, timeout)
-        with trio.move_on_after(timeout):
+        with trio.CancelScope(deadline=trio.current_time() + timeout):
             return await super().dispatch_request(request_context)
         raise ApiError(504, "deadline_exceeded", f"the request took longer than {timeout:g} s")
 

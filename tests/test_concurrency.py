@@ -98,11 +98,15 @@ async def test_first_completed_stagger_only_starts_backup_when_primary_is_slow(
 
 def test_inflight_limit_sheds_instead_of_queueing() -> None:
     limit = InflightLimit(2, retry_after=3)
-    with limit.slot(), limit.slot():
+    with limit, limit:
         assert limit.inflight == 2
-        with pytest.raises(Overloaded) as info, limit.slot():
+        with pytest.raises(Overloaded) as info, limit:
             pass
         assert info.value.retry_after == 3
+        assert limit.inflight == 2  # a refused entry holds nothing
+    assert limit.inflight == 0
+    with pytest.raises(KeyError), limit:
+        raise KeyError("released on error too")
     assert limit.inflight == 0
     with pytest.raises(ValueError):
         InflightLimit(0)
