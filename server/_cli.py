@@ -11,6 +11,7 @@ from ._app import create_app
 from ._config import default_config_path, load_config
 from ._logging import configure_logging
 from ._main import ForcedShutdown, serve
+from ._process import tune_gc
 from ._settings import Settings, SettingsError
 
 __all__ = ["main"]
@@ -43,6 +44,7 @@ def serve_command(config_path: str | None, bind: tuple[str, ...]) -> None:
     config.accesslog = None
     config.errorlog = "canopy.hypercorn"  # routed through our JSON logging
     app = create_app(settings)
+    tune_gc(settings.gc_threshold)
     try:
         trio.run(serve, app, config)
     except ForcedShutdown:

@@ -4,7 +4,8 @@ Shape of :meth:`HTTPService.run`, outermost first::
 
     lifespan nursery      the ASGI lifespan (Quart's before/after_serving)
       connections nursery one task per client connection; its deadline is the drain grace
-        acceptors nursery the accept loops; cancelling it closes the listening sockets
+        acceptors nursery the accept loops (cancelling it closes the listening sockets)
+                          and the reaper that closes idle keep-alive connections
 
 ``shutdown()`` cancels the acceptors (a new connection is refused from then on, not
 left hanging in a backlog), asks every connection to drain, and gives the
@@ -83,6 +84,7 @@ class HTTPService:
                 acceptors.start_soon(
                     partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)
                 )
+                acceptors.start_soon(self._reap_idle)
                 for bind in self.binds:
                     log.info("listening", extra={"bind": bind})
                 task_status.started(self.binds)
@@ -90,6 +92,18 @@ class HTTPService:
                 acceptors.cancel_scope.cancel()
             self._drain(connections)
         log.info("drained")
+
+    async def _reap_idle(self) -> None:
+        """Close keep-alive connections idle past the timeout, a few sweeps per period."""
+        limit = self.config.keep_alive_timeout
+        if self.config.read_timeout:
+            limit = min(limit, self.config.read_timeout)
+        interval = min(1.0, max(0.02, limit / 4))
+        while True:
+            await trio.sleep(interval)
+            now = trio.current_time()
+            for connection in list(self._connections):
+                connection.reap(now, limit)
 
     def _drain(self, connections: trio.Nursery) -> None:
         log.info("draining", extra={"connections": len(self._connections)})

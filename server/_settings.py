@@ -49,6 +49,15 @@ def _positive_int(value: Any) -> int:
     return number
 
 
+def _non_negative_int(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError("must be a whole number")
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be zero or more")
+    return number
+
+
 def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -95,6 +104,11 @@ class Settings:
     data_dir: str = _setting("var", str, "directory for embedded data (SQLite and the like)")
     log_level: str = _setting("info", _log_level, "debug, info, warning or error")
     access_log: bool = _setting(True, _boolean, "one JSON line per request on stdout")
+    gc_threshold: int = _setting(
+        50_000,
+        _non_negative_int,
+        "allocations between young-generation garbage collections (0: Python's default)",
+    )
 
     @classmethod
     def describe(cls) -> dict[str, str]:

@@ -345,7 +345,7 @@ class Connection:
             stream = inner.stream
             if isinstance(stream, WSStream) and stream.state is ASGIWebsocketState.CONNECTED:
                 self._nursery.start_soon(self._close_websocket, stream)
-        self._update_read_deadline()
+        self._apply_drain_deadline()
 
     async def _close_websocket(self, stream: WSStream) -> None:
         await stream.app_send(
@@ -357,25 +357,28 @@ class Connection:
         )
         await stream.handle(StreamClosed(stream_id=stream.stream_id))
         self._idle = True  # now only waiting for the client's close frame and FIN
-        self._update_read_deadline()
+        self._apply_drain_deadline()
 
-    def _read_deadline(self) -> float:
-        if not self._idle:
-            return math.inf
-        idle_for = self.config.keep_alive_timeout
-        if self.config.read_timeout:
-            idle_for = min(idle_for, self.config.read_timeout)
-        deadline = self._idle_since + idle_for
-        return min(deadline, self._drain_deadline) if self._draining else deadline
+    def reap(self, now: float, idle_limit: float) -> None:
+        """Close the connection if it has been idle for ``idle_limit`` (keep-alive).
 
-    def _update_read_deadline(self) -> None:
-        if self._read_scope is not None:
-            self._read_scope.deadline = self._read_deadline()
+        Called by the server's reaper, which sweeps every connection a few times per
+        keep-alive period: cheaper than a cancel-scope deadline moved twice per request.
+        """
+        if self._idle and not self._draining and now - self._idle_since >= idle_limit:
+            if self._read_scope is not None:
+                self._read_scope.cancel()
+
+    def _apply_drain_deadline(self) -> None:
+        # While draining, an idle connection lingers until the drain deadline; a busy
+        # one has until its request is done (bounded by the server's grace).
+        if self._draining and self._read_scope is not None:
+            self._read_scope.deadline = self._drain_deadline if self._idle else math.inf
 
     async def _read_loop(self) -> None:
-        # One scope for the connection's whole life: its deadline is the keep-alive
-        # (or drain) deadline while idle and infinite while busy, moved by Updated events.
-        with trio.CancelScope(deadline=self._read_deadline()) as self._read_scope:
+        # One scope for the connection's whole life, cancelled by the reaper when the
+        # connection idles out, or given the linger deadline when the server drains.
+        with trio.CancelScope() as self._read_scope:
             while not self._closed:
                 try:
                     data = await self._receive()
@@ -437,7 +440,8 @@ class Connection:
             self._idle = event.idle
             if event.idle:
                 self._idle_since = trio.current_time()
-            self._update_read_deadline()
+            if self._draining:
+                self._apply_drain_deadline()
 
     def cork(self) -> None:
         self._corked = True

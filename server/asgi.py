@@ -11,6 +11,7 @@ import sys
 from ._app import create_app
 from ._config import default_config_path
 from ._logging import configure_logging
+from ._process import tune_gc
 from ._settings import SettingsError, load_settings
 
 __all__ = ["app"]
@@ -23,3 +24,4 @@ except SettingsError as _exc:
 
 configure_logging(_settings.log_level)
 app = create_app(_settings)
+tune_gc(_settings.gc_threshold)
