@@ -61,7 +61,7 @@ def raise_fd_limit() -> None:
 def servers(workdir: Path) -> list[Server]:
     python = sys.executable
     uvicorn = [python, "-m", "uvicorn", "fastapi_app:app", "--port", "{port}", "--workers", "1"]
-    uvicorn += ["--backlog", "4096"]  # defaults otherwise: access log on, as in Canopy
+    # Uvicorn's defaults otherwise (backlog 2048, access log on), as Canopy runs with its own.
     return [
         Server("canopy", [python, "-m", "server", "serve", "--bind", "127.0.0.1:{port}"], workdir),
         Server(
