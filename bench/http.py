@@ -90,6 +90,11 @@ def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("server did not start within 20 s")
 
 
+def pinned(core: int, argv: list[str]) -> list[str]:
+    """Pin to one core when taskset exists: the server and wrk stop trading places."""
+    return ["taskset", "-c", str(core), *argv] if shutil.which("taskset") else argv
+
+
 def run_wrk(port: int, path: str, connections: int, seconds: int) -> tuple[float, int]:
     command = [
         "wrk",
@@ -100,7 +105,8 @@ def run_wrk(port: int, path: str, connections: int, seconds: int) -> tuple[float
         "5s",
         f"http://127.0.0.1:{port}{path}",
     ]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30).stdout
+    out = subprocess.run(pinned(1, command), capture_output=True, text=True, timeout=seconds + 30)
+    out = out.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     failures = re.findall(r"(?:Non-2xx or 3xx responses:|timeout|read|write|connect) (\d+)", out)
     errors = sum(int(n) for n in failures)
@@ -111,7 +117,7 @@ def measure(server: Server, load: str, seconds: int) -> tuple[float, int]:
     port = free_port()
     env = {**os.environ, "CANOPY_MAX_INFLIGHT": "8192"}
     process = subprocess.Popen(
-        server.command(port),
+        pinned(0, server.command(port)),
         cwd=server.cwd,
         env=env,
         stdout=subprocess.DEVNULL,
