@@ -40,22 +40,20 @@ def _non_negative_float(value: Any) -> float:
     return number
 
 
-def _positive_int(value: Any) -> int:
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ValueError("must be a whole number")
-    number = int(value)
-    if number < 1:
-        raise ValueError("must be at least 1")
-    return number
+def _whole_number(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("must be a whole number")
+        number = int(value)
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return number
+
+    return parse
 
 
-def _non_negative_int(value: Any) -> int:
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ValueError("must be a whole number")
-    number = int(value)
-    if number < 0:
-        raise ValueError("must be zero or more")
-    return number
+_positive_int = _whole_number(1)
+_non_negative_int = _whole_number(0)
 
 
 def _boolean(value: Any) -> bool:

@@ -70,14 +70,18 @@ async def test_sigterm_drains_in_order_and_exits_zero(tmp_path: Path) -> None:
         assert messages.index("draining") < messages.index("drained") < messages.index("stopped")
 
 
+async def start_slow_request(port: int, ms: int) -> trio.SocketStream:
+    """Open a connection and leave a request of ``ms`` milliseconds in flight on it."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(f"GET /demo/sleep?ms={ms} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    await trio.sleep(0.2)
+    return stream
+
+
 async def test_grace_cuts_off_requests_that_outlive_it(tmp_path: Path) -> None:
     write_config(tmp_path, grace=0.5)
     async with running_server(tmp_path) as server:
-        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
-            await stream.send_all(
-                b"GET /demo/sleep?ms=10000 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
-            )
-            await trio.sleep(0.2)
+        async with await start_slow_request(server.port, 10_000) as stream:
             started = trio.current_time()
             server.signal(signal.SIGTERM)
             assert await server.wait() == 0
@@ -92,11 +96,7 @@ async def test_grace_cuts_off_requests_that_outlive_it(tmp_path: Path) -> None:
 async def test_second_signal_cancels_at_once(tmp_path: Path) -> None:
     write_config(tmp_path, grace=30)
     async with running_server(tmp_path) as server:
-        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
-            await stream.send_all(
-                b"GET /demo/sleep?ms=20000 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
-            )
-            await trio.sleep(0.2)
+        async with await start_slow_request(server.port, 20_000):
             started = trio.current_time()
             server.signal(signal.SIGTERM)
             await server.wait_for_log("draining")
