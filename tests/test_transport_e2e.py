@@ -89,3 +89,30 @@ async def test_idle_keep_alive_connection_is_closed_after_timeout(tmp_path: Path
             assert 0.2 < trio.current_time() - started < 2.0
         server.signal()
         assert await server.wait() == 0
+
+
+async def test_partial_request_is_dropped_after_the_keep_alive_timeout(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("keep_alive_timeout = 5", "keep_alive_timeout = 0.5"))
+    async with running_server(tmp_path) as server:
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            await stream.send_all(b"GET /demo/hello HTTP/1.1\r\nHost: t\r\n")  # never finished
+            with trio.fail_after(3):
+                assert await stream.receive_some(100) == b""
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            status, _, _ = await http_request(stream, "GET", "/healthz")  # others unaffected
+            assert status == 200
+        server.signal()
+        assert await server.wait() == 0
+
+
+async def test_oversized_headers_are_refused_with_4xx(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    async with running_server(tmp_path) as server:
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            huge = "X-Filler: " + "a" * 70_000 + "\r\n"
+            await stream.send_all(f"GET /demo/hello HTTP/1.1\r\nHost: t\r\n{huge}\r\n".encode())
+            reply = await stream.receive_some(1000)
+        assert reply.startswith((b"HTTP/1.1 431", b"HTTP/1.1 400"))
+        server.signal()
+        assert await server.wait() == 0
