@@ -142,9 +142,11 @@ class Supervisor:
             except Exception as exc:  # a child failed its first start
                 self._failure = (child.spec.name, exc)
             else:
+                # Report started even when a stop came during start-up, so that a caller's
+                # ``nursery.start`` returns; the stop then proceeds as usual.
                 if not self._stop_requested.is_set():
                     self._state = ServiceState.RUNNING
-                    task_status.started(self)
+                task_status.started(self)
                 await self._stop_requested.wait()
             self._state = ServiceState.STOPPING
             await self._stop_all()

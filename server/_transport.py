@@ -214,6 +214,7 @@ class _TaskGroup:
 
 
 async def _run_app(app: AppWrapper, scope: Any, call: _AppCall) -> None:
+    finished = False  # False only when cancelled from outside (the end of a drain's grace)
     try:
         if call.cancel_scope is None:
             await app(scope, call.receive, call.send, trio.to_thread.run_sync, trio.from_thread.run)
@@ -222,13 +223,15 @@ async def _run_app(app: AppWrapper, scope: Any, call: _AppCall) -> None:
                 await app(
                     scope, call.receive, call.send, trio.to_thread.run_sync, trio.from_thread.run
                 )
+        finished = True
     except Exception:
+        finished = True  # a bug: the stream answers 500 below if nothing was sent
         log.exception("error in ASGI application", extra={"path": scope.get("path")})
     finally:
-        # Cancelled by the end of a drain's grace (or a crash): answer what can still be
-        # answered, 503 so the client knows to retry elsewhere, then let the stream finish.
+        # Cut off by the end of a drain's grace: answer 503 so the client retries
+        # elsewhere (never a 500), then let the stream finish. Shielded, and bounded.
         with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-            if scope["type"] == "http" and not call.started:
+            if not finished and scope["type"] == "http" and not call.started:
                 await call.send(_UNAVAILABLE_START)
                 await call.send(_UNAVAILABLE_BODY)
             await call.send(None)

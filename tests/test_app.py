@@ -61,3 +61,18 @@ async def test_url_for_and_options_still_work_with_the_lazy_adapter(app: Any) ->
     response = await client.options("/demo/hello")
     assert response.status_code == 200
     assert "GET" in response.headers["Allow"]
+
+
+async def test_a_bug_in_a_view_is_a_json_500_and_logged(
+    app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.get("/broken")
+    async def broken() -> dict[str, str]:
+        raise RuntimeError("a bug")
+
+    response = await app.test_client().get("/broken", headers={"X-Request-ID": "r-1"})
+    assert response.status_code == 500
+    assert (await response.get_json())["error"] == "internal_error"
+    assert response.headers["X-Request-ID"] == "r-1"
+    record = next(r for r in caplog.records if r.name == "canopy.error")
+    assert record.request_id == "r-1"  # type: ignore[attr-defined]

@@ -232,6 +232,23 @@ async def test_shutdown_before_run_completes_cleanly(autojump_clock: Any) -> Non
     assert sup.state is ServiceState.STOPPED
 
 
+async def test_stop_requested_during_start_up_still_reports_started(autojump_clock: Any) -> None:
+    events: list[tuple[float, str]] = []
+    sup = Supervisor("root")
+    sup.add("slow", Drainer("slow", events, start_delay=5.0))
+    sup.add("never", Drainer("never", events))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_shutdown_after, sup, 1.0)
+        await nursery.start(sup.run)  # returns instead of raising RuntimeError
+    assert [e for _, e in events] == ["slow:start", "slow:ready", "slow:draining", "slow:drained"]
+    assert sup.state is ServiceState.STOPPED
+
+
+async def _shutdown_after(sup: Supervisor, delay: float) -> None:
+    await trio.sleep(delay)
+    sup.shutdown()
+
+
 def test_add_rejects_duplicates() -> None:
     sup = Supervisor("root")
     sup.add("a", Drainer("a", []))
