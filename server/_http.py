@@ -25,6 +25,7 @@ from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.utils import repr_socket_addr, wrap_app
 
+from ._listen import Listener, accept_loop
 from ._transport import Connection
 
 __all__ = ["HTTPService"]
@@ -81,9 +82,8 @@ class HTTPService:
         )
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptors:
-                acceptors.start_soon(
-                    partial(trio.serve_listeners, handler, listeners, handler_nursery=connections)
-                )
+                for listener in listeners:
+                    acceptors.start_soon(accept_loop, listener, handler, connections)
                 acceptors.start_soon(self._reap_idle)
                 for bind in self.binds:
                     log.info("listening", extra={"bind": bind})
@@ -111,23 +111,18 @@ class HTTPService:
         for connection in list(self._connections):
             connection.drain(self.drain_linger)
 
-    def _listen(self) -> tuple[list[trio.abc.Listener[Any]], list[str]]:
+    def _listen(self) -> tuple[list[Listener], list[str]]:
         sockets = self.config.create_sockets()
-        ssl_context = self.config.create_ssl_context()
-        listeners: list[trio.abc.Listener[Any]] = []
+        ssl_context = self.config.create_ssl_context() if sockets.secure_sockets else None
+        listeners: list[Listener] = []
         binds = []
-        for scheme, group in (
-            ("https", sockets.secure_sockets),
-            ("http", sockets.insecure_sockets),
+        for scheme, group, context in (
+            ("https", sockets.secure_sockets, ssl_context),
+            ("http", sockets.insecure_sockets, None),
         ):
             for sock in group:
                 sock.listen(self.config.backlog)
-                listener: trio.abc.Listener[Any] = trio.SocketListener(
-                    trio.socket.from_stdlib_socket(sock)
-                )
-                if scheme == "https":
-                    listener = trio.SSLListener(listener, ssl_context, https_compatible=True)
-                listeners.append(listener)
+                listeners.append(Listener(sock, context))
                 binds.append(f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}")
         return listeners, binds
 
