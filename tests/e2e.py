@@ -96,6 +96,11 @@ class ServerProcess:
     def signal(self, signum: int = signal.SIGTERM) -> None:
         self.process.send_signal(signum)
 
+    async def stop(self) -> int:
+        """SIGTERM, then the exit code once the process has drained and ended."""
+        self.signal(signal.SIGTERM)
+        return await self.wait()
+
     async def wait(self) -> int:
         with trio.fail_after(EXIT_TIMEOUT):
             return await self.process.wait()

@@ -30,8 +30,7 @@ async def test_deadline_gives_504_and_route_deadline_applies(tmp_path: Path) -> 
             response = await client.get("/demo/quote/abc", params={"slow": "tax"})
             assert response.status_code == 504
             assert 1.9 < trio.current_time() - started < 4.0
-        server.signal()
-        assert await server.wait() == 0
+        assert await server.stop() == 0
 
 
 async def test_overload_sheds_with_503_and_retry_after(tmp_path: Path) -> None:
@@ -52,8 +51,7 @@ async def test_overload_sheds_with_503_and_retry_after(tmp_path: Path) -> None:
             assert (await client.get("/readyz")).status_code == 200
         async with httpx.AsyncClient(base_url=base) as client:
             assert (await client.get("/demo/hello")).status_code == 200
-        server.signal()
-        assert await server.wait() == 0
+        assert await server.stop() == 0
 
 
 async def test_sub_call_failure_cancels_siblings(tmp_path: Path) -> None:
@@ -71,8 +69,7 @@ async def test_sub_call_failure_cancels_siblings(tmp_path: Path) -> None:
                 "backend": "stock",
             }
             assert trio.current_time() - started < 1.0
-        server.signal()
-        assert await server.wait() == 0
+        assert await server.stop() == 0
 
 
 async def test_bad_input_gets_json_4xx_never_500(tmp_path: Path) -> None:
@@ -96,8 +93,7 @@ async def test_bad_input_gets_json_4xx_never_500(tmp_path: Path) -> None:
         # the server is still fine
         async with httpx.AsyncClient(base_url=base) as client:
             assert (await client.get("/healthz")).status_code == 200
-        server.signal()
-        assert await server.wait() == 0
+        assert await server.stop() == 0
         assert not any(entry.get("status", 0) >= 500 for entry in server.logs)
 
 
@@ -112,8 +108,7 @@ async def test_request_id_is_echoed_and_logged(tmp_path: Path) -> None:
             status, headers, _ = await http_request(stream, "GET", "/demo/hello")
         generated = headers["x-request-id"]
         assert generated and generated != "order-42"
-        server.signal()
-        assert await server.wait() == 0
+        assert await server.stop() == 0
     access = [entry for entry in server.logs if entry.get("logger") == "canopy.access"]
     assert {entry["request_id"] for entry in access} >= {"order-42", generated}
     entry = next(e for e in access if e["request_id"] == "order-42")
@@ -149,5 +144,4 @@ async def test_plain_hypercorn_serves_the_app(tmp_path: Path) -> None:
             assert [child["name"] for child in tree["children"]] == ["services"]
             response = await client.get("/demo/hello")
             assert response.json() == {"hello": "world"}
-        server.signal()
-        assert await server.wait() == 0
+        assert await server.stop() == 0

@@ -27,8 +27,7 @@ async def test_body_arriving_after_the_headers(tmp_path: Path) -> None:
             # and the same connection serves the next request
             status, _, reply = await http_request(stream, "GET", "/demo/hello")
             assert status == 200
-        server.signal()
-        assert await server.wait() == 0
+        assert await server.stop() == 0
 
 
 async def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
@@ -45,8 +44,7 @@ async def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
         assert json.loads(replies[0][2]) == {"slept_ms": 50}
         assert json.loads(replies[1][2]) == {"hello": "world"}
         assert json.loads(replies[2][2])["received"] == {"n": 3}
-        server.signal()
-        assert await server.wait() == 0
+        assert await server.stop() == 0
 
 
 async def test_large_body_streamed_in_small_writes(tmp_path: Path) -> None:
@@ -61,8 +59,7 @@ async def test_large_body_streamed_in_small_writes(tmp_path: Path) -> None:
             status, _, reply = await http_request_response(stream)
         assert status == 200
         assert json.loads(reply)["bytes"] == len(body)
-        server.signal()
-        assert await server.wait() == 0
+        assert await server.stop() == 0
 
 
 async def test_malformed_json_is_400(tmp_path: Path) -> None:
@@ -72,8 +69,7 @@ async def test_malformed_json_is_400(tmp_path: Path) -> None:
             status, _, reply = await http_request(stream, "POST", "/demo/json", body=b"{nope")
         assert status == 400
         assert json.loads(reply)["error"] == "invalid_json"
-        server.signal()
-        assert await server.wait() == 0
+        assert await server.stop() == 0
 
 
 async def test_idle_keep_alive_connection_is_closed_after_timeout(tmp_path: Path) -> None:
@@ -87,8 +83,7 @@ async def test_idle_keep_alive_connection_is_closed_after_timeout(tmp_path: Path
             with trio.fail_after(3):
                 assert await stream.receive_some(100) == b""
             assert 0.2 < trio.current_time() - started < 2.0
-        server.signal()
-        assert await server.wait() == 0
+        assert await server.stop() == 0
 
 
 async def test_partial_request_is_dropped_after_the_keep_alive_timeout(tmp_path: Path) -> None:
@@ -102,8 +97,7 @@ async def test_partial_request_is_dropped_after_the_keep_alive_timeout(tmp_path:
         async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
             status, _, _ = await http_request(stream, "GET", "/healthz")  # others unaffected
             assert status == 200
-        server.signal()
-        assert await server.wait() == 0
+        assert await server.stop() == 0
 
 
 async def test_oversized_headers_are_refused_with_4xx(tmp_path: Path) -> None:
@@ -114,5 +108,4 @@ async def test_oversized_headers_are_refused_with_4xx(tmp_path: Path) -> None:
             await stream.send_all(f"GET /demo/hello HTTP/1.1\r\nHost: t\r\n{huge}\r\n".encode())
             reply = await stream.receive_some(1000)
         assert reply.startswith((b"HTTP/1.1 431", b"HTTP/1.1 400"))
-        server.signal()
-        assert await server.wait() == 0
+        assert await server.stop() == 0
