@@ -21,6 +21,7 @@ from typing import Any
 import trio
 
 __all__ = [
+    "ResponseReader",
     "ServerProcess",
     "http_request",
     "http_request_response",
@@ -151,23 +152,37 @@ async def http_request(
 
 async def http_request_response(stream: trio.SocketStream) -> tuple[int, dict[str, str], bytes]:
     """Read one HTTP/1.1 response (with a Content-Length) from ``stream``."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = await stream.receive_some(65536)
+    return await ResponseReader(stream).read()
+
+
+class ResponseReader:
+    """Reads HTTP/1.1 responses off one stream, keeping bytes that belong to the next.
+
+    Pipelined responses can arrive in one segment; a reader per stream keeps them.
+    """
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    async def _fill(self) -> None:
+        chunk = await self.stream.receive_some(65536)
         if not chunk:
             raise ConnectionError("closed before a response")
-        data += chunk
-    raw_head, _, rest = data.partition(b"\r\n\r\n")
-    lines = raw_head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    response_headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        response_headers[name.strip().lower()] = value.strip()
-    length = int(response_headers.get("content-length", "0"))
-    while len(rest) < length:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            break
-        rest += chunk
-    return status, response_headers, rest[:length]
+        self.buffer += chunk
+
+    async def read(self) -> tuple[int, dict[str, str], bytes]:
+        while b"\r\n\r\n" not in self.buffer:
+            await self._fill()
+        raw_head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        lines = raw_head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        while len(self.buffer) < length:
+            await self._fill()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return status, headers, body

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import trio
 
-from .e2e import http_request, http_request_response, running_server, write_config
+from .e2e import (
+    ResponseReader,
+    http_request,
+    http_request_response,
+    running_server,
+    write_config,
+)
 
 
 async def test_body_arriving_after_the_headers(tmp_path: Path) -> None:
@@ -39,7 +45,8 @@ async def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
             body = b'{"n": 3}'
             three = b"POST /demo/json HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n" + body
             await stream.send_all(one + two + three)
-            replies = [await http_request_response(stream) for _ in range(3)]
+            reader = ResponseReader(stream)
+            replies = [await reader.read() for _ in range(3)]
         assert [status for status, _, _ in replies] == [200, 200, 200]
         assert json.loads(replies[0][2]) == {"slept_ms": 50}
         assert json.loads(replies[1][2]) == {"hello": "world"}
