@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import ssl
 from pathlib import Path
 
+import httpx
 import trio
+import trustme
 
 from .e2e import (
     ResponseReader,
@@ -115,4 +118,52 @@ async def test_oversized_headers_are_refused_with_4xx(tmp_path: Path) -> None:
             await stream.send_all(f"GET /demo/hello HTTP/1.1\r\nHost: t\r\n{huge}\r\n".encode())
             reply = await stream.receive_some(1000)
         assert reply.startswith((b"HTTP/1.1 431", b"HTTP/1.1 400"))
+        assert await server.stop() == 0
+
+
+def write_tls_config(directory: Path) -> ssl.SSLContext:
+    """A server certificate from a throwaway CA; returns a client context trusting it."""
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(directory / "server.pem")
+    )
+    path = write_config(directory)
+    tls = 'certfile = "server.pem"\nkeyfile = "server.pem"\n'
+    path.write_text(path.read_text().replace("workers = 1\n", f"workers = 1\n{tls}"))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+async def test_tls_through_the_transport(tmp_path: Path) -> None:
+    context = write_tls_config(tmp_path)
+    async with running_server(tmp_path) as server:
+        base = f"https://127.0.0.1:{server.port}"
+        async with httpx.AsyncClient(base_url=base, verify=context) as client:
+            response = await client.get("/demo/hello")
+            assert response.status_code == 200
+            assert response.json() == {"hello": "world"}
+            response = await client.post("/demo/json", json={"tls": True})
+            assert response.json()["received"] == {"tls": True}
+        assert await server.stop() == 0
+    assert any(e.get("bind", "").startswith("https://") for e in server.logs)
+
+
+async def test_http2_over_tls_serves_concurrent_streams(tmp_path: Path) -> None:
+    context = write_tls_config(tmp_path)
+    async with running_server(tmp_path) as server:
+        base = f"https://127.0.0.1:{server.port}"
+        async with httpx.AsyncClient(base_url=base, verify=context, http2=True) as client:
+            responses: list[httpx.Response] = []
+
+            async def fetch(path: str) -> None:
+                responses.append(await client.get(path))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(fetch, "/demo/sleep?ms=200")
+                nursery.start_soon(fetch, "/demo/hello")
+                nursery.start_soon(fetch, "/demo/quote/h2")
+            assert sorted(r.status_code for r in responses) == [200, 200, 200]
+            assert {r.http_version for r in responses} == {"HTTP/2"}
+            assert (await client.get("/demo/hello")).status_code == 200  # same connection
         assert await server.stop() == 0
