@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import trio
 import trustme
+from trio_websocket import open_websocket_url
 
 from .e2e import (
     ResponseReader,
@@ -167,3 +168,15 @@ async def test_http2_over_tls_serves_concurrent_streams(tmp_path: Path) -> None:
             assert {r.http_version for r in responses} == {"HTTP/2"}
             assert (await client.get("/demo/hello")).status_code == 200  # same connection
         assert await server.stop() == 0
+
+
+async def test_websocket_echo_keeps_empty_and_binary_frames(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    async with running_server(tmp_path) as server:
+        url = f"ws://127.0.0.1:{server.port}/demo/echo"
+        async with open_websocket_url(url) as ws:
+            for message in (b"", b"\x00\x01", "", "text"):
+                await ws.send_message(message)
+                assert await ws.get_message() == message
+        assert await server.stop() == 0
+    assert not [e for e in server.logs if e.get("level") == "error"]
