@@ -34,6 +34,7 @@ from ._settings import Settings
 from ._wrappers import (
     CachedRequestContext,
     CanopyRequest,
+    CanopySessionInterface,
     CompactJSONProvider,
     LazyMapAdapter,
     RouteCache,
@@ -65,6 +66,7 @@ class CanopyApp(QuartTrio):
     asgi_http_class = CanopyHTTPConnection
     asgi_websocket_class = CanopyWebsocketConnection
     request_class = CanopyRequest
+    session_interface = CanopySessionInterface()
     json_provider_class = CompactJSONProvider
     runtime: Runtime
 

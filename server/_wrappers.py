@@ -8,6 +8,7 @@ from typing import Any
 from quart.ctx import RequestContext
 from quart.helpers import _split_blueprint_path
 from quart.json.provider import DefaultJSONProvider
+from quart.sessions import NullSession, SecureCookieSessionInterface
 from quart_trio.wrappers import TrioRequest
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
@@ -127,3 +128,18 @@ class LazyMapAdapter:
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._bound(), name, value)
+
+
+class CanopySessionInterface(SecureCookieSessionInterface):
+    """Without a ``SECRET_KEY`` there can be no session; say so without per-request work.
+
+    Upstream builds a signing serializer to find that out, then a new null session,
+    on every request. A null session refuses writes, so one instance serves all.
+    """
+
+    _null = NullSession()
+
+    async def open_session(self, app: Any, request: Any) -> Any:
+        if not app.secret_key:
+            return self._null
+        return await super().open_session(app, request)

@@ -76,3 +76,19 @@ async def test_a_bug_in_a_view_is_a_json_500_and_logged(
     assert response.headers["X-Request-ID"] == "r-1"
     record = next(r for r in caplog.records if r.name == "canopy.error")
     assert record.request_id == "r-1"  # type: ignore[attr-defined]
+
+
+async def test_sessions_work_with_a_secret_key_and_refuse_writes_without(app: Any) -> None:
+    from quart import session
+
+    @app.get("/count")
+    async def count() -> dict[str, int]:
+        session["n"] = session.get("n", 0) + 1
+        return {"n": session["n"]}
+
+    client = app.test_client()
+    assert (await client.get("/count")).status_code == 500  # no key: no session to write
+    app.secret_key = "test-only"
+    client = app.test_client()
+    assert (await (await client.get("/count")).get_json()) == {"n": 1}
+    assert (await (await client.get("/count")).get_json()) == {"n": 2}
