@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -20,7 +21,7 @@ import trio
 from quart import Response, request
 from quart.ctx import RequestContext
 from quart.globals import request_ctx
-from quart.typing import ResponseReturnValue
+from quart.typing import ResponseReturnValue, ResponseTypes
 from quart.wrappers import Request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -84,6 +85,7 @@ class CanopyApp(QuartTrio):
         request_id = _request_id(request.scope["headers"], runtime.request_ids)
         request.canopy_request_id = request_id  # type: ignore[attr-defined]
         rejection = getattr(request, "canopy_rejection", None)
+        response: ResponseTypes
         if rejection is not None:
             response = _error_response(rejection)
         elif request.path in UNSHED_PATHS:
@@ -119,7 +121,7 @@ class CanopyApp(QuartTrio):
         raise ApiError(504, "deadline_exceeded", f"the request took longer than {timeout:g} s")
 
 
-def _request_id(headers: list[tuple[bytes, bytes]], ids: RequestIds) -> str:
+def _request_id(headers: Iterable[tuple[bytes, bytes]], ids: RequestIds) -> str:
     """The client's X-Request-ID if it is sane, else a new one.
 
     Read from the ASGI scope: werkzeug's ``Headers.get`` builds an exception for

@@ -12,7 +12,8 @@ exactly like Quart-Trio's.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import trio
 from quart.signals import websocket_received
@@ -58,7 +59,7 @@ class _Body(enum.Enum):
 
 
 async def _read_body(
-    request: Request, receive: Any, limit: int | None, headers: list[tuple[bytes, bytes]]
+    request: Request, receive: Any, limit: int | None, headers: Iterable[tuple[bytes, bytes]]
 ) -> _Body:
     """Read the whole body, refusing it as soon as it is known to exceed ``limit``."""
     if limit is not None and _declared_length(headers) > limit:
@@ -78,7 +79,7 @@ async def _read_body(
             return _Body.COMPLETE
 
 
-def _declared_length(headers: list[tuple[bytes, bytes]]) -> int:
+def _declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
     # Read from the ASGI scope: werkzeug builds an exception for every absent header.
     for name, value in headers:
         if name == b"content-length":
@@ -87,7 +88,7 @@ def _declared_length(headers: list[tuple[bytes, bytes]]) -> int:
 
 
 async def _send_whole(send: Any, response: Response) -> None:
-    body = response.response.data  # type: ignore[union-attr]
+    body = cast(DataBody, response.response).data
     headers = [
         (name.lower().encode("latin1"), value.encode("latin1"))
         for name, value in response.headers.items()
@@ -109,7 +110,10 @@ class CanopyWebsocketConnection(TrioASGIWebsocketConnection):
             if event["type"] == "websocket.receive":
                 data = event.get("bytes")
                 message = data if data is not None else event["text"]
-                await websocket_received.send_async(message, _sync_wrapper=self.app.ensure_async)
+                await websocket_received.send_async(
+                    message,
+                    _sync_wrapper=self.app.ensure_async,  # type: ignore[arg-type]
+                )
                 await self.send_channel.send(message)
             elif event["type"] == "websocket.disconnect":
                 break

@@ -45,6 +45,7 @@ def load_config(
 ) -> tuple[Config, Settings]:
     """Read both configurations from ``path`` (TOML); raise SettingsError on a bad value."""
     settings = load_settings(path, environ)
+    config: Config
     if path is None:
         config = CanopyConfig()
     else:

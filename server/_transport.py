@@ -24,7 +24,7 @@ import os
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableSet
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import trio
 from hypercorn.config import Config
@@ -299,7 +299,7 @@ class Connection:
                 self._nursery = nursery
                 self.protocol = self._make_protocol(nursery, ssl, alpn)
                 if not ssl:
-                    self._fd = self.stream.socket.fileno()  # type: ignore[attr-defined]
+                    self._fd = cast(trio.SocketStream, self.stream).socket.fileno()
                 await self.protocol.initiate()
                 await self._read_loop()
         except OSError:
@@ -322,8 +322,9 @@ class Connection:
         return True, self.stream.selected_alpn_protocol() or "http/1.1"
 
     def _make_protocol(self, nursery: trio.Nursery, ssl: bool, alpn: str) -> ProtocolWrapper:
-        transport = self.stream.transport_stream if ssl else self.stream  # type: ignore[attr-defined]
-        sock = transport.socket
+        stream = self.stream
+        transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+        sock = cast(trio.SocketStream, transport).socket
         return ProtocolWrapper(
             self.app,
             self.config,

@@ -102,7 +102,7 @@ class CachedRequestContext(RequestContext):
                 self.url_adapter, request.method, request.path, False
             )
         except HTTPException as exception:
-            request.routing_exception = exception  # type: ignore[assignment]
+            request.routing_exception = exception
 
 
 class LazyMapAdapter:
@@ -121,7 +121,7 @@ class LazyMapAdapter:
     def _bound(self) -> MapAdapter:
         if self._adapter is None:
             object.__setattr__(self, "_adapter", self._factory())
-        return self._adapter  # type: ignore[return-value]
+        return self._adapter
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._bound(), name)
