@@ -7,6 +7,7 @@ from pathlib import Path
 
 import handlers
 import nurseries
+import nurseries.jobs
 import server
 
 ROOT = Path(__file__).parent.parent
@@ -51,7 +52,24 @@ def test_public_api_is_pinned() -> None:
             "serve",
         ]
     )
-    for package in (nurseries, handlers, server):
+    assert sorted(nurseries.jobs.__all__) == sorted(
+        [
+            "ACTIVE",
+            "CLAIMABLE",
+            "TERMINAL",
+            "InvalidTransition",
+            "Job",
+            "JobState",
+            "RetryPolicy",
+            "TaskRegistry",
+            "TaskSpec",
+            "UnknownTask",
+            "can_transition",
+            "check_args",
+            "new_job_id",
+        ]
+    )
+    for package in (nurseries, nurseries.jobs, handlers, server):
         for name in package.__all__:
             assert hasattr(package, name), f"{package.__name__}.{name}"
 

@@ -1,0 +1,25 @@
+"""Background jobs, the data half: lifecycle, records, retry policy, task registry.
+
+Pure logic, no I/O: stores and the worker pool build on these.
+"""
+
+from ._job import InvalidTransition, Job, check_args, new_job_id
+from ._registry import TaskRegistry, TaskSpec, UnknownTask
+from ._retry import RetryPolicy
+from ._state import ACTIVE, CLAIMABLE, TERMINAL, JobState, can_transition
+
+__all__ = [
+    "ACTIVE",
+    "CLAIMABLE",
+    "TERMINAL",
+    "InvalidTransition",
+    "Job",
+    "JobState",
+    "RetryPolicy",
+    "TaskRegistry",
+    "TaskSpec",
+    "UnknownTask",
+    "can_transition",
+    "check_args",
+    "new_job_id",
+]

@@ -1,0 +1,89 @@
+"""The job record: what a store keeps about one unit of background work."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from ._state import ACTIVE, TERMINAL, JobState, can_transition
+
+__all__ = ["InvalidTransition", "Job", "check_args", "new_job_id"]
+
+
+class InvalidTransition(ValueError):
+    """A state change the lifecycle does not allow (see ``_state``)."""
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def check_args(args: Any) -> dict[str, Any]:
+    """Arguments as an enqueue must accept them: a JSON object. Checked once, at enqueue,
+    not on every state change of the record."""
+    if not isinstance(args, dict):
+        raise ValueError("job args must be a JSON object")
+    try:
+        json.dumps(args)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"job args must be JSON: {exc}") from None
+    return args
+
+
+@dataclass(frozen=True)
+class Job:
+    """Immutable: every change is a new record, which is what a store writes.
+
+    Times are seconds since the epoch, shared by every process using the store.
+    """
+
+    task: str
+    args: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=new_job_id)
+    queue: str = "default"
+    priority: int = 0  # lower runs first
+    state: JobState = JobState.QUEUED
+    attempts: int = 0
+    max_attempts: int = 5
+    timeout: float = 300.0
+    run_at: float = field(default_factory=time.time)
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+    idempotency_key: str | None = None
+    result: Any = None
+    error: str | None = None
+    traceback: str | None = None
+    progress: Any = None
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def moved(self, state: JobState, now: float | None = None, **changes: Any) -> Job:
+        """This job in ``state``, with ``changes``; refuses what the lifecycle forbids."""
+        if not can_transition(self.state, state):
+            raise InvalidTransition(f"job {self.id}: {self.state.value} -> {state.value}")
+        stamp = time.time() if now is None else now
+        return replace(self, state=state, updated_at=stamp, **changes)
+
+    def same_request(self, other: Job) -> bool:
+        """Whether an enqueue under the same idempotency key asked for the same thing."""
+        return (self.task, self.args, self.queue) == (other.task, other.args, other.queue)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["state"] = self.state.value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        return cls(**{**data, "state": JobState(data["state"])})

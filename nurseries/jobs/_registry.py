@@ -1,0 +1,71 @@
+"""Declaring tasks: a name, the function, and the defaults its jobs start with."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._retry import RetryPolicy
+
+__all__ = ["TaskRegistry", "TaskSpec", "UnknownTask"]
+
+TaskFunction = Callable[..., Awaitable[Any]]
+
+
+class UnknownTask(LookupError):
+    """No task is registered under that name (an enqueue of it is refused)."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    function: TaskFunction
+    queue: str = "default"
+    priority: int = 0
+    timeout: float = 300.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+class TaskRegistry:
+    """Tasks by name. Explicit instances, no module-level registry: pass it in."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, TaskSpec] = {}
+
+    def task(
+        self,
+        name: str,
+        *,
+        queue: str = "default",
+        priority: int = 0,
+        timeout: float = 300.0,
+        retry: RetryPolicy | None = None,
+    ) -> Callable[[TaskFunction], TaskFunction]:
+        """Register an async function as the task ``name``; returns it unchanged."""
+        if timeout <= 0:
+            raise ValueError("a task's timeout must be positive")
+
+        def register(function: TaskFunction) -> TaskFunction:
+            if not inspect.iscoroutinefunction(function):
+                raise TypeError(f"task {name!r} must be an async function")
+            if name in self._specs:
+                raise ValueError(f"task {name!r} is already registered")
+            spec = TaskSpec(name, function, queue, priority, timeout, retry or RetryPolicy())
+            self._specs[name] = spec
+            return function
+
+        return register
+
+    def get(self, name: str) -> TaskSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise UnknownTask(name) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __iter__(self) -> Iterator[TaskSpec]:
+        return iter(self._specs.values())

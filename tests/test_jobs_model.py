@@ -1,0 +1,101 @@
+"""The job model as plain data: lifecycle, records, retry policy, task registry."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from nurseries.jobs import (
+    ACTIVE,
+    CLAIMABLE,
+    TERMINAL,
+    InvalidTransition,
+    Job,
+    JobState,
+    RetryPolicy,
+    TaskRegistry,
+    UnknownTask,
+    can_transition,
+    check_args,
+)
+
+
+def test_states_partition_into_active_and_terminal() -> None:
+    assert ACTIVE | TERMINAL == set(JobState)
+    assert not ACTIVE & TERMINAL
+    assert CLAIMABLE <= ACTIVE
+    assert JobState.RUNNING not in CLAIMABLE
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "allowed"),
+    [
+        (JobState.QUEUED, JobState.RUNNING, True),
+        (JobState.RUNNING, JobState.RETRYING, True),
+        (JobState.RUNNING, JobState.QUEUED, True),  # lease released or expired
+        (JobState.RETRYING, JobState.RUNNING, True),
+        (JobState.FAILED, JobState.QUEUED, True),  # a dead letter retried by hand
+        (JobState.SUCCEEDED, JobState.QUEUED, False),
+        (JobState.CANCELLED, JobState.RUNNING, False),
+        (JobState.QUEUED, JobState.SUCCEEDED, False),  # never without running
+        (JobState.FAILED, JobState.RUNNING, False),
+    ],
+)
+def test_lifecycle_transitions(old: JobState, new: JobState, allowed: bool) -> None:
+    assert can_transition(old, new) is allowed
+
+
+def test_job_records_are_immutable_and_round_trip() -> None:
+    job = Job("email.send", {"to": "a@example.org"}, idempotency_key="k1")
+    running = job.moved(JobState.RUNNING, now=100.0, attempts=1, lease_owner="w1")
+    assert job.state is JobState.QUEUED and running.state is JobState.RUNNING
+    assert running.updated_at == 100.0 and running.attempts == 1
+    assert Job.from_dict(running.to_dict()) == running
+    with pytest.raises(InvalidTransition, match="succeeded -> queued"):
+        running.moved(JobState.SUCCEEDED).moved(JobState.QUEUED)
+    assert job.same_request(Job("email.send", {"to": "a@example.org"}))
+    assert not job.same_request(Job("email.send", {"to": "b@example.org"}))
+
+
+def test_args_must_be_a_json_object() -> None:
+    assert check_args({"n": [1, 2]}) == {"n": [1, 2]}
+    with pytest.raises(ValueError, match="JSON object"):
+        check_args([1, 2])
+    with pytest.raises(ValueError, match="must be JSON"):
+        check_args({"when": object()})
+
+
+def test_retry_policy_backoff_and_jitter() -> None:
+    policy = RetryPolicy(max_attempts=4, base=1.0, factor=3.0, cap=20.0, jitter=False)
+    assert [policy.next_retry_delay(n) for n in (1, 2, 3, 4)] == [1.0, 3.0, 9.0, 20.0]
+    assert [policy.retryable(n) for n in (1, 3, 4)] == [True, True, False]
+    jittered = RetryPolicy(base=2.0, factor=2.0, cap=60.0)
+    rng = random.Random(7)
+    delays = [jittered.next_retry_delay(3, rng) for _ in range(200)]
+    assert all(0 <= d <= 8.0 for d in delays)
+    assert max(delays) - min(delays) > 4.0  # actually spread, not constant
+    with pytest.raises(ValueError):
+        RetryPolicy(max_attempts=0)
+    with pytest.raises(ValueError):
+        RetryPolicy(base=10, cap=1)
+
+
+def test_registry_declares_tasks_with_defaults() -> None:
+    registry = TaskRegistry()
+
+    @registry.task("reports.build", queue="slow", timeout=60, retry=RetryPolicy(max_attempts=2))
+    async def build(args: dict[str, Any]) -> str:
+        return "done"
+
+    spec = registry.get("reports.build")
+    assert spec.function is build and spec.queue == "slow" and spec.timeout == 60
+    assert spec.retry.max_attempts == 2
+    assert "reports.build" in registry and [s.name for s in registry] == ["reports.build"]
+    with pytest.raises(UnknownTask):
+        registry.get("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        registry.task("reports.build")(build)
+    with pytest.raises(TypeError, match="async"):
+        registry.task("sync")(lambda args: None)  # type: ignore[arg-type]
