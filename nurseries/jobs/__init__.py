@@ -6,16 +6,23 @@ Pure logic, no I/O: stores and the worker pool build on these.
 from ._job import InvalidTransition, Job, check_args, new_job_id
 from ._registry import TaskRegistry, TaskSpec, UnknownTask
 from ._retry import RetryPolicy
+from ._sqlite import SQLiteJobStore
 from ._state import ACTIVE, CLAIMABLE, TERMINAL, JobState, can_transition
+from ._store import IdempotencyConflict, JobStore, JobStoreError, QueueFull
 
 __all__ = [
     "ACTIVE",
     "CLAIMABLE",
     "TERMINAL",
+    "IdempotencyConflict",
     "InvalidTransition",
     "Job",
     "JobState",
+    "JobStore",
+    "JobStoreError",
+    "QueueFull",
     "RetryPolicy",
+    "SQLiteJobStore",
     "TaskRegistry",
     "TaskSpec",
     "UnknownTask",

@@ -1,0 +1,67 @@
+"""What a job store must do, whatever keeps the data (SQLite now, Redis later).
+
+Error handling: a store raises only the errors below, whatever its backend raises::
+
+    JobStoreError          the backend failed (I/O, corruption, unreachable)
+    ├── QueueFull          the queue holds its maximum of waiting jobs; retry later
+    └── IdempotencyConflict  the key was used before with a different task or args
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ._job import Job
+
+__all__ = ["IdempotencyConflict", "JobStore", "JobStoreError", "QueueFull"]
+
+
+class JobStoreError(Exception):
+    """The store's backend failed; nothing in the failed call was accepted."""
+
+
+class QueueFull(JobStoreError):
+    def __init__(self, queue: str, limit: int) -> None:
+        super().__init__(f"queue {queue!r} holds its maximum of {limit} waiting jobs")
+        self.queue = queue
+        self.limit = limit
+
+
+class IdempotencyConflict(JobStoreError):
+    def __init__(self, key: str, existing: Job) -> None:
+        super().__init__(f"idempotency key {key!r} was used for a different request")
+        self.key = key
+        self.existing = existing
+
+
+class JobStore(Protocol):
+    async def enqueue(self, job: Job) -> tuple[Job, bool]:
+        """Store ``job`` durably; return (the stored job, whether it is new).
+
+        Returns only after the job is committed. A repeated idempotency key returns
+        the original job with ``False``, or raises IdempotencyConflict.
+        """
+        ...
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def claim(self, queue: str, owner: str, limit: int, lease: float) -> list[Job]:
+        """Lease up to ``limit`` due jobs of ``queue`` to ``owner`` for ``lease`` seconds."""
+        ...
+
+    async def heartbeat(self, owner: str, job_ids: Sequence[str], lease: float) -> set[str]:
+        """Extend the leases ``owner`` still holds; return the ids asked to cancel."""
+        ...
+
+    async def finish(self, job: Job, owner: str) -> bool:
+        """Write a claimed job's outcome, if ``owner`` still holds its lease."""
+        ...
+
+    async def cancel(self, job_id: str) -> Job | None:
+        """Cancel a waiting job at once; ask the worker running one to cancel it."""
+        ...
+
+    async def requeue_expired(self) -> int:
+        """Make jobs whose lease expired (their worker died) claimable again."""
+        ...
