@@ -181,3 +181,24 @@ async def test_the_same_store_object_runs_again_after_a_stop(make_store: StoreFa
             ids.append(job.id)
             assert [j.id for j in await restartable.list_jobs()] == ids[::-1]
             outer.cancel_scope.cancel()
+
+
+async def test_one_idempotency_key_twice_in_one_batch(store: Any) -> None:
+    results: list[Any] = []
+
+    async def enqueue(args: dict[str, int]) -> None:
+        try:
+            results.append(await store.enqueue(Job("t", args, idempotency_key="same")))
+        except IdempotencyConflict as exc:
+            results.append(exc)
+
+    async with trio.open_nursery() as nursery:  # arrive together: one transaction
+        for args in ({"n": 1}, {"n": 1}, {"n": 2}):
+            nursery.start_soon(enqueue, args)
+    created = [r for r in results if isinstance(r, tuple) and r[1]]
+    repeats = [r for r in results if isinstance(r, tuple) and not r[1]]
+    assert (
+        len(created) + len(repeats) + sum(isinstance(r, IdempotencyConflict) for r in results) == 3
+    )
+    assert len(created) == 1
+    assert {r[0].id for r in repeats} <= {created[0][0].id}

@@ -66,13 +66,19 @@ _WAITING = tuple(state.value for state in CLAIMABLE)
 _MARKS = ", ".join("?" for _ in _WAITING)
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _row(job: Job) -> tuple[Any, ...]:
-    # Attribute by attribute: dataclasses.asdict deep-copies, and this runs per job.
+    # Attribute by attribute (dataclasses.asdict deep-copies), and None as SQL NULL:
+    # this runs for every job of every batch.
     values = []
     for column in _COLUMNS:
         value = getattr(job, column)
-        if column in _JSON_COLUMNS:
-            value = json.dumps(value)
+        if value is None:
+            pass
+        elif column in _JSON_COLUMNS:
+            value = _encode(value)
         elif column == "state":
             value = value.value
         values.append(value)
@@ -84,6 +90,53 @@ def _job(row: sqlite3.Row) -> Job:
     for column in _JSON_COLUMNS:
         data[column] = json.loads(data[column]) if data[column] is not None else None
     return Job.from_dict(data)
+
+
+_INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+
+
+class _Batch:
+    """Decides, job by job, what one enqueue transaction accepts.
+
+    Idempotency keys are checked against the table and against earlier jobs of the
+    same batch (two enqueues with one key can meet in a batch); queue bounds are
+    counted once per queue per batch.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, max_queued: int) -> None:
+        self.conn = conn
+        self.max_queued = max_queued
+        self.rows: list[tuple[Any, ...]] = []
+        self._keys: dict[str, Job] = {}
+        self._waiting: dict[str, int] = {}
+
+    def admit(self, job: Job) -> tuple[Job, bool] | JobStoreError:
+        key = job.idempotency_key
+        if key is not None:
+            existing = self._keys.get(key) or self._stored(key)
+            if existing is not None:
+                if not existing.same_request(job):
+                    return IdempotencyConflict(key, existing)
+                return existing, False
+        if self._count(job.queue) >= self.max_queued:
+            return QueueFull(job.queue, self.max_queued)
+        self._waiting[job.queue] += 1
+        if key is not None:
+            self._keys[key] = job
+        self.rows.append(_row(job))
+        return job, True
+
+    def _stored(self, key: str) -> Job | None:
+        row = self.conn.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()
+        return _job(row) if row is not None else None
+
+    def _count(self, queue: str) -> int:
+        if queue not in self._waiting:
+            self._waiting[queue] = self.conn.execute(
+                f"SELECT COUNT(*) FROM jobs WHERE queue = ? AND state IN ({_MARKS})",
+                (queue, *_WAITING),
+            ).fetchone()[0]
+        return self._waiting[queue]
 
 
 @dataclass(eq=False)
@@ -186,41 +239,16 @@ class SQLiteJobStore:
 
     def _insert_batch(self, jobs: list[Job]) -> list[tuple[Job, bool] | JobStoreError]:
         conn = self._connection()
-        waiting: dict[str, int] = {}
-        out: list[tuple[Job, bool] | JobStoreError] = []
+        accepted = _Batch(conn, self.max_queued)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for job in jobs:
-                out.append(self._insert_one(conn, job, waiting))
+            outcomes = [accepted.admit(job) for job in jobs]
+            conn.executemany(_INSERT, accepted.rows)  # one C loop for the whole batch
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return out
-
-    def _insert_one(
-        self, conn: sqlite3.Connection, job: Job, waiting: dict[str, int]
-    ) -> tuple[Job, bool] | JobStoreError:
-        if job.idempotency_key is not None:
-            row = conn.execute(
-                "SELECT * FROM jobs WHERE idempotency_key = ?", (job.idempotency_key,)
-            ).fetchone()
-            if row is not None:
-                existing = _job(row)
-                if not existing.same_request(job):
-                    return IdempotencyConflict(job.idempotency_key, existing)
-                return existing, False
-        if job.queue not in waiting:
-            waiting[job.queue] = conn.execute(
-                f"SELECT COUNT(*) FROM jobs WHERE queue = ? AND state IN ({_MARKS})",
-                (job.queue, *_WAITING),
-            ).fetchone()[0]
-        if waiting[job.queue] >= self.max_queued:
-            return QueueFull(job.queue, self.max_queued)
-        marks = ", ".join("?" for _ in _COLUMNS)
-        conn.execute(f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({marks})", _row(job))
-        waiting[job.queue] += 1
-        return job, True
+        return outcomes
 
     # -- reads and state changes -----------------------------------------------------
 
