@@ -36,7 +36,7 @@ HYPERCORN_TOML = """\
 bind = ["127.0.0.1:0"]
 worker_class = "trio"
 workers = 1
-keep_alive_timeout = 5
+keep_alive_timeout = {keep_alive}
 graceful_timeout = {grace}
 shutdown_timeout = 5
 
@@ -45,9 +45,9 @@ data_dir = "var"
 """
 
 
-def write_config(directory: Path, grace: float = 5.0) -> Path:
+def write_config(directory: Path, grace: float = 5.0, keep_alive: float = 5.0) -> Path:
     path = directory / "hypercorn.toml"
-    path.write_text(HYPERCORN_TOML.format(grace=grace))
+    path.write_text(HYPERCORN_TOML.format(grace=grace, keep_alive=keep_alive))
     return path
 
 

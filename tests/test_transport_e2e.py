@@ -84,8 +84,7 @@ async def test_malformed_json_is_400(tmp_path: Path) -> None:
 
 
 async def test_idle_keep_alive_connection_is_closed_after_timeout(tmp_path: Path) -> None:
-    path = write_config(tmp_path)
-    path.write_text(path.read_text().replace("keep_alive_timeout = 5", "keep_alive_timeout = 0.3"))
+    write_config(tmp_path, keep_alive=0.3)
     async with running_server(tmp_path) as server:
         async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
             status, _, _ = await http_request(stream, "GET", "/healthz")
@@ -98,8 +97,7 @@ async def test_idle_keep_alive_connection_is_closed_after_timeout(tmp_path: Path
 
 
 async def test_partial_request_is_dropped_after_the_keep_alive_timeout(tmp_path: Path) -> None:
-    path = write_config(tmp_path)
-    path.write_text(path.read_text().replace("keep_alive_timeout = 5", "keep_alive_timeout = 0.5"))
+    write_config(tmp_path, keep_alive=0.5)
     async with running_server(tmp_path) as server:
         async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
             await stream.send_all(b"GET /demo/hello HTTP/1.1\r\nHost: t\r\n")  # never finished
