@@ -60,6 +60,7 @@ def test_public_api_is_pinned() -> None:
             "IdempotencyConflict",
             "InvalidTransition",
             "Job",
+            "JobRunner",
             "JobState",
             "JobStore",
             "JobStoreError",

@@ -6,6 +6,7 @@ Pure logic, no I/O: stores and the worker pool build on these.
 from ._job import InvalidTransition, Job, check_args, new_job_id
 from ._registry import TaskRegistry, TaskSpec, UnknownTask
 from ._retry import RetryPolicy
+from ._runner import JobRunner
 from ._sqlite import SQLiteJobStore
 from ._state import ACTIVE, CLAIMABLE, TERMINAL, JobState, can_transition
 from ._store import IdempotencyConflict, JobStore, JobStoreError, QueueFull
@@ -17,6 +18,7 @@ __all__ = [
     "IdempotencyConflict",
     "InvalidTransition",
     "Job",
+    "JobRunner",
     "JobState",
     "JobStore",
     "JobStoreError",

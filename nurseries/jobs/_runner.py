@@ -1,0 +1,179 @@
+"""The job runner: a supervised nursery of jobs claimed from a store under leases.
+
+Shape of :meth:`JobRunner.run`::
+
+    upkeep nursery      heartbeat (extends leases, hears cancel requests) and sweeper
+                        (requeues jobs whose worker died); outlives the jobs
+      jobs nursery      one task per running job, each in its own CancelScope whose
+                        deadline is the job's timeout; its own deadline is the grace
+                        once the runner stops claiming
+
+Error handling: what a task raises becomes a retry (after the policy's backoff) or,
+past its attempts, a dead letter with the error and traceback. A timeout is a
+failure like any other. A cancel request ends the job ``cancelled``, never retried.
+A job still running when the grace ends is cancelled and its lease released, so it
+runs again at once elsewhere, without the attempt counting against it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from ._job import Job
+from ._registry import TaskRegistry, UnknownTask
+from ._state import JobState
+from ._store import JobStore, JobStoreError
+
+__all__ = ["JobRunner"]
+
+log = logging.getLogger("canopy.jobs")
+
+FINISH_TIMEOUT = 5.0  # bound on writing an outcome once a job was cut off
+
+
+@dataclass(eq=False)
+class _Running:
+    job: Job
+    scope: trio.CancelScope
+    cancel_requested: bool = False
+
+
+@dataclass(eq=False)
+class JobRunner:
+    store: JobStore
+    registry: TaskRegistry
+    queue: str = "default"
+    concurrency: int = 16
+    lease: float = 10.0
+    sweep_interval: float = 1.0
+    poll_interval: float = 0.05
+    grace: float = 5.0
+    owner: str = field(default_factory=lambda: f"runner-{uuid.uuid4().hex[:12]}")
+    _running: dict[str, _Running] = field(default_factory=dict, init=False)
+    _stop: trio.Event = field(default_factory=trio.Event, init=False)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def shutdown(self) -> None:
+        """Stop claiming; running jobs get ``grace`` seconds, then are released."""
+        self._stop.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._stop = trio.Event()
+        async with trio.open_nursery() as upkeep:
+            upkeep.start_soon(self._heartbeat)
+            upkeep.start_soon(self._sweep)
+            async with trio.open_nursery() as jobs:
+                task_status.started()
+                await self._claim_until_stopped(jobs)
+                jobs.cancel_scope.deadline = trio.current_time() + self.grace
+            upkeep.cancel_scope.cancel()
+
+    async def _claim_until_stopped(self, jobs: trio.Nursery) -> None:
+        while not self._stop.is_set():
+            free = self.concurrency - len(self._running)
+            claimed = []
+            if free > 0:
+                try:
+                    claimed = await self.store.claim(self.queue, self.owner, free, self.lease)
+                except JobStoreError as exc:
+                    log.warning("claim failed: %s", exc)
+            for job in claimed:
+                scope = trio.CancelScope(deadline=trio.current_time() + job.timeout)
+                self._running[job.id] = _Running(job, scope)
+                jobs.start_soon(self._execute, self._running[job.id])
+            if len(claimed) < max(free, 1):
+                with trio.move_on_after(self.poll_interval):
+                    await self._stop.wait()
+
+    async def _execute(self, entry: _Running) -> None:
+        job = entry.job
+        try:
+            outcome = await self._outcome(entry)
+        except trio.Cancelled:
+            released = job.moved(
+                JobState.QUEUED, attempts=job.attempts - 1, lease_owner=None, lease_expires=None
+            )
+            await self._finish(released)
+            raise
+        finally:
+            del self._running[job.id]
+        await self._finish(outcome)
+
+    async def _outcome(self, entry: _Running) -> Job:
+        job = entry.job
+        try:
+            spec = self.registry.get(job.task)
+        except UnknownTask:
+            return self._failed(job, f"unknown task {job.task!r}", None, retry=False)
+        try:
+            with entry.scope:
+                result = await spec.function(job.args)
+                return job.moved(
+                    JobState.SUCCEEDED, result=result, lease_owner=None, lease_expires=None
+                )
+        except Exception as exc:
+            return self._failed(job, repr(exc), traceback.format_exc(), retry=True, spec=spec)
+        if entry.cancel_requested:
+            return job.moved(JobState.CANCELLED, lease_owner=None, lease_expires=None)
+        reason = f"timed out after {job.timeout:g} s"
+        return self._failed(job, reason, None, retry=True, spec=spec)
+
+    def _failed(
+        self, job: Job, error: str, trace: str | None, *, retry: bool, spec: Any = None
+    ) -> Job:
+        fields: dict[str, Any] = {
+            "error": error,
+            "traceback": trace,
+            "lease_owner": None,
+            "lease_expires": None,
+        }
+        if retry and spec is not None and spec.retry.retryable(job.attempts):
+            run_at = time.time() + spec.retry.next_retry_delay(job.attempts)
+            return job.moved(JobState.RETRYING, run_at=run_at, **fields)
+        return job.moved(JobState.FAILED, **fields)
+
+    async def _finish(self, outcome: Job) -> None:
+        # Shielded so an outcome is written even while the runner is being cancelled,
+        # bounded so a store that hangs cannot hold the stop open.
+        with trio.CancelScope(shield=True), trio.move_on_after(FINISH_TIMEOUT):
+            try:
+                if not await self.store.finish(outcome, self.owner):
+                    log.warning("lease lost before finishing job %s", outcome.id)
+            except JobStoreError as exc:
+                log.error("could not record job %s: %s", outcome.id, exc)
+
+    async def _heartbeat(self) -> None:
+        interval = min(self.lease / 3, 0.5)
+        while True:
+            await trio.sleep(interval)
+            ids = list(self._running)
+            if not ids:
+                continue
+            try:
+                cancelled = await self.store.heartbeat(self.owner, ids, self.lease)
+            except JobStoreError as exc:
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            for job_id in cancelled:
+                entry = self._running.get(job_id)
+                if entry is not None:
+                    entry.cancel_requested = True
+                    entry.scope.cancel()
+
+    async def _sweep(self) -> None:
+        while True:
+            await trio.sleep(self.sweep_interval)
+            try:
+                await self.store.requeue_expired()
+            except JobStoreError as exc:
+                log.warning("sweep failed: %s", exc)

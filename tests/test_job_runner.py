@@ -1,0 +1,174 @@
+"""The job runner against the real SQLite store: success, retries, timeouts, cancel, stop."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from nurseries.jobs import Job, JobRunner, JobState, RetryPolicy, SQLiteJobStore, TaskRegistry
+
+FAST_RETRY = RetryPolicy(max_attempts=3, base=0.05, cap=0.05, jitter=False)
+
+
+@pytest.fixture
+async def store(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[SQLiteJobStore]:
+    running = SQLiteJobStore(tmp_path / "jobs.db")
+    await nursery.start(running.run)
+    yield running
+
+
+def runner(store: SQLiteJobStore, registry: TaskRegistry, **options: Any) -> JobRunner:
+    defaults: dict[str, Any] = {"lease": 2.0, "sweep_interval": 0.1, "poll_interval": 0.02}
+    return JobRunner(store, registry, **{**defaults, **options})
+
+
+async def wait_for_state(store: SQLiteJobStore, job_id: str, *states: JobState) -> Job:
+    with trio.fail_after(5):
+        while True:
+            job = await store.get(job_id)
+            if job is not None and job.state in states:
+                return job
+            await trio.sleep(0.02)
+
+
+async def test_runs_jobs_concurrently_to_success(store: SQLiteJobStore, nursery: Any) -> None:
+    registry = TaskRegistry()
+    seen: list[int] = []
+
+    @registry.task("add")
+    async def add(args: dict[str, int]) -> int:
+        await trio.sleep(0.05)
+        seen.append(args["n"])
+        return args["n"] * 2
+
+    jobs = [(await store.enqueue(Job("add", {"n": n})))[0] for n in range(20)]
+    worker = runner(store, registry, concurrency=8)
+    await nursery.start(worker.run)
+    for job in jobs:
+        done = await wait_for_state(store, job.id, JobState.SUCCEEDED)
+        assert done.result == job.args["n"] * 2 and done.attempts == 1
+    assert sorted(seen) == list(range(20))
+    worker.shutdown()
+
+
+async def test_failures_retry_then_become_dead_letters(store: SQLiteJobStore, nursery: Any) -> None:
+    registry = TaskRegistry()
+    calls: list[float] = []
+
+    @registry.task("flaky", retry=FAST_RETRY)
+    async def flaky(args: dict[str, Any]) -> None:
+        calls.append(trio.current_time())
+        raise ValueError("upstream said no")
+
+    job, _ = await store.enqueue(Job("flaky"))
+    await nursery.start(runner(store, registry).run)
+    dead = await wait_for_state(store, job.id, JobState.FAILED)
+    assert dead.attempts == 3 and len(calls) == 3
+    assert "upstream said no" in (dead.error or "")
+    assert "Traceback" in (dead.traceback or "") and "ValueError" in (dead.traceback or "")
+    assert all(later - earlier >= 0.04 for earlier, later in itertools.pairwise(calls))
+
+
+async def test_timeout_cancels_the_job_and_counts_as_a_failure(
+    store: SQLiteJobStore, nursery: Any
+) -> None:
+    registry = TaskRegistry()
+    cancelled: list[bool] = []
+
+    @registry.task("slow", retry=RetryPolicy(max_attempts=1))
+    async def slow(args: dict[str, Any]) -> None:
+        try:
+            await trio.sleep(30)
+        except trio.Cancelled:
+            cancelled.append(True)
+            raise
+
+    job, _ = await store.enqueue(Job("slow", timeout=0.2))
+    await nursery.start(runner(store, registry).run)
+    dead = await wait_for_state(store, job.id, JobState.FAILED)
+    assert dead.error == "timed out after 0.2 s" and cancelled == [True]
+
+
+async def test_cancelling_a_running_job_within_a_second(
+    store: SQLiteJobStore, nursery: Any
+) -> None:
+    registry = TaskRegistry()
+    started = trio.Event()
+
+    @registry.task("long")
+    async def long(args: dict[str, Any]) -> None:
+        started.set()
+        await trio.sleep(30)
+
+    job, _ = await store.enqueue(Job("long"))
+    await nursery.start(runner(store, registry).run)
+    await started.wait()
+    asked = trio.current_time()
+    await store.cancel(job.id)
+    done = await wait_for_state(store, job.id, JobState.CANCELLED)
+    assert trio.current_time() - asked < 1.0
+    assert done.attempts == 1  # and it is not retried
+    await trio.sleep(0.2)
+    assert (await store.get(job.id)).state is JobState.CANCELLED  # type: ignore[union-attr]
+
+
+async def test_graceful_stop_releases_the_lease_for_the_next_runner(
+    store: SQLiteJobStore, nursery: Any
+) -> None:
+    registry = TaskRegistry()
+    runs: list[str] = []
+    started = trio.Event()
+
+    @registry.task("long")
+    async def long(args: dict[str, Any]) -> str:
+        runs.append("start")
+        started.set()
+        await trio.sleep(30 if len(runs) == 1 else 0)
+        return "finished"
+
+    job, _ = await store.enqueue(Job("long"))
+    first = runner(store, registry, grace=0.2)
+    async with trio.open_nursery() as scope:
+        await scope.start(first.run)
+        await started.wait()
+        stopped_at = trio.current_time()
+        first.shutdown()
+    assert trio.current_time() - stopped_at < 1.0
+    released = await store.get(job.id)
+    assert released is not None and released.state is JobState.QUEUED
+    assert released.lease_owner is None and released.attempts == 0
+    second = runner(store, registry)
+    await nursery.start(second.run)
+    done = await wait_for_state(store, job.id, JobState.SUCCEEDED)  # at once, no lease wait
+    assert done.result == "finished" and done.attempts == 1
+
+
+async def test_a_dead_workers_job_is_taken_over_after_its_lease(
+    store: SQLiteJobStore, nursery: Any
+) -> None:
+    registry = TaskRegistry()
+
+    @registry.task("work")
+    async def work(args: dict[str, Any]) -> str:
+        return "done"
+
+    job, _ = await store.enqueue(Job("work"))
+    (claimed,) = await store.claim("default", "worker-that-died", 1, lease=0.3)
+    assert claimed.id == job.id
+    claimed_at = trio.current_time()
+    await nursery.start(runner(store, registry).run)
+    done = await wait_for_state(store, job.id, JobState.SUCCEEDED)
+    assert 0.3 <= trio.current_time() - claimed_at < 1.5  # lease + sweep, not hours
+    assert done.attempts == 2
+
+
+async def test_unknown_task_is_a_dead_letter_at_once(store: SQLiteJobStore, nursery: Any) -> None:
+    job, _ = await store.enqueue(Job("nobody.registered.this"))
+    await nursery.start(runner(store, TaskRegistry()).run)
+    dead = await wait_for_state(store, job.id, JobState.FAILED)
+    assert dead.error == "unknown task 'nobody.registered.this'" and dead.attempts == 1
