@@ -1,7 +1,16 @@
 """Canopy's capabilities: each a pure-Trio service plus a thin Quart blueprint over it."""
 
-from . import demo, health
+from . import demo, health, jobs, tasks
 from ._errors import ApiError, error_body
 from ._routes import DEADLINE_ATTRIBUTE, deadline
 
-__all__ = ["DEADLINE_ATTRIBUTE", "ApiError", "deadline", "demo", "error_body", "health"]
+__all__ = [
+    "DEADLINE_ATTRIBUTE",
+    "ApiError",
+    "deadline",
+    "demo",
+    "error_body",
+    "health",
+    "jobs",
+    "tasks",
+]

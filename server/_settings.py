@@ -67,6 +67,13 @@ def _boolean(value: Any) -> bool:
     raise ValueError("must be true or false")
 
 
+def _synchronous(value: Any) -> str:
+    text = str(value).strip().upper()
+    if text not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ValueError("must be FULL, NORMAL, OFF or EXTRA")
+    return text
+
+
 def _log_level(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in LOG_LEVELS:
@@ -102,6 +109,14 @@ class Settings:
     data_dir: str = _setting("var", str, "directory for embedded data (SQLite and the like)")
     log_level: str = _setting("info", _log_level, "debug, info, warning or error")
     access_log: bool = _setting(True, _boolean, "one JSON line per request on stdout")
+    job_concurrency: int = _setting(16, _positive_int, "jobs run at once by this process")
+    job_lease: float = _setting(
+        10.0, _positive_float, "seconds a claimed job stays leased without a heartbeat"
+    )
+    max_queued: int = _setting(100_000, _positive_int, "waiting jobs per queue before 429")
+    sqlite_synchronous: str = _setting(
+        "FULL", _synchronous, "SQLite synchronous level: FULL (durable), NORMAL or OFF"
+    )
     gc_threshold: int = _setting(
         50_000,
         _non_negative_int,

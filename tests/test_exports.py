@@ -36,7 +36,16 @@ def test_public_api_is_pinned() -> None:
         ]
     )
     assert sorted(handlers.__all__) == sorted(
-        ["DEADLINE_ATTRIBUTE", "ApiError", "deadline", "demo", "error_body", "health"]
+        [
+            "DEADLINE_ATTRIBUTE",
+            "ApiError",
+            "deadline",
+            "demo",
+            "error_body",
+            "health",
+            "jobs",
+            "tasks",
+        ]
     )
     assert sorted(server.__all__) == sorted(
         [

@@ -202,3 +202,13 @@ async def test_one_idempotency_key_twice_in_one_batch(store: Any) -> None:
     )
     assert len(created) == 1
     assert {r[0].id for r in repeats} <= {created[0][0].id}
+
+
+async def test_retry_dead_requeues_only_dead_letters(store: Any) -> None:
+    await store.enqueue(Job("t"))
+    (job,) = await store.claim("default", "w1", limit=1, lease=10)
+    assert await store.finish(job.moved(JobState.FAILED, error="boom"), "w1")
+    again = await store.retry_dead(job.id)
+    assert again.state is JobState.QUEUED and again.attempts == 0 and again.error is None
+    assert (await store.retry_dead(job.id)).state is JobState.QUEUED  # unchanged now
+    assert await store.retry_dead("missing") is None

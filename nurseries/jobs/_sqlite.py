@@ -339,6 +339,19 @@ class SQLiteJobStore:
         )
         return self._get(job_id)
 
+    async def retry_dead(self, job_id: str) -> Job | None:
+        return await self._db(self._retry_dead, job_id)
+
+    def _retry_dead(self, job_id: str) -> Job | None:
+        now = time.time()
+        self._connection().execute(
+            """UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?, updated_at = ?,
+                   error = NULL, traceback = NULL
+               WHERE id = ? AND state = 'failed'""",
+            (now, now, job_id),
+        )
+        return self._get(job_id)
+
     async def requeue_expired(self) -> int:
         return await self._db(self._requeue_expired)
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ._job import Job
+from ._state import JobState
 
 __all__ = ["IdempotencyConflict", "JobStore", "JobStoreError", "QueueFull"]
 
@@ -46,6 +47,10 @@ class JobStore(Protocol):
 
     async def get(self, job_id: str) -> Job | None: ...
 
+    async def list_jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
+        """The most recently created jobs, optionally only those in ``state``."""
+        ...
+
     async def claim(self, queue: str, owner: str, limit: int, lease: float) -> list[Job]:
         """Lease up to ``limit`` due jobs of ``queue`` to ``owner`` for ``lease`` seconds."""
         ...
@@ -60,6 +65,13 @@ class JobStore(Protocol):
 
     async def cancel(self, job_id: str) -> Job | None:
         """Cancel a waiting job at once; ask the worker running one to cancel it."""
+        ...
+
+    async def retry_dead(self, job_id: str) -> Job | None:
+        """Queue a dead letter (``failed``) again with fresh attempts; None if missing.
+
+        A job in any other state is returned unchanged.
+        """
         ...
 
     async def requeue_expired(self) -> int:

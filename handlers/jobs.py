@@ -1,0 +1,219 @@
+"""Background jobs over HTTP: a pure-Trio service, and a thin blueprint over it.
+
+``JobsService`` validates a request against the task registry and hands the job to
+the store; it is usable from any Trio program. The blueprint maps the store's and
+the registry's errors to JSON responses (see docs/API.md).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from quart import Blueprint, request
+
+from nurseries.jobs import (
+    IdempotencyConflict,
+    Job,
+    JobState,
+    JobStore,
+    JobStoreError,
+    QueueFull,
+    TaskRegistry,
+    UnknownTask,
+    check_args,
+)
+
+from ._errors import ApiError
+
+__all__ = ["MAX_BATCH", "JobRequest", "JobsService", "create_blueprint"]
+
+MAX_BATCH = 1000
+MAX_LIST = 1000
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    task: str
+    args: dict[str, Any]
+    queue: str | None = None
+    priority: int | None = None
+    delay: float = 0.0
+    idempotency_key: str | None = None
+
+    @classmethod
+    def parse(cls, body: Any, idempotency_key: str | None = None) -> JobRequest:
+        """From a JSON object; ValueError names the field that is wrong."""
+        if not isinstance(body, dict):
+            raise ValueError("body: must be a JSON object")
+        task = body.get("task")
+        if not isinstance(task, str) or not task:
+            raise ValueError("task: must be a non-empty string")
+        args = check_args(body.get("args", {}))
+        queue = body.get("queue")
+        if queue is not None and (not isinstance(queue, str) or not queue):
+            raise ValueError("queue: must be a non-empty string")
+        priority = body.get("priority")
+        if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
+            raise ValueError("priority: must be an integer")
+        delay = body.get("delay", 0)
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
+            raise ValueError("delay: must be a non-negative number of seconds")
+        key = body.get("idempotency_key", idempotency_key)
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
+            raise ValueError("idempotency_key: must be a string of 1-200 characters")
+        return cls(task, args, queue, priority, float(delay), key)
+
+
+class JobsService:
+    def __init__(self, store: JobStore, registry: TaskRegistry) -> None:
+        self.store = store
+        self.registry = registry
+
+    def build(self, req: JobRequest) -> Job:
+        spec = self.registry.get(req.task)  # UnknownTask
+        now = time.time()
+        return Job(
+            req.task,
+            req.args,
+            queue=req.queue or spec.queue,
+            priority=spec.priority if req.priority is None else req.priority,
+            state=JobState.SCHEDULED if req.delay > 0 else JobState.QUEUED,
+            max_attempts=spec.retry.max_attempts,
+            timeout=spec.timeout,
+            run_at=now + req.delay,
+            idempotency_key=req.idempotency_key,
+        )
+
+    async def enqueue(self, req: JobRequest) -> tuple[Job, bool]:
+        return await self.store.enqueue(self.build(req))
+
+    async def enqueue_many(self, requests: list[JobRequest]) -> list[tuple[Job, bool] | Exception]:
+        """Every request built first (one bad request refuses all), then enqueued together,
+        so the store commits them in as few transactions as it can."""
+        jobs = [self.build(req) for req in requests]
+        results: list[tuple[Job, bool] | Exception] = [ValueError("not enqueued")] * len(jobs)
+
+        async def one(index: int, job: Job) -> None:
+            try:
+                results[index] = await self.store.enqueue(job)
+            except JobStoreError as exc:
+                results[index] = exc
+
+        async with trio.open_nursery() as nursery:
+            for index, job in enumerate(jobs):
+                nursery.start_soon(one, index, job)
+        return results
+
+
+def _job_body(job: Job) -> dict[str, Any]:
+    return job.to_dict()
+
+
+def _store_error(exc: JobStoreError) -> ApiError:
+    if isinstance(exc, QueueFull):
+        return ApiError(429, "queue_full", str(exc), headers={"Retry-After": "1"}, queue=exc.queue)
+    if isinstance(exc, IdempotencyConflict):
+        return ApiError(409, "idempotency_conflict", str(exc), job_id=exc.existing.id)
+    return ApiError(503, "store_unavailable", f"the job store failed: {exc}")
+
+
+async def _json_body() -> Any:
+    body = await request.get_json(force=True, silent=True)
+    if body is None:
+        raise ApiError(400, "invalid_json", "the body must be JSON")
+    return body
+
+
+def _parse(body: Any, key: str | None) -> JobRequest:
+    try:
+        return JobRequest.parse(body, key)
+    except ValueError as exc:
+        field, _, message = str(exc).partition(": ")
+        raise ApiError(422, "invalid_field", message or str(exc), field=field) from None
+
+
+def create_blueprint(service: JobsService) -> Blueprint:
+    blueprint = Blueprint("jobs", __name__, url_prefix="/jobs")
+
+    @blueprint.post("")
+    async def enqueue() -> Any:
+        req = _parse(await _json_body(), request.headers.get("Idempotency-Key"))
+        try:
+            job, _created = await service.enqueue(req)
+        except UnknownTask as exc:
+            raise ApiError(422, "unknown_task", f"no task named {exc}", field="task") from None
+        except JobStoreError as exc:
+            raise _store_error(exc) from None
+        return _job_body(job), 202, {"Location": f"/jobs/{job.id}"}
+
+    @blueprint.post("/batch")
+    async def enqueue_batch() -> Any:
+        body = await _json_body()
+        items = body.get("jobs") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
+            raise ApiError(
+                422, "invalid_field", f"jobs: a list of 1-{MAX_BATCH} jobs", field="jobs"
+            )
+        requests = [_parse(item, None) for item in items]
+        try:
+            results = await service.enqueue_many(requests)
+        except UnknownTask as exc:
+            raise ApiError(422, "unknown_task", f"no task named {exc}", field="task") from None
+        out: list[dict[str, Any]] = []
+        for result in results:
+            if isinstance(result, tuple):
+                out.append({"job": _job_body(result[0])})
+            else:
+                error = _store_error(result) if isinstance(result, JobStoreError) else None
+                code = error.error_code if error else "failed"
+                out.append({"error": code, "message": str(result)})
+        return {"results": out}, 202
+
+    @blueprint.get("/<job_id>")
+    async def get(job_id: str) -> Any:
+        job = await _store_call(service.store.get(job_id))
+        if job is None:
+            raise ApiError(404, "not_found", f"no job {job_id}")
+        return _job_body(job)
+
+    @blueprint.delete("/<job_id>")
+    async def cancel(job_id: str) -> Any:
+        job = await _store_call(service.store.cancel(job_id))
+        if job is None:
+            raise ApiError(404, "not_found", f"no job {job_id}")
+        return _job_body(job)
+
+    @blueprint.post("/<job_id>/retry")
+    async def retry(job_id: str) -> Any:
+        job = await _store_call(service.store.retry_dead(job_id))
+        if job is None:
+            raise ApiError(404, "not_found", f"no job {job_id}")
+        if job.state is not JobState.QUEUED:
+            raise ApiError(409, "not_a_dead_letter", f"job {job_id} is {job.state.value}")
+        return _job_body(job), 202
+
+    @blueprint.get("")
+    async def list_jobs() -> Any:
+        state_name = request.args.get("state")
+        limit_text = request.args.get("limit", "100")
+        try:
+            state = JobState(state_name) if state_name else None
+        except ValueError:
+            states = ", ".join(s.value for s in JobState)
+            raise ApiError(422, "invalid_field", f"state: one of {states}", field="state") from None
+        if not limit_text.isdigit() or not 0 < int(limit_text) <= MAX_LIST:
+            raise ApiError(422, "invalid_field", f"limit: 1-{MAX_LIST}", field="limit")
+        jobs = await _store_call(service.store.list_jobs(state, int(limit_text)))
+        return {"jobs": [_job_body(job) for job in jobs]}
+
+    return blueprint
+
+
+async def _store_call(call: Any) -> Any:
+    try:
+        return await call
+    except JobStoreError as exc:
+        raise _store_error(exc) from None
