@@ -26,12 +26,12 @@ from quart.wrappers import Request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from handlers import DEADLINE_ATTRIBUTE, ApiError, demo, error_body, health, jobs, tasks
+from handlers import DEADLINE_ATTRIBUTE, ApiError, demo, error_body, health, jobs
 from nurseries import InflightLimit, Overloaded, Supervisor
-from nurseries.jobs import JobRunner, SQLiteJobStore, TaskRegistry
 
 from ._access_log import AccessLog, RequestIds
 from ._asgi import CanopyHTTPConnection, CanopyWebsocketConnection
+from ._jobs import add_jobs
 from ._settings import Settings
 from ._wrappers import (
     CachedRequestContext,
@@ -179,27 +179,6 @@ async def _unhandled_error(error: Exception) -> ResponseReturnValue:
     return _error_response(ApiError(500, "internal_error", "the server failed; see its logs"))
 
 
-def _add_jobs(services: Supervisor, settings: Settings) -> jobs.JobsService:
-    """The job store, then the runner: started in that order, stopped runner first."""
-    registry = TaskRegistry()
-    tasks.register_examples(registry)
-    store = SQLiteJobStore(
-        settings.data_path / "canopy.db",
-        synchronous=settings.sqlite_synchronous,
-        max_queued=settings.max_queued,
-    )
-    runner = JobRunner(
-        store,
-        registry,
-        concurrency=settings.job_concurrency,
-        lease=settings.job_lease,
-        grace=settings.service_grace,
-    )
-    services.add("job_store", store, grace=settings.service_grace)
-    services.add("job_runner", runner, grace=settings.service_grace + 1)
-    return jobs.JobsService(store, registry)
-
-
 def create_app(settings: Settings) -> CanopyApp:
     """Assemble the app and its supervision tree; nothing runs until it is served."""
     app = CanopyApp("canopy")
@@ -212,7 +191,7 @@ def create_app(settings: Settings) -> CanopyApp:
     access_log = AccessLog()
     services.add("access_log", access_log, grace=1.0)
     app.runtime = Runtime(settings, tree, services, limit, access_log, RequestIds())
-    jobs_service = _add_jobs(services, settings)
+    jobs_service = add_jobs(services, settings, run_jobs=settings.run_jobs)
 
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unhandled_error)

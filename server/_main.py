@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import trio
 from hypercorn.config import Config
 
+from nurseries import Supervisor
+
 from ._app import CanopyApp
 from ._http import HTTPService
 
-__all__ = ["ForcedShutdown", "serve"]
+__all__ = ["ForcedShutdown", "run_tree", "serve"]
 
 log = logging.getLogger("canopy")
 
@@ -47,13 +50,23 @@ async def serve(
     # safe to run its HTTP/1.1 requests in the reading task.
     http = HTTPService(app, config, drain_linger=runtime.settings.drain_linger, inline=True)
     runtime.tree.add("http", http, grace=http.grace)
+    await run_tree(runtime.tree, task_status=task_status, started=lambda: http.binds)
+
+
+async def run_tree(
+    tree: Supervisor,
+    *,
+    started: Callable[[], Any] = lambda: None,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``tree`` under the signal watcher until a signal stops it (a process's root)."""
     forced = trio.Event()
     async with trio.open_nursery() as root:
         with trio.open_signal_receiver(*SHUTDOWN_SIGNALS) as signals:
-            root.start_soon(_watch_signals, signals, runtime.tree, root.cancel_scope, forced)
-            await root.start(runtime.tree.run)
-            task_status.started(http.binds)
-            await runtime.tree.wait_stopped()
+            root.start_soon(_watch_signals, signals, tree, root.cancel_scope, forced)
+            await root.start(tree.run)
+            task_status.started(started())
+            await tree.wait_stopped()
             root.cancel_scope.cancel()
     if forced.is_set():
         raise ForcedShutdown("second signal: stopped without draining")
@@ -61,7 +74,7 @@ async def serve(
 
 
 async def _watch_signals(
-    signals: Any, tree: Any, root_scope: trio.CancelScope, forced: trio.Event
+    signals: Any, tree: Supervisor, root_scope: trio.CancelScope, forced: trio.Event
 ) -> None:
     count = 0
     async for signum in signals:

@@ -109,6 +109,9 @@ class Settings:
     data_dir: str = _setting("var", str, "directory for embedded data (SQLite and the like)")
     log_level: str = _setting("info", _log_level, "debug, info, warning or error")
     access_log: bool = _setting(True, _boolean, "one JSON line per request on stdout")
+    run_jobs: bool = _setting(
+        True, _boolean, "run jobs in the server too (false: leave them to 'canopy worker')"
+    )
     job_concurrency: int = _setting(16, _positive_int, "jobs run at once by this process")
     job_lease: float = _setting(
         10.0, _positive_float, "seconds a claimed job stays leased without a heartbeat"

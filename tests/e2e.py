@@ -131,7 +131,8 @@ async def running_server(
             else:
                 line = await server.wait_for_output(started_line)
                 bind = re.search(r"https?://[^ \"]+", line).group(0)  # type: ignore[union-attr]
-            server.port = int(bind.rsplit(":", 1)[1])
+            if bind:  # a worker process listens on nothing
+                server.port = int(bind.rsplit(":", 1)[1])
             yield server
         finally:
             if process.returncode is None:

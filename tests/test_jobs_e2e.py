@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +108,67 @@ async def test_batch_cancel_and_dead_letter_retry(tmp_path: Path) -> None:
             done = await client.post(f"/jobs/{ids[0]}/retry")
             assert done.status_code == 409  # only dead letters are retried
         assert await server.stop() == 0
+
+
+async def test_separate_worker_runs_jobs_and_hears_a_cancel_over_http(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    web_env = {"CANOPY_RUN_JOBS": "false"}
+    worker_argv = [sys.executable, "-m", "server", "worker"]
+    async with (
+        running_server(tmp_path, env=web_env) as web,
+        running_server(tmp_path, argv=worker_argv, wait_for="worker started") as worker,
+    ):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web.port}") as client:
+            echo = await client.post("/jobs", json={"task": "demo.echo", "args": {"k": 1}})
+            done = await wait_for(client, echo.headers["location"], "succeeded")
+            assert done["result"] == {"k": 1}
+            long = await client.post("/jobs", json={"task": "demo.sleep", "args": {"seconds": 30}})
+            running = await wait_for(client, long.headers["location"], "running")
+            assert running["lease_owner"].startswith("runner-")
+            asked = trio.current_time()
+            await client.delete(long.headers["location"])
+            cancelled = await wait_for(client, long.headers["location"], "cancelled")
+            assert trio.current_time() - asked < 1.5
+            assert cancelled["attempts"] == 1
+        assert await worker.stop() == 0
+        assert await web.stop() == 0
+
+
+async def test_sigkilled_workers_lose_no_job(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    concurrency, kills = 16, 3
+    env = {"CANOPY_JOB_LEASE": "1", "CANOPY_JOB_CONCURRENCY": str(concurrency)}
+    worker_argv = [sys.executable, "-m", "server", "worker"]
+    rng = random.Random(1234)
+    async with running_server(tmp_path, env={**env, "CANOPY_RUN_JOBS": "false"}) as web:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web.port}") as client:
+            batch = [{"task": "demo.sleep", "args": {"seconds": 0.02}} for _ in range(500)]
+            ids = []
+            for _ in range(2):
+                response = await client.post("/jobs/batch", json={"jobs": batch})
+                ids += [item["job"]["id"] for item in response.json()["results"]]
+            assert len(ids) == 1000
+            for _ in range(kills):
+                async with running_server(
+                    tmp_path, env=env, argv=worker_argv, wait_for="worker started"
+                ) as worker:
+                    await trio.sleep(rng.uniform(0.2, 0.6))
+                    worker.signal(signal.SIGKILL)
+                    assert await worker.wait() == -signal.SIGKILL
+            async with running_server(
+                tmp_path, env=env, argv=worker_argv, wait_for="worker started"
+            ) as worker:
+                with trio.fail_after(60):
+                    while True:
+                        done = (
+                            await client.get("/jobs", params={"state": "succeeded", "limit": 1000})
+                        ).json()["jobs"]
+                        if len(done) == 1000:
+                            break
+                        await trio.sleep(0.2)
+                assert await worker.stop() == 0
+            assert {job["id"] for job in done} == set(ids)  # none lost
+            repeated = [job for job in done if job["attempts"] > 1]
+            assert len(repeated) <= concurrency * kills  # only what was in flight at a kill
+            assert repeated, "no kill landed while jobs ran: the recovery path went untested"
+        assert await web.stop() == 0

@@ -189,6 +189,8 @@ class SQLiteJobStore:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
+        # Other processes (canopy worker) write the same file: wait for their lock.
+        conn.execute("PRAGMA busy_timeout=5000")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.executescript(_SCHEMA)
         return conn
