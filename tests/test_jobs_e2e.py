@@ -172,3 +172,32 @@ async def test_sigkilled_workers_lose_no_job(tmp_path: Path) -> None:
             assert len(repeated) <= concurrency * kills  # only what was in flight at a kill
             assert repeated, "no kill landed while jobs ran: the recovery path went untested"
         assert await web.stop() == 0
+
+
+async def test_sigterm_releases_a_long_jobs_lease_to_the_next_worker(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    env = {"CANOPY_SERVICE_GRACE": "0.5", "CANOPY_JOB_LEASE": "10"}
+    worker_argv = [sys.executable, "-m", "server", "worker"]
+    async with running_server(tmp_path, env={**env, "CANOPY_RUN_JOBS": "false"}) as web:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web.port}") as client:
+            long = await client.post("/jobs", json={"task": "demo.sleep", "args": {"seconds": 30}})
+            where = long.headers["location"]
+            async with running_server(
+                tmp_path, env=env, argv=worker_argv, wait_for="worker started"
+            ) as first:
+                before = await wait_for(client, where, "running")
+                assert await first.stop() == 0
+            released = (await client.get(where)).json()
+            assert released["state"] == "queued" and released["lease_owner"] is None
+            async with running_server(
+                tmp_path, env=env, argv=worker_argv, wait_for="worker started"
+            ) as second:
+                started = trio.current_time()
+                again = await wait_for(client, where, "running")
+                assert trio.current_time() - started < 2.0  # not the 10 s lease
+                assert again["lease_owner"] != before["lease_owner"]
+                assert again["attempts"] == 1  # the cut-off attempt did not count
+                await client.delete(where)
+                await wait_for(client, where, "cancelled")
+                assert await second.stop() == 0
+        assert await web.stop() == 0
