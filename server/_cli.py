@@ -14,6 +14,7 @@ from nurseries import ChildSpec, Supervisor
 from ._app import create_app
 from ._config import default_config_path, load_config
 from ._jobs import add_jobs
+from ._jobs_cli import jobs_group
 from ._logging import configure_logging
 from ._main import ForcedShutdown, run_tree, serve
 from ._process import tune_gc
@@ -81,6 +82,9 @@ def worker_command(config_path: str | None) -> None:
         )
     except ForcedShutdown:
         sys.exit(1)
+
+
+main.add_command(jobs_group)
 
 
 @main.command("settings")

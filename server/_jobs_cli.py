@@ -1,0 +1,137 @@
+"""``canopy jobs ...``: operators' commands, straight to the job store (no server needed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import click
+import trio
+
+from handlers.jobs import JobRequest, JobsService
+from nurseries import Supervisor
+from nurseries.jobs import JobState, JobStoreError, UnknownTask
+
+from ._config import default_config_path, load_config
+from ._jobs import add_jobs
+from ._settings import SettingsError
+
+__all__ = ["jobs_group"]
+
+
+def _run(config_path: str | None, action: Callable[[JobsService], Awaitable[Any]]) -> None:
+    """Open the store, run ``action`` against it, print its JSON; exit 1 on failure."""
+    try:
+        _config, settings = load_config(config_path or default_config_path())
+    except SettingsError as exc:
+        click.echo(f"canopy: invalid setting: {exc}", err=True)
+        sys.exit(2)
+    holder = Supervisor("cli")
+    service = add_jobs(holder, settings, run_jobs=False)
+
+    async def main() -> Any:
+        # The action's own errors are caught here, inside, so that they do not reach
+        # the operator wrapped in the nursery's exception group.
+        async with trio.open_nursery() as nursery:
+            await nursery.start(holder.run)
+            try:
+                return await action(service)
+            except (JobStoreError, UnknownTask, ValueError) as exc:
+                return exc
+            finally:
+                holder.shutdown()
+
+    result = trio.run(main)
+    if isinstance(result, Exception):
+        click.echo(f"canopy: {type(result).__name__}: {result}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(result, indent=2, default=str))
+
+
+def _found(job: Any, job_id: str) -> Any:
+    if job is None:
+        raise ValueError(f"no job {job_id}")
+    return job.to_dict()
+
+
+@click.group("jobs")
+def jobs_group() -> None:
+    """Inspect and manage background jobs in the store."""
+
+
+_config_option = click.option("--config", "config_path", default=None, help="As for serve.")
+
+
+@jobs_group.command("enqueue")
+@click.argument("task")
+@click.option("--args", "args_json", default="{}", help="JSON object of arguments.")
+@click.option("--delay", type=float, default=0.0, help="Seconds before it may run.")
+@click.option("--key", default=None, help="Idempotency key.")
+@_config_option
+def enqueue(
+    task: str, args_json: str, delay: float, key: str | None, config_path: str | None
+) -> None:
+    """Enqueue TASK and print the stored job."""
+    try:
+        body = {"task": task, "args": json.loads(args_json), "delay": delay}
+        request = JobRequest.parse(body, key)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+    async def action(service: JobsService) -> Any:
+        job, _created = await service.enqueue(request)
+        return job.to_dict()
+
+    _run(config_path, action)
+
+
+@jobs_group.command("show")
+@click.argument("job_id")
+@_config_option
+def show(job_id: str, config_path: str | None) -> None:
+    """Print one job."""
+
+    async def action(service: JobsService) -> Any:
+        return _found(await service.store.get(job_id), job_id)
+
+    _run(config_path, action)
+
+
+@jobs_group.command("cancel")
+@click.argument("job_id")
+@_config_option
+def cancel(job_id: str, config_path: str | None) -> None:
+    """Cancel a job: at once if waiting, by its worker within a second if running."""
+
+    async def action(service: JobsService) -> Any:
+        return _found(await service.store.cancel(job_id), job_id)
+
+    _run(config_path, action)
+
+
+@jobs_group.command("retry")
+@click.argument("job_id")
+@_config_option
+def retry(job_id: str, config_path: str | None) -> None:
+    """Queue a dead letter again."""
+
+    async def action(service: JobsService) -> Any:
+        return _found(await service.store.retry_dead(job_id), job_id)
+
+    _run(config_path, action)
+
+
+@jobs_group.command("list")
+@click.option("--state", type=click.Choice([s.value for s in JobState]), default=None)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20)
+@_config_option
+def list_jobs(state: str | None, limit: int, config_path: str | None) -> None:
+    """List the most recent jobs."""
+
+    async def action(service: JobsService) -> Any:
+        jobs = await service.store.list_jobs(JobState(state) if state else None, limit)
+        return [job.to_dict() for job in jobs]
+
+    _run(config_path, action)
