@@ -73,6 +73,8 @@ def test_public_api_is_pinned() -> None:
             "JobState",
             "JobStore",
             "JobStoreError",
+            "Periodic",
+            "PeriodicScheduler",
             "QueueFull",
             "RetryPolicy",
             "SQLiteJobStore",
@@ -82,6 +84,8 @@ def test_public_api_is_pinned() -> None:
             "can_transition",
             "check_args",
             "new_job_id",
+            "next_tick",
+            "tick_key",
         ]
     )
     for package in (nurseries, nurseries.jobs, handlers, server):

@@ -4,6 +4,7 @@ Pure logic, no I/O: stores and the worker pool build on these.
 """
 
 from ._job import InvalidTransition, Job, check_args, new_job_id
+from ._periodic import Periodic, PeriodicScheduler, next_tick, tick_key
 from ._registry import TaskRegistry, TaskSpec, UnknownTask
 from ._retry import RetryPolicy
 from ._runner import JobRunner
@@ -22,6 +23,8 @@ __all__ = [
     "JobState",
     "JobStore",
     "JobStoreError",
+    "Periodic",
+    "PeriodicScheduler",
     "QueueFull",
     "RetryPolicy",
     "SQLiteJobStore",
@@ -31,4 +34,6 @@ __all__ = [
     "can_transition",
     "check_args",
     "new_job_id",
+    "next_tick",
+    "tick_key",
 ]
