@@ -69,6 +69,7 @@ def test_public_api_is_pinned() -> None:
             "IdempotencyConflict",
             "InvalidTransition",
             "Job",
+            "JobContext",
             "JobRunner",
             "JobState",
             "JobStore",

@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 import trio
 
-from nurseries.jobs import Job, JobRunner, JobState, RetryPolicy, SQLiteJobStore, TaskRegistry
+from nurseries.jobs import (
+    Job,
+    JobContext,
+    JobRunner,
+    JobState,
+    RetryPolicy,
+    SQLiteJobStore,
+    TaskRegistry,
+)
 
 FAST_RETRY = RetryPolicy(max_attempts=3, base=0.05, cap=0.05, jitter=False)
 
@@ -172,3 +180,27 @@ async def test_unknown_task_is_a_dead_letter_at_once(store: SQLiteJobStore, nurs
     await nursery.start(runner(store, TaskRegistry()).run)
     dead = await wait_for_state(store, job.id, JobState.FAILED)
     assert dead.error == "unknown task 'nobody.registered.this'" and dead.attempts == 1
+
+
+async def test_a_task_reports_progress_while_it_runs(store: SQLiteJobStore, nursery: Any) -> None:
+    registry = TaskRegistry()
+    halfway = trio.Event()
+    resume = trio.Event()
+
+    @registry.task("steps")
+    async def steps(args: dict[str, Any], ctx: JobContext) -> str:
+        await ctx.progress({"done": 1, "of": 2})
+        halfway.set()
+        await resume.wait()
+        await ctx.progress({"done": 2, "of": 2})
+        return ctx.job.id
+
+    job, _ = await store.enqueue(Job("steps"))
+    await nursery.start(runner(store, registry).run)
+    await halfway.wait()
+    running = await store.get(job.id)
+    assert running is not None and running.progress == {"done": 1, "of": 2}
+    assert not await store.report_progress(job.id, "not-the-owner", {"done": 9})
+    resume.set()
+    done = await wait_for_state(store, job.id, JobState.SUCCEEDED)
+    assert done.result == job.id and done.progress == {"done": 2, "of": 2}

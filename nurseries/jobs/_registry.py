@@ -26,6 +26,7 @@ class TaskSpec:
     priority: int = 0
     timeout: float = 300.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    takes_context: bool = False  # declared as f(args, ctx): receives a JobContext
 
 
 class TaskRegistry:
@@ -52,7 +53,10 @@ class TaskRegistry:
                 raise TypeError(f"task {name!r} must be an async function")
             if name in self._specs:
                 raise ValueError(f"task {name!r} is already registered")
-            spec = TaskSpec(name, function, queue, priority, timeout, retry or RetryPolicy())
+            takes_context = len(inspect.signature(function).parameters) >= 2
+            spec = TaskSpec(
+                name, function, queue, priority, timeout, retry or RetryPolicy(), takes_context
+            )
             self._specs[name] = spec
             return function
 

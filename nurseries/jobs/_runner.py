@@ -31,11 +31,24 @@ from ._registry import TaskRegistry, UnknownTask
 from ._state import JobState
 from ._store import JobStore, JobStoreError
 
-__all__ = ["JobRunner"]
+__all__ = ["JobContext", "JobRunner"]
 
 log = logging.getLogger("canopy.jobs")
 
 FINISH_TIMEOUT = 5.0  # bound on writing an outcome once a job was cut off
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a task that takes a second parameter receives: its job, and a way to report."""
+
+    job: Job
+    _store: JobStore
+    _owner: str
+
+    async def progress(self, value: Any) -> None:
+        """Record progress (any JSON) on the job, for whoever watches it."""
+        await self._store.report_progress(self.job.id, self._owner, value)
 
 
 @dataclass(eq=False)
@@ -117,7 +130,10 @@ class JobRunner:
             return self._failed(job, f"unknown task {job.task!r}", None, retry=False)
         try:
             with entry.scope:
-                result = await spec.function(job.args)
+                if spec.takes_context:
+                    result = await spec.function(job.args, JobContext(job, self.store, self.owner))
+                else:
+                    result = await spec.function(job.args)
                 return job.moved(
                     JobState.SUCCEEDED, result=result, lease_owner=None, lease_expires=None
                 )

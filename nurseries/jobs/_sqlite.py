@@ -312,12 +312,27 @@ class SQLiteJobStore:
         )
         return {row["id"] for row in rows}
 
+    async def report_progress(self, job_id: str, owner: str, progress: object) -> bool:
+        encoded = _encode(progress)  # refuse what is not JSON before the thread hop
+        return await self._db(self._report_progress, job_id, owner, encoded)
+
+    def _report_progress(self, job_id: str, owner: str, encoded: str) -> bool:
+        cursor = self._connection().execute(
+            """UPDATE jobs SET progress = ?, updated_at = ?
+               WHERE id = ? AND state = 'running' AND lease_owner = ?""",
+            (encoded, time.time(), job_id, owner),
+        )
+        return cursor.rowcount == 1
+
     async def finish(self, job: Job, owner: str) -> bool:
         return await self._db(self._finish, job, owner)
 
     def _finish(self, job: Job, owner: str) -> bool:
-        assignments = ", ".join(f"{c} = ?" for c in _COLUMNS if c != "id")
-        values = [v for c, v in zip(_COLUMNS, _row(job), strict=True) if c != "id"]
+        # Everything but the id, and the progress, which only report_progress writes
+        # (the runner's copy of the job does not see it).
+        kept = {"id", "progress"}
+        assignments = ", ".join(f"{c} = ?" for c in _COLUMNS if c not in kept)
+        values = [v for c, v in zip(_COLUMNS, _row(job), strict=True) if c not in kept]
         cursor = self._connection().execute(
             f"""UPDATE jobs SET {assignments}, cancel_requested = 0
                 WHERE id = ? AND state = 'running' AND lease_owner = ?""",

@@ -59,6 +59,10 @@ class JobStore(Protocol):
         """Extend the leases ``owner`` still holds; return the ids asked to cancel."""
         ...
 
+    async def report_progress(self, job_id: str, owner: str, progress: object) -> bool:
+        """Record a running job's progress (any JSON), if ``owner`` holds its lease."""
+        ...
+
     async def finish(self, job: Job, owner: str) -> bool:
         """Write a claimed job's outcome, if ``owner`` still holds its lease."""
         ...
