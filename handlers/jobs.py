@@ -174,23 +174,15 @@ def create_blueprint(service: JobsService) -> Blueprint:
 
     @blueprint.get("/<job_id>")
     async def get(job_id: str) -> Any:
-        job = await _store_call(service.store.get(job_id))
-        if job is None:
-            raise ApiError(404, "not_found", f"no job {job_id}")
-        return _job_body(job)
+        return _job_body(await _existing(service.store.get(job_id), job_id))
 
     @blueprint.delete("/<job_id>")
     async def cancel(job_id: str) -> Any:
-        job = await _store_call(service.store.cancel(job_id))
-        if job is None:
-            raise ApiError(404, "not_found", f"no job {job_id}")
-        return _job_body(job)
+        return _job_body(await _existing(service.store.cancel(job_id), job_id))
 
     @blueprint.post("/<job_id>/retry")
     async def retry(job_id: str) -> Any:
-        job = await _store_call(service.store.retry_dead(job_id))
-        if job is None:
-            raise ApiError(404, "not_found", f"no job {job_id}")
+        job = await _existing(service.store.retry_dead(job_id), job_id)
         if job.state is not JobState.QUEUED:
             raise ApiError(409, "not_a_dead_letter", f"job {job_id} is {job.state.value}")
         return _job_body(job), 202
@@ -217,3 +209,11 @@ async def _store_call(call: Any) -> Any:
         return await call
     except JobStoreError as exc:
         raise _store_error(exc) from None
+
+
+async def _existing(call: Any, job_id: str) -> Job:
+    """A store call that answers with a job or None; None becomes a 404."""
+    job = await _store_call(call)
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {job_id}")
+    return job
