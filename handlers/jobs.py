@@ -74,16 +74,11 @@ class JobsService:
 
     def build(self, req: JobRequest) -> Job:
         spec = self.registry.get(req.task)  # UnknownTask
-        now = time.time()
-        return Job(
-            req.task,
+        return spec.new_job(
             req.args,
-            queue=req.queue or spec.queue,
-            priority=spec.priority if req.priority is None else req.priority,
-            state=JobState.SCHEDULED if req.delay > 0 else JobState.QUEUED,
-            max_attempts=spec.retry.max_attempts,
-            timeout=spec.timeout,
-            run_at=now + req.delay,
+            run_at=time.time() + req.delay,
+            queue=req.queue or None,
+            priority=req.priority,
             idempotency_key=req.idempotency_key,
         )
 

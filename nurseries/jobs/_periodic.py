@@ -19,7 +19,6 @@ import trio
 
 from ._job import Job
 from ._registry import TaskRegistry
-from ._state import JobState
 from ._store import JobStore, JobStoreError
 
 __all__ = ["Periodic", "PeriodicScheduler", "next_tick", "tick_key"]
@@ -73,17 +72,7 @@ class PeriodicScheduler:
 
     async def enqueue_tick(self, schedule: Periodic, tick: float) -> tuple[Job, bool] | None:
         spec = self.registry.get(schedule.task)
-        job = Job(
-            schedule.task,
-            schedule.args,
-            queue=spec.queue,
-            priority=spec.priority,
-            state=JobState.QUEUED,
-            max_attempts=spec.retry.max_attempts,
-            timeout=spec.timeout,
-            run_at=tick,
-            idempotency_key=tick_key(schedule, tick),
-        )
+        job = spec.new_job(schedule.args, run_at=tick, idempotency_key=tick_key(schedule, tick))
         try:
             return await self.store.enqueue(job)
         except JobStoreError as exc:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._job import Job
 from ._retry import RetryPolicy
+from ._state import JobState
 
 __all__ = ["TaskRegistry", "TaskSpec", "UnknownTask"]
 
@@ -27,6 +30,30 @@ class TaskSpec:
     timeout: float = 300.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     takes_context: bool = False  # declared as f(args, ctx): receives a JobContext
+
+    def new_job(
+        self,
+        args: dict[str, Any],
+        *,
+        run_at: float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """A job of this task with its declared defaults; scheduled if ``run_at`` is later."""
+        now = time.time()
+        run_at = now if run_at is None else run_at
+        return Job(
+            self.name,
+            args,
+            queue=self.queue if queue is None else queue,
+            priority=self.priority if priority is None else priority,
+            state=JobState.SCHEDULED if run_at > now else JobState.QUEUED,
+            max_attempts=self.retry.max_attempts,
+            timeout=self.timeout,
+            run_at=run_at,
+            idempotency_key=idempotency_key,
+        )
 
 
 class TaskRegistry:
