@@ -28,6 +28,7 @@ import trio
 
 from ._job import Job
 from ._registry import TaskRegistry, UnknownTask
+from ._retry import RetryPolicy
 from ._state import JobState
 from ._store import JobStore, JobStoreError
 
@@ -113,9 +114,7 @@ class JobRunner:
         try:
             outcome = await self._outcome(entry)
         except trio.Cancelled:
-            released = job.moved(
-                JobState.QUEUED, attempts=job.attempts - 1, lease_owner=None, lease_expires=None
-            )
+            released = _settled(job, JobState.QUEUED, attempts=job.attempts - 1)
             await self._finish(released)
             raise
         finally:
@@ -127,36 +126,19 @@ class JobRunner:
         try:
             spec = self.registry.get(job.task)
         except UnknownTask:
-            return self._failed(job, f"unknown task {job.task!r}", None, retry=False)
+            return _failed(job, f"unknown task {job.task!r}", None, None)
         try:
             with entry.scope:
                 if spec.takes_context:
                     result = await spec.function(job.args, JobContext(job, self.store, self.owner))
                 else:
                     result = await spec.function(job.args)
-                return job.moved(
-                    JobState.SUCCEEDED, result=result, lease_owner=None, lease_expires=None
-                )
+                return _settled(job, JobState.SUCCEEDED, result=result)
         except Exception as exc:
-            return self._failed(job, repr(exc), traceback.format_exc(), retry=True, spec=spec)
+            return _failed(job, repr(exc), traceback.format_exc(), spec.retry)
         if entry.cancel_requested:
-            return job.moved(JobState.CANCELLED, lease_owner=None, lease_expires=None)
-        reason = f"timed out after {job.timeout:g} s"
-        return self._failed(job, reason, None, retry=True, spec=spec)
-
-    def _failed(
-        self, job: Job, error: str, trace: str | None, *, retry: bool, spec: Any = None
-    ) -> Job:
-        fields: dict[str, Any] = {
-            "error": error,
-            "traceback": trace,
-            "lease_owner": None,
-            "lease_expires": None,
-        }
-        if retry and spec is not None and spec.retry.retryable(job.attempts):
-            run_at = time.time() + spec.retry.next_retry_delay(job.attempts)
-            return job.moved(JobState.RETRYING, run_at=run_at, **fields)
-        return job.moved(JobState.FAILED, **fields)
+            return _settled(job, JobState.CANCELLED)
+        return _failed(job, f"timed out after {job.timeout:g} s", None, spec.retry)
 
     async def _finish(self, outcome: Job) -> None:
         # Shielded so an outcome is written even while the runner is being cancelled,
@@ -193,3 +175,19 @@ class JobRunner:
                 await self.store.requeue_expired()
             except JobStoreError as exc:
                 log.warning("sweep failed: %s", exc)
+
+
+def _settled(job: Job, state: JobState, **changes: Any) -> Job:
+    """The job in ``state`` with its lease given up: every outcome a runner writes."""
+    return job.moved(state, lease_owner=None, lease_expires=None, **changes)
+
+
+def _failed(job: Job, error: str, trace: str | None, policy: RetryPolicy | None) -> Job:
+    """A retry after the policy's backoff while attempts remain, else a dead letter.
+
+    No policy (the task is unknown) means no retry: nothing could ever run it.
+    """
+    if policy is not None and policy.retryable(job.attempts):
+        run_at = time.time() + policy.next_retry_delay(job.attempts)
+        return _settled(job, JobState.RETRYING, run_at=run_at, error=error, traceback=trace)
+    return _settled(job, JobState.FAILED, error=error, traceback=trace)
