@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import logging
-import sys
 from functools import partial
 
 import click
-import trio
 
 from nurseries import ChildSpec, Supervisor
 
 from ._app import create_app
-from ._config import default_config_path, load_config
 from ._jobs import add_jobs
 from ._jobs_cli import jobs_group
 from ._logging import configure_logging
-from ._main import ForcedShutdown, run_tree, serve
-from ._process import tune_gc
-from ._settings import Settings, SettingsError
+from ._main import run_tree, serve
+from ._settings import Settings
+from ._startup import load_or_exit, run_process
 
 __all__ = ["main"]
 
@@ -40,48 +37,27 @@ def main() -> None:
 @click.option("--bind", "-b", multiple=True, help="HOST:PORT to listen on (repeatable).")
 def serve_command(config_path: str | None, bind: tuple[str, ...]) -> None:
     """Serve HTTP and WebSocket until SIGTERM or SIGINT, then drain and exit 0."""
-    try:
-        config, settings = load_config(config_path or default_config_path(), bind)
-        settings.data_path.mkdir(parents=True, exist_ok=True)
-    except (SettingsError, OSError) as exc:
-        click.echo(f"canopy: invalid setting: {exc}", err=True)
-        sys.exit(2)
+    config, settings = load_or_exit(config_path, bind)
     configure_logging(settings.log_level)
     config.accesslog = None
     config.errorlog = "canopy.hypercorn"  # routed through our JSON logging
     app = create_app(settings)
-    tune_gc(settings.gc_threshold)
-    try:
-        trio.run(serve, app, config)
-    except ForcedShutdown:
-        sys.exit(1)
+    run_process(settings, partial(serve, app, config))
 
 
 @main.command("worker")
 @click.option("--config", "config_path", default=None, help="As for 'canopy serve'.")
 def worker_command(config_path: str | None) -> None:
     """Run only the job runner, on the same store as the web tier, until SIGTERM."""
-    try:
-        _config, settings = load_config(config_path or default_config_path())
-        settings.data_path.mkdir(parents=True, exist_ok=True)
-    except (SettingsError, OSError) as exc:
-        click.echo(f"canopy: invalid setting: {exc}", err=True)
-        sys.exit(2)
+    _config, settings = load_or_exit(config_path)
     configure_logging(settings.log_level)
     services = Supervisor("services")
     add_jobs(services, settings, run_jobs=True)
     tree = Supervisor(
         "canopy-worker", [ChildSpec("services", services, grace=settings.service_grace + 2)]
     )
-    tune_gc(settings.gc_threshold)
-    try:
-        trio.run(
-            partial(
-                run_tree, tree, started=lambda: logging.getLogger("canopy").info("worker started")
-            )
-        )
-    except ForcedShutdown:
-        sys.exit(1)
+    started = logging.getLogger("canopy").info
+    run_process(settings, partial(run_tree, tree, started=lambda: started("worker started")))
 
 
 main.add_command(jobs_group)

@@ -14,20 +14,15 @@ from handlers.jobs import JobRequest, JobsService
 from nurseries import Supervisor
 from nurseries.jobs import JobState, JobStoreError, UnknownTask
 
-from ._config import default_config_path, load_config
 from ._jobs import add_jobs
-from ._settings import SettingsError
+from ._startup import load_or_exit
 
 __all__ = ["jobs_group"]
 
 
 def _run(config_path: str | None, action: Callable[[JobsService], Awaitable[Any]]) -> None:
     """Open the store, run ``action`` against it, print its JSON; exit 1 on failure."""
-    try:
-        _config, settings = load_config(config_path or default_config_path())
-    except SettingsError as exc:
-        click.echo(f"canopy: invalid setting: {exc}", err=True)
-        sys.exit(2)
+    _config, settings = load_or_exit(config_path)
     holder = Supervisor("cli")
     service = add_jobs(holder, settings, run_jobs=False)
 
