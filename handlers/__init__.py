@@ -1,6 +1,6 @@
 """Canopy's capabilities: each a pure-Trio service plus a thin Quart blueprint over it."""
 
-from . import demo, health, jobs, tasks
+from . import demo, health, jobs, tasks, topics
 from ._errors import ApiError, error_body
 from ._routes import DEADLINE_ATTRIBUTE, deadline
 
@@ -13,4 +13,5 @@ __all__ = [
     "health",
     "jobs",
     "tasks",
+    "topics",
 ]

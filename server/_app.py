@@ -26,13 +26,14 @@ from quart.wrappers import Request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from handlers import DEADLINE_ATTRIBUTE, ApiError, demo, error_body, health, jobs
+from handlers import DEADLINE_ATTRIBUTE, ApiError, demo, error_body, health, jobs, topics
 from nurseries import InflightLimit, Overloaded, Supervisor
 
 from ._access_log import AccessLog, RequestIds
 from ._asgi import CanopyHTTPConnection, CanopyWebsocketConnection
 from ._jobs import add_jobs
 from ._settings import Settings
+from ._topics import add_topics
 from ._wrappers import (
     CachedRequestContext,
     CanopyRequest,
@@ -191,6 +192,7 @@ def create_app(settings: Settings) -> CanopyApp:
     access_log = AccessLog()
     services.add("access_log", access_log, grace=1.0)
     app.runtime = Runtime(settings, tree, services, limit, access_log, RequestIds())
+    topics_service = add_topics(services, settings)
     jobs_service = add_jobs(services, settings, run_jobs=settings.run_jobs)
 
     app.register_error_handler(HTTPException, _http_error)
@@ -198,6 +200,7 @@ def create_app(settings: Settings) -> CanopyApp:
     app.register_blueprint(health.create_blueprint(health.HealthService(tree.status)))
     app.register_blueprint(demo.create_blueprint(demo.DemoService()))
     app.register_blueprint(jobs.create_blueprint(jobs_service))
+    app.register_blueprint(topics.create_blueprint(topics_service))
 
     @app.before_serving
     async def _start_tree() -> None:

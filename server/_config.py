@@ -21,6 +21,7 @@ class CanopyConfig(Config):
     """Hypercorn's Config, formatting the ``Date`` header once a second, not per response."""
 
     include_server_header = False  # no need to advertise the stack, or validate the header
+    websocket_max_message_size = 64 * 1024  # Hypercorn's 16 MiB is too generous for JSON frames
     _headers_key: tuple[str, int] | None = None
     _headers: list[tuple[bytes, bytes]]
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nurseries.fanout import InvalidTopic, SlowConsumerPolicy, TopicRule, check_pattern
+
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
 
 ENV_PREFIX = "CANOPY_"
@@ -81,6 +83,46 @@ def _log_level(value: Any) -> str:
     return text
 
 
+def _patterns(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ValueError("must be comma-separated topic patterns")
+    try:
+        return tuple(check_pattern(str(item).strip()) for item in items if str(item).strip())
+    except InvalidTopic as exc:
+        raise ValueError(f"must be topic patterns: {exc}") from None
+
+
+def _topic_rules(value: Any) -> tuple[TopicRule, ...]:
+    if isinstance(value, tuple) and all(isinstance(rule, TopicRule) for rule in value):
+        return value
+    items = value.split(",") if isinstance(value, str) else value
+    rules = []
+    for item in items:
+        if not str(item).strip():
+            continue
+        pattern, _, spec = str(item).strip().partition("=")
+        policy, *window = spec.split(":")
+        try:
+            numbers: dict[str, Any] = {"history_size": int(window[0])} if window else {}
+            if len(window) > 1:
+                numbers["history_ttl"] = float(window[1])
+            rules.append(TopicRule(check_pattern(pattern), SlowConsumerPolicy(policy), **numbers))
+        except (ValueError, InvalidTopic, IndexError):
+            raise ValueError(
+                f"must be PATTERN=POLICY[:SIZE[:TTL]] with POLICY one of "
+                f"{', '.join(p.value for p in SlowConsumerPolicy)} (bad: {item!r})"
+            ) from None
+    return tuple(rules)
+
+
+def _secret(value: Any) -> str:
+    text = str(value)
+    if text and len(text.encode()) < 32:
+        raise ValueError("must be at least 32 bytes (HS256 needs a key as long as its hash)")
+    return text
+
+
 def _setting(default: Any, parse: Callable[[Any], Any], doc: str) -> Any:
     return field(default=default, metadata={"parse": parse, "doc": doc})
 
@@ -125,6 +167,30 @@ class Settings:
         _non_negative_int,
         "allocations between young-generation garbage collections (0: Python's default)",
     )
+
+    topics_secret: str = _setting(
+        "", _secret, "HMAC secret (32+ bytes) that signs topic tokens (empty: anonymous only)"
+    )
+    anonymous_subscribe: tuple[str, ...] = _setting(
+        ("demo.*", "public.*"),
+        _patterns,
+        "topic patterns anyone may subscribe to (comma-separated)",
+    )
+    anonymous_publish: tuple[str, ...] = _setting(
+        ("demo.*",), _patterns, "topic patterns anyone may publish to (comma-separated)"
+    )
+    topic_rules: tuple[TopicRule, ...] = _setting(
+        (TopicRule("ticker.*", SlowConsumerPolicy.LATEST),),
+        _topic_rules,
+        "per-topic slow-consumer policy and history, as PATTERN=POLICY[:SIZE[:TTL]],... "
+        "with POLICY disconnect, drop_oldest or latest",
+    )
+    history_size: int = _setting(100, _non_negative_int, "messages kept per topic for resume")
+    history_ttl: float = _setting(300.0, _positive_float, "seconds a message is kept for resume")
+    subscriber_queue: int = _setting(
+        256, _positive_int, "messages queued per subscriber before its slow-consumer policy applies"
+    )
+    ws_max_subscriptions: int = _setting(100, _positive_int, "subscriptions per WebSocket")
 
     @classmethod
     def describe(cls) -> dict[str, str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import handlers
 import nurseries
+import nurseries.fanout
 import nurseries.jobs
 import server
 
@@ -45,6 +46,7 @@ def test_public_api_is_pinned() -> None:
             "health",
             "jobs",
             "tasks",
+            "topics",
         ]
     )
     assert sorted(server.__all__) == sorted(
@@ -89,7 +91,52 @@ def test_public_api_is_pinned() -> None:
             "tick_key",
         ]
     )
-    for package in (nurseries, nurseries.jobs, handlers, server):
+    assert sorted(nurseries.fanout.__all__) == sorted(
+        [
+            "MAX_TOPIC_LENGTH",
+            "CloseReason",
+            "Hub",
+            "HubClosed",
+            "HubError",
+            "InvalidTopic",
+            "Item",
+            "Message",
+            "Presence",
+            "Replay",
+            "Sink",
+            "SlowConsumerPolicy",
+            "Subscription",
+            "TooManySubscriptions",
+            "TooManyTopics",
+            "TopicLog",
+            "TopicRule",
+            "TopicRules",
+            "check_pattern",
+            "check_topic",
+            "pattern_matches",
+        ]
+    )
+    assert sorted(handlers.topics.__all__) == sorted(
+        [
+            "CLOSE_GOING_AWAY",
+            "CLOSE_POLICY",
+            "CLOSE_SLOW_CONSUMER",
+            "CLOSE_TOO_BIG",
+            "OPERATIONS",
+            "Forbidden",
+            "Grants",
+            "InvalidToken",
+            "ProtocolError",
+            "Session",
+            "Socket",
+            "TokenIssuer",
+            "TopicsService",
+            "covers",
+            "create_blueprint",
+        ]
+    )
+    packages = (nurseries, nurseries.jobs, nurseries.fanout, handlers, handlers.topics, server)
+    for package in packages:
         for name in package.__all__:
             assert hasattr(package, name), f"{package.__name__}.{name}"
 

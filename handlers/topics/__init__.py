@@ -1,0 +1,37 @@
+"""Topics: publish once, deliver to many, over WebSocket (``/ws``) and HTTP (``/topics``).
+
+A pure-Trio :class:`TopicsService` (the hub plus grants) with a protocol
+:class:`Session` that runs over any :class:`Socket`, and a thin Quart blueprint.
+The wire protocol is documented in docs/PROTOCOL.md.
+"""
+
+from ._blueprint import create_blueprint
+from ._grants import Grants, InvalidToken, TokenIssuer, covers
+from ._protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_POLICY,
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_TOO_BIG,
+    OPERATIONS,
+    ProtocolError,
+)
+from ._service import Forbidden, TopicsService
+from ._session import Session, Socket
+
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_POLICY",
+    "CLOSE_SLOW_CONSUMER",
+    "CLOSE_TOO_BIG",
+    "OPERATIONS",
+    "Forbidden",
+    "Grants",
+    "InvalidToken",
+    "ProtocolError",
+    "Session",
+    "Socket",
+    "TokenIssuer",
+    "TopicsService",
+    "covers",
+    "create_blueprint",
+]

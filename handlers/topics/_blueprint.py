@@ -1,0 +1,138 @@
+"""The web layer over :class:`TopicsService`: ``/ws`` and ``/topics/...`` (docs/PROTOCOL.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from quart import Blueprint, request, websocket
+
+from nurseries.fanout import HubError, InvalidTopic
+
+from .._errors import ApiError
+from ._grants import Grants, InvalidToken
+from ._protocol import error_frame
+from ._service import Forbidden, TopicsService
+from ._session import Session
+
+__all__ = ["create_blueprint"]
+
+MAX_HISTORY = 1000
+
+
+class _QuartSocket:
+    """Quart's websocket object as a :class:`Socket`; the object itself, not the
+    context-local proxy, because the hub's pumps send from outside the request."""
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+
+    async def receive(self) -> str | bytes:
+        return await self._ws.receive()
+
+    async def send(self, frames: Sequence[str]) -> None:
+        for frame in frames:
+            await self._ws.send(frame)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._ws.close(code, reason)
+
+
+def _bearer(headers: Any, args: Any) -> str | None:
+    header = headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return str(header[7:].strip()) or None
+    token = args.get("token")
+    return str(token) if token else None
+
+
+def _http_grants(service: TopicsService) -> Grants:
+    try:
+        return service.grants(_bearer(request.headers, request.args))
+    except InvalidToken as exc:
+        raise ApiError(401, "invalid_token", str(exc)) from None
+
+
+def _offset_arg(name: str) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise ApiError(
+            422, "invalid_field", f"{name}: must be an offset (integer >= 0)", field=name
+        )
+    return int(raw)
+
+
+def _limit_arg() -> int:
+    raw = request.args.get("limit", "100")
+    if not raw.isdigit() or not 0 < int(raw) <= MAX_HISTORY:
+        raise ApiError(422, "invalid_field", f"limit: 1-{MAX_HISTORY}", field="limit")
+    return int(raw)
+
+
+def _topic_errors(exc: Exception) -> ApiError:
+    if isinstance(exc, InvalidTopic):
+        return ApiError(422, "invalid_topic", str(exc), field="topic")
+    if isinstance(exc, Forbidden):
+        return ApiError(403, "forbidden", str(exc))
+    return ApiError(429, "limit_reached", str(exc), headers={"Retry-After": "1"})
+
+
+def create_blueprint(service: TopicsService) -> Blueprint:
+    blueprint = Blueprint("topics", __name__)
+
+    @blueprint.websocket("/ws")
+    async def ws() -> None:
+        try:
+            grants, problem = service.grants(_bearer(websocket.headers, websocket.args)), None
+        except InvalidToken as exc:
+            grants, problem = service.issuer.anonymous(), str(exc)
+        socket = _QuartSocket(websocket._get_current_object())  # type: ignore[attr-defined]
+        if problem is not None:
+            await socket.send([error_frame("invalid_token", f"{problem}; connected anonymously")])
+        await Session(service, socket, grants).run()
+
+    @blueprint.post("/topics/<topic>/messages")
+    async def publish(topic: str) -> Any:
+        grants = _http_grants(service)
+        body = await request.get_json(force=True, silent=True)
+        if not isinstance(body, dict) or "data" not in body:
+            raise ApiError(400, "invalid_json", 'the body must be a JSON object with "data"')
+        key = body.get("key")
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ApiError(422, "invalid_field", "key: must be a non-empty string", field="key")
+        try:
+            message = await service.publish(grants, topic, body["data"], key)
+        except (InvalidTopic, Forbidden, HubError) as exc:
+            raise _topic_errors(exc) from None
+        return {"topic": topic, "offset": message.offset, "epoch": message.epoch}, 202
+
+    @blueprint.get("/topics/<topic>/history")
+    async def history(topic: str) -> Any:
+        grants = _http_grants(service)
+        since, limit = _offset_arg("since"), _limit_arg()
+        epoch = request.args.get("epoch") or None
+        try:
+            page = await service.history(grants, topic, since, epoch, limit)
+        except (InvalidTopic, Forbidden) as exc:
+            raise _topic_errors(exc) from None
+        return {
+            "topic": topic,
+            "epoch": page.epoch,
+            "offset": page.offset,
+            "recovered": page.recovered,
+            "messages": [m.to_dict() for m in page.messages],
+        }
+
+    @blueprint.get("/topics/<topic>/presence")
+    async def presence(topic: str) -> Any:
+        grants = _http_grants(service)
+        try:
+            if not grants.may_subscribe(topic):
+                raise Forbidden(f"not allowed to see {topic}")
+            return {"topic": topic, "clients": service.hub.presence(topic)}
+        except (InvalidTopic, Forbidden) as exc:
+            raise _topic_errors(exc) from None
+
+    return blueprint

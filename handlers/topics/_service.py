@@ -1,0 +1,41 @@
+"""Topics as a pure-Trio service: the hub plus who may do what, for HTTP and WebSocket alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nurseries.fanout import Hub, Message, Replay, check_topic
+
+from ._grants import Grants, TokenIssuer
+
+__all__ = ["Forbidden", "TopicsService"]
+
+
+class Forbidden(PermissionError):
+    pass
+
+
+@dataclass(eq=False)
+class TopicsService:
+    hub: Hub
+    issuer: TokenIssuer
+    max_subscriptions_per_connection: int = 100
+
+    def grants(self, token: str | None) -> Grants:
+        """The token's grants, or the anonymous ones; InvalidToken if it does not verify."""
+        return self.issuer.verify(token) if token else self.issuer.anonymous()
+
+    async def publish(
+        self, grants: Grants, topic: str, data: Any, key: str | None = None
+    ) -> Message:
+        if not grants.may_publish(check_topic(topic)):
+            raise Forbidden(f"not allowed to publish to {topic}")
+        return await self.hub.publish(topic, data, key=key)
+
+    async def history(
+        self, grants: Grants, topic: str, since: int | None, epoch: str | None, limit: int
+    ) -> Replay:
+        if not grants.may_subscribe(check_topic(topic)):
+            raise Forbidden(f"not allowed to read {topic}")
+        return await self.hub.history(topic, since, epoch, limit)

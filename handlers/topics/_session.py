@@ -1,0 +1,230 @@
+"""One WebSocket connection speaking the topics protocol, over any socket.
+
+Resource handling: the session's receive loop runs in its own cancel scope; a
+subscription the hub closes (slow consumer, hub stopping) ends the session through
+:meth:`Session.end`, which records the close code and cancels that scope. Every
+subscription is dropped when the session ends, however it ends, and the close frame
+is sent within ``close_timeout``.
+
+Error handling: a refused operation is answered with an ``error`` frame and the
+connection stays open; only ``max_errors`` refusals in a row close it with 1008.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import trio
+
+from nurseries.fanout import (
+    CloseReason,
+    HubError,
+    InvalidTopic,
+    Item,
+    Message,
+    Subscription,
+    check_pattern,
+    check_topic,
+)
+
+from ._grants import Grants, InvalidToken
+from ._protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_POLICY,
+    CLOSE_SLOW_CONSUMER,
+    Operation,
+    ProtocolError,
+    dumps,
+    error_frame,
+    message_frame,
+    parse,
+    presence_frame,
+)
+from ._service import TopicsService
+
+__all__ = ["Session", "Socket"]
+
+
+class Socket(Protocol):
+    async def receive(self) -> str | bytes: ...
+    async def send(self, frames: Sequence[str]) -> None: ...
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class Session:
+    def __init__(
+        self,
+        service: TopicsService,
+        socket: Socket,
+        grants: Grants,
+        *,
+        max_errors: int = 50,
+        close_timeout: float = 1.0,
+    ) -> None:
+        self.service = service
+        self.socket = socket
+        self.grants = grants
+        self.max_errors = max_errors
+        self.close_timeout = close_timeout
+        self.subscriptions: dict[str, Subscription] = {}
+        self._pending: dict[int, Any] = {}  # subscription id -> request id of its subscribe
+        self._scope = trio.CancelScope()
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    async def run(self) -> None:
+        try:
+            with self._scope:
+                await self._receive_loop()
+        finally:
+            for sub in self.subscriptions.values():
+                self.service.hub.unsubscribe(sub)
+            self.subscriptions.clear()
+        if self.close_code is not None:
+            with trio.move_on_after(self.close_timeout):
+                await self.socket.close(self.close_code, self.close_reason)
+
+    def end(self, code: int, reason: str) -> None:
+        if self.close_code is None:
+            # A close frame's reason is at most 123 bytes of UTF-8.
+            self.close_code = code
+            self.close_reason = reason.encode()[:123].decode(errors="ignore")
+        self._scope.cancel()
+
+    async def _receive_loop(self) -> None:
+        errors = 0
+        while True:
+            frame = await self.socket.receive()
+            try:
+                reply = await self._handle(parse(frame))
+                errors = 0
+            except ProtocolError as exc:
+                errors += 1
+                if errors >= self.max_errors:
+                    self.end(CLOSE_POLICY, f"{errors} refused frames in a row")
+                    return
+                reply = error_frame(exc.code, str(exc), exc.request_id)
+            if reply is not None:
+                await self.socket.send([reply])
+
+    async def _handle(self, op: Operation) -> str | None:
+        try:
+            if op.op == "ping":
+                return _reply(op, type="pong")
+            if op.op == "subscribe":
+                return await self._subscribe(op)
+            if op.op == "unsubscribe":
+                return self._unsubscribe(op)
+            if op.op == "publish":
+                return await self._publish(op)
+            return self._presence(op)
+        except InvalidTopic as exc:
+            raise ProtocolError("invalid_topic", str(exc), op.request_id) from None
+        except InvalidToken as exc:
+            raise ProtocolError("invalid_token", str(exc), op.request_id) from None
+        except HubError as exc:
+            raise ProtocolError("limit_reached", str(exc), op.request_id) from None
+
+    async def _subscribe(self, op: Operation) -> str | None:
+        pattern = check_pattern(op.text("topic"))
+        grants = self._grants_for(op)
+        if not grants.may_subscribe(pattern):
+            raise ProtocolError(
+                "forbidden", f"not allowed to subscribe to {pattern}", op.request_id
+            )
+        if pattern in self.subscriptions:
+            raise ProtocolError(
+                "already_subscribed", f"already subscribed to {pattern}", op.request_id
+            )
+        if len(self.subscriptions) >= self.service.max_subscriptions_per_connection:
+            limit = self.service.max_subscriptions_per_connection
+            raise ProtocolError(
+                "limit_reached", f"at most {limit} subscriptions per connection", op.request_id
+            )
+        since, epoch = op.offset("since"), op.text("epoch", required=False)
+        if since is not None and pattern.endswith("*"):
+            raise ProtocolError(
+                "invalid_field", "since: resuming needs an exact topic", op.request_id
+            )
+        if since is not None and since > 0 and epoch is None:
+            raise op.error("invalid_field", "epoch: required with since > 0")
+        sub = await self.service.hub.subscribe(
+            pattern,
+            _SessionSink(self),
+            since=since,
+            epoch=epoch,
+            client=self.grants.client,
+            info=self.grants.info,
+            presence=op.body.get("presence") is True,
+        )
+        self.subscriptions[pattern] = sub
+        self._pending[sub.id] = op.request_id
+        return None  # the hub's pump sends "subscribed" before the first message
+
+    def _unsubscribe(self, op: Operation) -> str:
+        pattern = op.text("topic")
+        sub = self.subscriptions.pop(pattern or "", None)
+        if sub is None:
+            raise op.error("not_subscribed", f"not subscribed to {pattern}")
+        self.service.hub.unsubscribe(sub)
+        return _reply(op, type="unsubscribed", topic=pattern)
+
+    async def _publish(self, op: Operation) -> str:
+        topic = check_topic(op.text("topic"))
+        if "data" not in op.body:
+            raise op.error("invalid_field", "data: required")
+        if not self._grants_for(op).may_publish(topic):
+            raise op.error("forbidden", f"not allowed to publish to {topic}")
+        message = await self.service.hub.publish(
+            topic, op.body["data"], key=op.text("key", required=False)
+        )
+        return _reply(op, type="published", topic=topic, offset=message.offset, epoch=message.epoch)
+
+    def _presence(self, op: Operation) -> str:
+        topic = check_topic(op.text("topic"))
+        if not self.grants.may_subscribe(topic):
+            raise op.error("forbidden", f"not allowed to see {topic}")
+        return _reply(op, type="presence", topic=topic, clients=self.service.hub.presence(topic))
+
+    def _grants_for(self, op: Operation) -> Grants:
+        token = op.text("token", required=False)
+        return self.service.issuer.verify(token) if token else self.grants
+
+
+class _SessionSink:
+    """What the hub's pumps call for one of the session's subscriptions."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    async def opened(self, subscription: Subscription) -> None:
+        request_id = self.session._pending.pop(subscription.id, None)
+        replay = subscription.replay
+        body: dict[str, Any] = {"type": "subscribed", "topic": subscription.pattern}
+        if replay is not None:
+            body.update(offset=replay.offset, epoch=replay.epoch, recovered=replay.recovered)
+        if request_id is not None:
+            body["id"] = request_id
+        await self.session.socket.send([dumps(body)])
+
+    async def deliver(self, subscription: Subscription, items: Sequence[Item]) -> None:
+        await self.session.socket.send(
+            [message_frame(i) if isinstance(i, Message) else presence_frame(i) for i in items]
+        )
+
+    async def closed(self, subscription: Subscription, reason: CloseReason) -> None:
+        if reason is CloseReason.SLOW_CONSUMER:
+            self.session.end(
+                CLOSE_SLOW_CONSUMER,
+                f"slow consumer on {subscription.pattern}: resume from offset "
+                f"{subscription.resume_offset}",
+            )
+        else:
+            self.session.end(CLOSE_GOING_AWAY, "server shutting down")
+
+
+def _reply(op: Operation, **body: Any) -> str:
+    if op.request_id is not None:
+        body["id"] = op.request_id
+    return dumps(body)

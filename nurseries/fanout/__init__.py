@@ -1,0 +1,46 @@
+"""Message fan-out, pure Trio: topics, bounded subscribers, history and resume.
+
+Publish once, deliver to many: :class:`Hub` is a supervised service whose nursery
+holds one pump per subscription. Each subscriber has a bounded queue and each topic
+a :class:`SlowConsumerPolicy`, so a slow subscriber never slows the others or grows
+memory. Offsets and epochs let a subscriber that reconnects resume exactly where it
+left off, or be told plainly (``recovered=False``) that it cannot.
+"""
+
+from ._history import Message, Presence, Replay, TopicLog
+from ._hub import Hub, HubClosed, HubError, TooManySubscriptions, TooManyTopics
+from ._subscription import CloseReason, Item, Sink, Subscription
+from ._topics import (
+    MAX_TOPIC_LENGTH,
+    InvalidTopic,
+    SlowConsumerPolicy,
+    TopicRule,
+    TopicRules,
+    check_pattern,
+    check_topic,
+    pattern_matches,
+)
+
+__all__ = [
+    "MAX_TOPIC_LENGTH",
+    "CloseReason",
+    "Hub",
+    "HubClosed",
+    "HubError",
+    "InvalidTopic",
+    "Item",
+    "Message",
+    "Presence",
+    "Replay",
+    "Sink",
+    "SlowConsumerPolicy",
+    "Subscription",
+    "TooManySubscriptions",
+    "TooManyTopics",
+    "TopicLog",
+    "TopicRule",
+    "TopicRules",
+    "check_pattern",
+    "check_topic",
+    "pattern_matches",
+]

@@ -1,0 +1,287 @@
+"""The hub: topics, their logs, and every subscriber's pump, as one supervised service.
+
+Resource handling: the hub's nursery holds a sweeper (history TTLs, idle topics) and
+one pump per subscription. ``shutdown()`` closes every subscription with
+``HUB_STOPPING`` (each sink hears of it, bounded by ``close_timeout``); ``run``
+returns once the last pump has ended.
+
+Error handling: a sink that raises ends only its own subscription. Limits
+(:class:`TooManyTopics`, :class:`TooManySubscriptions`) and :class:`HubClosed`
+are :class:`HubError`\\s, raised to the caller that asked for too much.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import trio
+
+from .._errors import CanopyError
+from ._history import Message, Presence, Replay, TopicLog
+from ._subscription import CloseReason, Item, Sink, Subscription
+from ._topics import TopicRules, check_pattern, check_topic
+
+__all__ = ["Hub", "HubClosed", "HubError", "TooManySubscriptions", "TooManyTopics"]
+
+log = logging.getLogger("canopy.fanout")
+
+
+class HubError(CanopyError):
+    pass
+
+
+class HubClosed(HubError):
+    """The hub is not running (not started yet, or stopping)."""
+
+
+class TooManyTopics(HubError):
+    pass
+
+
+class TooManySubscriptions(HubError):
+    pass
+
+
+class Hub:
+    def __init__(
+        self,
+        rules: TopicRules | None = None,
+        *,
+        queue_size: int = 256,
+        batch_size: int = 64,
+        max_topics: int = 100_000,
+        max_subscriptions: int = 100_000,
+        idle_topic_ttl: float = 3600.0,
+        sweep_interval: float = 10.0,
+        close_timeout: float = 1.0,
+    ) -> None:
+        self.rules = rules or TopicRules()
+        self.queue_size = queue_size
+        self.batch_size = batch_size
+        self.max_topics = max_topics
+        self.max_subscriptions = max_subscriptions
+        self.idle_topic_ttl = idle_topic_ttl
+        self.sweep_interval = sweep_interval
+        self.close_timeout = close_timeout
+        self._logs: dict[str, TopicLog] = {}
+        self._exact: dict[str, dict[int, Subscription]] = {}
+        self._prefixes: dict[str, dict[int, Subscription]] = {}  # "orders." for orders.*, "" for *
+        self._members: dict[str, dict[str, int]] = {}  # topic -> client -> subscriptions
+        self._count = 0
+        self._nursery: trio.Nursery | None = None
+        self._stopping = trio.Event()
+        self.published = 0
+        self.slow_disconnects = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            sweeper = trio.CancelScope()
+            nursery.start_soon(self._sweep, sweeper)
+            task_status.started()
+            try:
+                await self._stopping.wait()
+            finally:
+                self._nursery = None
+                sweeper.cancel()
+                for sub in list(self._subscriptions()):
+                    self._close(sub, CloseReason.HUB_STOPPING)
+
+    def shutdown(self) -> None:
+        self._stopping.set()
+
+    # -- publishing --------------------------------------------------------------
+
+    async def publish(self, topic: str, data: Any, *, key: str | None = None) -> Message:
+        """Append to the topic's log and offer to every matching subscriber; never waits
+        for one. (Async so that a networked broker can implement the same call.)"""
+        message = self._log(check_topic(topic)).append(data, key)
+        self.published += 1
+        policy = self._logs[topic].rule.policy
+        for sub in self._matching(topic):
+            if not sub.offer(message, policy):
+                self.slow_disconnects += 1
+                self._close(sub, CloseReason.SLOW_CONSUMER)
+        return message
+
+    def _matching(self, topic: str) -> list[Subscription]:
+        found = list(self._exact.get(topic, {}).values())
+        if self._prefixes:
+            for prefix in _prefixes(topic):
+                found.extend(self._prefixes.get(prefix, {}).values())
+        return found
+
+    # -- subscribing -------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        pattern: str,
+        sink: Sink,
+        *,
+        since: int | None = None,
+        epoch: str | None = None,
+        client: str = "",
+        info: Any = None,
+        presence: bool = False,
+    ) -> Subscription:
+        """Start delivering ``pattern`` to ``sink``: first ``sink.opened``, then the
+        messages missed since ``since`` (exact topics only), then live ones, with no
+        gap and no duplicate between the two."""
+        check_pattern(pattern)
+        if self._nursery is None:
+            raise HubClosed("the hub is not running")
+        if self._count >= self.max_subscriptions:
+            raise TooManySubscriptions(f"at most {self.max_subscriptions} subscriptions")
+        exact = not pattern.endswith("*")
+        if not exact and since is not None:
+            raise ValueError("since: resuming needs an exact topic, not a pattern")
+        replay = self._log(pattern).since(since, epoch) if exact else None
+        sub = Subscription(pattern, sink, self.queue_size, client, info, presence, replay)
+        index = self._exact if exact else self._prefixes
+        index.setdefault(pattern if exact else pattern[:-1], {})[sub.id] = sub
+        self._count += 1
+        if exact and client:
+            self._member(pattern, client, +1, info)
+        self._nursery.start_soon(self._pump, sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._close(sub, None)
+
+    def presence(self, topic: str) -> list[dict[str, Any]]:
+        """Clients subscribed to exactly ``topic``, each once."""
+        subs = self._exact.get(check_topic(topic), {}).values()
+        seen: dict[str, Any] = {}
+        for sub in subs:
+            if sub.client:
+                seen.setdefault(sub.client, sub.info)
+        return [{"client": client, "info": info} for client, info in seen.items()]
+
+    async def history(
+        self, topic: str, since: int | None = None, epoch: str | None = None, limit: int = 100
+    ) -> Replay:
+        """The messages after ``since`` (the first ``limit`` of them), or without
+        ``since`` the latest ``limit`` in the window. A topic nobody has published to
+        has the empty epoch and offset 0."""
+        log_ = self._logs.get(check_topic(topic))
+        if log_ is None:
+            return Replay("", 0, since is None or (since == 0 and epoch is None), [])
+        if since is None:
+            log_.prune()
+            latest = list(log_.window)[-limit:] if limit else []
+            return Replay(log_.epoch, log_.offset, True, latest)
+        replay = log_.since(since, epoch)
+        return Replay(replay.epoch, replay.offset, replay.recovered, replay.messages[:limit])
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "topics": len(self._logs),
+            "subscriptions": self._count,
+            "published": self.published,
+            "slow_disconnects": self.slow_disconnects,
+        }
+
+    # -- internals ---------------------------------------------------------------
+
+    def _log(self, topic: str) -> TopicLog:
+        log_ = self._logs.get(topic)
+        if log_ is None:
+            if len(self._logs) >= self.max_topics:
+                raise TooManyTopics(f"at most {self.max_topics} topics")
+            log_ = self._logs[topic] = TopicLog(topic, self.rules.for_topic(topic))
+        return log_
+
+    def _subscriptions(self) -> Iterator[Subscription]:
+        for index in (self._exact, self._prefixes):
+            for subs in index.values():
+                yield from subs.values()
+
+    def _member(self, topic: str, client: str, change: int, info: Any) -> None:
+        members = self._members.setdefault(topic, {})
+        count = members.get(client, 0) + change
+        if count:
+            members[client] = count
+        else:
+            members.pop(client, None)
+            if not members:
+                del self._members[topic]
+        if (change > 0 and count == 1) or count == 0:
+            event = Presence(topic, "join" if change > 0 else "leave", client, info)
+            policy = self._log(topic).rule.policy
+            for sub in list(self._exact.get(topic, {}).values()):
+                if sub.presence and not sub.offer(event, policy):
+                    self._close(sub, CloseReason.SLOW_CONSUMER)
+
+    def _close(self, sub: Subscription, reason: CloseReason | None) -> None:
+        if sub.closed:
+            return
+        sub.closed = True
+        sub.close_reason = reason
+        exact = sub.exact
+        index = self._exact if exact else self._prefixes
+        key = sub.pattern if exact else sub.pattern[:-1]
+        subs = index.get(key, {})
+        subs.pop(sub.id, None)
+        if not subs:
+            index.pop(key, None)
+        self._count -= 1
+        sub.send_channel.close()
+        sub.scope.cancel()
+        if exact and sub.client:
+            self._member(sub.pattern, sub.client, -1, sub.info)
+
+    async def _pump(self, sub: Subscription) -> None:
+        with sub.scope:
+            try:
+                await sub.sink.opened(sub)
+                if sub.backlog:
+                    backlog, sub.backlog = sub.backlog, []
+                    for start in range(0, len(backlog), self.batch_size):
+                        await self._deliver(sub, backlog[start : start + self.batch_size])
+                async for item in sub.receive_channel:
+                    await self._deliver(sub, self._batch(sub, item))
+            except Exception:
+                log.exception("delivery to subscriber %s (%s) failed", sub.id, sub.pattern)
+        self._close(sub, sub.close_reason)
+        if sub.close_reason is not None:
+            with trio.move_on_after(self.close_timeout):
+                try:
+                    await sub.sink.closed(sub, sub.close_reason)
+                except Exception:
+                    log.exception("closing subscriber %s failed", sub.id)
+
+    def _batch(self, sub: Subscription, first: Item) -> list[Item]:
+        items = [first]
+        receive = sub.receive_channel.receive_nowait
+        while len(items) < self.batch_size:
+            try:
+                items.append(receive())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        return items
+
+    async def _deliver(self, sub: Subscription, items: list[Any]) -> None:
+        await sub.sink.deliver(sub, items)
+        sub.note_delivered(items)
+
+    async def _sweep(self, scope: trio.CancelScope) -> None:
+        with scope:
+            while True:
+                await trio.sleep(self.sweep_interval)
+                now = trio.current_time()
+                for topic, log_ in list(self._logs.items()):
+                    log_.prune()
+                    idle = now - log_.last_active > self.idle_topic_ttl
+                    if idle and not log_.window and topic not in self._exact:
+                        del self._logs[topic]
+
+
+def _prefixes(topic: str) -> Iterator[str]:
+    """``a.b.c`` -> ``""``, ``"a."``, ``"a.b."``: the wildcard keys that match it."""
+    yield ""
+    index = topic.find(".")
+    while index != -1:
+        yield topic[: index + 1]
+        index = topic.find(".", index + 1)

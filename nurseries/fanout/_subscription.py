@@ -1,0 +1,119 @@
+"""One subscriber: its bounded queue, what it is told on close, and where it delivers.
+
+Publishing never waits for a subscriber: the hub offers each message to the
+subscriber's bounded memory channel with ``send_nowait``, and when that is full it
+applies the topic's :class:`SlowConsumerPolicy` on the spot. The subscriber's pump
+task (in the hub's nursery) moves what is queued to its :class:`Sink`.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import trio
+
+from ._history import Message, Presence, Replay
+from ._topics import SlowConsumerPolicy, is_exact
+
+__all__ = ["CloseReason", "Item", "Sink", "Subscription"]
+
+Item = Message | Presence
+_ids = itertools.count(1)
+
+
+class CloseReason(enum.Enum):
+    SLOW_CONSUMER = "slow_consumer"
+    HUB_STOPPING = "hub_stopping"
+
+
+class Sink(Protocol):
+    """Where a subscription's pump delivers; a WebSocket connection, a channel, a test."""
+
+    async def opened(self, subscription: Subscription) -> None:
+        """Called first, before any delivery (``subscription.replay`` says what resumed)."""
+
+    async def deliver(self, subscription: Subscription, items: Sequence[Item]) -> None:
+        """Deliver in order; raising ends the subscription."""
+
+    async def closed(self, subscription: Subscription, reason: CloseReason) -> None:
+        """The hub ended it; bounded by the hub's close timeout."""
+
+
+@dataclass(eq=False)
+class Subscription:
+    pattern: str
+    sink: Sink
+    queue_size: int
+    client: str = ""
+    info: Any = None
+    presence: bool = False
+    replay: Replay | None = None
+
+    def __post_init__(self) -> None:
+        self.id = next(_ids)
+        self.exact = is_exact(self.pattern)
+        self.send_channel, self.receive_channel = trio.open_memory_channel[Item](self.queue_size)
+        self.backlog: list[Message] = list(self.replay.messages) if self.replay else []
+        self.scope = trio.CancelScope()
+        self.close_reason: CloseReason | None = None
+        self.closed = False
+        self.last_offset = self.replay.offset if self.replay else 0
+        self.dropped = 0
+        self.delivered = 0
+
+    @property
+    def resume_offset(self) -> int:
+        """The offset to resume from after a close: the last one delivered."""
+        return self.last_offset
+
+    def offer(self, item: Item, policy: SlowConsumerPolicy) -> bool:
+        """Queue ``item`` without blocking; False means the subscriber must be closed."""
+        try:
+            self.send_channel.send_nowait(item)
+            return True
+        except trio.WouldBlock:
+            pass
+        if policy is SlowConsumerPolicy.DISCONNECT:
+            return False
+        if policy is SlowConsumerPolicy.DROP_OLDEST:
+            self.receive_channel.receive_nowait()
+            self.dropped += 1
+            self.send_channel.send_nowait(item)
+            return True
+        self._conflate(item)
+        return True
+
+    def _conflate(self, item: Item) -> None:
+        """Keep the newest queued item per key, in arrival order of the newest; if the
+        keys alone fill the queue, the oldest goes."""
+        pending: dict[tuple[str, str], Item] = {}
+        while True:
+            try:
+                queued = self.receive_channel.receive_nowait()
+            except trio.WouldBlock:
+                break
+            _keep_latest(pending, queued)
+        _keep_latest(pending, item)
+        kept = list(pending.values())[-self.queue_size :]
+        self.dropped += self.queue_size + 1 - len(kept)
+        for queued in kept:
+            self.send_channel.send_nowait(queued)
+
+    def note_delivered(self, items: Sequence[Item]) -> None:
+        self.delivered += len(items)
+        for item in items:
+            if isinstance(item, Message) and item.topic == self.pattern:
+                self.last_offset = item.offset
+
+
+def _keep_latest(pending: dict[tuple[str, str], Item], item: Item) -> None:
+    if isinstance(item, Message):
+        key = (item.topic, item.conflation_key)
+    else:
+        key = ("presence", f"{item.topic}/{item.client}/{item.event}/{id(item)}")
+    pending.pop(key, None)
+    pending[key] = item
