@@ -18,17 +18,15 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from _procs import free_port, pinned, raise_fd_limit, running
 
 ROOT = Path(__file__).resolve().parent.parent
 LOADS = {
@@ -45,17 +43,6 @@ class Server:
 
     def command(self, port: int) -> list[str]:
         return [arg.replace("{port}", str(port)) for arg in self.argv]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
 
 
 def servers(workdir: Path) -> list[Server]:
@@ -75,24 +62,6 @@ def servers(workdir: Path) -> list[Server]:
             workdir,
         ),
     ]
-
-
-def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not start within 20 s")
-
-
-def pinned(core: int, argv: list[str]) -> list[str]:
-    """Pin to one core when taskset exists: the server and wrk stop trading places."""
-    return ["taskset", "-c", str(core), *argv] if shutil.which("taskset") else argv
 
 
 def run_wrk(port: int, path: str, connections: int, seconds: int) -> tuple[float, int]:
@@ -116,26 +85,10 @@ def run_wrk(port: int, path: str, connections: int, seconds: int) -> tuple[float
 def measure(server: Server, load: str, seconds: int) -> tuple[float, int]:
     port = free_port()
     env = {**os.environ, "CANOPY_MAX_INFLIGHT": "8192"}
-    process = subprocess.Popen(
-        pinned(0, server.command(port)),
-        cwd=server.cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=raise_fd_limit,
-    )
-    try:
-        wait_until_up(port, process)
+    with running(server.command(port), port, server.cwd, env):
         _, path, connections = LOADS[load]
         run_wrk(port, path, connections, 1)  # warm-up
         return run_wrk(port, path, connections, seconds)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def main() -> None:

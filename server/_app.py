@@ -34,6 +34,7 @@ from ._asgi import CanopyHTTPConnection, CanopyWebsocketConnection
 from ._jobs import add_jobs
 from ._settings import Settings
 from ._topics import add_topics
+from ._websocket import install as install_websocket_stream
 from ._wrappers import (
     CachedRequestContext,
     CanopyRequest,
@@ -182,6 +183,7 @@ async def _unhandled_error(error: Exception) -> ResponseReturnValue:
 
 def create_app(settings: Settings) -> CanopyApp:
     """Assemble the app and its supervision tree; nothing runs until it is served."""
+    install_websocket_stream()  # pre-encoded frames for topics (see server/_websocket.py)
     app = CanopyApp("canopy")
     app.route_cache = RouteCache()
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_size
@@ -193,7 +195,7 @@ def create_app(settings: Settings) -> CanopyApp:
     services.add("access_log", access_log, grace=1.0)
     app.runtime = Runtime(settings, tree, services, limit, access_log, RequestIds())
     topics_service = add_topics(services, settings)
-    jobs_service = add_jobs(services, settings, run_jobs=settings.run_jobs)
+    jobs_service = add_jobs(services, settings, run_jobs=settings.run_jobs, hub=topics_service.hub)
 
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unhandled_error)

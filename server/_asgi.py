@@ -104,6 +104,13 @@ class CanopyWebsocketConnection(TrioASGIWebsocketConnection):
     an empty binary frame into ``None`` and breaks the view that receives it.
     """
 
+    def _create_websocket_from_scope(self, send: Any) -> Any:
+        # The raw ASGI send, for handlers that use an extension Quart does not know
+        # (handlers.topics sends pre-encoded frames with it).
+        websocket = super()._create_websocket_from_scope(send)
+        websocket.asgi_send = send  # type: ignore[attr-defined]
+        return websocket
+
     async def handle_messages(self, nursery: trio.Nursery, receive: Any) -> None:  # type: ignore[override]
         while True:
             event = await receive()

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from handlers import jobs, tasks
 from nurseries import Supervisor
+from nurseries.fanout import Hub, Message
 from nurseries.jobs import JobRunner, SQLiteJobStore, TaskRegistry
 
 from ._settings import Settings
@@ -11,7 +15,9 @@ from ._settings import Settings
 __all__ = ["add_jobs"]
 
 
-def add_jobs(services: Supervisor, settings: Settings, *, run_jobs: bool) -> jobs.JobsService:
+def add_jobs(
+    services: Supervisor, settings: Settings, *, run_jobs: bool, hub: Hub | None = None
+) -> jobs.JobsService:
     """Add the job store and, with ``run_jobs``, a runner: started in that order,
     stopped runner first. A web tier that leaves running to ``canopy worker``
     processes passes ``run_jobs=False``; they share the store."""
@@ -30,6 +36,16 @@ def add_jobs(services: Supervisor, settings: Settings, *, run_jobs: bool) -> job
             concurrency=settings.job_concurrency,
             lease=settings.job_lease,
             grace=settings.service_grace,
+            notify=_publisher(hub) if hub is not None else None,
         )
         services.add("job_runner", runner, grace=settings.service_grace + 1)
     return jobs.JobsService(store, registry)
+
+
+def _publisher(hub: Hub) -> Callable[[str, dict[str, Any]], Awaitable[Message]]:
+    """Job events go to the topic ``jobs.{id}`` (state changes and progress)."""
+
+    async def publish(job_id: str, event: dict[str, Any]) -> Message:
+        return await hub.publish(f"jobs.{job_id}", event)
+
+    return publish

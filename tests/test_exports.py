@@ -122,6 +122,7 @@ def test_public_api_is_pinned() -> None:
             "CLOSE_POLICY",
             "CLOSE_SLOW_CONSUMER",
             "CLOSE_TOO_BIG",
+            "FRAMES_EXTENSION",
             "OPERATIONS",
             "Forbidden",
             "Grants",

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import trio
 
+from nurseries.fanout import Hub
 from nurseries.jobs import (
     Job,
     JobContext,
@@ -19,6 +20,8 @@ from nurseries.jobs import (
     SQLiteJobStore,
     TaskRegistry,
 )
+
+from .fanout_sinks import RecordingSink
 
 FAST_RETRY = RetryPolicy(max_attempts=3, base=0.05, cap=0.05, jitter=False)
 
@@ -204,3 +207,44 @@ async def test_a_task_reports_progress_while_it_runs(store: SQLiteJobStore, nurs
     resume.set()
     done = await wait_for_state(store, job.id, JobState.SUCCEEDED)
     assert done.result == job.id and done.progress == {"done": 2, "of": 2}
+
+
+async def test_state_changes_and_progress_are_published_through_notify(
+    store: SQLiteJobStore, nursery: Any
+) -> None:
+    registry = TaskRegistry()
+    hub = Hub()
+    await nursery.start(hub.run)
+    sink = RecordingSink()
+
+    @registry.task("steps")
+    async def steps(args: dict[str, Any], ctx: JobContext) -> str:
+        await ctx.progress(50)
+        return "ok"
+
+    @registry.task("broken", retry=RetryPolicy(max_attempts=1))
+    async def broken(args: dict[str, Any]) -> None:
+        raise ValueError("no")
+
+    async def publish(job_id: str, event: dict[str, Any]) -> Any:
+        return await hub.publish(f"jobs.{job_id}", event)
+
+    await hub.subscribe("jobs.*", sink)
+    good, _ = await store.enqueue(Job("steps"))
+    bad, _ = await store.enqueue(Job("broken"))
+    await nursery.start(runner(store, registry, notify=publish).run)
+    await wait_for_state(store, good.id, JobState.SUCCEEDED)
+    await wait_for_state(store, bad.id, JobState.FAILED)
+    await trio.sleep(0.1)
+    events = {
+        job.id: [m.data for m in sink.messages if m.topic == f"jobs.{job.id}"]
+        for job in (good, bad)
+    }
+    assert events[good.id] == [
+        {"state": "running", "attempts": 1},
+        {"state": "running", "progress": 50},
+        {"state": "succeeded", "attempts": 1, "result": "ok"},
+    ]
+    assert [e["state"] for e in events[bad.id]] == ["running", "failed"]
+    assert "ValueError" in events[bad.id][-1]["error"]
+    hub.shutdown()

@@ -12,6 +12,7 @@ from ._protocol import (
     CLOSE_POLICY,
     CLOSE_SLOW_CONSUMER,
     CLOSE_TOO_BIG,
+    FRAMES_EXTENSION,
     OPERATIONS,
     ProtocolError,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "CLOSE_POLICY",
     "CLOSE_SLOW_CONSUMER",
     "CLOSE_TOO_BIG",
+    "FRAMES_EXTENSION",
     "OPERATIONS",
     "Forbidden",
     "Grants",

@@ -11,7 +11,7 @@ from nurseries.fanout import HubError, InvalidTopic
 
 from .._errors import ApiError
 from ._grants import Grants, InvalidToken
-from ._protocol import error_frame
+from ._protocol import FRAMES_EXTENSION, Frame, encode_text_frame, error_frame
 from ._service import Forbidden, TopicsService
 from ._session import Session
 
@@ -22,17 +22,29 @@ MAX_HISTORY = 1000
 
 class _QuartSocket:
     """Quart's websocket object as a :class:`Socket`; the object itself, not the
-    context-local proxy, because the hub's pumps send from outside the request."""
+    context-local proxy, because the hub's pumps send from outside the request.
+
+    Where the server offers the frames extension (Canopy's does), a batch of frames
+    goes out as one ASGI message of pre-encoded bytes."""
 
     def __init__(self, ws: Any) -> None:
         self._ws = ws
+        self._asgi_send = getattr(ws, "asgi_send", None)
+        if FRAMES_EXTENSION not in ws.scope.get("extensions", {}):
+            self._asgi_send = None
 
     async def receive(self) -> str | bytes:
         return await self._ws.receive()
 
     async def send(self, frames: Sequence[str]) -> None:
-        for frame in frames:
-            await self._ws.send(frame)
+        if self._asgi_send is None:
+            for frame in frames:
+                await self._ws.send(frame)
+            return
+        encoded = b"".join(
+            f.encoded() if isinstance(f, Frame) else encode_text_frame(f) for f in frames
+        )
+        await self._asgi_send({"type": FRAMES_EXTENSION, "bytes": encoded, "texts": frames})
 
     async def close(self, code: int, reason: str) -> None:
         await self._ws.close(code, reason)

@@ -17,10 +17,13 @@ __all__ = [
     "CLOSE_POLICY",
     "CLOSE_SLOW_CONSUMER",
     "CLOSE_TOO_BIG",
+    "FRAMES_EXTENSION",
     "OPERATIONS",
+    "Frame",
     "Operation",
     "ProtocolError",
     "dumps",
+    "encode_text_frame",
     "error_frame",
     "message_frame",
     "parse",
@@ -31,6 +34,10 @@ CLOSE_GOING_AWAY = 1001  # the server is shutting down: reconnect elsewhere and 
 CLOSE_POLICY = 1008  # the client kept sending frames that were refused
 CLOSE_TOO_BIG = 1009  # a frame over the size limit (sent by Hypercorn)
 CLOSE_SLOW_CONSUMER = 4000  # the client read too slowly: resume from the offsets it has
+
+# An ASGI extension (implemented by Canopy's server): send pre-encoded text frames in one
+# message, {"type": FRAMES_EXTENSION, "bytes": frames, "texts": [their texts]}.
+FRAMES_EXTENSION = "canopy.websocket.frames"
 
 OPERATIONS = ("subscribe", "unsubscribe", "publish", "presence", "ping")
 
@@ -105,13 +112,35 @@ def error_frame(code: str, message: str, request_id: Any = None) -> str:
     return dumps(body)
 
 
-def _encode_message(message: Message) -> str:
+class Frame(str):
+    """A frame's text that also keeps its WebSocket encoding, built on first use."""
+
+    _encoded: bytes | None = None
+
+    def encoded(self) -> bytes:
+        if self._encoded is None:
+            self._encoded = encode_text_frame(self)
+        return self._encoded
+
+
+def encode_text_frame(text: str) -> bytes:
+    """A server's (unmasked) final text frame, RFC 6455 section 5.2."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return bytes((0x81, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
+
+
+def _encode_message(message: Message) -> Frame:
     body = {"type": "message", "topic": message.topic, "offset": message.offset}
     body["epoch"] = message.epoch
     if message.key is not None:
         body["key"] = message.key
     body["data"] = message.data
-    return dumps(body)
+    return Frame(dumps(body))
 
 
 def message_frame(message: Message) -> str:

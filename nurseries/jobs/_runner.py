@@ -21,6 +21,7 @@ import logging
 import time
 import traceback
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,10 +47,26 @@ class JobContext:
     job: Job
     _store: JobStore
     _owner: str
+    _notify: Notify | None = None
 
     async def progress(self, value: Any) -> None:
         """Record progress (any JSON) on the job, for whoever watches it."""
         await self._store.report_progress(self.job.id, self._owner, value)
+        await _tell(self._notify, self.job.id, {"state": "running", "progress": value})
+
+
+# Told of every job this runner starts, each progress report, and each outcome it
+# records: (job id, event). The server publishes these to the topic ``jobs.{id}``.
+Notify = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+
+async def _tell(notify: Notify | None, job_id: str, event: dict[str, Any]) -> None:
+    if notify is None:
+        return
+    try:
+        await notify(job_id, event)
+    except Exception:  # a watcher's failure is never the job's
+        log.exception("could not publish an event of job %s", job_id)
 
 
 @dataclass(eq=False)
@@ -69,6 +86,7 @@ class JobRunner:
     sweep_interval: float = 1.0
     poll_interval: float = 0.05
     grace: float = 5.0
+    notify: Notify | None = None
     owner: str = field(default_factory=lambda: f"runner-{uuid.uuid4().hex[:12]}")
     _running: dict[str, _Running] = field(default_factory=dict, init=False)
     _stop: trio.Event = field(default_factory=trio.Event, init=False)
@@ -111,6 +129,7 @@ class JobRunner:
 
     async def _execute(self, entry: _Running) -> None:
         job = entry.job
+        await _tell(self.notify, job.id, {"state": "running", "attempts": job.attempts})
         try:
             outcome = await self._outcome(entry)
         except trio.Cancelled:
@@ -130,7 +149,9 @@ class JobRunner:
         try:
             with entry.scope:
                 if spec.takes_context:
-                    result = await spec.function(job.args, JobContext(job, self.store, self.owner))
+                    result = await spec.function(
+                        job.args, JobContext(job, self.store, self.owner, self.notify)
+                    )
                 else:
                     result = await spec.function(job.args)
                 return _settled(job, JobState.SUCCEEDED, result=result)
@@ -147,8 +168,16 @@ class JobRunner:
             try:
                 if not await self.store.finish(outcome, self.owner):
                     log.warning("lease lost before finishing job %s", outcome.id)
+                    return
             except JobStoreError as exc:
                 log.error("could not record job %s: %s", outcome.id, exc)
+                return
+            event = {"state": outcome.state.value, "attempts": outcome.attempts}
+            if outcome.state is JobState.SUCCEEDED:
+                event["result"] = outcome.result
+            elif outcome.error is not None:
+                event["error"] = outcome.error
+            await _tell(self.notify, outcome.id, event)
 
     async def _heartbeat(self) -> None:
         interval = min(self.lease / 3, 0.5)

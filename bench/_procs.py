@@ -1,0 +1,69 @@
+"""Starting and stopping the servers a benchmark compares, pinned away from the load."""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["free_port", "pinned", "raise_fd_limit", "running", "wait_until_up"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+
+
+def pinned(core: int, argv: list[str]) -> list[str]:
+    """Pin to one core when taskset exists: the server and the load stop trading places."""
+    return ["taskset", "-c", str(core), *argv] if shutil.which("taskset") else argv
+
+
+def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not start within 20 s")
+
+
+@contextmanager
+def running(
+    argv: list[str], port: int, cwd: Path, env: dict[str, str], core: int = 0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server on ``core`` until the block ends, then SIGTERM it (ours, by PID)."""
+    process = subprocess.Popen(
+        pinned(core, argv),
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=raise_fd_limit,
+    )
+    try:
+        wait_until_up(port, process)
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

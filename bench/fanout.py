@@ -1,0 +1,273 @@
+"""Fan-out throughput: Canopy against Starlette + Uvicorn and a bare trio-websocket server.
+
+Usage (from the repository root, after ``pip install -e . -r bench/requirements.txt``)::
+
+    python bench/fanout.py [--subscribers 1000] [--broadcasts 200] [--rounds 3] [--idle 10000]
+
+N subscribers connect over WebSocket and wait until the server has registered them;
+then one publisher sends B broadcasts of about 100 bytes, and the clock runs until
+every subscriber has received every broadcast (each count is checked: none missing,
+none extra). Result: delivered messages per second, the median of interleaved
+rounds, and its ratio to each baseline. Then ``--idle`` subscribers connect to
+Canopy and sit idle, and the server's RSS is read from /proc.
+
+The subscribers are raw sockets that only count frames, so that the load generator
+(pinned to the other core) stays cheaper than any server it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+from _procs import free_port, raise_fd_limit, running
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPIC = "demo.bench"
+PAYLOAD = "x" * 100
+
+
+@dataclass
+class Server:
+    name: str
+    argv: list[str]
+    subscribe: bool  # Canopy needs a subscribe frame; the baselines register on connect
+
+    def command(self, port: int) -> list[str]:
+        return [arg.replace("{port}", str(port)) for arg in self.argv]
+
+
+def servers(workdir: Path) -> list[Server]:
+    python = sys.executable
+    uvicorn = [python, "-m", "uvicorn", "fanout_starlette:app", "--port", "{port}"]
+    return [
+        Server("canopy", [python, "-m", "server", "serve", "--bind", "127.0.0.1:{port}"], True),
+        Server("starlette+uvicorn[standard]", [*uvicorn, "--log-level", "warning"], False),
+        Server("bare trio-websocket", [python, "fanout_trio_ws.py", "{port}"], False),
+    ]
+
+
+def handshake(path: str) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+def client_frame(text: str) -> bytes:
+    payload = text.encode()
+    mask = os.urandom(4)
+    size = len(payload)
+    header = bytes([0x81, 0x80 | size]) if size < 126 else bytes([0x81, 0xFE]) + size.to_bytes(2)
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return header + mask + masked
+
+
+@dataclass
+class FrameCounter:
+    """Counts the text frames in a server's byte stream without decoding them."""
+
+    buffer: bytearray = field(default_factory=bytearray)
+    texts: int = 0
+    closed: bool = False
+
+    def feed(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        i, end = 0, len(buffer)
+        while end - i >= 2:
+            size, head = buffer[i + 1] & 0x7F, 2
+            if size == 126:
+                if end - i < 4:
+                    break
+                size, head = int.from_bytes(buffer[i + 2 : i + 4]), 4
+            elif size == 127:
+                if end - i < 10:
+                    break
+                size, head = int.from_bytes(buffer[i + 2 : i + 10]), 10
+            if end - i < head + size:
+                break
+            opcode = buffer[i] & 0x0F
+            self.texts += opcode == 1
+            self.closed |= opcode == 8
+            i += head + size
+        del buffer[:i]
+
+
+@dataclass
+class Run:
+    expected: int
+    total: int
+    ready: int = 0
+    done: int = 0
+    counts: list[int] = field(default_factory=list)
+    all_ready: trio.Event = field(default_factory=trio.Event)
+    all_done: trio.Event = field(default_factory=trio.Event)
+    finish: trio.Event = field(default_factory=trio.Event)
+    finished_at: float = 0.0
+
+
+async def open_ws(port: int, path: str) -> tuple[trio.SocketStream, FrameCounter]:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(handshake(path))
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            raise ConnectionError("closed during the handshake")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    if b" 101 " not in head.split(b"\r\n")[0]:
+        raise ConnectionError(head.split(b"\r\n")[0].decode())
+    counter = FrameCounter()
+    counter.feed(rest)
+    return stream, counter
+
+
+async def until(stream: trio.SocketStream, counter: FrameCounter, texts: int) -> None:
+    while counter.texts < texts and not counter.closed:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            break
+        counter.feed(chunk)
+
+
+async def subscriber(port: int, server: Server, run: Run, limiter: trio.CapacityLimiter) -> None:
+    async with limiter:
+        stream, counter = await open_ws(port, "/ws")
+        if server.subscribe:
+            await stream.send_all(client_frame(json.dumps({"op": "subscribe", "topic": TOPIC})))
+        await until(stream, counter, 1)  # "subscribed" / "ready"
+    async with stream:
+        run.ready += 1
+        if run.ready == run.total:
+            run.all_ready.set()
+        await until(stream, counter, 1 + run.expected)
+        run.counts.append(counter.texts - 1)
+        run.done += 1
+        if run.done == run.total:
+            run.finished_at = trio.current_time()
+            run.all_done.set()
+        await run.finish.wait()
+
+
+async def publish(port: int, server: Server, broadcasts: int) -> None:
+    path = "/ws" if server.subscribe else "/ws?role=publisher"
+    stream, counter = await open_ws(port, path)
+    async with stream:
+        await until(stream, counter, 0 if server.subscribe else 1)
+        if server.subscribe:
+            frames = [{"op": "publish", "topic": TOPIC, "data": PAYLOAD} for _ in range(broadcasts)]
+        else:
+            frames = [
+                {"type": "message", "topic": TOPIC, "offset": n + 1, "epoch": "0", "data": PAYLOAD}
+                for n in range(broadcasts)
+            ]
+        await stream.send_all(b"".join(client_frame(json.dumps(f)) for f in frames))
+        await until(stream, counter, broadcasts if server.subscribe else 1)  # the acks
+
+
+async def fan_out(port: int, server: Server, subscribers: int, broadcasts: int) -> float:
+    run = Run(broadcasts, subscribers)
+    limiter = trio.CapacityLimiter(100)
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            for _ in range(subscribers):
+                nursery.start_soon(subscriber, port, server, run, limiter)
+            await run.all_ready.wait()
+            started = trio.current_time()
+            nursery.start_soon(publish, port, server, broadcasts)
+            await run.all_done.wait()
+            run.finish.set()
+    wrong = [n for n in run.counts if n != broadcasts]
+    if wrong:
+        raise RuntimeError(
+            f"{server.name}: {len(wrong)} subscribers got the wrong count {wrong[:5]}"
+        )
+    return subscribers * broadcasts / (run.finished_at - started)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(server: Server, workdir: Path, subscribers: int, broadcasts: int) -> float:
+    port = free_port()
+    env = {**os.environ, "CANOPY_ACCESS_LOG": "false"}
+    with running(server.command(port), port, workdir, env):
+        trio.run(fan_out, port, server, 50, 20)  # warm-up
+        return trio.run(fan_out, port, server, subscribers, broadcasts)
+
+
+def measure_idle(server: Server, workdir: Path, subscribers: int) -> tuple[float, float]:
+    port = free_port()
+    env = {**os.environ, "CANOPY_ACCESS_LOG": "false"}
+    with running(server.command(port), port, workdir, env) as process:
+        before = rss_mib(process.pid)  # taskset execs the server: same PID
+
+        async def sample() -> float:
+            run = Run(0, subscribers)
+            limiter = trio.CapacityLimiter(200)
+            with trio.fail_after(300):
+                async with trio.open_nursery() as nursery:
+                    for _ in range(subscribers):
+                        nursery.start_soon(subscriber, port, server, run, limiter)
+                    await run.all_ready.wait()
+                    await trio.sleep(2)
+                    rss = rss_mib(process.pid)
+                    run.finish.set()
+            return rss
+
+        return before, trio.run(sample)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--broadcasts", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--idle", type=int, default=10_000, help="idle subscribers (0: skip)")
+    args = parser.parse_args()
+    raise_fd_limit()
+    if (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})  # the servers get core 0
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for name in ("fanout_starlette.py", "fanout_trio_ws.py"):
+            shutil.copy(ROOT / "bench" / name, workdir)
+        shutil.copy(ROOT / "hypercorn.toml", workdir)
+        candidates = servers(workdir)
+        results: dict[str, list[float]] = {s.name: [] for s in candidates}
+        for _ in range(args.rounds):
+            for server in candidates:
+                results[server.name].append(
+                    measure(server, workdir, args.subscribers, args.broadcasts)
+                )
+        medians = {name: statistics.median(v) for name, v in results.items()}
+        print(f"{args.subscribers} subscribers x {args.broadcasts} broadcasts of {len(PAYLOAD)} B")
+        for name, median in medians.items():
+            runs = ", ".join(f"{v:,.0f}" for v in results[name])
+            print(f"    {name:<28} {median:>9,.0f} deliveries/s  (runs: {runs})")
+        for base in list(medians)[1:]:
+            print(f"    canopy / {base:<26} {medians['canopy'] / medians[base]:.2f}x")
+        if args.idle:
+            before, after = measure_idle(candidates[0], workdir, args.idle)
+            print(f"{args.idle} idle subscribers: canopy RSS {after:.0f} MiB", end="")
+            print(f" (at start {before:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
