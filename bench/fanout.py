@@ -177,14 +177,20 @@ async def publish(port: int, server: Server, broadcasts: int) -> None:
         await until(stream, counter, broadcasts if server.subscribe else 1)  # the acks
 
 
+async def connect_all(nursery: trio.Nursery, port: int, server: Server, run: Run) -> None:
+    """Connect ``run.total`` subscribers (200 handshakes at a time) and wait until all
+    are registered; they stay connected until ``run.finish``."""
+    limiter = trio.CapacityLimiter(200)
+    for _ in range(run.total):
+        nursery.start_soon(subscriber, port, server, run, limiter)
+    await run.all_ready.wait()
+
+
 async def fan_out(port: int, server: Server, subscribers: int, broadcasts: int) -> float:
     run = Run(broadcasts, subscribers)
-    limiter = trio.CapacityLimiter(100)
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
-            for _ in range(subscribers):
-                nursery.start_soon(subscriber, port, server, run, limiter)
-            await run.all_ready.wait()
+            await connect_all(nursery, port, server, run)
             started = trio.current_time()
             nursery.start_soon(publish, port, server, broadcasts)
             await run.all_done.wait()
@@ -220,12 +226,9 @@ def measure_idle(server: Server, workdir: Path, subscribers: int) -> tuple[float
 
         async def sample() -> float:
             run = Run(0, subscribers)
-            limiter = trio.CapacityLimiter(200)
             with trio.fail_after(300):
                 async with trio.open_nursery() as nursery:
-                    for _ in range(subscribers):
-                        nursery.start_soon(subscriber, port, server, run, limiter)
-                    await run.all_ready.wait()
+                    await connect_all(nursery, port, server, run)
                     await trio.sleep(2)
                     rss = rss_mib(process.pid)
                     run.finish.set()
