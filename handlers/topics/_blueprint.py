@@ -141,9 +141,7 @@ def create_blueprint(service: TopicsService) -> Blueprint:
     async def presence(topic: str) -> Any:
         grants = _http_grants(service)
         try:
-            if not grants.may_subscribe(topic):
-                raise Forbidden(f"not allowed to see {topic}")
-            return {"topic": topic, "clients": service.hub.presence(topic)}
+            return {"topic": topic, "clients": service.presence(grants, topic)}
         except (InvalidTopic, Forbidden) as exc:
             raise _topic_errors(exc) from None
 

@@ -33,6 +33,11 @@ class TopicsService:
             raise Forbidden(f"not allowed to publish to {topic}")
         return await self.hub.publish(topic, data, key=key)
 
+    def presence(self, grants: Grants, topic: str) -> list[dict[str, Any]]:
+        if not grants.may_subscribe(check_topic(topic)):
+            raise Forbidden(f"not allowed to see {topic}")
+        return self.hub.presence(topic)
+
     async def history(
         self, grants: Grants, topic: str, since: int | None, epoch: str | None, limit: int
     ) -> Replay:

@@ -41,7 +41,7 @@ from ._protocol import (
     parse,
     presence_frame,
 )
-from ._service import TopicsService
+from ._service import Forbidden, TopicsService
 
 __all__ = ["Session", "Socket"]
 
@@ -120,33 +120,27 @@ class Session:
                 return await self._publish(op)
             return self._presence(op)
         except InvalidTopic as exc:
-            raise ProtocolError("invalid_topic", str(exc), op.request_id) from None
+            raise op.error("invalid_topic", str(exc)) from None
         except InvalidToken as exc:
-            raise ProtocolError("invalid_token", str(exc), op.request_id) from None
+            raise op.error("invalid_token", str(exc)) from None
+        except Forbidden as exc:
+            raise op.error("forbidden", str(exc)) from None
         except HubError as exc:
-            raise ProtocolError("limit_reached", str(exc), op.request_id) from None
+            raise op.error("limit_reached", str(exc)) from None
 
     async def _subscribe(self, op: Operation) -> str | None:
         pattern = check_pattern(op.text("topic"))
         grants = self._grants_for(op)
         if not grants.may_subscribe(pattern):
-            raise ProtocolError(
-                "forbidden", f"not allowed to subscribe to {pattern}", op.request_id
-            )
+            raise op.error("forbidden", f"not allowed to subscribe to {pattern}")
         if pattern in self.subscriptions:
-            raise ProtocolError(
-                "already_subscribed", f"already subscribed to {pattern}", op.request_id
-            )
+            raise op.error("already_subscribed", f"already subscribed to {pattern}")
         if len(self.subscriptions) >= self.service.max_subscriptions_per_connection:
             limit = self.service.max_subscriptions_per_connection
-            raise ProtocolError(
-                "limit_reached", f"at most {limit} subscriptions per connection", op.request_id
-            )
+            raise op.error("limit_reached", f"at most {limit} subscriptions per connection")
         since, epoch = op.offset("since"), op.text("epoch", required=False)
         if since is not None and pattern.endswith("*"):
-            raise ProtocolError(
-                "invalid_field", "since: resuming needs an exact topic", op.request_id
-            )
+            raise op.error("invalid_field", "since: resuming needs an exact topic")
         if since is not None and since > 0 and epoch is None:
             raise op.error("invalid_field", "epoch: required with since > 0")
         sub = await self.service.hub.subscribe(
@@ -174,18 +168,16 @@ class Session:
         topic = check_topic(op.text("topic"))
         if "data" not in op.body:
             raise op.error("invalid_field", "data: required")
-        if not self._grants_for(op).may_publish(topic):
-            raise op.error("forbidden", f"not allowed to publish to {topic}")
-        message = await self.service.hub.publish(
-            topic, op.body["data"], key=op.text("key", required=False)
+        message = await self.service.publish(
+            self._grants_for(op), topic, op.body["data"], op.text("key", required=False)
         )
         return _reply(op, type="published", topic=topic, offset=message.offset, epoch=message.epoch)
 
     def _presence(self, op: Operation) -> str:
         topic = check_topic(op.text("topic"))
-        if not self.grants.may_subscribe(topic):
-            raise op.error("forbidden", f"not allowed to see {topic}")
-        return _reply(op, type="presence", topic=topic, clients=self.service.hub.presence(topic))
+        return _reply(
+            op, type="presence", topic=topic, clients=self.service.presence(self.grants, topic)
+        )
 
     def _grants_for(self, op: Operation) -> Grants:
         token = op.text("token", required=False)
