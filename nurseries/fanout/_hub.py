@@ -97,9 +97,10 @@ class Hub:
     async def publish(self, topic: str, data: Any, *, key: str | None = None) -> Message:
         """Append to the topic's log and offer to every matching subscriber; never waits
         for one. (Async so that a networked broker can implement the same call.)"""
-        message = self._log(check_topic(topic)).append(data, key)
+        log_ = self._log(check_topic(topic))
+        message = log_.append(data, key)
         self.published += 1
-        policy = self._logs[topic].rule.policy
+        policy = log_.rule.policy
         for sub in self._matching(topic):
             if not sub.offer(message, policy):
                 self.slow_disconnects += 1

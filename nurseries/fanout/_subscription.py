@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import trio
@@ -57,7 +57,11 @@ class Subscription:
         self.id = next(_ids)
         self.exact = is_exact(self.pattern)
         self.send_channel, self.receive_channel = trio.open_memory_channel[Item](self.queue_size)
-        self.backlog: list[Message] = list(self.replay.messages) if self.replay else []
+        # The pump takes the replayed messages; the subscription keeps only what the
+        # replay said (epoch, offset, recovered), not the messages, for its lifetime.
+        self.backlog: list[Message] = self.replay.messages if self.replay else []
+        if self.replay is not None:
+            self.replay = replace(self.replay, messages=[])
         self.scope = trio.CancelScope()
         self.close_reason: CloseReason | None = None
         self.closed = False
