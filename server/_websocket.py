@@ -22,12 +22,25 @@ from handlers.topics import FRAMES_EXTENSION
 __all__ = ["CanopyWSStream", "install"]
 
 
+class _Advertising:
+    """A task group that adds the frames extension to a WebSocket scope before the
+    app is spawned with it (Hypercorn builds the scope inside ``WSStream.handle``)."""
+
+    def __init__(self, task_group: Any) -> None:
+        self._task_group = task_group
+
+    async def spawn_app(self, app: Any, config: Any, scope: Any, send: Any) -> Any:
+        scope["extensions"][FRAMES_EXTENSION] = {}
+        return await self._task_group.spawn_app(app, config, scope, send)
+
+    def spawn(self, func: Any, *args: Any) -> None:
+        self._task_group.spawn(func, *args)
+
+
 class CanopyWSStream(WSStream):
-    async def handle(self, event: Any) -> None:
-        await super().handle(event)
-        scope = getattr(self, "scope", None)
-        if scope is not None and FRAMES_EXTENSION not in scope["extensions"]:
-            scope["extensions"][FRAMES_EXTENSION] = {}
+    def __init__(self, app: Any, config: Any, context: Any, task_group: Any, *args: Any) -> None:
+        # The stream only spawns into its task group; it never enters or exits it.
+        super().__init__(app, config, context, _Advertising(task_group), *args)  # type: ignore[arg-type]
 
     async def app_send(self, message: Any) -> None:
         if message is None or message["type"] != FRAMES_EXTENSION:
@@ -46,5 +59,5 @@ class CanopyWSStream(WSStream):
 
 def install() -> None:
     """Make Hypercorn's HTTP/1.1 and HTTP/2 protocols create our stream class."""
-    h11.WSStream = CanopyWSStream  # type: ignore[misc]
-    h2.WSStream = CanopyWSStream  # type: ignore[misc]
+    h11.WSStream = CanopyWSStream  # type: ignore[misc,assignment]
+    h2.WSStream = CanopyWSStream  # type: ignore[misc,assignment]
