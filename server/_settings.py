@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from nurseries.fanout import InvalidTopic, SlowConsumerPolicy, TopicRule, check_pattern
 
@@ -93,27 +93,42 @@ def _patterns(value: Any) -> tuple[str, ...]:
         raise ValueError(f"must be topic patterns: {exc}") from None
 
 
-def _topic_rules(value: Any) -> tuple[TopicRule, ...]:
-    if isinstance(value, tuple) and all(isinstance(rule, TopicRule) for rule in value):
+class RuleSpec(NamedTuple):
+    """A topic rule as configured: a window left out takes the configured default."""
+
+    pattern: str
+    policy: SlowConsumerPolicy
+    history_size: int | None = None
+    history_ttl: float | None = None
+
+    def rule(self, default: TopicRule) -> TopicRule:
+        size = default.history_size if self.history_size is None else self.history_size
+        ttl = default.history_ttl if self.history_ttl is None else self.history_ttl
+        return TopicRule(self.pattern, self.policy, size, ttl)
+
+
+def _topic_rules(value: Any) -> tuple[RuleSpec, ...]:
+    if isinstance(value, tuple) and all(isinstance(spec, RuleSpec) for spec in value):
         return value
     items = value.split(",") if isinstance(value, str) else value
-    rules = []
+    specs = []
     for item in items:
         if not str(item).strip():
             continue
-        pattern, _, spec = str(item).strip().partition("=")
-        policy, *window = spec.split(":")
+        pattern, _, text = str(item).strip().partition("=")
+        policy, *window = text.split(":")
         try:
-            numbers: dict[str, Any] = {"history_size": int(window[0])} if window else {}
-            if len(window) > 1:
-                numbers["history_ttl"] = float(window[1])
-            rules.append(TopicRule(check_pattern(pattern), SlowConsumerPolicy(policy), **numbers))
+            size = int(window[0]) if window else None
+            ttl = float(window[1]) if len(window) > 1 else None
+            spec = RuleSpec(check_pattern(pattern), SlowConsumerPolicy(policy), size, ttl)
+            spec.rule(TopicRule())  # the window's own checks
+            specs.append(spec)
         except (ValueError, InvalidTopic, IndexError):
             raise ValueError(
                 f"must be PATTERN=POLICY[:SIZE[:TTL]] with POLICY one of "
                 f"{', '.join(p.value for p in SlowConsumerPolicy)} (bad: {item!r})"
             ) from None
-    return tuple(rules)
+    return tuple(specs)
 
 
 def _secret(value: Any) -> str:
@@ -179,8 +194,8 @@ class Settings:
     anonymous_publish: tuple[str, ...] = _setting(
         ("demo.*",), _patterns, "topic patterns anyone may publish to (comma-separated)"
     )
-    topic_rules: tuple[TopicRule, ...] = _setting(
-        (TopicRule("ticker.*", SlowConsumerPolicy.LATEST),),
+    topic_rules: tuple[RuleSpec, ...] = _setting(
+        (RuleSpec("ticker.*", SlowConsumerPolicy.LATEST),),
         _topic_rules,
         "per-topic slow-consumer policy and history, as PATTERN=POLICY[:SIZE[:TTL]],... "
         "with POLICY disconnect, drop_oldest or latest",

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from nurseries import Backoff, RestartIntensity, RestartPolicy
+from nurseries.fanout import SlowConsumerPolicy, TopicRule
 from server import Settings, SettingsError, load_config, load_settings
 
 
@@ -28,6 +29,9 @@ def test_defaults_then_toml_then_environment(tmp_path: Path) -> None:
         ({"CANOPY_ACCESS_LOG": "maybe"}, "CANOPY_ACCESS_LOG"),
         ({"CANOPY_LOG_LEVEL": "loud"}, "CANOPY_LOG_LEVEL"),
         ({"CANOPY_NO_SUCH_THING": "1"}, "CANOPY_NO_SUCH_THING"),
+        ({"CANOPY_TOPIC_RULES": "chat.*=sometimes"}, "CANOPY_TOPIC_RULES"),
+        ({"CANOPY_TOPIC_RULES": "chat.*=latest:-1"}, "CANOPY_TOPIC_RULES"),
+        ({"CANOPY_TOPICS_SECRET": "short"}, "CANOPY_TOPICS_SECRET"),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], named: str) -> None:
@@ -90,3 +94,20 @@ def test_request_content_length_follows_werkzeug_rules() -> None:
         named = {k.decode(): v.decode() for k, v in headers}
         expected = get_content_length(named.get("content-length"), named.get("transfer-encoding"))
         assert request.content_length == expected, headers
+
+
+def test_topic_rules_keep_what_they_state_and_inherit_the_rest() -> None:
+    settings = load_settings(
+        None,
+        {
+            "CANOPY_TOPIC_RULES": "chat.*=disconnect:100:3600,feed.*=drop_oldest:5,ticker.*=latest",
+            "CANOPY_HISTORY_SIZE": "50",
+            "CANOPY_HISTORY_TTL": "60",
+        },
+    )
+    default = TopicRule(history_size=50, history_ttl=60)
+    rules = {spec.pattern: spec.rule(default) for spec in settings.topic_rules}
+    assert (rules["chat.*"].history_size, rules["chat.*"].history_ttl) == (100, 3600)
+    assert (rules["feed.*"].history_size, rules["feed.*"].history_ttl) == (5, 60)
+    assert (rules["ticker.*"].history_size, rules["ticker.*"].history_ttl) == (50, 60)
+    assert rules["ticker.*"].policy is SlowConsumerPolicy.LATEST
