@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
@@ -16,7 +17,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_st
 from handlers.topics import TokenIssuer
 from handlers.topics.client import TopicMessage, TopicsError, Unrecovered, connect_topics
 
-from .e2e import ServerProcess, http_request, running_server, write_config
+from .e2e import ServerProcess, running_server, write_config
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 ENV = {"CANOPY_TOPICS_SECRET": SECRET, "CANOPY_ACCESS_LOG": "false"}
@@ -46,19 +47,19 @@ async def call(ws: WebSocketConnection, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def post(port: int, path: str, body: Any, token: str | None = None) -> tuple[int, Any]:
-    headers = f"Authorization: Bearer {token}\r\n" if token else ""
-    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-        status, _, raw = await http_request(
-            stream, "POST", path, json.dumps(body).encode(), headers
-        )
-    return status, json.loads(raw)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        response = await client.post(path, json=body, headers=_auth(token))
+    return response.status_code, response.json()
 
 
 async def get(port: int, path: str, token: str | None = None) -> tuple[int, Any]:
-    headers = f"Authorization: Bearer {token}\r\n" if token else ""
-    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-        status, _, raw = await http_request(stream, "GET", path, headers=headers)
-    return status, json.loads(raw)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        response = await client.get(path, headers=_auth(token))
+    return response.status_code, response.json()
+
+
+def _auth(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 async def test_publish_over_http_reaches_websocket_subscribers(tmp_path: Path) -> None:
