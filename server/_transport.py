@@ -491,11 +491,13 @@ class Connection:
             if sent == len(data):
                 return True
             data = data[sent:]
-        # Shielded so a cancelled request cannot leave half a response on the wire;
-        # bounded so a client that stopped reading cannot hold the drain open.
-        async with self._send_lock:
-            deadline = trio.current_time() + SEND_TIMEOUT
-            with trio.CancelScope(shield=True, deadline=deadline) as scope:
+        # Shielded, the wait for the lock included, so a cancelled writer cannot leave
+        # half a frame or response on the wire (the fast path may have written the
+        # first part already); bounded so a client that stopped reading cannot hold
+        # the drain open. Past the deadline the connection is closed, not resumed.
+        deadline = trio.current_time() + SEND_TIMEOUT
+        with trio.CancelScope(shield=True, deadline=deadline) as scope:
+            async with self._send_lock:
                 try:
                     await self.stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
