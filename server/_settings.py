@@ -205,6 +205,12 @@ class Settings:
     subscriber_queue: int = _setting(
         256, _positive_int, "messages queued per subscriber before its slow-consumer policy applies"
     )
+    flush_interval: float = _setting(
+        0.005,
+        _non_negative_float,
+        "seconds a delivery may wait, while the server is busy, for more to join it in "
+        "one write (no wait when idle; 0: never wait)",
+    )
     ws_max_subscriptions: int = _setting(100, _positive_int, "subscriptions per WebSocket")
 
     @classmethod

@@ -22,7 +22,7 @@ from nurseries.fanout import (
     pattern_matches,
 )
 
-from .fanout_sinks import RecordingSink
+from .fanout_sinks import RecordingSink, settle
 
 
 @pytest.fixture
@@ -38,10 +38,6 @@ async def hub(nursery: trio.Nursery) -> AsyncIterator[Hub]:
     await nursery.start(hub.run)
     yield hub
     hub.shutdown()
-
-
-async def settle() -> None:
-    await trio.testing.wait_all_tasks_blocked()
 
 
 def test_topic_names_and_patterns() -> None:
@@ -92,6 +88,59 @@ async def test_wildcards_and_exact_both_match(
     assert [m.data for m in everything.messages] == ["a", "b", "c"]
 
 
+async def test_a_lone_message_goes_out_as_soon_as_the_loop_is_idle(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = Hub(flush_interval=60.0)
+    await nursery.start(hub.run)
+    sink = RecordingSink()
+    await hub.subscribe("orders.1", sink)
+    start = trio.current_time()
+    await hub.publish("orders.1", "hello")
+    await settle()
+    assert sink.offsets == [1]
+    assert trio.current_time() == start  # no flush interval was waited out
+    hub.shutdown()
+
+
+async def test_a_burst_reaches_each_subscriber_in_one_delivery(
+    hub: Hub, autojump_clock: trio.testing.MockClock
+) -> None:
+    sinks = [RecordingSink() for _ in range(3)]
+    for sink in sinks:
+        await hub.subscribe("burst.x", sink)
+    await settle()
+    # The publisher yields between messages, but the loop is never idle meanwhile.
+    for n in range(2):  # the hub fixture's queues hold 4: half full is written at once
+        await hub.publish("burst.x", n)
+        await trio.lowlevel.checkpoint()
+    await settle()
+    assert [sink.batches for sink in sinks] == [[2]] * 3
+
+
+async def test_a_busy_loop_holds_deliveries_back_no_longer_than_the_flush_interval(
+    nursery: trio.Nursery,
+) -> None:
+    async def spin() -> None:  # keeps the loop from ever going idle
+        while True:
+            await trio.lowlevel.checkpoint()
+
+    hub = Hub(flush_interval=0.05)
+    await nursery.start(hub.run)
+    sink = RecordingSink()
+    await hub.subscribe("orders.1", sink)
+    await settle()  # its pump is parked
+    nursery.start_soon(spin)
+    start = trio.current_time()
+    await hub.publish("orders.1", "hello")
+    with trio.fail_after(5):
+        while not sink.items:
+            await trio.lowlevel.checkpoint()
+    assert 0.05 <= trio.current_time() - start < 1.0
+    hub.shutdown()
+    nursery.cancel_scope.cancel()
+
+
 async def test_publishing_never_waits_for_a_stalled_subscriber(
     hub: Hub, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -137,12 +186,13 @@ async def test_drop_oldest_keeps_the_newest(
     sink = RecordingSink()
     sink.stall()
     sub = await hub.subscribe("drop.x", sink)
-    await settle()
-    for n in range(1, 21):
+    await hub.publish("drop.x", 1)
+    await settle()  # the pump takes the first and stalls delivering it
+    for n in range(2, 21):
         await hub.publish("drop.x", n)
     sink.resume()
     await settle()
-    # The pump already held the first when it stalled; the queue keeps the last 4.
+    # The queue keeps the last 4.
     assert sink.offsets == [1, 17, 18, 19, 20]
     assert sub.dropped == 15 and not sub.closed
 

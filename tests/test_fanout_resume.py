@@ -23,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from nurseries.fanout import Hub, Subscription, TopicRule, TopicRules
 
-from .fanout_sinks import RecordingSink
+from .fanout_sinks import RecordingSink, settle
 
 TOPIC = "chat.room"
 
@@ -48,7 +48,7 @@ class LoopThread:
         return trio.from_thread.run(fn, *args, trio_token=self.token)
 
     def settle(self) -> None:
-        self.run(trio.testing.wait_all_tasks_blocked)
+        self.run(settle)
 
     def stop(self) -> None:
         trio.from_thread.run_sync(self._done.set, trio_token=self.token)

@@ -1,7 +1,7 @@
 """The hub: topics, their logs, and every subscriber's pump, as one supervised service.
 
-Resource handling: the hub's nursery holds a sweeper (history TTLs, idle topics) and
-one pump per subscription. ``shutdown()`` closes every subscription with
+Resource handling: the hub's nursery holds a sweeper (history TTLs, idle topics), a
+flusher, and one pump per subscription. ``shutdown()`` closes every subscription with
 ``HUB_STOPPING`` (each sink hears of it, bounded by ``close_timeout``); ``run``
 returns once the last pump has ended.
 
@@ -17,10 +17,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import trio
+from trio.testing import wait_all_tasks_blocked
 
 from .._errors import CanopyError
 from ._history import Message, Presence, Replay, TopicLog
-from ._subscription import CloseReason, Item, Sink, Subscription
+from ._subscription import CloseReason, Sink, Subscription
 from ._topics import TopicRules, check_pattern, check_topic
 
 __all__ = ["Hub", "HubClosed", "HubError", "TooManySubscriptions", "TooManyTopics"]
@@ -51,6 +52,7 @@ class Hub:
         *,
         queue_size: int = 256,
         batch_size: int = 64,
+        flush_interval: float = 0.005,
         max_topics: int = 100_000,
         max_subscriptions: int = 100_000,
         idle_topic_ttl: float = 3600.0,
@@ -60,6 +62,7 @@ class Hub:
         self.rules = rules or TopicRules()
         self.queue_size = queue_size
         self.batch_size = batch_size
+        self.flush_interval = flush_interval
         self.max_topics = max_topics
         self.max_subscriptions = max_subscriptions
         self.idle_topic_ttl = idle_topic_ttl
@@ -70,6 +73,8 @@ class Hub:
         self._prefixes: dict[str, dict[int, Subscription]] = {}  # "orders." for orders.*, "" for *
         self._members: dict[str, dict[str, int]] = {}  # topic -> client -> subscriptions
         self._count = 0
+        self._dirty: dict[Subscription, trio.lowlevel.ParkingLot] = {}  # pumps to wake
+        self._flush_due = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._stopping = trio.Event()
         self.published = 0
@@ -78,14 +83,16 @@ class Hub:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            sweeper = trio.CancelScope()
+            sweeper, flusher = trio.CancelScope(), trio.CancelScope()
             nursery.start_soon(self._sweep, sweeper)
+            nursery.start_soon(self._flush, flusher)
             task_status.started()
             try:
                 await self._stopping.wait()
             finally:
                 self._nursery = None
                 sweeper.cancel()
+                flusher.cancel()
                 for sub in list(self._subscriptions()):
                     self._close(sub, CloseReason.HUB_STOPPING)
 
@@ -101,10 +108,18 @@ class Hub:
         message = log_.append(data, key)
         self.published += 1
         policy = log_.rule.policy
+        dirty = self._dirty
         for sub in self._matching(topic):
-            if not sub.offer(message, policy):
+            if sub.offer(message, policy):
+                if sub.filling:
+                    sub.wakeup.unpark_all()
+                else:
+                    dirty[sub] = sub.wakeup
+            else:
                 self.slow_disconnects += 1
                 self._close(sub, CloseReason.SLOW_CONSUMER)
+        if dirty:
+            self._flush_due.set()
         return message
 
     def _matching(self, topic: str) -> list[Subscription]:
@@ -212,7 +227,11 @@ class Hub:
             event = Presence(topic, "join" if change > 0 else "leave", client, info)
             policy = self._log(topic).rule.policy
             for sub in list(self._exact.get(topic, {}).values()):
-                if sub.presence and not sub.offer(event, policy):
+                if not sub.presence:
+                    continue
+                if sub.offer(event, policy):
+                    sub.wakeup.unpark_all()
+                else:
                     self._close(sub, CloseReason.SLOW_CONSUMER)
 
     def _close(self, sub: Subscription, reason: CloseReason | None) -> None:
@@ -241,8 +260,12 @@ class Hub:
                     backlog, sub.backlog = sub.backlog, []
                     for start in range(0, len(backlog), self.batch_size):
                         await self._deliver(sub, backlog[start : start + self.batch_size])
-                async for item in sub.receive_channel:
-                    await self._deliver(sub, self._batch(sub, item))
+                while True:
+                    batch = sub.take(self.batch_size)
+                    if batch:
+                        await self._deliver(sub, batch)
+                    else:
+                        await sub.wakeup.park()  # until the flusher unparks it
             except Exception:
                 log.exception("delivery to subscriber %s (%s) failed", sub.id, sub.pattern)
         self._close(sub, sub.close_reason)
@@ -253,15 +276,25 @@ class Hub:
                 except Exception:
                     log.exception("closing subscriber %s failed", sub.id)
 
-    def _batch(self, sub: Subscription, first: Item) -> list[Item]:
-        items = [first]
-        receive = sub.receive_channel.receive_nowait
-        while len(items) < self.batch_size:
-            try:
-                items.append(receive())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-        return items
+    async def _flush(self, scope: trio.CancelScope) -> None:
+        """Wake the pumps that have something queued, once the loop is idle or
+        ``flush_interval`` has passed since the first of them was queued.
+
+        A pump woken per message writes one frame per wake; a burst of publishes to
+        a thousand subscribers is then a thousand wakes and writes per message. Held
+        back until the publishers have had their turn, each pump writes everything
+        queued in one go. When the server is not busy the loop is idle at once, so a
+        lone message goes out without delay; when it is, ``flush_interval`` bounds
+        the wait."""
+        with scope:
+            while True:
+                await self._flush_due.wait()
+                with trio.move_on_after(self.flush_interval):
+                    await wait_all_tasks_blocked()
+                dirty, self._dirty = self._dirty, {}
+                self._flush_due = trio.Event()
+                for wakeup in dirty.values():
+                    wakeup.unpark_all()
 
     async def _deliver(self, sub: Subscription, items: list[Any]) -> None:
         await sub.sink.deliver(sub, items)

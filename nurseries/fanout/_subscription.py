@@ -63,11 +63,18 @@ class Subscription:
         if self.replay is not None:
             self.replay = replace(self.replay, messages=[])
         self.scope = trio.CancelScope()
+        self.wakeup = trio.lowlevel.ParkingLot()  # the pump parks here when its queue is empty
         self.close_reason: CloseReason | None = None
         self.closed = False
         self.last_offset = self.replay.offset if self.replay else 0
         self.dropped = 0
         self.delivered = 0
+        self.queued = 0  # what the channel holds; kept here, as its statistics() is costly
+
+    @property
+    def filling(self) -> bool:
+        """Half full: its pump should not wait for the hub's next flush."""
+        return self.queued * 2 >= self.queue_size
 
     @property
     def resume_offset(self) -> int:
@@ -78,6 +85,7 @@ class Subscription:
         """Queue ``item`` without blocking; False means the subscriber must be closed."""
         try:
             self.send_channel.send_nowait(item)
+            self.queued += 1
             return True
         except trio.WouldBlock:
             pass
@@ -106,6 +114,19 @@ class Subscription:
         self.dropped += self.queue_size + 1 - len(kept)
         for queued in kept:
             self.send_channel.send_nowait(queued)
+        self.queued = len(kept)
+
+    def take(self, limit: int) -> list[Item]:
+        """Up to ``limit`` queued items, without waiting."""
+        items: list[Item] = []
+        receive = self.receive_channel.receive_nowait
+        while len(items) < limit:
+            try:
+                items.append(receive())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        self.queued -= len(items)
+        return items
 
     def note_delivered(self, items: Sequence[Item]) -> None:
         self.delivered += len(items)
