@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from importlib import resources
 from typing import Any
 
 import trio
@@ -97,6 +98,13 @@ def create_blueprint(service: DemoService) -> Blueprint:
     async def echo() -> None:
         while True:
             await websocket.send(await websocket.receive())
+
+    page = (resources.files("handlers") / "pages" / "topics.html").read_text()
+
+    @blueprint.get("/topics")
+    async def topics_page() -> tuple[str, int, dict[str, str]]:
+        """A page that subscribes to a topic from the browser (``?topic=``)."""
+        return page, 200, {"Content-Type": "text/html; charset=utf-8"}
 
     @blueprint.get("/quote/<sku>")
     @deadline(2.0)

@@ -45,9 +45,14 @@ data_dir = "var"
 """
 
 
-def write_config(directory: Path, grace: float = 5.0, keep_alive: float = 5.0) -> Path:
+def write_config(
+    directory: Path, grace: float = 5.0, keep_alive: float = 5.0, **settings: object
+) -> Path:
+    """A hypercorn.toml; ``settings`` are further top-level (Hypercorn) settings."""
     path = directory / "hypercorn.toml"
-    path.write_text(HYPERCORN_TOML.format(grace=grace, keep_alive=keep_alive))
+    extra = "".join(f"{name} = {json.dumps(value)}\n" for name, value in settings.items())
+    text = HYPERCORN_TOML.format(grace=grace, keep_alive=keep_alive)
+    path.write_text(text.replace("\n[canopy]", f"{extra}\n[canopy]"))
     return path
 
 
