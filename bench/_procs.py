@@ -46,9 +46,10 @@ def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def running(
-    argv: list[str], port: int, cwd: Path, env: dict[str, str], core: int = 0
+    argv: list[str], port: int | None, cwd: Path, env: dict[str, str], core: int = 0
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a server on ``core`` until the block ends, then SIGTERM it (ours, by PID)."""
+    """Run a server on ``core`` until the block ends, then SIGTERM it (ours, by PID).
+    With a ``port``, the block starts once it accepts connections there."""
     process = subprocess.Popen(
         pinned(core, argv),
         cwd=cwd,
@@ -58,7 +59,8 @@ def running(
         preexec_fn=raise_fd_limit,
     )
     try:
-        wait_until_up(port, process)
+        if port is not None:
+            wait_until_up(port, process)
         yield process
     finally:
         process.send_signal(signal.SIGTERM)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 
 from nurseries.fanout import Hub
 from nurseries.jobs import (
@@ -64,6 +65,28 @@ async def test_runs_jobs_concurrently_to_success(store: SQLiteJobStore, nursery:
         done = await wait_for_state(store, job.id, JobState.SUCCEEDED)
         assert done.result == job.args["n"] * 2 and done.attempts == 1
     assert sorted(seen) == list(range(20))
+    worker.shutdown()
+
+
+async def test_a_busy_runner_claims_as_soon_as_a_slot_frees(
+    store: SQLiteJobStore, nursery: Any
+) -> None:
+    """Not after the poll interval: that is for an empty queue only."""
+    registry = TaskRegistry()
+
+    @registry.task("quick")
+    async def quick(args: dict[str, int]) -> int:
+        await trio.lowlevel.checkpoint()
+        return args["n"]
+
+    jobs = [(await store.enqueue(Job("quick", {"n": n})))[0] for n in range(20)]
+    worker = runner(store, registry, concurrency=2, poll_interval=1.0)
+    started = trio.current_time()
+    await nursery.start(worker.run)
+    for job in jobs:
+        await wait_for_state(store, job.id, JobState.SUCCEEDED)
+    # Ten rounds of two: polling when full would take ten poll intervals.
+    assert trio.current_time() - started < 0.9
     worker.shutdown()
 
 

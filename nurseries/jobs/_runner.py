@@ -90,6 +90,9 @@ class JobRunner:
     owner: str = field(default_factory=lambda: f"runner-{uuid.uuid4().hex[:12]}")
     _running: dict[str, _Running] = field(default_factory=dict, init=False)
     _stop: trio.Event = field(default_factory=trio.Event, init=False)
+    _slot_freed: trio.lowlevel.ParkingLot = field(
+        default_factory=trio.lowlevel.ParkingLot, init=False
+    )
 
     @property
     def running(self) -> int:
@@ -98,6 +101,7 @@ class JobRunner:
     def shutdown(self) -> None:
         """Stop claiming; running jobs get ``grace`` seconds, then are released."""
         self._stop.set()
+        self._slot_freed.unpark_all()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._stop = trio.Event()
@@ -111,19 +115,25 @@ class JobRunner:
             upkeep.cancel_scope.cancel()
 
     async def _claim_until_stopped(self, jobs: trio.Nursery) -> None:
+        """Claim as many jobs as there are free slots; when none is free, wait for one
+        (not for the poll interval: a busy runner would idle between jobs); when the
+        queue had fewer than asked for, poll again after ``poll_interval``. A claim
+        is never cut short: what it leased is started."""
         while not self._stop.is_set():
             free = self.concurrency - len(self._running)
-            claimed = []
-            if free > 0:
-                try:
-                    claimed = await self.store.claim(self.queue, self.owner, free, self.lease)
-                except JobStoreError as exc:
-                    log.warning("claim failed: %s", exc)
+            if free <= 0:
+                await self._slot_freed.park()  # shutdown() unparks it too
+                continue
+            try:
+                claimed = await self.store.claim(self.queue, self.owner, free, self.lease)
+            except JobStoreError as exc:
+                log.warning("claim failed: %s", exc)
+                claimed = []
             for job in claimed:
                 scope = trio.CancelScope(deadline=trio.current_time() + job.timeout)
                 self._running[job.id] = _Running(job, scope)
                 jobs.start_soon(self._execute, self._running[job.id])
-            if len(claimed) < max(free, 1):
+            if len(claimed) < free:
                 with trio.move_on_after(self.poll_interval):
                     await self._stop.wait()
 
@@ -138,6 +148,7 @@ class JobRunner:
             raise
         finally:
             del self._running[job.id]
+            self._slot_freed.unpark_all()
         await self._finish(outcome)
 
     async def _outcome(self, entry: _Running) -> Job:

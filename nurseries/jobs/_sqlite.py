@@ -1,14 +1,13 @@
 """The embedded job store: SQLite in WAL mode, called through ``trio.to_thread``.
 
 One connection, used by one thread at a time (a ``CapacityLimiter`` of one). A thread
-hop costs about 0.1 ms here and an fsync far more, so concurrent enqueues are
-group-committed: they wait in a bounded channel, and the committer writes whatever
-has gathered in one transaction, then acknowledges each. Enqueue returns only after
-its job is committed.
+hop costs about 0.1 ms here and an fsync far more, so the two writes made once per
+job, enqueue and finish, are group-committed (see ``_group_commit``): concurrent
+calls share one transaction, and each returns only after its write is committed.
 
 Resource handling: :meth:`SQLiteJobStore.run` is a service. It opens the database,
-creates the schema, reports started, and runs the committer until cancelled; the
-connection is closed on the way out.
+creates the schema, reports started, and runs the two committers until cancelled;
+the connection is closed on the way out.
 """
 
 from __future__ import annotations
@@ -17,12 +16,13 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
 
+from ._group_commit import GroupCommit
 from ._job import Job
 from ._state import CLAIMABLE, JobState
 from ._store import IdempotencyConflict, JobStoreError, QueueFull
@@ -139,13 +139,6 @@ class _Batch:
         return self._waiting[queue]
 
 
-@dataclass(eq=False)
-class _Enqueue:
-    job: Job
-    done: trio.Event = field(default_factory=trio.Event)
-    outcome: tuple[Job, bool] | JobStoreError | None = None
-
-
 class SQLiteJobStore:
     def __init__(
         self,
@@ -163,26 +156,31 @@ class SQLiteJobStore:
         self.batch_size = batch_size
         self._limiter = trio.CapacityLimiter(1)
         self._conn: sqlite3.Connection | None = None
-        self.commits = 0  # enqueue transactions so far: fewer than enqueues when grouped
-        self._send: trio.MemorySendChannel[_Enqueue] | None = None
+        self._enqueues = GroupCommit[Job, tuple[Job, bool]](
+            "job", partial(self._db, self._insert_batch), batch_size
+        )
+        self._finishes = GroupCommit[tuple[Job, str], bool](
+            "outcome", partial(self._db, self._finish_batch), batch_size
+        )
+
+    @property
+    def commits(self) -> int:
+        """Enqueue transactions so far: fewer than enqueues when grouped."""
+        return self._enqueues.commits
 
     # -- service -------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        # A fresh channel per run: the supervisor restarts this same object after a crash.
-        send, receive = trio.open_memory_channel[_Enqueue](self.batch_size * 4)
         self._conn = await self._db(self._open)
-        self._send = send
         try:
-            task_status.started()
-            await self._commit_loop(receive)
+            async with trio.open_nursery() as committers:
+                await committers.start(self._enqueues.run)
+                await committers.start(self._finishes.run)
+                task_status.started()
         finally:
-            self._send = None
-            send.close()  # senders still blocked on a full channel now fail at once
             with trio.CancelScope(shield=True):
                 conn, self._conn = self._conn, None
                 await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
-            _refuse_pending(receive)
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,35 +207,7 @@ class SQLiteJobStore:
     # -- enqueue, group-committed ----------------------------------------------------
 
     async def enqueue(self, job: Job) -> tuple[Job, bool]:
-        if self._send is None:
-            raise JobStoreError("the job store is not running")
-        request = _Enqueue(job)
-        try:
-            await self._send.send(request)
-        except trio.ClosedResourceError:
-            raise JobStoreError("the job store stopped before accepting this job") from None
-        await request.done.wait()
-        if isinstance(request.outcome, JobStoreError):
-            raise request.outcome
-        assert request.outcome is not None
-        return request.outcome
-
-    async def _commit_loop(self, receive: trio.MemoryReceiveChannel[_Enqueue]) -> None:
-        async for first in receive:
-            batch = [first]
-            while len(batch) < self.batch_size:
-                try:
-                    batch.append(receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            try:
-                outcomes = await self._db(self._insert_batch, [r.job for r in batch])
-                self.commits += 1
-            except JobStoreError as exc:
-                outcomes = [exc] * len(batch)
-            for request, outcome in zip(batch, outcomes, strict=True):
-                request.outcome = outcome
-                request.done.set()
+        return await self._enqueues.submit(job)
 
     def _insert_batch(self, jobs: list[Job]) -> list[tuple[Job, bool] | JobStoreError]:
         conn = self._connection()
@@ -325,7 +295,18 @@ class SQLiteJobStore:
         return cursor.rowcount == 1
 
     async def finish(self, job: Job, owner: str) -> bool:
-        return await self._db(self._finish, job, owner)
+        return await self._finishes.submit((job, owner))
+
+    def _finish_batch(self, outcomes: list[tuple[Job, str]]) -> list[bool | JobStoreError]:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            written: list[bool | JobStoreError] = [self._finish(*each) for each in outcomes]
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return written
 
     def _finish(self, job: Job, owner: str) -> bool:
         # Everything but the id, and the progress, which only report_progress writes
@@ -381,14 +362,3 @@ class SQLiteJobStore:
             (now, now),
         )
         return cursor.rowcount
-
-
-def _refuse_pending(receive: trio.MemoryReceiveChannel[_Enqueue]) -> None:
-    """Enqueues still waiting when the store stops were not accepted: say so."""
-    while True:
-        try:
-            request = receive.receive_nowait()
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return
-        request.outcome = JobStoreError("the job store stopped before committing this job")
-        request.done.set()

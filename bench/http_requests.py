@@ -3,7 +3,7 @@
 Usage (from the repository root, after ``pip install -e . -r bench/requirements.txt``
 and ``apt-get install wrk``)::
 
-    python bench/http.py [--seconds 5] [--rounds 3]
+    python bench/http_requests.py [--seconds 5] [--rounds 3]
 
 Two loads: (a) GET of a small JSON body at 64 connections; (b) 1000 connections on a
 route that awaits 100 ms. Servers are measured in interleaved rounds (this machine's
@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--loads", default="ab", help="which loads to run: a, b or ab")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
-        sys.exit("bench/http.py needs wrk: apt-get install wrk")
+        sys.exit("bench/http_requests.py needs wrk: apt-get install wrk")
     raise_fd_limit()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

@@ -1,0 +1,296 @@
+"""Background jobs: Canopy against SAQ and arq, one worker process each, on N no-op jobs.
+
+Usage (from the repository root, after ``pip install -e . -r bench/requirements.txt``
+and with ``redis-server`` on the PATH)::
+
+    python bench/jobs.py [--jobs 10000] [--enqueuers 100] [--concurrency 16]
+
+For each system, in one run:
+
+1. enqueue: ``--enqueuers`` concurrent clients enqueue N jobs through the system's
+   own client API while no worker runs (Canopy: ``SQLiteJobStore.enqueue``, which
+   returns once the job is committed with ``synchronous=FULL``; arq and SAQ: to a
+   redis-server the bench starts on a free port, with its default persistence and
+   no RDB snapshots);
+2. process: one worker process starts (``canopy worker``, ``arq``, ``saq``, each
+   running up to ``--concurrency`` jobs at once) and drains those N jobs; the rate
+   is taken from its first completed job, so process start-up is not counted;
+3. end to end: with that worker running, N more jobs are enqueued and the clock runs
+   until the last is done.
+
+Every job is checked done by the system's own bookkeeping (arq's queue, SAQ's
+incomplete set, Canopy's job table). Workers run on core 0; the bench and Redis on
+core 1. Results are printed as jobs/s and as the ratio to the best peer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+from _procs import free_port, running
+
+ROOT = Path(__file__).resolve().parent.parent
+PHASE_TIMEOUT = 120.0
+POLL = 0.01
+
+
+@dataclass
+class Rates:
+    enqueue: float
+    process: float
+    end_to_end: float
+
+
+@dataclass
+class Setup:
+    workdir: Path
+    jobs: int
+    enqueuers: int
+    concurrency: int
+    redis_port: int
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "BENCH_REDIS_PORT": str(self.redis_port),
+            "BENCH_CONCURRENCY": str(self.concurrency),
+            "CANOPY_DATA_DIR": str(self.workdir / "canopy"),
+            "CANOPY_JOB_CONCURRENCY": str(self.concurrency),
+            "CANOPY_LOG_LEVEL": "warning",
+        }
+
+
+# -- measuring, whatever the system ------------------------------------------------
+
+
+class Clock:
+    """The phases, over callables the system provides (in its own event loop)."""
+
+    def __init__(
+        self,
+        setup: Setup,
+        pending: Callable[[], Awaitable[int]],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.setup = setup
+        self.pending = pending
+        self.sleep = sleep
+
+    async def drained(self, started: float) -> float:
+        """Wait until nothing is pending; return when that was seen."""
+        while await self.pending():
+            if time.perf_counter() - started > PHASE_TIMEOUT:
+                raise RuntimeError(f"{await self.pending()} jobs still pending")
+            await self.sleep(POLL)
+        return time.perf_counter()
+
+    async def process_rate(self) -> float:
+        """From the first completion seen to the last: jobs/s of a worker that just started."""
+        started = time.perf_counter()
+        while (remaining := await self.pending()) >= self.setup.jobs:
+            if time.perf_counter() - started > PHASE_TIMEOUT:
+                raise RuntimeError("the worker completed nothing")
+            await self.sleep(POLL / 10)
+        first = time.perf_counter()
+        return remaining / (await self.drained(first) - first)
+
+
+def split(jobs: int, enqueuers: int) -> list[int]:
+    return [jobs // enqueuers + (i < jobs % enqueuers) for i in range(enqueuers)]
+
+
+def worker(setup: Setup, argv: list[str]) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    return running(argv, None, setup.workdir, setup.env, core=0)
+
+
+# -- arq ---------------------------------------------------------------------------
+
+
+def measure_arq(setup: Setup) -> Rates:
+    from arq import create_pool
+    from arq.connections import RedisSettings
+
+    async def main() -> Rates:
+        pool = await create_pool(RedisSettings(port=setup.redis_port))
+        await pool.flushdb()
+
+        async def pending() -> int:
+            return int(await pool.zcard("arq:queue"))  # a job leaves it once finished
+
+        async def enqueue(count: int) -> None:
+            for _ in range(count):
+                await pool.enqueue_job("noop")
+
+        clock = Clock(setup, pending, asyncio.sleep)
+        started = time.perf_counter()
+        await asyncio.gather(*(enqueue(c) for c in split(setup.jobs, setup.enqueuers)))
+        enqueue_rate = setup.jobs / (time.perf_counter() - started)
+        with worker(setup, [sys.executable, "-m", "arq", "jobs_arq.WorkerSettings"]):
+            process_rate = await clock.process_rate()
+            started = time.perf_counter()
+            await asyncio.gather(*(enqueue(c) for c in split(setup.jobs, setup.enqueuers)))
+            end_to_end = setup.jobs / (await clock.drained(started) - started)
+        await pool.aclose()
+        return Rates(enqueue_rate, process_rate, end_to_end)
+
+    return asyncio.run(main())
+
+
+# -- SAQ ---------------------------------------------------------------------------
+
+
+def measure_saq(setup: Setup) -> Rates:
+    from saq import Queue
+
+    async def main() -> Rates:
+        queue = Queue.from_url(f"redis://127.0.0.1:{setup.redis_port}")
+        await queue.redis.flushdb()
+
+        async def pending() -> int:
+            return await queue.count("incomplete")
+
+        async def enqueue(count: int) -> None:
+            for _ in range(count):
+                await queue.enqueue("noop")
+
+        clock = Clock(setup, pending, asyncio.sleep)
+        started = time.perf_counter()
+        await asyncio.gather(*(enqueue(c) for c in split(setup.jobs, setup.enqueuers)))
+        enqueue_rate = setup.jobs / (time.perf_counter() - started)
+        with worker(setup, [sys.executable, "-m", "saq", "jobs_saq.settings"]):
+            process_rate = await clock.process_rate()
+            started = time.perf_counter()
+            await asyncio.gather(*(enqueue(c) for c in split(setup.jobs, setup.enqueuers)))
+            end_to_end = setup.jobs / (await clock.drained(started) - started)
+        await queue.disconnect()
+        return Rates(enqueue_rate, process_rate, end_to_end)
+
+    return asyncio.run(main())
+
+
+# -- Canopy ------------------------------------------------------------------------
+
+
+def measure_canopy(setup: Setup) -> Rates:
+    sys.path.insert(0, str(ROOT))
+    from nurseries.jobs import SQLiteJobStore, TaskRegistry
+
+    registry = TaskRegistry()
+
+    @registry.task("demo.echo")  # what `canopy worker` runs: returns its args
+    async def echo(args: dict[str, object]) -> dict[str, object]:
+        return args
+
+    spec = registry.get("demo.echo")
+    database = setup.workdir / "canopy" / "canopy.db"
+    shutil.rmtree(database.parent, ignore_errors=True)
+
+    async def main() -> Rates:
+        store = SQLiteJobStore(database)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            reader = sqlite3.connect(database, check_same_thread=False)
+
+            def count() -> int:
+                query = "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running', 'retrying')"
+                return int(reader.execute(query).fetchone()[0])
+
+            async def pending() -> int:
+                return await trio.to_thread.run_sync(count)
+
+            async def enqueue(count: int) -> None:
+                for _ in range(count):
+                    await store.enqueue(spec.new_job({}))
+
+            async def enqueue_all() -> None:
+                async with trio.open_nursery() as clients:
+                    for c in split(setup.jobs, setup.enqueuers):
+                        clients.start_soon(enqueue, c)
+
+            clock = Clock(setup, pending, trio.sleep)
+            started = time.perf_counter()
+            await enqueue_all()
+            enqueue_rate = setup.jobs / (time.perf_counter() - started)
+            with worker(setup, [sys.executable, "-m", "server", "worker"]):
+                process_rate = await clock.process_rate()
+                started = time.perf_counter()
+                await enqueue_all()
+                end_to_end = setup.jobs / (await clock.drained(started) - started)
+            reader.close()
+            nursery.cancel_scope.cancel()
+        return Rates(enqueue_rate, process_rate, end_to_end)
+
+    return trio.run(main)
+
+
+# -- the run -----------------------------------------------------------------------
+
+
+def redis_server(workdir: Path, port: int) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv += ["--dir", str(workdir)]
+    return running(argv, port, workdir, dict(os.environ), core=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--enqueuers", type=int, default=100, help="concurrent clients")
+    parser.add_argument("--concurrency", type=int, default=16, help="jobs a worker runs at once")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (median)")
+    args = parser.parse_args()
+    if not shutil.which("redis-server"):
+        sys.exit("redis-server is needed for the peers (apt-get install redis-server)")
+    if (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})  # workers get core 0
+    systems = {"canopy": measure_canopy, "saq": measure_saq, "arq": measure_arq}
+    results: dict[str, list[Rates]] = {name: [] for name in systems}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for name in ("jobs_arq.py", "jobs_saq.py"):
+            shutil.copy(ROOT / "bench" / name, workdir)
+        redis_port = free_port()
+        with redis_server(workdir, redis_port):
+            setup = Setup(workdir, args.jobs, args.enqueuers, args.concurrency, redis_port)
+            for _ in range(args.rounds):
+                for name, measure in systems.items():
+                    results[name].append(measure(setup))
+    print(
+        f"{args.jobs} no-op jobs, {args.enqueuers} concurrent enqueuers, "
+        f"one worker process running {args.concurrency} at once"
+    )
+    medians = {
+        name: Rates(
+            *(
+                statistics.median(getattr(r, f) for r in rates)
+                for f in ("enqueue", "process", "end_to_end")
+            )
+        )
+        for name, rates in results.items()
+    }
+    print(f"    {'':<8} {'enqueue':>12} {'process':>12} {'end to end':>12}  jobs/s")
+    for name, r in medians.items():
+        print(f"    {name:<8} {r.enqueue:>12,.0f} {r.process:>12,.0f} {r.end_to_end:>12,.0f}")
+    for field in ("enqueue", "process", "end_to_end"):
+        best = max(("saq", "arq"), key=lambda n: getattr(medians[n], field))
+        ratio = getattr(medians["canopy"], field) / getattr(medians[best], field)
+        print(f"    canopy / best peer ({best}), {field.replace('_', ' ')}: {ratio:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
