@@ -26,8 +26,9 @@ def raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
 
 
-def pinned(core: int, argv: list[str]) -> list[str]:
-    """Pin to one core when taskset exists: the server and the load stop trading places."""
+def pinned(core: int | str, argv: list[str]) -> list[str]:
+    """Pin to a core (or a taskset list such as "0,1") when taskset exists: the server
+    and the load stop trading places."""
     return ["taskset", "-c", str(core), *argv] if shutil.which("taskset") else argv
 
 
@@ -46,7 +47,7 @@ def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def running(
-    argv: list[str], port: int | None, cwd: Path, env: dict[str, str], core: int = 0
+    argv: list[str], port: int | None, cwd: Path, env: dict[str, str], core: int | str = 0
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server on ``core`` until the block ends, then SIGTERM it (ours, by PID).
     With a ``port``, the block starts once it accepts connections there."""

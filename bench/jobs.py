@@ -62,6 +62,7 @@ class Setup:
     enqueuers: int
     concurrency: int
     redis_port: int
+    worker_cores: str
 
     @property
     def env(self) -> dict[str, str]:
@@ -115,7 +116,7 @@ def split(jobs: int, enqueuers: int) -> list[int]:
 
 
 def worker(setup: Setup, argv: list[str]) -> AbstractContextManager[subprocess.Popen[bytes]]:
-    return running(argv, None, setup.workdir, setup.env, core=0)
+    return running(argv, None, setup.workdir, setup.env, core=setup.worker_cores)
 
 
 # -- arq ---------------------------------------------------------------------------
@@ -253,6 +254,11 @@ def main() -> None:
     parser.add_argument("--enqueuers", type=int, default=100, help="concurrent clients")
     parser.add_argument("--concurrency", type=int, default=16, help="jobs a worker runs at once")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (median)")
+    parser.add_argument(
+        "--worker-cores",
+        default="0",
+        help="taskset cores of the worker process (the bench and Redis run on core 1)",
+    )
     args = parser.parse_args()
     if not shutil.which("redis-server"):
         sys.exit("redis-server is needed for the peers (apt-get install redis-server)")
@@ -266,13 +272,15 @@ def main() -> None:
             shutil.copy(ROOT / "bench" / name, workdir)
         redis_port = free_port()
         with redis_server(workdir, redis_port):
-            setup = Setup(workdir, args.jobs, args.enqueuers, args.concurrency, redis_port)
+            setup = Setup(
+                workdir, args.jobs, args.enqueuers, args.concurrency, redis_port, args.worker_cores
+            )
             for _ in range(args.rounds):
                 for name, measure in systems.items():
                     results[name].append(measure(setup))
     print(
         f"{args.jobs} no-op jobs, {args.enqueuers} concurrent enqueuers, "
-        f"one worker process running {args.concurrency} at once"
+        f"one worker process running {args.concurrency} at once on cores {args.worker_cores}"
     )
     medians = {
         name: Rates(

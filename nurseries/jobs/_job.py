@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ._state import ACTIVE, TERMINAL, JobState, can_transition
@@ -73,7 +74,14 @@ class Job:
         if not can_transition(self.state, state):
             raise InvalidTransition(f"job {self.id}: {self.state.value} -> {state.value}")
         stamp = time.time() if now is None else now
-        return replace(self, state=state, updated_at=stamp, **changes)
+        # A shallow copy with the changes set: what dataclasses.replace does, without
+        # running __init__ again (it was a tenth of a runner's time per job).
+        moved = copy.copy(self)
+        for name, value in (*changes.items(), ("state", state), ("updated_at", stamp)):
+            if name not in _FIELDS:
+                raise TypeError(f"Job has no field {name!r}")
+            object.__setattr__(moved, name, value)
+        return moved
 
     def same_request(self, other: Job) -> bool:
         """Whether an enqueue under the same idempotency key asked for the same thing."""
@@ -87,3 +95,6 @@ class Job:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
         return cls(**{**data, "state": JobState(data["state"])})
+
+
+_FIELDS = frozenset(f.name for f in fields(Job))

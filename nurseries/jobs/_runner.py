@@ -2,11 +2,13 @@
 
 Shape of :meth:`JobRunner.run`::
 
-    upkeep nursery      heartbeat (extends leases, hears cancel requests) and sweeper
-                        (requeues jobs whose worker died); outlives the jobs
-      jobs nursery      one task per running job, each in its own CancelScope whose
-                        deadline is the job's timeout; its own deadline is the grace
-                        once the runner stops claiming
+    writer nursery        the outcome writer: records outcomes in batches, shielded;
+                          outlives everything below, and drains what they left it
+      upkeep nursery      heartbeat (extends leases, hears cancel requests) and sweeper
+                          (requeues jobs whose worker died); outlives the jobs
+        jobs nursery      one task per running job, each in its own CancelScope whose
+                          deadline is the job's timeout; its own deadline is the grace
+                          once the runner stops claiming
 
 Error handling: what a task raises becomes a retry (after the policy's backoff) or,
 past its attempts, a dead letter with the error and traceback. A timeout is a
@@ -18,6 +20,7 @@ runs again at once elsewhere, without the attempt counting against it.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import traceback
 import uuid
@@ -37,7 +40,8 @@ __all__ = ["JobContext", "JobRunner"]
 
 log = logging.getLogger("canopy.jobs")
 
-FINISH_TIMEOUT = 5.0  # bound on writing an outcome once a job was cut off
+FINISH_TIMEOUT = 5.0  # bound on writing a batch of outcomes, even while stopping
+OUTCOME_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class JobRunner:
     _slot_freed: trio.lowlevel.ParkingLot = field(
         default_factory=trio.lowlevel.ParkingLot, init=False
     )
+    _outcomes: trio.MemorySendChannel[Job] | None = field(default=None, init=False)
 
     @property
     def running(self) -> int:
@@ -105,14 +110,21 @@ class JobRunner:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._stop = trio.Event()
-        async with trio.open_nursery() as upkeep:
-            upkeep.start_soon(self._heartbeat)
-            upkeep.start_soon(self._sweep)
-            async with trio.open_nursery() as jobs:
-                task_status.started()
-                await self._claim_until_stopped(jobs)
-                jobs.cancel_scope.deadline = trio.current_time() + self.grace
-            upkeep.cancel_scope.cancel()
+        # Unbounded, so a job hands over its outcome without waiting (also when it is
+        # being cancelled); in practice bounded, as claims wait on the same store.
+        outcomes, to_write = trio.open_memory_channel[Job](math.inf)
+        self._outcomes = outcomes
+        async with trio.open_nursery() as writer:
+            writer.start_soon(self._write_outcomes, to_write)
+            async with trio.open_nursery() as upkeep:
+                upkeep.start_soon(self._heartbeat)
+                upkeep.start_soon(self._sweep)
+                async with trio.open_nursery() as jobs:
+                    task_status.started()
+                    await self._claim_until_stopped(jobs)
+                    jobs.cancel_scope.deadline = trio.current_time() + self.grace
+                upkeep.cancel_scope.cancel()
+            outcomes.close()  # every job has handed over its outcome; the writer drains
 
     async def _claim_until_stopped(self, jobs: trio.Nursery) -> None:
         """Claim as many jobs as there are free slots; when none is free, wait for one
@@ -139,17 +151,17 @@ class JobRunner:
 
     async def _execute(self, entry: _Running) -> None:
         job = entry.job
-        await _tell(self.notify, job.id, {"state": "running", "attempts": job.attempts})
+        outcome: Job | None = None
         try:
+            await _tell(self.notify, job.id, {"state": "running", "attempts": job.attempts})
             outcome = await self._outcome(entry)
-        except trio.Cancelled:
-            released = _settled(job, JobState.QUEUED, attempts=job.attempts - 1)
-            await self._finish(released)
-            raise
         finally:
-            del self._running[job.id]
-            self._slot_freed.unpark_all()
-        await self._finish(outcome)
+            if outcome is None:  # cut off (the grace ended): released, to run again at once
+                outcome = _settled(job, JobState.QUEUED, attempts=job.attempts - 1)
+            # The slot stays taken (and the lease renewed) until the outcome is
+            # written: what a crash can make run twice stays within `concurrency`.
+            assert self._outcomes is not None
+            self._outcomes.send_nowait(outcome)
 
     async def _outcome(self, entry: _Running) -> Job:
         job = entry.job
@@ -172,23 +184,39 @@ class JobRunner:
             return _settled(job, JobState.CANCELLED)
         return _failed(job, f"timed out after {job.timeout:g} s", None, spec.retry)
 
-    async def _finish(self, outcome: Job) -> None:
-        # Shielded so an outcome is written even while the runner is being cancelled,
-        # bounded so a store that hangs cannot hold the stop open.
-        with trio.CancelScope(shield=True), trio.move_on_after(FINISH_TIMEOUT):
-            try:
-                if not await self.store.finish(outcome, self.owner):
+    async def _write_outcomes(self, to_write: trio.MemoryReceiveChannel[Job]) -> None:
+        """Record outcomes as they come, in one write per batch, until the jobs are
+        over and the channel is drained."""
+        async for first in to_write:
+            batch = [first]
+            while len(batch) < OUTCOME_BATCH:
+                try:
+                    batch.append(to_write.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            # Shielded so outcomes are written even while the runner is being
+            # cancelled, bounded so a store that hangs cannot hold the stop open.
+            written: list[bool] = []
+            with trio.CancelScope(shield=True), trio.move_on_after(FINISH_TIMEOUT):
+                try:
+                    written = await self.store.finish_many(batch, self.owner)
+                except JobStoreError as exc:
+                    log.error("could not record %d job outcomes: %s", len(batch), exc)
+            for outcome in batch:
+                self._running.pop(outcome.id, None)
+            self._slot_freed.unpark_all()
+            if not written:
+                continue
+            for outcome, ok in zip(batch, written, strict=True):
+                if not ok:
                     log.warning("lease lost before finishing job %s", outcome.id)
-                    return
-            except JobStoreError as exc:
-                log.error("could not record job %s: %s", outcome.id, exc)
-                return
-            event = {"state": outcome.state.value, "attempts": outcome.attempts}
-            if outcome.state is JobState.SUCCEEDED:
-                event["result"] = outcome.result
-            elif outcome.error is not None:
-                event["error"] = outcome.error
-            await _tell(self.notify, outcome.id, event)
+                    continue
+                event = {"state": outcome.state.value, "attempts": outcome.attempts}
+                if outcome.state is JobState.SUCCEEDED:
+                    event["result"] = outcome.result
+                elif outcome.error is not None:
+                    event["error"] = outcome.error
+                await _tell(self.notify, outcome.id, event)
 
     async def _heartbeat(self) -> None:
         interval = min(self.lease / 3, 0.5)

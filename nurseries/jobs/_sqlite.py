@@ -2,12 +2,13 @@
 
 One connection, used by one thread at a time (a ``CapacityLimiter`` of one). A thread
 hop costs about 0.1 ms here and an fsync far more, so the two writes made once per
-job, enqueue and finish, are group-committed (see ``_group_commit``): concurrent
-calls share one transaction, and each returns only after its write is committed.
+job go in batches: concurrent enqueues are group-committed (see ``_group_commit``),
+each returning only after its job is committed; outcomes come in batches from the
+runner (:meth:`SQLiteJobStore.finish_many`).
 
 Resource handling: :meth:`SQLiteJobStore.run` is a service. It opens the database,
-creates the schema, reports started, and runs the two committers until cancelled;
-the connection is closed on the way out.
+creates the schema, reports started, and runs the enqueue committer until
+cancelled; the connection is closed on the way out.
 """
 
 from __future__ import annotations
@@ -92,6 +93,13 @@ def _job(row: sqlite3.Row) -> Job:
     return Job.from_dict(data)
 
 
+# What an outcome changes; the rest of a job is fixed at enqueue, and its progress is
+# written only by report_progress (the runner's copy of the job does not see it).
+_OUTCOME_COLUMNS = (
+    "state attempts run_at result error traceback lease_owner lease_expires updated_at".split()
+)
+_FINISH = f"""UPDATE jobs SET {", ".join(f"{c} = ?" for c in _OUTCOME_COLUMNS)},
+    cancel_requested = 0 WHERE id = ? AND state = 'running' AND lease_owner = ?"""
 _INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 
 
@@ -159,9 +167,6 @@ class SQLiteJobStore:
         self._enqueues = GroupCommit[Job, tuple[Job, bool]](
             "job", partial(self._db, self._insert_batch), batch_size
         )
-        self._finishes = GroupCommit[tuple[Job, str], bool](
-            "outcome", partial(self._db, self._finish_batch), batch_size
-        )
 
     @property
     def commits(self) -> int:
@@ -173,9 +178,8 @@ class SQLiteJobStore:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._conn = await self._db(self._open)
         try:
-            async with trio.open_nursery() as committers:
-                await committers.start(self._enqueues.run)
-                await committers.start(self._finishes.run)
+            async with trio.open_nursery() as committer:
+                await committer.start(self._enqueues.run)
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True):
@@ -295,13 +299,16 @@ class SQLiteJobStore:
         return cursor.rowcount == 1
 
     async def finish(self, job: Job, owner: str) -> bool:
-        return await self._finishes.submit((job, owner))
+        return (await self.finish_many([job], owner))[0]
 
-    def _finish_batch(self, outcomes: list[tuple[Job, str]]) -> list[bool | JobStoreError]:
+    async def finish_many(self, jobs: Sequence[Job], owner: str) -> list[bool]:
+        return await self._db(self._finish_many, list(jobs), owner)
+
+    def _finish_many(self, jobs: list[Job], owner: str) -> list[bool]:
         conn = self._connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            written: list[bool | JobStoreError] = [self._finish(*each) for each in outcomes]
+            written = [self._finish(job, owner) for job in jobs]
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -309,16 +316,10 @@ class SQLiteJobStore:
         return written
 
     def _finish(self, job: Job, owner: str) -> bool:
-        # Everything but the id, and the progress, which only report_progress writes
-        # (the runner's copy of the job does not see it).
-        kept = {"id", "progress"}
-        assignments = ", ".join(f"{c} = ?" for c in _COLUMNS if c not in kept)
-        values = [v for c, v in zip(_COLUMNS, _row(job), strict=True) if c not in kept]
-        cursor = self._connection().execute(
-            f"""UPDATE jobs SET {assignments}, cancel_requested = 0
-                WHERE id = ? AND state = 'running' AND lease_owner = ?""",
-            (*values, job.id, owner),
-        )
+        values = [getattr(job, column) for column in _OUTCOME_COLUMNS]
+        values[0] = job.state.value
+        values[3] = None if job.result is None else _encode(job.result)
+        cursor = self._connection().execute(_FINISH, (*values, job.id, owner))
         return cursor.rowcount == 1
 
     async def cancel(self, job_id: str) -> Job | None:

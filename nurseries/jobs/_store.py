@@ -67,6 +67,11 @@ class JobStore(Protocol):
         """Write a claimed job's outcome, if ``owner`` still holds its lease."""
         ...
 
+    async def finish_many(self, jobs: Sequence[Job], owner: str) -> list[bool]:
+        """:meth:`finish` for several jobs at once (one write where the store can):
+        whether each outcome was written, in order."""
+        ...
+
     async def cancel(self, job_id: str) -> Job | None:
         """Cancel a waiting job at once; ask the worker running one to cancel it."""
         ...
