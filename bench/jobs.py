@@ -21,6 +21,10 @@ For each system, in one run:
 Every job is checked done by the system's own bookkeeping (arq's queue, SAQ's
 incomplete set, Canopy's job table). Workers run on core 0; the bench and Redis on
 core 1. Results are printed as jobs/s and as the ratio to the best peer.
+
+Then, for Canopy with its default lease (10 s) and sweep (1 s): a worker running a
+long job is SIGKILLed and another started; the time until the job runs again is
+printed (the peers' figures, minutes or never, are in docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -239,6 +243,49 @@ def measure_canopy(setup: Setup) -> Rates:
     return trio.run(main)
 
 
+def canopy_rerun_after_sigkill(setup: Setup) -> float:
+    """Seconds from SIGKILL of the worker running a job to the job running again."""
+    sys.path.insert(0, str(ROOT))
+    from nurseries.jobs import Job, SQLiteJobStore
+
+    database = setup.workdir / "canopy" / "canopy.db"
+    shutil.rmtree(database.parent, ignore_errors=True)
+
+    async def enqueue() -> str:
+        store = SQLiteJobStore(database)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            job, _ = await store.enqueue(Job("demo.sleep", {"seconds": 60}, timeout=120))
+            nursery.cancel_scope.cancel()
+        return job.id
+
+    def attempts(job_id: str) -> int:
+        with sqlite3.connect(database) as reader:
+            row = reader.execute(
+                "SELECT attempts FROM jobs WHERE id = ? AND state = 'running'", (job_id,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def wait_for_attempt(job_id: str, attempt: int) -> None:
+        deadline = time.monotonic() + 60
+        while attempts(job_id) < attempt:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"attempt {attempt} did not start within 60 s")
+            time.sleep(POLL)
+
+    job_id = trio.run(enqueue)
+    argv = [sys.executable, "-m", "server", "worker"]
+    env = {k: v for k, v in setup.env.items() if k != "CANOPY_JOB_CONCURRENCY"}
+    first = subprocess.Popen(argv, cwd=setup.workdir, env=env)  # ours: killed by PID
+    wait_for_attempt(job_id, 1)
+    first.kill()
+    killed = time.perf_counter()
+    first.wait()
+    with running(argv, None, setup.workdir, env, core=setup.worker_cores):
+        wait_for_attempt(job_id, 2)
+        return time.perf_counter() - killed
+
+
 # -- the run -----------------------------------------------------------------------
 
 
@@ -278,6 +325,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 for name, measure in systems.items():
                     results[name].append(measure(setup))
+            rerun = canopy_rerun_after_sigkill(setup)
     print(
         f"{args.jobs} no-op jobs, {args.enqueuers} concurrent enqueuers, "
         f"one worker process running {args.concurrency} at once on cores {args.worker_cores}"
@@ -298,6 +346,7 @@ def main() -> None:
         best = max(("saq", "arq"), key=lambda n: getattr(medians[n], field))
         ratio = getattr(medians["canopy"], field) / getattr(medians[best], field)
         print(f"    canopy / best peer ({best}), {field.replace('_', ' ')}: {ratio:.1f}x")
+    print(f"canopy: a job runs again {rerun:.1f} s after its worker was SIGKILLed")
 
 
 if __name__ == "__main__":
