@@ -8,7 +8,7 @@ from typing import Any
 from handlers import jobs, tasks
 from nurseries import Supervisor
 from nurseries.fanout import Hub, Message
-from nurseries.jobs import JobRunner, SQLiteJobStore, TaskRegistry
+from nurseries.jobs import JobRunner, PeriodicScheduler, SQLiteJobStore, TaskRegistry
 
 from ._settings import Settings
 
@@ -18,9 +18,11 @@ __all__ = ["add_jobs"]
 def add_jobs(
     services: Supervisor, settings: Settings, *, run_jobs: bool, hub: Hub | None = None
 ) -> jobs.JobsService:
-    """Add the job store and, with ``run_jobs``, a runner: started in that order,
-    stopped runner first. A web tier that leaves running to ``canopy worker``
-    processes passes ``run_jobs=False``; they share the store."""
+    """Add the job store and, with ``run_jobs``, a runner and the periodic scheduler
+    (``CANOPY_SCHEDULES``): started in that order, stopped in reverse. A web tier
+    that leaves running to ``canopy worker`` processes passes ``run_jobs=False``;
+    they share the store, and every process that runs jobs follows the schedules
+    (each tick is enqueued once, by whichever gets there first)."""
     registry = TaskRegistry()
     tasks.register_examples(registry)
     store = SQLiteJobStore(
@@ -39,6 +41,9 @@ def add_jobs(
             notify=_publisher(hub) if hub is not None else None,
         )
         services.add("job_runner", runner, grace=settings.service_grace + 1)
+        if settings.schedules:
+            scheduler = PeriodicScheduler(store, registry, list(settings.schedules))
+            services.add("scheduler", scheduler, grace=settings.service_grace)
     return jobs.JobsService(store, registry)
 
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from handlers.tasks import register_examples
 from nurseries.fanout import InvalidTopic, SlowConsumerPolicy, TopicRule, check_pattern
+from nurseries.jobs import Periodic, TaskRegistry
 
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
 
@@ -131,6 +133,39 @@ def _topic_rules(value: Any) -> tuple[RuleSpec, ...]:
     return tuple(specs)
 
 
+def _schedules(value: Any) -> tuple[Periodic, ...]:
+    """``NAME=TASK@every:SECONDS`` or ``NAME=TASK@CRON`` (five fields, UTC), separated
+    by ``;``; the tasks are the server's own (``handlers.tasks``)."""
+    if isinstance(value, tuple) and all(isinstance(p, Periodic) for p in value):
+        return value
+    known = TaskRegistry()
+    register_examples(known)
+    items = value.split(";") if isinstance(value, str) else value
+    schedules: dict[str, Periodic] = {}
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        name, _, rest = text.partition("=")
+        task, _, when = rest.partition("@")
+        name, task, when = name.strip(), task.strip(), when.strip()
+        if not name or not task or not when:
+            raise ValueError(f"must be NAME=TASK@every:SECONDS or NAME=TASK@CRON (bad: {text!r})")
+        if task not in known:
+            names = ", ".join(spec.name for spec in known)
+            raise ValueError(f"{name}: must name a known task ({names}), not {task!r}")
+        if name in schedules:
+            raise ValueError(f"{name}: must be scheduled once")
+        try:
+            if when.startswith("every:"):
+                schedules[name] = Periodic(name, task, every=float(when[6:]))
+            else:
+                schedules[name] = Periodic(name, task, cron=when)
+        except ValueError as exc:
+            raise ValueError(f"must be every:SECONDS or a cron expression ({exc})") from None
+    return tuple(schedules.values())
+
+
 def _secret(value: Any) -> str:
     text = str(value)
     if text and len(text.encode()) < 32:
@@ -174,6 +209,12 @@ class Settings:
         10.0, _positive_float, "seconds a claimed job stays leased without a heartbeat"
     )
     max_queued: int = _setting(100_000, _positive_int, "waiting jobs per queue before 429")
+    schedules: tuple[Periodic, ...] = _setting(
+        (),
+        _schedules,
+        "periodic jobs, as NAME=TASK@every:SECONDS or NAME=TASK@CRON (UTC), separated "
+        "by ';'; one job per tick however many processes run them",
+    )
     sqlite_synchronous: str = _setting(
         "FULL", _synchronous, "SQLite synchronous level: FULL (durable), NORMAL or OFF"
     )

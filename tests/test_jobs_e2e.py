@@ -201,3 +201,23 @@ async def test_sigterm_releases_a_long_jobs_lease_to_the_next_worker(tmp_path: P
                 await wait_for(client, where, "cancelled")
                 assert await second.stop() == 0
         assert await web.stop() == 0
+
+
+async def test_the_server_follows_its_schedules(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    env = {"CANOPY_SCHEDULES": "beat=demo.echo@every:0.2", "CANOPY_ACCESS_LOG": "false"}
+    async with running_server(tmp_path, env=env) as server:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+            with trio.fail_after(10):
+                while True:
+                    done = (await client.get("/jobs?state=succeeded&limit=100")).json()
+                    if len(done["jobs"]) >= 3:
+                        break
+                    await trio.sleep(0.1)
+            keys = {job["idempotency_key"] for job in done["jobs"]}
+            assert len(keys) == len(done["jobs"]) and all(
+                k.startswith("periodic:beat:") for k in keys
+            )
+            ready = (await client.get("/readyz")).json()
+            assert "scheduler" in str(ready["tree"])
+        assert await server.stop() == 0

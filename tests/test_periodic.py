@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from nurseries.jobs import (
     Periodic,
@@ -27,6 +29,57 @@ def test_ticks_are_on_the_epoch_grid() -> None:
     assert tick_key(schedule, 180.0) == "periodic:report:180000"
     with pytest.raises(ValueError):
         Periodic("bad", "demo.echo", every=0)
+
+
+def _utc(text: str) -> float:
+    return datetime.fromisoformat(f"2026-01-01T{text}+00:00").timestamp()
+
+
+def test_cron_ticks_are_the_matching_minutes_in_utc() -> None:
+    schedule = Periodic("five", "demo.echo", cron="*/5 * * * *")
+    assert schedule.next_tick(_utc("00:04:59.9")) == _utc("00:05:00")
+    assert schedule.next_tick(_utc("00:05:00")) == _utc("00:10:00")  # strictly after
+    nightly = Periodic("nightly", "demo.echo", cron="0 3 * * *")
+    assert nightly.next_tick(_utc("12:00:00")) == _utc("03:00:00") + 86400
+    for bad in [{}, {"every": 5, "cron": "* * * * *"}, {"cron": "61 * * * *"}, {"cron": "x"}]:
+        with pytest.raises(ValueError):
+            Periodic("bad", "demo.echo", **bad)  # type: ignore[arg-type]
+
+
+class _Enqueued:
+    """Records what the scheduler enqueues: its timing is under test here; the store's
+    one-job-per-tick across schedulers is tested against SQLite below."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Any] = []
+
+    async def enqueue(self, job: Any) -> tuple[Any, bool]:
+        self.jobs.append(job)
+        return job, True
+
+
+async def test_a_cron_schedule_enqueues_at_each_matching_minute(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    start = _utc("00:04:30")
+    store = _Enqueued()
+    schedule = Periodic("five", "tick", cron="*/5 * * * *", args={"n": 1})
+    scheduler = PeriodicScheduler(
+        store,  # type: ignore[arg-type]
+        registry(),
+        [schedule],
+        clock=lambda: start + trio.current_time(),
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(scheduler.run)
+        await trio.sleep(16 * 60)
+        nursery.cancel_scope.cancel()
+    ticks = [datetime.fromtimestamp(job.run_at, UTC).strftime("%H:%M:%S") for job in store.jobs]
+    assert ticks == ["00:05:00", "00:10:00", "00:15:00", "00:20:00"]
+    assert {job.idempotency_key for job in store.jobs} == {
+        tick_key(schedule, job.run_at) for job in store.jobs
+    }
+    assert all(job.args == {"n": 1} for job in store.jobs)
 
 
 @pytest.fixture

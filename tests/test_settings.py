@@ -32,6 +32,11 @@ def test_defaults_then_toml_then_environment(tmp_path: Path) -> None:
         ({"CANOPY_TOPIC_RULES": "chat.*=sometimes"}, "CANOPY_TOPIC_RULES"),
         ({"CANOPY_TOPIC_RULES": "chat.*=latest:-1"}, "CANOPY_TOPIC_RULES"),
         ({"CANOPY_TOPICS_SECRET": "short"}, "CANOPY_TOPICS_SECRET"),
+        ({"CANOPY_SCHEDULES": "x=no.such.task@every:5"}, "CANOPY_SCHEDULES"),
+        ({"CANOPY_SCHEDULES": "x=demo.echo@61 * * * *"}, "CANOPY_SCHEDULES"),
+        ({"CANOPY_SCHEDULES": "x=demo.echo@every:0"}, "CANOPY_SCHEDULES"),
+        ({"CANOPY_SCHEDULES": "x=demo.echo@every:1;x=demo.echo@every:2"}, "CANOPY_SCHEDULES"),
+        ({"CANOPY_SCHEDULES": "no schedule here"}, "CANOPY_SCHEDULES"),
     ],
 )
 def test_bad_values_name_the_setting(environ: dict[str, str], named: str) -> None:
@@ -111,3 +116,13 @@ def test_topic_rules_keep_what_they_state_and_inherit_the_rest() -> None:
     assert (rules["feed.*"].history_size, rules["feed.*"].history_ttl) == (5, 60)
     assert (rules["ticker.*"].history_size, rules["ticker.*"].history_ttl) == (50, 60)
     assert rules["ticker.*"].policy is SlowConsumerPolicy.LATEST
+
+
+def test_schedules_by_interval_and_by_cron() -> None:
+    settings = load_settings(
+        None, {"CANOPY_SCHEDULES": "beat = demo.echo @ every:30; nightly=demo.sleep@0 3 * * *;"}
+    )
+    beat, nightly = settings.schedules
+    assert (beat.name, beat.task, beat.every, beat.cron) == ("beat", "demo.echo", 30.0, None)
+    assert (nightly.name, nightly.task, nightly.every) == ("nightly", "demo.sleep", None)
+    assert nightly.cron == "0 3 * * *"

@@ -1,9 +1,11 @@
 """Periodic jobs: exactly one job per tick, however many processes run the schedule.
 
-Ticks are aligned to the epoch (a schedule of every 60 s ticks at :00 of each
-minute in every process), and each tick's enqueue carries the idempotency key
-``periodic:<name>:<tick>``, so the store accepts one job per tick and turns the
-others into harmless repeats. Interval schedules only for now.
+A schedule is an interval (``every=60``) or a cron expression (``cron="0 3 * * *"``,
+five fields, in UTC, evaluated by ``cronsim``). Ticks are the same in every process:
+an interval's are aligned to the epoch (every 60 s ticks at :00 of each minute), a
+cron expression's are its matching minutes. Each tick's enqueue carries the
+idempotency key ``periodic:<name>:<tick>``, so the store accepts one job per tick and
+turns the others into harmless repeats.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import trio
+from cronsim import CronSim, CronSimError
 
 from ._job import Job
 from ._registry import TaskRegistry
@@ -28,14 +32,32 @@ log = logging.getLogger("canopy.jobs")
 
 @dataclass(frozen=True)
 class Periodic:
+    """Enqueue ``task`` with ``args`` on each tick: every ``every`` seconds, or at
+    each minute matching ``cron`` (UTC). Exactly one of the two."""
+
     name: str
     task: str
-    every: float
+    every: float | None = None
     args: dict[str, Any] = field(default_factory=dict)
+    cron: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.every > 0:
-            raise ValueError("a periodic job's interval must be positive")
+        if (self.every is None) == (self.cron is None):
+            raise ValueError(f"periodic {self.name!r}: give either every or cron")
+        if self.every is not None and not 0 < self.every < math.inf:
+            raise ValueError(f"periodic {self.name!r}: the interval must be positive")
+        if self.cron is not None:
+            try:
+                CronSim(self.cron, datetime.now(UTC))
+            except CronSimError as exc:
+                raise ValueError(f"periodic {self.name!r}: cron {self.cron!r}: {exc}") from None
+
+    def next_tick(self, now: float) -> float:
+        """The first tick strictly after ``now`` (a Unix time)."""
+        if self.every is not None:
+            return next_tick(self.every, now)
+        assert self.cron is not None
+        return next(CronSim(self.cron, datetime.fromtimestamp(now, UTC))).timestamp()
 
 
 def next_tick(every: float, now: float) -> float:
@@ -66,7 +88,7 @@ class PeriodicScheduler:
 
     async def _follow(self, schedule: Periodic) -> None:
         while True:
-            tick = next_tick(schedule.every, self.clock())
+            tick = schedule.next_tick(self.clock())
             await trio.sleep(max(0.0, tick - self.clock()))
             await self.enqueue_tick(schedule, tick)
 
