@@ -5,8 +5,11 @@ and ``apt-get install wrk``)::
 
     python bench/http_requests.py [--seconds 5] [--rounds 3]
 
-Two loads: (a) GET of a small JSON body at 64 connections; (b) 1000 connections on a
-route that awaits 100 ms. Servers are measured in interleaved rounds (this machine's
+Three loads: (a) GET of a small JSON body at 64 connections; (b) 1000 connections on
+a route that awaits 100 ms; (c) ``POST /jobs`` at 64 connections: Canopy enqueues into
+its SQLite store (committed, ``synchronous=FULL``, before the 202; no runner, as
+``CANOPY_RUN_JOBS=false``), FastAPI does an arq enqueue to a redis-server the bench
+starts (no arq worker either). Servers are measured in interleaved rounds (this machine's
 throughput drifts by 10-15 % over a minute) and each figure is the median of the
 rounds. Baselines: Uvicorn as ``pip install uvicorn[standard]`` gives it (uvloop and
 httptools: the headline), and Uvicorn's pure-Python setup (asyncio + h11). The run
@@ -16,6 +19,7 @@ is bounded: rounds x loads x servers x seconds, plus start-up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -32,7 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 LOADS = {
     "a": ("small JSON, 64 connections", "/demo/hello", 64),
     "b": ("awaits 100 ms, 1000 connections", "/demo/sleep?ms=100", 1000),
+    "c": ("POST /jobs (enqueue), 64 connections", "/jobs", 64),
 }
+POST_JOB = """\
+wrk.method = "POST"
+wrk.body = '{"task": "demo.echo", "args": {}}'
+wrk.headers["Content-Type"] = "application/json"
+"""
 
 
 @dataclass
@@ -64,7 +74,9 @@ def servers(workdir: Path) -> list[Server]:
     ]
 
 
-def run_wrk(port: int, path: str, connections: int, seconds: int) -> tuple[float, int]:
+def run_wrk(
+    port: int, path: str, connections: int, seconds: int, script: Path | None = None
+) -> tuple[float, int]:
     command = [
         "wrk",
         "-t1",
@@ -72,6 +84,7 @@ def run_wrk(port: int, path: str, connections: int, seconds: int) -> tuple[float
         f"-d{seconds}s",
         "--timeout",
         "5s",
+        *(["-s", str(script)] if script else []),
         f"http://127.0.0.1:{port}{path}",
     ]
     out = subprocess.run(pinned(1, command), capture_output=True, text=True, timeout=seconds + 30)
@@ -82,13 +95,27 @@ def run_wrk(port: int, path: str, connections: int, seconds: int) -> tuple[float
     return rps, errors
 
 
-def measure(server: Server, load: str, seconds: int) -> tuple[float, int]:
+def measure(server: Server, load: str, seconds: int, redis_port: int | None) -> tuple[float, int]:
     port = free_port()
     env = {**os.environ, "CANOPY_MAX_INFLIGHT": "8192"}
-    with running(server.command(port), port, server.cwd, env):
-        _, path, connections = LOADS[load]
-        run_wrk(port, path, connections, 1)  # warm-up
-        return run_wrk(port, path, connections, seconds)
+    script = None
+    with tempfile.TemporaryDirectory() as data:
+        if load == "c":
+            assert redis_port is not None
+            script = server.cwd / "post_job.lua"
+            script.write_text(POST_JOB)
+            env.update(
+                CANOPY_RUN_JOBS="false",
+                CANOPY_DATA_DIR=data,  # a fresh job store per run
+                CANOPY_MAX_QUEUED="10000000",
+                CANOPY_ACCESS_LOG="false",
+                BENCH_REDIS_PORT=str(redis_port),
+            )
+            subprocess.run(["redis-cli", "-p", str(redis_port), "flushall"], capture_output=True)
+        with running(server.command(port), port, server.cwd, env):
+            _, path, connections = LOADS[load]
+            run_wrk(port, path, connections, 1, script)  # warm-up
+            return run_wrk(port, path, connections, seconds, script)
 
 
 def main() -> None:
@@ -99,13 +126,19 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/http_requests.py needs wrk: apt-get install wrk")
+    if "c" in args.loads and shutil.which("redis-server") is None:
+        sys.exit("load c needs redis-server for the arq baseline: apt-get install redis-server")
     raise_fd_limit()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
-        # Everything runs from a scratch directory: this file's name shadows the stdlib
-        # ``http`` module for any process that has bench/ on its path.
+        # Everything runs from a scratch directory, with copies of what the servers need.
         shutil.copy(ROOT / "hypercorn.toml", workdir)
         shutil.copy(ROOT / "bench" / "fastapi_app.py", workdir)
+        redis_port = None
+        if "c" in args.loads:
+            redis_port = free_port()
+            redis = ["redis-server", "--port", str(redis_port), "--save", "", "--dir", tmp]
+            stack.enter_context(running(redis, redis_port, workdir, dict(os.environ), core=1))
         candidates = servers(workdir)
         for load in args.loads:
             title = LOADS[load][0]
@@ -113,7 +146,7 @@ def main() -> None:
             errors: dict[str, int] = {s.name: 0 for s in candidates}
             for _ in range(args.rounds):
                 for server in candidates:
-                    rps, errs = measure(server, load, args.seconds)
+                    rps, errs = measure(server, load, args.seconds, redis_port)
                     results[server.name].append(rps)
                     errors[server.name] += errs
             medians = {name: statistics.median(v) for name, v in results.items()}

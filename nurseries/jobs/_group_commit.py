@@ -83,6 +83,14 @@ class GroupCommit(Generic[T, R]):
                     self.commits += 1
                 except JobStoreError as exc:
                     outcomes = [exc] * len(batch)
+                except BaseException:
+                    # A crash (or cancellation) mid-batch: its callers must not wait
+                    # for an answer that will never come.
+                    failed = JobStoreError(f"the job store failed while writing this {self.what}")
+                    for request in batch:
+                        request.outcome = failed
+                        request.done.set()
+                    raise
                 for request, outcome in zip(batch, outcomes, strict=True):
                     request.outcome = outcome
                     request.done.set()
