@@ -301,6 +301,7 @@ def main() -> None:
     parser.add_argument("--enqueuers", type=int, default=100, help="concurrent clients")
     parser.add_argument("--concurrency", type=int, default=16, help="jobs a worker runs at once")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (median)")
+    parser.add_argument("--systems", default="canopy,saq,arq", help="which to measure")
     parser.add_argument(
         "--worker-cores",
         default="0",
@@ -311,7 +312,8 @@ def main() -> None:
         sys.exit("redis-server is needed for the peers (apt-get install redis-server)")
     if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})  # workers get core 0
-    systems = {"canopy": measure_canopy, "saq": measure_saq, "arq": measure_arq}
+    everything = {"canopy": measure_canopy, "saq": measure_saq, "arq": measure_arq}
+    systems = {name: everything[name] for name in args.systems.split(",")}
     results: dict[str, list[Rates]] = {name: [] for name in systems}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -325,7 +327,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 for name, measure in systems.items():
                     results[name].append(measure(setup))
-            rerun = canopy_rerun_after_sigkill(setup)
+            rerun = canopy_rerun_after_sigkill(setup) if "canopy" in systems else None
     print(
         f"{args.jobs} no-op jobs, {args.enqueuers} concurrent enqueuers, "
         f"one worker process running {args.concurrency} at once on cores {args.worker_cores}"
@@ -342,11 +344,13 @@ def main() -> None:
     print(f"    {'':<8} {'enqueue':>12} {'process':>12} {'end to end':>12}  jobs/s")
     for name, r in medians.items():
         print(f"    {name:<8} {r.enqueue:>12,.0f} {r.process:>12,.0f} {r.end_to_end:>12,.0f}")
-    for field in ("enqueue", "process", "end_to_end"):
-        best = max(("saq", "arq"), key=lambda n: getattr(medians[n], field))
+    peers = [name for name in ("saq", "arq") if name in medians]
+    for field in ("enqueue", "process", "end_to_end") if peers and "canopy" in medians else ():
+        best = max(peers, key=lambda n: getattr(medians[n], field))
         ratio = getattr(medians["canopy"], field) / getattr(medians[best], field)
         print(f"    canopy / best peer ({best}), {field.replace('_', ' ')}: {ratio:.1f}x")
-    print(f"canopy: a job runs again {rerun:.1f} s after its worker was SIGKILLed")
+    if rerun is not None:
+        print(f"canopy: a job runs again {rerun:.1f} s after its worker was SIGKILLed")
 
 
 if __name__ == "__main__":
