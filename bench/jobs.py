@@ -123,6 +123,33 @@ def worker(setup: Setup, argv: list[str]) -> AbstractContextManager[subprocess.P
     return running(argv, None, setup.workdir, setup.env, core=setup.worker_cores)
 
 
+async def phases(
+    setup: Setup, clock: Clock, enqueue_all: Callable[[], Awaitable[object]], argv: list[str]
+) -> Rates:
+    """Enqueue with no worker, start the worker (``argv``) to process, then end to end."""
+    started = time.perf_counter()
+    await enqueue_all()
+    enqueue_rate = setup.jobs / (time.perf_counter() - started)
+    with worker(setup, argv):
+        process_rate = await clock.process_rate()
+        started = time.perf_counter()
+        await enqueue_all()
+        end_to_end = setup.jobs / (await clock.drained(started) - started)
+    return Rates(enqueue_rate, process_rate, end_to_end)
+
+
+def asyncio_clients(
+    setup: Setup, enqueue_one: Callable[[], Awaitable[object]]
+) -> Callable[[], Awaitable[object]]:
+    """``--enqueuers`` asyncio tasks enqueueing N jobs between them, one at a time each."""
+
+    async def client(count: int) -> None:
+        for _ in range(count):
+            await enqueue_one()
+
+    return lambda: asyncio.gather(*(client(c) for c in split(setup.jobs, setup.enqueuers)))
+
+
 # -- arq ---------------------------------------------------------------------------
 
 
@@ -137,21 +164,11 @@ def measure_arq(setup: Setup) -> Rates:
         async def pending() -> int:
             return int(await pool.zcard("arq:queue"))  # a job leaves it once finished
 
-        async def enqueue(count: int) -> None:
-            for _ in range(count):
-                await pool.enqueue_job("noop")
-
-        clock = Clock(setup, pending, asyncio.sleep)
-        started = time.perf_counter()
-        await asyncio.gather(*(enqueue(c) for c in split(setup.jobs, setup.enqueuers)))
-        enqueue_rate = setup.jobs / (time.perf_counter() - started)
-        with worker(setup, [sys.executable, "-m", "arq", "jobs_arq.WorkerSettings"]):
-            process_rate = await clock.process_rate()
-            started = time.perf_counter()
-            await asyncio.gather(*(enqueue(c) for c in split(setup.jobs, setup.enqueuers)))
-            end_to_end = setup.jobs / (await clock.drained(started) - started)
+        enqueue_all = asyncio_clients(setup, lambda: pool.enqueue_job("noop"))
+        argv = [sys.executable, "-m", "arq", "jobs_arq.WorkerSettings"]
+        rates = await phases(setup, Clock(setup, pending, asyncio.sleep), enqueue_all, argv)
         await pool.aclose()
-        return Rates(enqueue_rate, process_rate, end_to_end)
+        return rates
 
     return asyncio.run(main())
 
@@ -169,21 +186,11 @@ def measure_saq(setup: Setup) -> Rates:
         async def pending() -> int:
             return await queue.count("incomplete")
 
-        async def enqueue(count: int) -> None:
-            for _ in range(count):
-                await queue.enqueue("noop")
-
-        clock = Clock(setup, pending, asyncio.sleep)
-        started = time.perf_counter()
-        await asyncio.gather(*(enqueue(c) for c in split(setup.jobs, setup.enqueuers)))
-        enqueue_rate = setup.jobs / (time.perf_counter() - started)
-        with worker(setup, [sys.executable, "-m", "saq", "jobs_saq.settings"]):
-            process_rate = await clock.process_rate()
-            started = time.perf_counter()
-            await asyncio.gather(*(enqueue(c) for c in split(setup.jobs, setup.enqueuers)))
-            end_to_end = setup.jobs / (await clock.drained(started) - started)
+        enqueue_all = asyncio_clients(setup, lambda: queue.enqueue("noop"))
+        argv = [sys.executable, "-m", "saq", "jobs_saq.settings"]
+        rates = await phases(setup, Clock(setup, pending, asyncio.sleep), enqueue_all, argv)
         await queue.disconnect()
-        return Rates(enqueue_rate, process_rate, end_to_end)
+        return rates
 
     return asyncio.run(main())
 
@@ -228,17 +235,11 @@ def measure_canopy(setup: Setup) -> Rates:
                         clients.start_soon(enqueue, c)
 
             clock = Clock(setup, pending, trio.sleep)
-            started = time.perf_counter()
-            await enqueue_all()
-            enqueue_rate = setup.jobs / (time.perf_counter() - started)
-            with worker(setup, [sys.executable, "-m", "server", "worker"]):
-                process_rate = await clock.process_rate()
-                started = time.perf_counter()
-                await enqueue_all()
-                end_to_end = setup.jobs / (await clock.drained(started) - started)
+            argv = [sys.executable, "-m", "server", "worker"]
+            rates = await phases(setup, clock, enqueue_all, argv)
             reader.close()
             nursery.cancel_scope.cancel()
-        return Rates(enqueue_rate, process_rate, end_to_end)
+        return rates
 
     return trio.run(main)
 
