@@ -8,6 +8,7 @@ the registry's errors to JSON responses (see docs/API.md).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,9 +69,15 @@ class JobRequest:
 
 
 class JobsService:
-    def __init__(self, store: JobStore, registry: TaskRegistry) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        registry: TaskRegistry,
+        on_enqueued: Callable[[Job], None] | None = None,
+    ) -> None:
         self.store = store
         self.registry = registry
+        self.on_enqueued = on_enqueued  # told of each new job (not of idempotent repeats)
 
     def build(self, req: JobRequest) -> Job:
         spec = self.registry.get(req.task)  # UnknownTask
@@ -83,7 +90,12 @@ class JobsService:
         )
 
     async def enqueue(self, req: JobRequest) -> tuple[Job, bool]:
-        return await self.store.enqueue(self.build(req))
+        return self._told(await self.store.enqueue(self.build(req)))
+
+    def _told(self, outcome: tuple[Job, bool]) -> tuple[Job, bool]:
+        if outcome[1] and self.on_enqueued is not None:
+            self.on_enqueued(outcome[0])
+        return outcome
 
     async def enqueue_many(self, requests: list[JobRequest]) -> list[tuple[Job, bool] | Exception]:
         """Every request built first (one bad request refuses all), then enqueued together,
@@ -93,7 +105,7 @@ class JobsService:
 
         async def one(index: int, job: Job) -> None:
             try:
-                results[index] = await self.store.enqueue(job)
+                results[index] = self._told(await self.store.enqueue(job))
             except JobStoreError as exc:
                 results[index] = exc
 

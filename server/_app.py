@@ -32,6 +32,7 @@ from nurseries import InflightLimit, Overloaded, Supervisor
 from ._access_log import AccessLog, RequestIds
 from ._asgi import CanopyHTTPConnection, CanopyWebsocketConnection
 from ._jobs import add_jobs
+from ._metrics import CONTENT_TYPE, Metrics, route_label
 from ._settings import Settings
 from ._topics import add_topics
 from ._websocket import install as install_websocket_stream
@@ -48,7 +49,7 @@ __all__ = ["CanopyApp", "Runtime", "create_app"]
 
 error_log = logging.getLogger("canopy.error")
 
-UNSHED_PATHS = frozenset({"/healthz", "/readyz"})
+UNSHED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
@@ -62,6 +63,7 @@ class Runtime:
     limit: InflightLimit
     access_log: AccessLog
     request_ids: RequestIds
+    metrics: Metrics | None = None
     lifespan_owns_tree: bool = True
 
 
@@ -99,7 +101,16 @@ class CanopyApp(QuartTrio):
                     response = await super().handle_request(request)
             except Overloaded as exc:
                 response = _overloaded_response(exc)
+                if runtime.metrics is not None:
+                    runtime.metrics.shed.inc()
         response.headers["X-Request-ID"] = request_id
+        if runtime.metrics is not None:
+            runtime.metrics.observe(
+                route_label(request),
+                request.method,
+                response.status_code,
+                time.perf_counter() - started,
+            )
         if runtime.settings.access_log:
             runtime.access_log.record(
                 {
@@ -121,6 +132,8 @@ class CanopyApp(QuartTrio):
             timeout = getattr(view, DEADLINE_ATTRIBUTE, timeout)
         with trio.CancelScope(deadline=trio.current_time() + timeout):
             return await super().dispatch_request(request_context)
+        if self.runtime.metrics is not None:
+            self.runtime.metrics.deadlines.inc()
         raise ApiError(504, "deadline_exceeded", f"the request took longer than {timeout:g} s")
 
 
@@ -195,10 +208,26 @@ def create_app(settings: Settings) -> CanopyApp:
     services.add("access_log", access_log, grace=1.0)
     app.runtime = Runtime(settings, tree, services, limit, access_log, RequestIds())
     topics_service = add_topics(services, settings)
-    jobs_service = add_jobs(services, settings, run_jobs=settings.run_jobs, hub=topics_service.hub)
+    metrics = Metrics(limit, tree.status, topics_service)
+    app.runtime.metrics = metrics
+    jobs_service = add_jobs(
+        services,
+        settings,
+        run_jobs=settings.run_jobs,
+        hub=topics_service.hub,
+        observe=metrics.job_event,
+    )
+    jobs_service.on_enqueued = metrics.job_enqueued
+    metrics.store = jobs_service.store
 
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unhandled_error)
+
+    @app.get("/metrics")
+    async def metrics_route() -> tuple[bytes, int, dict[str, str]]:
+        """Prometheus text format (server/_metrics.py says what is counted)."""
+        return await metrics.render(), 200, {"Content-Type": CONTENT_TYPE}
+
     app.register_blueprint(health.create_blueprint(health.HealthService(tree.status)))
     app.register_blueprint(demo.create_blueprint(demo.DemoService()))
     app.register_blueprint(jobs.create_blueprint(jobs_service))

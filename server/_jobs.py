@@ -7,16 +7,24 @@ from typing import Any
 
 from handlers import jobs, tasks
 from nurseries import Supervisor
-from nurseries.fanout import Hub, Message
+from nurseries.fanout import Hub
 from nurseries.jobs import JobRunner, PeriodicScheduler, SQLiteJobStore, TaskRegistry
 
 from ._settings import Settings
 
 __all__ = ["add_jobs"]
 
+# What JobRunner's ``notify`` takes: (job id, event).
+Notify = Callable[[str, dict[str, Any]], Awaitable[object]]
+
 
 def add_jobs(
-    services: Supervisor, settings: Settings, *, run_jobs: bool, hub: Hub | None = None
+    services: Supervisor,
+    settings: Settings,
+    *,
+    run_jobs: bool,
+    hub: Hub | None = None,
+    observe: Notify | None = None,
 ) -> jobs.JobsService:
     """Add the job store and, with ``run_jobs``, a runner and the periodic scheduler
     (``CANOPY_SCHEDULES``): started in that order, stopped in reverse. A web tier
@@ -38,7 +46,7 @@ def add_jobs(
             concurrency=settings.job_concurrency,
             lease=settings.job_lease,
             grace=settings.service_grace,
-            notify=_publisher(hub) if hub is not None else None,
+            notify=_notify(hub, observe),
         )
         services.add("job_runner", runner, grace=settings.service_grace + 1)
         if settings.schedules:
@@ -47,10 +55,16 @@ def add_jobs(
     return jobs.JobsService(store, registry)
 
 
-def _publisher(hub: Hub) -> Callable[[str, dict[str, Any]], Awaitable[Message]]:
-    """Job events go to the topic ``jobs.{id}`` (state changes and progress)."""
+def _notify(hub: Hub | None, observe: Notify | None) -> Notify | None:
+    """Job events go to the topic ``jobs.{id}`` (state changes and progress), and to
+    ``observe`` (the metrics)."""
+    if hub is None and observe is None:
+        return None
 
-    async def publish(job_id: str, event: dict[str, Any]) -> Message:
-        return await hub.publish(f"jobs.{job_id}", event)
+    async def notify(job_id: str, event: dict[str, Any]) -> None:
+        if observe is not None:
+            await observe(job_id, event)
+        if hub is not None:
+            await hub.publish(f"jobs.{job_id}", event)
 
-    return publish
+    return notify

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nurseries.fanout import Hub, Message, Replay, check_topic
@@ -21,6 +21,7 @@ class TopicsService:
     hub: Hub
     issuer: TokenIssuer
     max_subscriptions_per_connection: int = 100
+    connections: int = field(default=0, init=False)  # sessions open now
 
     def grants(self, token: str | None) -> Grants:
         """The token's grants, or the anonymous ones; InvalidToken if it does not verify."""

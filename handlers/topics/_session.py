@@ -74,10 +74,12 @@ class Session:
         self.close_reason = ""
 
     async def run(self) -> None:
+        self.service.connections += 1
         try:
             with self._scope:
                 await self._receive_loop()
         finally:
+            self.service.connections -= 1
             for sub in self.subscriptions.values():
                 self.service.hub.unsubscribe(sub)
             self.subscriptions.clear()

@@ -78,6 +78,7 @@ class Hub:
         self._nursery: trio.Nursery | None = None
         self._stopping = trio.Event()
         self.published = 0
+        self.delivered = 0
         self.slow_disconnects = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -196,8 +197,18 @@ class Hub:
             "topics": len(self._logs),
             "subscriptions": self._count,
             "published": self.published,
+            "delivered": self.delivered,
             "slow_disconnects": self.slow_disconnects,
         }
+
+    def subscriptions_by_namespace(self) -> dict[str, int]:
+        """Subscriptions counted by their pattern's first segment (``orders`` for
+        ``orders.1`` and ``orders.*``; ``*`` for ``*``)."""
+        counts: dict[str, int] = {}
+        for sub in self._subscriptions():
+            namespace = sub.pattern.split(".", 1)[0]
+            counts[namespace] = counts.get(namespace, 0) + 1
+        return counts
 
     # -- internals ---------------------------------------------------------------
 
@@ -299,6 +310,7 @@ class Hub:
     async def _deliver(self, sub: Subscription, items: list[Any]) -> None:
         await sub.sink.deliver(sub, items)
         sub.note_delivered(items)
+        self.delivered += len(items)
 
     async def _sweep(self, scope: trio.CancelScope) -> None:
         with scope:

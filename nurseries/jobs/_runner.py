@@ -56,11 +56,14 @@ class JobContext:
     async def progress(self, value: Any) -> None:
         """Record progress (any JSON) on the job, for whoever watches it."""
         await self._store.report_progress(self.job.id, self._owner, value)
-        await _tell(self._notify, self.job.id, {"state": "running", "progress": value})
+        event = {"task": self.job.task, "state": "running", "progress": value}
+        await _tell(self._notify, self.job.id, event)
 
 
 # Told of every job this runner starts, each progress report, and each outcome it
-# records: (job id, event). The server publishes these to the topic ``jobs.{id}``.
+# records: (job id, event). Every event has the job's ``task`` and ``state``; an
+# outcome also its ``attempts``, its ``runtime`` in seconds, and its ``result`` or
+# ``error``. The server publishes these to ``jobs.{id}`` and counts them in /metrics.
 Notify = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
 
@@ -97,7 +100,7 @@ class JobRunner:
     _slot_freed: trio.lowlevel.ParkingLot = field(
         default_factory=trio.lowlevel.ParkingLot, init=False
     )
-    _outcomes: trio.MemorySendChannel[Job] | None = field(default=None, init=False)
+    _outcomes: trio.MemorySendChannel[tuple[Job, float]] | None = field(default=None, init=False)
 
     @property
     def running(self) -> int:
@@ -112,7 +115,7 @@ class JobRunner:
         self._stop = trio.Event()
         # Unbounded, so a job hands over its outcome without waiting (also when it is
         # being cancelled); in practice bounded, as claims wait on the same store.
-        outcomes, to_write = trio.open_memory_channel[Job](math.inf)
+        outcomes, to_write = trio.open_memory_channel[tuple[Job, float]](math.inf)
         self._outcomes = outcomes
         async with trio.open_nursery() as writer:
             writer.start_soon(self._write_outcomes, to_write)
@@ -152,8 +155,10 @@ class JobRunner:
     async def _execute(self, entry: _Running) -> None:
         job = entry.job
         outcome: Job | None = None
+        started = time.perf_counter()
         try:
-            await _tell(self.notify, job.id, {"state": "running", "attempts": job.attempts})
+            event = {"task": job.task, "state": "running", "attempts": job.attempts}
+            await _tell(self.notify, job.id, event)
             outcome = await self._outcome(entry)
         finally:
             if outcome is None:  # cut off (the grace ended): released, to run again at once
@@ -161,7 +166,7 @@ class JobRunner:
             # The slot stays taken (and the lease renewed) until the outcome is
             # written: what a crash can make run twice stays within `concurrency`.
             assert self._outcomes is not None
-            self._outcomes.send_nowait(outcome)
+            self._outcomes.send_nowait((outcome, time.perf_counter() - started))
 
     async def _outcome(self, entry: _Running) -> Job:
         job = entry.job
@@ -184,7 +189,7 @@ class JobRunner:
             return _settled(job, JobState.CANCELLED)
         return _failed(job, f"timed out after {job.timeout:g} s", None, spec.retry)
 
-    async def _write_outcomes(self, to_write: trio.MemoryReceiveChannel[Job]) -> None:
+    async def _write_outcomes(self, to_write: trio.MemoryReceiveChannel[tuple[Job, float]]) -> None:
         """Record outcomes as they come, in one write per batch, until the jobs are
         over and the channel is drained."""
         async for first in to_write:
@@ -199,19 +204,24 @@ class JobRunner:
             written: list[bool] = []
             with trio.CancelScope(shield=True), trio.move_on_after(FINISH_TIMEOUT):
                 try:
-                    written = await self.store.finish_many(batch, self.owner)
+                    written = await self.store.finish_many([job for job, _ in batch], self.owner)
                 except JobStoreError as exc:
                     log.error("could not record %d job outcomes: %s", len(batch), exc)
-            for outcome in batch:
+            for outcome, _ in batch:
                 self._running.pop(outcome.id, None)
             self._slot_freed.unpark_all()
             if not written:
                 continue
-            for outcome, ok in zip(batch, written, strict=True):
+            for (outcome, runtime), ok in zip(batch, written, strict=True):
                 if not ok:
                     log.warning("lease lost before finishing job %s", outcome.id)
                     continue
-                event = {"state": outcome.state.value, "attempts": outcome.attempts}
+                event = {
+                    "task": outcome.task,
+                    "state": outcome.state.value,
+                    "attempts": outcome.attempts,
+                    "runtime": round(runtime, 6),
+                }
                 if outcome.state is JobState.SUCCEEDED:
                     event["result"] = outcome.result
                 elif outcome.error is not None:

@@ -351,6 +351,17 @@ class SQLiteJobStore:
         )
         return self._get(job_id)
 
+    async def queue_stats(self) -> dict[str, tuple[int, float | None]]:
+        return await self._db(self._queue_stats)
+
+    def _queue_stats(self) -> dict[str, tuple[int, float | None]]:
+        rows = self._connection().execute(
+            f"""SELECT queue, COUNT(*), MIN(CASE WHEN run_at <= ? THEN run_at END)
+                FROM jobs WHERE state IN ({_MARKS}) GROUP BY queue""",
+            (time.time(), *_WAITING),
+        )
+        return {queue: (count, oldest) for queue, count, oldest in rows}
+
     async def requeue_expired(self) -> int:
         return await self._db(self._requeue_expired)
 

@@ -83,6 +83,11 @@ class JobStore(Protocol):
         """
         ...
 
+    async def queue_stats(self) -> dict[str, tuple[int, float | None]]:
+        """Per queue with waiting jobs: how many wait (queued, scheduled or retrying),
+        and the earliest ``run_at`` among those already due (None if none is)."""
+        ...
+
     async def requeue_expired(self) -> int:
         """Make jobs whose lease expired (their worker died) claimable again."""
         ...
