@@ -90,6 +90,25 @@ async def test_a_busy_runner_claims_as_soon_as_a_slot_frees(
     worker.shutdown()
 
 
+async def test_a_job_enqueued_in_the_same_process_starts_without_waiting_for_a_poll(
+    store: SQLiteJobStore, nursery: Any
+) -> None:
+    registry = TaskRegistry()
+    started = trio.Event()
+
+    @registry.task("signal")
+    async def signal(args: dict[str, int]) -> None:
+        started.set()
+
+    worker = runner(store, registry, poll_interval=30.0)
+    await nursery.start(worker.run)
+    await trio.sleep(0.2)  # the runner found nothing and is waiting out its poll
+    with trio.fail_after(2):  # not 30 s
+        await store.enqueue(Job("signal"))
+        await started.wait()
+    worker.shutdown()
+
+
 async def test_failures_retry_then_become_dead_letters(store: SQLiteJobStore, nursery: Any) -> None:
     registry = TaskRegistry()
     calls: list[float] = []

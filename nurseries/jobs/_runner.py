@@ -100,6 +100,11 @@ class JobRunner:
     _slot_freed: trio.lowlevel.ParkingLot = field(
         default_factory=trio.lowlevel.ParkingLot, init=False
     )
+    # Unparked when this process enqueues jobs (store.on_enqueued), and by shutdown().
+    _work_arrived: trio.lowlevel.ParkingLot = field(
+        default_factory=trio.lowlevel.ParkingLot, init=False
+    )
+    _woken: bool = field(default=False, init=False)  # a wake came while not parked
     _outcomes: trio.MemorySendChannel[tuple[Job, float]] | None = field(default=None, init=False)
 
     @property
@@ -110,9 +115,21 @@ class JobRunner:
         """Stop claiming; running jobs get ``grace`` seconds, then are released."""
         self._stop.set()
         self._slot_freed.unpark_all()
+        self._wake()
+
+    def _wake(self) -> None:
+        self._woken = True
+        self._work_arrived.unpark_all()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._stop = trio.Event()
+        forget = self.store.on_enqueued(self._wake)
+        try:
+            await self._run(task_status)
+        finally:
+            forget()
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         # Unbounded, so a job hands over its outcome without waiting (also when it is
         # being cancelled); in practice bounded, as claims wait on the same store.
         outcomes, to_write = trio.open_memory_channel[tuple[Job, float]](math.inf)
@@ -139,6 +156,7 @@ class JobRunner:
             if free <= 0:
                 await self._slot_freed.park()  # shutdown() unparks it too
                 continue
+            self._woken = False
             try:
                 claimed = await self.store.claim(self.queue, self.owner, free, self.lease)
             except JobStoreError as exc:
@@ -149,8 +167,9 @@ class JobRunner:
                 self._running[job.id] = _Running(job, scope)
                 jobs.start_soon(self._execute, self._running[job.id])
             if len(claimed) < free:
-                with trio.move_on_after(self.poll_interval):
-                    await self._stop.wait()
+                if not self._woken:  # else jobs came while claiming: claim again
+                    with trio.move_on_after(self.poll_interval):
+                        await self._work_arrived.park()
 
     async def _execute(self, entry: _Running) -> None:
         job = entry.job

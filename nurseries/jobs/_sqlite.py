@@ -17,7 +17,6 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -164,9 +163,8 @@ class SQLiteJobStore:
         self.batch_size = batch_size
         self._limiter = trio.CapacityLimiter(1)
         self._conn: sqlite3.Connection | None = None
-        self._enqueues = GroupCommit[Job, tuple[Job, bool]](
-            "job", partial(self._db, self._insert_batch), batch_size
-        )
+        self._enqueues = GroupCommit[Job, tuple[Job, bool]]("job", self._write_enqueues, batch_size)
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def commits(self) -> int:
@@ -212,6 +210,17 @@ class SQLiteJobStore:
 
     async def enqueue(self, job: Job) -> tuple[Job, bool]:
         return await self._enqueues.submit(job)
+
+    def on_enqueued(self, listener: Callable[[], None]) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    async def _write_enqueues(self, jobs: list[Job]) -> list[tuple[Job, bool] | JobStoreError]:
+        outcomes = await self._db(self._insert_batch, jobs)
+        if any(isinstance(o, tuple) and o[1] for o in outcomes):
+            for listener in self._listeners:
+                listener()
+        return outcomes
 
     def _insert_batch(self, jobs: list[Job]) -> list[tuple[Job, bool] | JobStoreError]:
         conn = self._connection()

@@ -9,7 +9,7 @@ Error handling: a store raises only the errors below, whatever its backend raise
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ._job import Job
@@ -37,6 +37,13 @@ class IdempotencyConflict(JobStoreError):
 
 
 class JobStore(Protocol):
+    def on_enqueued(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` (no arguments, must not block) after jobs this process
+        enqueued are committed, so a runner in the same process need not wait for its
+        next poll (jobs enqueued by other processes are found by polling). Returns the
+        function that removes the listener."""
+        ...
+
     async def enqueue(self, job: Job) -> tuple[Job, bool]:
         """Store ``job`` durably; return (the stored job, whether it is new).
 
