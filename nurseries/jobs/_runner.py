@@ -10,6 +10,10 @@ Shape of :meth:`JobRunner.run`::
                           deadline is the job's timeout; its own deadline is the grace
                           once the runner stops claiming
 
+Claiming: as many jobs as there are free slots, again as soon as a slot frees (its
+outcome written) or this process enqueues (``store.on_enqueued``); when the queue
+is empty, every ``poll_interval`` for what other processes enqueue.
+
 Error handling: what a task raises becomes a retry (after the policy's backoff) or,
 past its attempts, a dead letter with the error and traceback. A timeout is a
 failure like any other. A cancel request ends the job ``cancelled``, never retried.
