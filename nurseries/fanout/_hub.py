@@ -22,7 +22,7 @@ from trio.testing import wait_all_tasks_blocked
 from .._errors import CanopyError
 from ._history import Message, Presence, Replay, TopicLog
 from ._subscription import CloseReason, Sink, Subscription
-from ._topics import TopicRules, check_pattern, check_topic
+from ._topics import TopicRules, check_pattern, check_topic, is_exact
 
 __all__ = ["Hub", "HubClosed", "HubError", "TooManySubscriptions", "TooManyTopics"]
 
@@ -73,7 +73,7 @@ class Hub:
         self._prefixes: dict[str, dict[int, Subscription]] = {}  # "orders." for orders.*, "" for *
         self._members: dict[str, dict[str, int]] = {}  # topic -> client -> subscriptions
         self._count = 0
-        self._dirty: dict[Subscription, trio.lowlevel.ParkingLot] = {}  # pumps to wake
+        self._dirty: set[Subscription] = set()  # whose pumps the flusher wakes
         self._flush_due = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._stopping = trio.Event()
@@ -115,7 +115,7 @@ class Hub:
                 if sub.filling:
                     sub.wakeup.unpark_all()
                 else:
-                    dirty[sub] = sub.wakeup
+                    dirty.add(sub)
             else:
                 self.slow_disconnects += 1
                 self._close(sub, CloseReason.SLOW_CONSUMER)
@@ -151,13 +151,13 @@ class Hub:
             raise HubClosed("the hub is not running")
         if self._count >= self.max_subscriptions:
             raise TooManySubscriptions(f"at most {self.max_subscriptions} subscriptions")
-        exact = not pattern.endswith("*")
+        exact = is_exact(pattern)
         if not exact and since is not None:
             raise ValueError("since: resuming needs an exact topic, not a pattern")
         replay = self._log(pattern).since(since, epoch) if exact else None
         sub = Subscription(pattern, sink, self.queue_size, client, info, presence, replay)
-        index = self._exact if exact else self._prefixes
-        index.setdefault(pattern if exact else pattern[:-1], {})[sub.id] = sub
+        index, key = self._index_of(sub)
+        index.setdefault(key, {})[sub.id] = sub
         self._count += 1
         if exact and client:
             self._member(pattern, client, +1, info)
@@ -225,6 +225,12 @@ class Hub:
             for subs in index.values():
                 yield from subs.values()
 
+    def _index_of(self, sub: Subscription) -> tuple[dict[str, dict[int, Subscription]], str]:
+        """Where ``sub`` is filed: by its topic, or a pattern by its prefix."""
+        if sub.exact:
+            return self._exact, sub.pattern
+        return self._prefixes, sub.pattern[:-1]
+
     def _member(self, topic: str, client: str, change: int, info: Any) -> None:
         members = self._members.setdefault(topic, {})
         count = members.get(client, 0) + change
@@ -250,9 +256,7 @@ class Hub:
             return
         sub.closed = True
         sub.close_reason = reason
-        exact = sub.exact
-        index = self._exact if exact else self._prefixes
-        key = sub.pattern if exact else sub.pattern[:-1]
+        index, key = self._index_of(sub)
         subs = index.get(key, {})
         subs.pop(sub.id, None)
         if not subs:
@@ -260,7 +264,7 @@ class Hub:
         self._count -= 1
         sub.send_channel.close()
         sub.scope.cancel()
-        if exact and sub.client:
+        if sub.exact and sub.client:
             self._member(sub.pattern, sub.client, -1, sub.info)
 
     async def _pump(self, sub: Subscription) -> None:
@@ -302,10 +306,10 @@ class Hub:
                 await self._flush_due.wait()
                 with trio.move_on_after(self.flush_interval):
                     await wait_all_tasks_blocked()
-                dirty, self._dirty = self._dirty, {}
+                dirty, self._dirty = self._dirty, set()
                 self._flush_due = trio.Event()
-                for wakeup in dirty.values():
-                    wakeup.unpark_all()
+                for sub in dirty:
+                    sub.wakeup.unpark_all()
 
     async def _deliver(self, sub: Subscription, items: list[Any]) -> None:
         await sub.sink.deliver(sub, items)
