@@ -101,13 +101,9 @@ class JobRunner:
     owner: str = field(default_factory=lambda: f"runner-{uuid.uuid4().hex[:12]}")
     _running: dict[str, _Running] = field(default_factory=dict, init=False)
     _stop: trio.Event = field(default_factory=trio.Event, init=False)
-    _slot_freed: trio.lowlevel.ParkingLot = field(
-        default_factory=trio.lowlevel.ParkingLot, init=False
-    )
-    # Unparked when this process enqueues jobs (store.on_enqueued), and by shutdown().
-    _work_arrived: trio.lowlevel.ParkingLot = field(
-        default_factory=trio.lowlevel.ParkingLot, init=False
-    )
+    # The claim loop parks here; _wake() unparks it when a slot frees, this process
+    # enqueues jobs (store.on_enqueued), or the runner stops.
+    _claimer: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot, init=False)
     _woken: bool = field(default=False, init=False)  # a wake came while not parked
     _outcomes: trio.MemorySendChannel[tuple[Job, float]] | None = field(default=None, init=False)
 
@@ -118,12 +114,11 @@ class JobRunner:
     def shutdown(self) -> None:
         """Stop claiming; running jobs get ``grace`` seconds, then are released."""
         self._stop.set()
-        self._slot_freed.unpark_all()
         self._wake()
 
     def _wake(self) -> None:
         self._woken = True
-        self._work_arrived.unpark_all()
+        self._claimer.unpark_all()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._stop = trio.Event()
@@ -158,7 +153,7 @@ class JobRunner:
         while not self._stop.is_set():
             free = self.concurrency - len(self._running)
             if free <= 0:
-                await self._slot_freed.park()  # shutdown() unparks it too
+                await self._claimer.park()
                 continue
             self._woken = False
             try:
@@ -171,9 +166,9 @@ class JobRunner:
                 self._running[job.id] = _Running(job, scope)
                 jobs.start_soon(self._execute, self._running[job.id])
             if len(claimed) < free:
-                if not self._woken:  # else jobs came while claiming: claim again
+                if not self._woken:  # else a slot or jobs came while claiming: again
                     with trio.move_on_after(self.poll_interval):
-                        await self._work_arrived.park()
+                        await self._claimer.park()
 
     async def _execute(self, entry: _Running) -> None:
         job = entry.job
@@ -232,7 +227,7 @@ class JobRunner:
                     log.error("could not record %d job outcomes: %s", len(batch), exc)
             for outcome, _ in batch:
                 self._running.pop(outcome.id, None)
-            self._slot_freed.unpark_all()
+            self._wake()
             if not written:
                 continue
             for (outcome, runtime), ok in zip(batch, written, strict=True):
