@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,11 +70,11 @@ _MARKS = ", ".join("?" for _ in _WAITING)
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def _row(job: Job) -> tuple[Any, ...]:
+def _row(job: Job, columns: Sequence[str] = _COLUMNS) -> tuple[Any, ...]:
     # Attribute by attribute (dataclasses.asdict deep-copies), and None as SQL NULL:
     # this runs for every job of every batch.
     values = []
-    for column in _COLUMNS:
+    for column in columns:
         value = getattr(job, column)
         if value is None:
             pass
@@ -223,17 +224,23 @@ class SQLiteJobStore:
         return outcomes
 
     def _insert_batch(self, jobs: list[Job]) -> list[tuple[Job, bool] | JobStoreError]:
-        conn = self._connection()
-        accepted = _Batch(conn, self.max_queued)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as conn:
+            accepted = _Batch(conn, self.max_queued)
             outcomes = [accepted.admit(job) for job in jobs]
             conn.executemany(_INSERT, accepted.rows)  # one C loop for the whole batch
+        return outcomes
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taking the write lock at once; rolled back on error."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return outcomes
 
     # -- reads and state changes -----------------------------------------------------
 
@@ -314,22 +321,11 @@ class SQLiteJobStore:
         return await self._db(self._finish_many, list(jobs), owner)
 
     def _finish_many(self, jobs: list[Job], owner: str) -> list[bool]:
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            written = [self._finish(job, owner) for job in jobs]
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return written
-
-    def _finish(self, job: Job, owner: str) -> bool:
-        values = [getattr(job, column) for column in _OUTCOME_COLUMNS]
-        values[0] = job.state.value
-        values[3] = None if job.result is None else _encode(job.result)
-        cursor = self._connection().execute(_FINISH, (*values, job.id, owner))
-        return cursor.rowcount == 1
+        with self._transaction() as conn:
+            return [
+                conn.execute(_FINISH, (*_row(job, _OUTCOME_COLUMNS), job.id, owner)).rowcount == 1
+                for job in jobs
+            ]
 
     async def cancel(self, job_id: str) -> Job | None:
         return await self._db(self._cancel, job_id)
