@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from handlers import jobs, tasks
 from nurseries import Supervisor
 from nurseries.fanout import Hub
-from nurseries.jobs import JobRunner, PeriodicScheduler, SQLiteJobStore, TaskRegistry
+from nurseries.jobs import JobRunner, Notify, PeriodicScheduler, SQLiteJobStore, TaskRegistry
 
 from ._settings import Settings
 
 __all__ = ["add_jobs"]
-
-# What JobRunner's ``notify`` takes: (job id, event).
-Notify = Callable[[str, dict[str, Any]], Awaitable[object]]
 
 
 def add_jobs(

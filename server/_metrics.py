@@ -88,8 +88,8 @@ class Metrics:
             registry=self.registry,
         )
         self.store: JobStore | None = None  # set once the jobs are assembled
-        self._queues: dict[str, tuple[int, float | None]] = {}
-        self.registry.register(_Snapshot(limit, tree, topics, lambda: self._queues))
+        self._snapshot = _Snapshot(limit, tree, topics)
+        self.registry.register(self._snapshot)
 
     def job_enqueued(self, job: Job) -> None:
         self.jobs.labels(job.task, "enqueued").inc()
@@ -112,7 +112,7 @@ class Metrics:
     async def render(self) -> bytes:
         """The exposition text, with the queue figures read from the store just now."""
         if self.store is not None:
-            self._queues = await self.store.queue_stats()
+            self._snapshot.queues = await self.store.queue_stats()
         return bytes(generate_latest(self.registry))
 
 
@@ -124,12 +124,11 @@ class _Snapshot(Collector):
         limit: InflightLimit,
         tree: Callable[[], ServiceStatus],
         topics: TopicsService,
-        queues: Callable[[], dict[str, tuple[int, float | None]]],
     ) -> None:
         self._limit = limit
         self._tree = tree
         self._topics = topics
-        self._queues = queues
+        self.queues: dict[str, tuple[int, float | None]] = {}  # read from the store by render
 
     def collect(self) -> Iterator[Metric]:
         inflight = GaugeMetricFamily(
@@ -185,7 +184,7 @@ class _Snapshot(Collector):
             labels=["queue"],
         )
         now = time.time()
-        for queue, (count, oldest) in sorted(self._queues().items()):
+        for queue, (count, oldest) in sorted(self.queues.items()):
             depth.add_metric([queue], count)
             age.add_metric([queue], max(0.0, now - oldest) if oldest is not None else 0.0)
         yield depth

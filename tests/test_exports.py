@@ -76,6 +76,7 @@ def test_public_api_is_pinned() -> None:
             "JobState",
             "JobStore",
             "JobStoreError",
+            "Notify",
             "Periodic",
             "PeriodicScheduler",
             "QueueFull",

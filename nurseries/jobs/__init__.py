@@ -7,7 +7,7 @@ from ._job import InvalidTransition, Job, check_args, new_job_id
 from ._periodic import Periodic, PeriodicScheduler, next_tick, tick_key
 from ._registry import TaskRegistry, TaskSpec, UnknownTask
 from ._retry import RetryPolicy
-from ._runner import JobContext, JobRunner
+from ._runner import JobContext, JobRunner, Notify
 from ._sqlite import SQLiteJobStore
 from ._state import ACTIVE, CLAIMABLE, TERMINAL, JobState, can_transition
 from ._store import IdempotencyConflict, JobStore, JobStoreError, QueueFull
@@ -24,6 +24,7 @@ __all__ = [
     "JobState",
     "JobStore",
     "JobStoreError",
+    "Notify",
     "Periodic",
     "PeriodicScheduler",
     "QueueFull",

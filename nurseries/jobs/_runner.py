@@ -40,7 +40,7 @@ from ._retry import RetryPolicy
 from ._state import JobState
 from ._store import JobStore, JobStoreError
 
-__all__ = ["JobContext", "JobRunner"]
+__all__ = ["JobContext", "JobRunner", "Notify"]
 
 log = logging.getLogger("canopy.jobs")
 
