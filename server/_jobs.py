@@ -7,7 +7,14 @@ from typing import Any
 from handlers import jobs, tasks
 from nurseries import Supervisor
 from nurseries.fanout import Hub
-from nurseries.jobs import JobRunner, Notify, PeriodicScheduler, SQLiteJobStore, TaskRegistry
+from nurseries.jobs import (
+    JobRunner,
+    JobStore,
+    Notify,
+    PeriodicScheduler,
+    SQLiteJobStore,
+    TaskRegistry,
+)
 
 from ._settings import Settings
 
@@ -29,11 +36,7 @@ def add_jobs(
     (each tick is enqueued once, by whichever gets there first)."""
     registry = TaskRegistry()
     tasks.register_examples(registry)
-    store = SQLiteJobStore(
-        settings.data_path / "canopy.db",
-        synchronous=settings.sqlite_synchronous,
-        max_queued=settings.max_queued,
-    )
+    store = _store(services, settings)
     services.add("job_store", store, grace=settings.service_grace)
     if run_jobs:
         runner = JobRunner(
@@ -49,6 +52,27 @@ def add_jobs(
             scheduler = PeriodicScheduler(store, registry, list(settings.schedules))
             services.add("scheduler", scheduler, grace=settings.service_grace)
     return jobs.JobsService(store, registry)
+
+
+def _store(services: Supervisor, settings: Settings) -> JobStore:
+    """The store ``CANOPY_STORE`` names. For Redis, the connection goes in the tree
+    first, under a supervisor of its own that reconnects with backoff for as long as
+    Redis is away (and reports not ready meanwhile)."""
+    sqlite_path = settings.sqlite_path
+    if sqlite_path is not None:
+        return SQLiteJobStore(
+            sqlite_path, synchronous=settings.sqlite_synchronous, max_queued=settings.max_queued
+        )
+    from nurseries.redis import RedisConnection, RedisJobStore, redis_supervisor
+
+    connection = RedisConnection(settings.store_url)
+    services.add("redis", redis_supervisor(connection), grace=settings.service_grace)
+    return RedisJobStore(
+        connection,
+        prefix=settings.redis_prefix,
+        max_queued=settings.max_queued,
+        result_ttl=settings.job_result_ttl,
+    )
 
 
 def _notify(hub: Hub | None, observe: Notify | None) -> Notify | None:

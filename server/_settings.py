@@ -78,6 +78,30 @@ def _synchronous(value: Any) -> str:
     return text
 
 
+STORE_SCHEMES = ("sqlite", "redis", "rediss", "unix", "redis+cluster", "redis+sentinel")
+
+
+def _store_url(value: Any) -> str:
+    """'' (SQLite under data_dir), sqlite:///relative.db, sqlite:////absolute.db, or a
+    Redis URL as ``nurseries.redis`` reads them."""
+    text = str(value).strip()
+    if not text:
+        return ""
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in STORE_SCHEMES:
+        raise ValueError(f"must be a URL with a scheme of {', '.join(STORE_SCHEMES)}")
+    if scheme == "sqlite" and (not rest.startswith("/") or rest == "/"):
+        raise ValueError("must be sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    return text
+
+
+def _redis_prefix(value: Any) -> str:
+    text = str(value).strip()
+    if not text or any(c in text for c in "{} "):
+        raise ValueError("must be a non-empty key prefix without braces or spaces")
+    return text
+
+
 def _log_level(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in LOG_LEVELS:
@@ -215,6 +239,20 @@ class Settings:
         "periodic jobs, as NAME=TASK@every:SECONDS or NAME=TASK@CRON (UTC), separated "
         "by ';'; one job per tick however many processes run them",
     )
+    store: str = _setting(
+        "",
+        _store_url,
+        "where jobs are kept: sqlite:///PATH (default: canopy.db in data_dir) or "
+        "redis://HOST:PORT/DB (also rediss://, redis+cluster://, redis+sentinel://)",
+    )
+    redis_prefix: str = _setting(
+        "canopy", _redis_prefix, "prefix of Canopy's Redis keys (one hash tag, {PREFIX})"
+    )
+    job_result_ttl: float = _setting(
+        7 * 24 * 3600.0,
+        _positive_float,
+        "seconds Redis keeps a finished job's record (SQLite keeps them all)",
+    )
     sqlite_synchronous: str = _setting(
         "FULL", _synchronous, "SQLite synchronous level: FULL (durable), NORMAL or OFF"
     )
@@ -262,6 +300,17 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+
+    @property
+    def store_url(self) -> str:
+        """The job store's URL, the default spelled out."""
+        return self.store or f"sqlite:///{self.data_path / 'canopy.db'}"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file, when the store is SQLite."""
+        scheme, _, rest = self.store_url.partition("://")
+        return Path(rest[1:]) if scheme == "sqlite" else None
 
 
 def _parse(name: str, value: Any, source: str) -> Any:

@@ -9,6 +9,7 @@ import handlers
 import nurseries
 import nurseries.fanout
 import nurseries.jobs
+import nurseries.redis
 import server
 
 ROOT = Path(__file__).parent.parent
@@ -137,7 +138,24 @@ def test_public_api_is_pinned() -> None:
             "create_blueprint",
         ]
     )
-    packages = (nurseries, nurseries.jobs, nurseries.fanout, handlers, handlers.topics, server)
+    assert sorted(nurseries.redis.__all__) == sorted(
+        [
+            "RedisConnection",
+            "RedisJobStore",
+            "RedisUnavailable",
+            "client_for_url",
+            "redis_supervisor",
+        ]
+    )
+    packages = (
+        nurseries,
+        nurseries.jobs,
+        nurseries.fanout,
+        nurseries.redis,
+        handlers,
+        handlers.topics,
+        server,
+    )
     for package in packages:
         for name in package.__all__:
             assert hasattr(package, name), f"{package.__name__}.{name}"
@@ -157,6 +175,16 @@ def imported_roots(package: str) -> set[str]:
 def test_nurseries_is_pure_trio() -> None:
     forbidden = {"quart", "quart_trio", "hypercorn", "handlers", "server", "werkzeug"}
     assert not imported_roots("nurseries") & forbidden
+
+
+def test_only_nurseries_redis_imports_coredis() -> None:
+    """coredis takes a third of a second to import: a SQLite deployment never pays it."""
+    import subprocess
+    import sys
+
+    code = "import server.asgi, sys; print('coredis' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 def test_handlers_never_import_server() -> None:

@@ -1,10 +1,10 @@
-"""The job runner against the real SQLite store: success, retries, timeouts, cancel, stop."""
+"""The job runner against each real store (SQLite, Redis): success, retries, timeouts,
+cancel, stop."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -17,8 +17,8 @@ from nurseries.jobs import (
     JobContext,
     JobRunner,
     JobState,
+    JobStore,
     RetryPolicy,
-    SQLiteJobStore,
     TaskRegistry,
 )
 
@@ -28,18 +28,18 @@ FAST_RETRY = RetryPolicy(max_attempts=3, base=0.05, cap=0.05, jitter=False)
 
 
 @pytest.fixture
-async def store(tmp_path: Path, nursery: trio.Nursery) -> AsyncIterator[SQLiteJobStore]:
-    running = SQLiteJobStore(tmp_path / "jobs.db")
+async def store(make_store: Callable[..., Any], nursery: trio.Nursery) -> AsyncIterator[JobStore]:
+    running = make_store()
     await nursery.start(running.run)
     yield running
 
 
-def runner(store: SQLiteJobStore, registry: TaskRegistry, **options: Any) -> JobRunner:
+def runner(store: JobStore, registry: TaskRegistry, **options: Any) -> JobRunner:
     defaults: dict[str, Any] = {"lease": 2.0, "sweep_interval": 0.1, "poll_interval": 0.02}
     return JobRunner(store, registry, **{**defaults, **options})
 
 
-async def wait_for_state(store: SQLiteJobStore, job_id: str, *states: JobState) -> Job:
+async def wait_for_state(store: JobStore, job_id: str, *states: JobState) -> Job:
     with trio.fail_after(5):
         while True:
             job = await store.get(job_id)
@@ -48,7 +48,7 @@ async def wait_for_state(store: SQLiteJobStore, job_id: str, *states: JobState) 
             await trio.sleep(0.02)
 
 
-async def test_runs_jobs_concurrently_to_success(store: SQLiteJobStore, nursery: Any) -> None:
+async def test_runs_jobs_concurrently_to_success(store: JobStore, nursery: Any) -> None:
     registry = TaskRegistry()
     seen: list[int] = []
 
@@ -68,9 +68,7 @@ async def test_runs_jobs_concurrently_to_success(store: SQLiteJobStore, nursery:
     worker.shutdown()
 
 
-async def test_a_busy_runner_claims_as_soon_as_a_slot_frees(
-    store: SQLiteJobStore, nursery: Any
-) -> None:
+async def test_a_busy_runner_claims_as_soon_as_a_slot_frees(store: JobStore, nursery: Any) -> None:
     """Not after the poll interval: that is for an empty queue only."""
     registry = TaskRegistry()
 
@@ -91,7 +89,7 @@ async def test_a_busy_runner_claims_as_soon_as_a_slot_frees(
 
 
 async def test_a_job_enqueued_in_the_same_process_starts_without_waiting_for_a_poll(
-    store: SQLiteJobStore, nursery: Any
+    store: JobStore, nursery: Any
 ) -> None:
     registry = TaskRegistry()
     started = trio.Event()
@@ -109,7 +107,7 @@ async def test_a_job_enqueued_in_the_same_process_starts_without_waiting_for_a_p
     worker.shutdown()
 
 
-async def test_failures_retry_then_become_dead_letters(store: SQLiteJobStore, nursery: Any) -> None:
+async def test_failures_retry_then_become_dead_letters(store: JobStore, nursery: Any) -> None:
     registry = TaskRegistry()
     calls: list[float] = []
 
@@ -128,7 +126,7 @@ async def test_failures_retry_then_become_dead_letters(store: SQLiteJobStore, nu
 
 
 async def test_timeout_cancels_the_job_and_counts_as_a_failure(
-    store: SQLiteJobStore, nursery: Any
+    store: JobStore, nursery: Any
 ) -> None:
     registry = TaskRegistry()
     cancelled: list[bool] = []
@@ -147,9 +145,7 @@ async def test_timeout_cancels_the_job_and_counts_as_a_failure(
     assert dead.error == "timed out after 0.2 s" and cancelled == [True]
 
 
-async def test_cancelling_a_running_job_within_a_second(
-    store: SQLiteJobStore, nursery: Any
-) -> None:
+async def test_cancelling_a_running_job_within_a_second(store: JobStore, nursery: Any) -> None:
     registry = TaskRegistry()
     started = trio.Event()
 
@@ -171,7 +167,7 @@ async def test_cancelling_a_running_job_within_a_second(
 
 
 async def test_graceful_stop_releases_the_lease_for_the_next_runner(
-    store: SQLiteJobStore, nursery: Any
+    store: JobStore, nursery: Any
 ) -> None:
     registry = TaskRegistry()
     runs: list[str] = []
@@ -202,7 +198,7 @@ async def test_graceful_stop_releases_the_lease_for_the_next_runner(
 
 
 async def test_a_dead_workers_job_is_taken_over_after_its_lease(
-    store: SQLiteJobStore, nursery: Any
+    store: JobStore, nursery: Any
 ) -> None:
     registry = TaskRegistry()
 
@@ -220,14 +216,14 @@ async def test_a_dead_workers_job_is_taken_over_after_its_lease(
     assert done.attempts == 2
 
 
-async def test_unknown_task_is_a_dead_letter_at_once(store: SQLiteJobStore, nursery: Any) -> None:
+async def test_unknown_task_is_a_dead_letter_at_once(store: JobStore, nursery: Any) -> None:
     job, _ = await store.enqueue(Job("nobody.registered.this"))
     await nursery.start(runner(store, TaskRegistry()).run)
     dead = await wait_for_state(store, job.id, JobState.FAILED)
     assert dead.error == "unknown task 'nobody.registered.this'" and dead.attempts == 1
 
 
-async def test_a_task_reports_progress_while_it_runs(store: SQLiteJobStore, nursery: Any) -> None:
+async def test_a_task_reports_progress_while_it_runs(store: JobStore, nursery: Any) -> None:
     registry = TaskRegistry()
     halfway = trio.Event()
     resume = trio.Event()
@@ -252,7 +248,7 @@ async def test_a_task_reports_progress_while_it_runs(store: SQLiteJobStore, nurs
 
 
 async def test_state_changes_and_progress_are_published_through_notify(
-    store: SQLiteJobStore, nursery: Any
+    store: JobStore, nursery: Any
 ) -> None:
     registry = TaskRegistry()
     hub = Hub()

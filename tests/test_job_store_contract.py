@@ -1,10 +1,9 @@
-"""The contract every job store must pass (SQLite now; Redis joins the parameters)."""
+"""The contract every job store must pass: SQLite and Redis, the same tests."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,18 +15,9 @@ from nurseries.jobs import (
     JobState,
     JobStoreError,
     QueueFull,
-    SQLiteJobStore,
 )
 
-StoreFactory = Callable[..., Any]
-
-
-@pytest.fixture(params=["sqlite"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    def make(**options: Any) -> Any:
-        return SQLiteJobStore(tmp_path / "jobs.db", **options)
-
-    return make
+StoreFactory = Callable[..., Any]  # see make_store in conftest
 
 
 @pytest.fixture
@@ -212,3 +202,69 @@ async def test_retry_dead_requeues_only_dead_letters(store: Any) -> None:
     assert again.state is JobState.QUEUED and again.attempts == 0 and again.error is None
     assert (await store.retry_dead(job.id)).state is JobState.QUEUED  # unchanged now
     assert await store.retry_dead("missing") is None
+
+
+async def test_delayed_and_retrying_jobs_are_claimed_once_due(store: Any) -> None:
+    soon = time.time() + 0.3
+    delayed, _ = await store.enqueue(Job("t", state=JobState.SCHEDULED, run_at=soon))
+    await store.enqueue(Job("t", {"n": 2}))
+    (first,) = await store.claim("default", "w1", limit=10, lease=10)
+    retry = first.moved(JobState.RETRYING, run_at=soon, error="flaky", lease_owner=None)
+    assert await store.finish(retry, "w1")
+    assert (await store.get(first.id)).state is JobState.RETRYING
+    assert await store.claim("default", "w1", limit=10, lease=10) == []
+    await trio.sleep(0.35)
+    claimed = await store.claim("default", "w1", limit=10, lease=10)
+    assert {job.id for job in claimed} == {delayed.id, first.id}
+    assert {job.id: job.attempts for job in claimed}[first.id] == 2
+
+
+async def test_released_lease_runs_again_at_once(store: Any) -> None:
+    await store.enqueue(Job("t"))
+    (job,) = await store.claim("default", "w1", limit=1, lease=10)
+    released = job.moved(JobState.QUEUED, attempts=0, lease_owner=None, lease_expires=None)
+    assert await store.finish(released, "w1")
+    (again,) = await store.claim("default", "w2", limit=1, lease=10)
+    assert again.id == job.id and again.attempts == 1
+
+
+async def test_queue_stats_count_waiting_and_the_oldest_due(store: Any) -> None:
+    assert await store.queue_stats() == {}
+    old = time.time() - 60
+    await store.enqueue(Job("t", run_at=old))
+    await store.enqueue(Job("t"))
+    await store.enqueue(Job("t", state=JobState.SCHEDULED, run_at=time.time() + 3600))
+    await store.enqueue(Job("t", queue="later", run_at=time.time() + 3600))
+    stats = await store.queue_stats()
+    assert stats["default"][0] == 3 and stats["default"][1] == pytest.approx(old)
+    assert stats["later"] == (1, None)
+    await store.claim("default", "w1", limit=2, lease=10)
+    assert (await store.queue_stats())["default"] == (1, None)
+
+
+async def test_progress_is_recorded_for_the_lease_holder_only(store: Any) -> None:
+    await store.enqueue(Job("t"))
+    (job,) = await store.claim("default", "w1", limit=1, lease=10)
+    assert await store.report_progress(job.id, "w1", {"done": 3, "of": 10})
+    assert not await store.report_progress(job.id, "w2", {"done": 9})
+    assert (await store.get(job.id)).progress == {"done": 3, "of": 10}
+
+
+async def test_list_jobs_by_state_newest_first(store: Any) -> None:
+    ids = [(await store.enqueue(Job("t", {"n": n})))[0].id for n in range(3)]
+    claimed = await store.claim("default", "w1", limit=1, lease=10)
+    assert await store.finish(claimed[0].moved(JobState.FAILED, error="x"), "w1")
+    assert [j.id for j in await store.list_jobs(JobState.FAILED)] == [claimed[0].id]
+    queued = await store.list_jobs(JobState.QUEUED)
+    assert [j.id for j in queued] == [i for i in ids[::-1] if i != claimed[0].id]
+    assert len(await store.list_jobs(limit=2)) == 2
+
+
+async def test_a_cancel_request_reaches_listeners_of_the_store(store: Any) -> None:
+    heard: list[str] = []
+    forget = store.on_cancel_requested(heard.append)
+    await store.enqueue(Job("t"))
+    (job,) = await store.claim("default", "w1", limit=1, lease=10)
+    await store.cancel(job.id)
+    assert job.id in heard
+    forget()

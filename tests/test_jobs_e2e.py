@@ -1,17 +1,30 @@
-"""The jobs HTTP API against a real server: enqueue, idempotency, errors, cancel, dead letters."""
+"""The jobs HTTP API against a real server, on each store (SQLite, and Redis through
+``CANOPY_STORE``): enqueue, idempotency, errors, cancel, dead letters, workers."""
 
 from __future__ import annotations
 
 import random
 import signal
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from .e2e import running_server, write_config
+
+
+@pytest.fixture(autouse=True, params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every server and worker a test starts uses this store (they inherit the env)."""
+    if request.param == "redis":
+        redis = request.getfixturevalue("redis_server")
+        monkeypatch.setenv("CANOPY_STORE", redis.url)
+        monkeypatch.setenv("CANOPY_REDIS_PREFIX", f"e2e-{uuid.uuid4().hex[:8]}")
+    return str(request.param)
 
 
 async def wait_for(client: httpx.AsyncClient, path: str, state: str) -> dict[str, Any]:

@@ -123,10 +123,18 @@ class JobRunner:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._stop = trio.Event()
         forget = self.store.on_enqueued(self._wake)
+        forget_cancels = self.store.on_cancel_requested(self._cancel_requested)
         try:
             await self._run(task_status)
         finally:
+            forget_cancels()
             forget()
+
+    def _cancel_requested(self, job_id: str) -> None:
+        entry = self._running.get(job_id)
+        if entry is not None:
+            entry.cancel_requested = True
+            entry.scope.cancel()
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         # Unbounded, so a job hands over its outcome without waiting (also when it is
@@ -247,6 +255,8 @@ class JobRunner:
                 await _tell(self.notify, outcome.id, event)
 
     async def _heartbeat(self) -> None:
+        """Extend the leases of running jobs, and hear cancel requests the store did
+        not push (``on_cancel_requested``), every half second at most."""
         interval = min(self.lease / 3, 0.5)
         while True:
             await trio.sleep(interval)
@@ -259,10 +269,7 @@ class JobRunner:
                 log.warning("heartbeat failed: %s", exc)
                 continue
             for job_id in cancelled:
-                entry = self._running.get(job_id)
-                if entry is not None:
-                    entry.cancel_requested = True
-                    entry.scope.cancel()
+                self._cancel_requested(job_id)
 
     async def _sweep(self) -> None:
         while True:

@@ -166,6 +166,7 @@ class SQLiteJobStore:
         self._conn: sqlite3.Connection | None = None
         self._enqueues = GroupCommit[Job, tuple[Job, bool]]("job", self._write_enqueues, batch_size)
         self._listeners: list[Callable[[], None]] = []
+        self._cancel_listeners: list[Callable[[str], None]] = []
 
     @property
     def commits(self) -> int:
@@ -215,6 +216,10 @@ class SQLiteJobStore:
     def on_enqueued(self, listener: Callable[[], None]) -> Callable[[], None]:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    def on_cancel_requested(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        self._cancel_listeners.append(listener)
+        return lambda: self._cancel_listeners.remove(listener)
 
     async def _write_enqueues(self, jobs: list[Job]) -> list[tuple[Job, bool] | JobStoreError]:
         outcomes = await self._db(self._insert_batch, jobs)
@@ -328,7 +333,11 @@ class SQLiteJobStore:
             ]
 
     async def cancel(self, job_id: str) -> Job | None:
-        return await self._db(self._cancel, job_id)
+        job = await self._db(self._cancel, job_id)
+        if job is not None and job.state is JobState.RUNNING:
+            for listener in list(self._cancel_listeners):  # a runner of this process: now
+                listener(job_id)
+        return job
 
     def _cancel(self, job_id: str) -> Job | None:
         conn = self._connection()

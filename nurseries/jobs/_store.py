@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+import trio
+
 from ._job import Job
 from ._state import JobState
 
@@ -37,10 +39,22 @@ class IdempotencyConflict(JobStoreError):
 
 
 class JobStore(Protocol):
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The store as a service: ready to be called once started, until cancelled."""
+        ...
+
     def on_enqueued(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` (no arguments, must not block) after jobs this process
         enqueued are committed, so a runner in the same process need not wait for its
         next poll (jobs enqueued by other processes are found by polling). Returns the
+        function that removes the listener."""
+        ...
+
+    def on_cancel_requested(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener`` (with a job id, must not block) when a cancel is asked for a
+        running job, so the runner holding it cancels it at once instead of at its next
+        heartbeat. A store hears what its own process asks (SQLite) or every process
+        (Redis, over pub/sub); heartbeats still report every request. Returns the
         function that removes the listener."""
         ...
 
