@@ -39,10 +39,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 from _procs import free_port, running
@@ -119,18 +120,24 @@ def split(jobs: int, enqueuers: int) -> list[int]:
     return [jobs // enqueuers + (i < jobs % enqueuers) for i in range(enqueuers)]
 
 
-def worker(setup: Setup, argv: list[str]) -> AbstractContextManager[subprocess.Popen[bytes]]:
-    return running(argv, None, setup.workdir, setup.env, core=setup.worker_cores)
+def worker(
+    setup: Setup, argv: list[str], env: dict[str, str]
+) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    return running(argv, None, setup.workdir, {**setup.env, **env}, core=setup.worker_cores)
 
 
 async def phases(
-    setup: Setup, clock: Clock, enqueue_all: Callable[[], Awaitable[object]], argv: list[str]
+    setup: Setup,
+    clock: Clock,
+    enqueue_all: Callable[[], Awaitable[object]],
+    argv: list[str],
+    env: dict[str, str] | None = None,
 ) -> Rates:
     """Enqueue with no worker, start the worker (``argv``) to process, then end to end."""
     started = time.perf_counter()
     await enqueue_all()
     enqueue_rate = setup.jobs / (time.perf_counter() - started)
-    with worker(setup, argv):
+    with worker(setup, argv, env or {}):
         process_rate = await clock.process_rate()
         started = time.perf_counter()
         await enqueue_all()
@@ -199,20 +206,15 @@ def measure_saq(setup: Setup) -> Rates:
 
 
 def measure_canopy(setup: Setup) -> Rates:
+    """Canopy on its embedded default, SQLite with ``synchronous=FULL``."""
     sys.path.insert(0, str(ROOT))
-    from nurseries.jobs import SQLiteJobStore, TaskRegistry
+    from nurseries.jobs import SQLiteJobStore
 
-    registry = TaskRegistry()
-
-    @registry.task("demo.echo")  # what `canopy worker` runs: returns its args
-    async def echo(args: dict[str, object]) -> dict[str, object]:
-        return args
-
-    spec = registry.get("demo.echo")
     database = setup.workdir / "canopy" / "canopy.db"
     shutil.rmtree(database.parent, ignore_errors=True)
 
-    async def main() -> Rates:
+    @asynccontextmanager
+    async def open_store() -> AsyncIterator[tuple[Any, Callable[[], Awaitable[int]]]]:
         store = SQLiteJobStore(database)
         async with trio.open_nursery() as nursery:
             await nursery.start(store.run)
@@ -225,23 +227,70 @@ def measure_canopy(setup: Setup) -> Rates:
             async def pending() -> int:
                 return await trio.to_thread.run_sync(count)
 
-            async def enqueue(count: int) -> None:
-                for _ in range(count):
-                    await store.enqueue(spec.new_job({}))
-
-            async def enqueue_all() -> None:
-                async with trio.open_nursery() as clients:
-                    for c in split(setup.jobs, setup.enqueuers):
-                        clients.start_soon(enqueue, c)
-
-            clock = Clock(setup, pending, trio.sleep)
-            argv = [sys.executable, "-m", "server", "worker"]
-            rates = await phases(setup, clock, enqueue_all, argv)
+            yield store, pending
             reader.close()
             nursery.cancel_scope.cancel()
-        return rates
 
-    return trio.run(main)
+    return trio.run(canopy_phases, setup, open_store, {})
+
+
+def measure_canopy_redis(setup: Setup) -> Rates:
+    """Canopy with ``CANOPY_STORE=redis://...``: the same redis-server as the peers."""
+    sys.path.insert(0, str(ROOT))
+    from nurseries.redis import RedisConnection, RedisJobStore
+
+    url = f"redis://127.0.0.1:{setup.redis_port}/0"
+
+    @asynccontextmanager
+    async def open_store() -> AsyncIterator[tuple[Any, Callable[[], Awaitable[int]]]]:
+        connection = RedisConnection(url)
+        store = RedisJobStore(connection, prefix="bench")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(connection.run)
+            await connection.client.flushdb()
+            await nursery.start(store.run)
+
+            async def pending() -> int:
+                # waiting (queued, scheduled, retrying) + running: what the store counts
+                waiting = await connection.client.hgetall("{bench}:waiting")
+                running = await connection.client.zcard("{bench}:leases")
+                return sum(int(n) for n in waiting.values()) + int(running)
+
+            yield store, pending
+            nursery.cancel_scope.cancel()
+
+    env = {"CANOPY_STORE": url, "CANOPY_REDIS_PREFIX": "bench"}
+    return trio.run(canopy_phases, setup, open_store, env)
+
+
+async def canopy_phases(
+    setup: Setup,
+    open_store: Callable[[], AbstractAsyncContextManager[tuple[Any, Callable[[], Awaitable[int]]]]],
+    env: dict[str, str],
+) -> Rates:
+    from nurseries.jobs import TaskRegistry
+
+    registry = TaskRegistry()
+
+    @registry.task("demo.echo")  # what `canopy worker` runs: returns its args
+    async def echo(args: dict[str, object]) -> dict[str, object]:
+        return args
+
+    spec = registry.get("demo.echo")
+    async with open_store() as (store, pending):
+
+        async def enqueue(count: int) -> None:
+            for _ in range(count):
+                await store.enqueue(spec.new_job({}))
+
+        async def enqueue_all() -> None:
+            async with trio.open_nursery() as clients:
+                for c in split(setup.jobs, setup.enqueuers):
+                    clients.start_soon(enqueue, c)
+
+        clock = Clock(setup, pending, trio.sleep)
+        argv = [sys.executable, "-m", "server", "worker"]
+        return await phases(setup, clock, enqueue_all, argv, env)
 
 
 def canopy_rerun_after_sigkill(setup: Setup) -> float:
@@ -302,7 +351,7 @@ def main() -> None:
     parser.add_argument("--enqueuers", type=int, default=100, help="concurrent clients")
     parser.add_argument("--concurrency", type=int, default=16, help="jobs a worker runs at once")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (median)")
-    parser.add_argument("--systems", default="canopy,saq,arq", help="which to measure")
+    parser.add_argument("--systems", default="canopy,canopy-redis,saq,arq", help="which to measure")
     parser.add_argument(
         "--worker-cores",
         default="0",
@@ -313,7 +362,12 @@ def main() -> None:
         sys.exit("redis-server is needed for the peers (apt-get install redis-server)")
     if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})  # workers get core 0
-    everything = {"canopy": measure_canopy, "saq": measure_saq, "arq": measure_arq}
+    everything = {
+        "canopy": measure_canopy,
+        "canopy-redis": measure_canopy_redis,
+        "saq": measure_saq,
+        "arq": measure_arq,
+    }
     systems = {name: everything[name] for name in args.systems.split(",")}
     results: dict[str, list[Rates]] = {name: [] for name in systems}
     with tempfile.TemporaryDirectory() as tmp:
@@ -342,14 +396,17 @@ def main() -> None:
         )
         for name, rates in results.items()
     }
-    print(f"    {'':<8} {'enqueue':>12} {'process':>12} {'end to end':>12}  jobs/s")
+    print(f"    {'':<13} {'enqueue':>12} {'process':>12} {'end to end':>12}  jobs/s")
     for name, r in medians.items():
-        print(f"    {name:<8} {r.enqueue:>12,.0f} {r.process:>12,.0f} {r.end_to_end:>12,.0f}")
+        print(f"    {name:<13} {r.enqueue:>12,.0f} {r.process:>12,.0f} {r.end_to_end:>12,.0f}")
     peers = [name for name in ("saq", "arq") if name in medians]
-    for field in ("enqueue", "process", "end_to_end") if peers and "canopy" in medians else ():
-        best = max(peers, key=lambda n: getattr(medians[n], field))
-        ratio = getattr(medians["canopy"], field) / getattr(medians[best], field)
-        print(f"    canopy / best peer ({best}), {field.replace('_', ' ')}: {ratio:.1f}x")
+    ours = [name for name in ("canopy", "canopy-redis") if name in medians]
+    for name in ours if peers else ():
+        for field in ("enqueue", "process", "end_to_end"):
+            best = max(peers, key=lambda n: getattr(medians[n], field))
+            ratio = getattr(medians[name], field) / getattr(medians[best], field)
+            label = field.replace("_", " ")
+            print(f"    {name} / best peer ({best}), {label}: {ratio:.1f}x")
     if rerun is not None:
         print(f"canopy: a job runs again {rerun:.1f} s after its worker was SIGKILLed")
 
