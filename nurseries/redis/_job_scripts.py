@@ -22,9 +22,9 @@ every key of a deployment lives in one slot and the scripts may touch them all::
 KEYS[1] is always ``{P}:jobs``: it routes the call to the slot (Cluster); the
 script builds the other names from ARGV[1], the prefix ``{P}``.
 
-Values are strings as Python wrote them (floats by repr, so nothing is lost to
-Lua's doubles on the way back); a job arrives as a JSON object of such strings,
-JSON null meaning "delete this field".
+Values are strings as Python wrote them (floats by repr, so nothing is lost to Lua's
+doubles on the way back). A job goes in as a JSON object of such strings, JSON null
+meaning "delete this field", and comes back as one (``record``).
 """
 
 from __future__ import annotations
@@ -77,6 +77,15 @@ local function unplace(id, queue, prio, entry)
     end
 end
 
+-- A job's hash as one JSON object of strings: one reply to decode, not 2 per field.
+local function record(id)
+    local flat = redis.call('HGETALL', jkey(id))
+    if #flat == 0 then return false end
+    local fields = {}
+    for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+    return cjson.encode(fields)
+end
+
 local function set_fields(key, fields)
     local set, del = {}, {}
     for name, value in pairs(fields) do
@@ -117,7 +126,7 @@ for i = 4, #ARGV do
     if out[i - 3] then
         -- answered above
     elseif existing then
-        out[i - 3] = {'existing', redis.call('HGETALL', jkey(existing))}
+        out[i - 3] = {'existing', record(existing)}
     elseif waiting >= max_queued then
         if idem ~= nil and idem ~= cjson.null then
             redis.call('DEL', P .. ':idem:' .. idem)
@@ -173,7 +182,7 @@ for _, prio in ipairs(redis.call('ZRANGE', P .. ':prios:' .. queue, 0, -1)) do
                     'lease_expires', expires, 'updated_at', ARGV[2], 'entry', entry[1])
                 redis.call('ZADD', P .. ':leases', expires, id)
                 file_state(id, job[1], 'running', job[2])
-                claimed[#claimed + 1] = redis.call('HGETALL', key)
+                claimed[#claimed + 1] = record(id)
                 remaining = remaining - 1
             else  -- an entry whose job is gone or no longer waits: drop it
                 redis.call('XACK', stream, 'workers', entry[1])
@@ -272,7 +281,7 @@ elseif job[1] == 'running' then
     redis.call('HSET', key, 'cancel', '1')
     redis.call('PUBLISH', P .. ':cancel', id)  -- the running worker hears it at once
 end
-return redis.call('HGETALL', key)
+return record(id)
 """
 )
 
@@ -294,7 +303,7 @@ if job[1] == 'failed' then
     file_state(id, 'failed', 'queued', job[4])
     place(id, job[2], job[3], ARGV[2], tonumber(ARGV[2]))
 end
-return redis.call('HGETALL', key)
+return record(id)
 """
 )
 
@@ -344,8 +353,8 @@ LIST = (
 local index = P .. ':' .. ARGV[2]
 local out = {}
 for _, id in ipairs(redis.call('ZREVRANGE', index, 0, tonumber(ARGV[3]) - 1)) do
-    local fields = redis.call('HGETALL', jkey(id))
-    if #fields > 0 then out[#out + 1] = fields end
+    local job = record(id)
+    if job then out[#out + 1] = job end
 end
 return out
 """

@@ -79,10 +79,12 @@ def _strings(job: Job, fields: Sequence[str]) -> dict[str, str | None]:
     return out
 
 
-def _job(flat: Sequence[str]) -> Job:
-    """A job from a hash as HGETALL gives it (a flat name, value list)."""
+def _job(fields: str | dict[str, str]) -> Job:
+    """A job from its hash: as the scripts encode it (JSON), or as HGETALL gives it."""
+    if isinstance(fields, str):
+        fields = json.loads(fields)
     data: dict[str, Any] = {}
-    for name, value in zip(flat[::2], flat[1::2], strict=True):
+    for name, value in fields.items():
         if name in _JSON_FIELDS:
             data[name] = json.loads(value)
         elif name in _INT_FIELDS:
@@ -210,18 +212,16 @@ class RedisJobStore:
             raise JobStoreError(str(exc)) from exc
         except (coredis.exceptions.RedisError, OSError) as exc:
             raise JobStoreError(f"redis: {exc!r}") from exc
-        if not flat:
-            return None
-        return _job([item for pair in flat.items() for item in pair])
+        return _job(flat) if flat else None
 
     async def list_jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
         index = "jobs" if state is None else f"state:{state.value}"
-        return [_job(flat) for flat in await self._call("LIST", index, limit)]
+        return [_job(encoded) for encoded in await self._call("LIST", index, limit)]
 
     async def claim(self, queue: str, owner: str, limit: int, lease: float) -> list[Job]:
         now = time.time()
         claimed = await self._call("CLAIM", repr(now), queue, owner, limit, repr(now + lease))
-        return [_job(flat) for flat in claimed]
+        return [_job(encoded) for encoded in claimed]
 
     async def heartbeat(self, owner: str, job_ids: Sequence[str], lease: float) -> set[str]:
         if not job_ids:
@@ -245,17 +245,17 @@ class RedisJobStore:
 
     async def cancel(self, job_id: str) -> Job | None:
         ttl = max(1, math.ceil(self.result_ttl))
-        flat = await self._call("CANCEL", repr(time.time()), job_id, ttl)
-        if not flat:
+        encoded = await self._call("CANCEL", repr(time.time()), job_id, ttl)
+        if not encoded:
             return None
-        job = _job(flat)
+        job = _job(encoded)
         if job.state is JobState.RUNNING:
             self._cancel_heard(job_id)  # a job of this process: at once, not a hop later
         return job
 
     async def retry_dead(self, job_id: str) -> Job | None:
-        flat = await self._call("RETRY_DEAD", repr(time.time()), job_id)
-        return _job(flat) if flat else None
+        encoded = await self._call("RETRY_DEAD", repr(time.time()), job_id)
+        return _job(encoded) if encoded else None
 
     async def queue_stats(self) -> dict[str, tuple[int, float | None]]:
         rows = await self._call("QUEUE_STATS", repr(time.time()))
