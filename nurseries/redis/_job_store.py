@@ -81,10 +81,9 @@ def _strings(job: Job, fields: Sequence[str]) -> dict[str, str | None]:
 
 def _job(fields: str | dict[str, str]) -> Job:
     """A job from its hash: as the scripts encode it (JSON), or as HGETALL gives it."""
-    if isinstance(fields, str):
-        fields = json.loads(fields)
+    decoded: dict[str, str] = json.loads(fields) if isinstance(fields, str) else fields
     data: dict[str, Any] = {}
-    for name, value in fields.items():
+    for name, value in decoded.items():
         if name in _JSON_FIELDS:
             data[name] = json.loads(value)
         elif name in _INT_FIELDS:
