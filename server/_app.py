@@ -33,6 +33,7 @@ from ._access_log import AccessLog, RequestIds
 from ._asgi import CanopyHTTPConnection, CanopyWebsocketConnection
 from ._jobs import add_jobs
 from ._metrics import CONTENT_TYPE, Metrics, route_label
+from ._redis import RedisConnections
 from ._settings import Settings
 from ._topics import add_topics
 from ._websocket import install as install_websocket_stream
@@ -207,12 +208,14 @@ def create_app(settings: Settings) -> CanopyApp:
     access_log = AccessLog()
     services.add("access_log", access_log, grace=1.0)
     app.runtime = Runtime(settings, tree, services, limit, access_log, RequestIds())
-    topics_service = add_topics(services, settings)
+    redis = RedisConnections(services, settings)
+    topics_service = add_topics(services, settings, redis)
     metrics = Metrics(limit, tree.status, topics_service)
     app.runtime.metrics = metrics
     jobs_service = add_jobs(
         services,
         settings,
+        redis,
         run_jobs=settings.run_jobs,
         hub=topics_service.hub,
         observe=metrics.job_event,

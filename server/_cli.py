@@ -14,6 +14,7 @@ from ._jobs import add_jobs
 from ._jobs_cli import jobs_group
 from ._logging import configure_logging
 from ._main import run_tree, serve
+from ._redis import RedisConnections
 from ._settings import Settings
 from ._startup import load_or_exit, run_process
 
@@ -52,7 +53,7 @@ def worker_command(config_path: str | None) -> None:
     _config, settings = load_or_exit(config_path)
     configure_logging(settings.log_level)
     services = Supervisor("services")
-    add_jobs(services, settings, run_jobs=True)
+    add_jobs(services, settings, RedisConnections(services, settings), run_jobs=True)
     tree = Supervisor(
         "canopy-worker", [ChildSpec("services", services, grace=settings.service_grace + 2)]
     )

@@ -16,6 +16,7 @@ from nurseries.jobs import (
     TaskRegistry,
 )
 
+from ._redis import RedisConnections
 from ._settings import Settings
 
 __all__ = ["add_jobs"]
@@ -24,6 +25,7 @@ __all__ = ["add_jobs"]
 def add_jobs(
     services: Supervisor,
     settings: Settings,
+    redis: RedisConnections,
     *,
     run_jobs: bool,
     hub: Hub | None = None,
@@ -36,7 +38,7 @@ def add_jobs(
     (each tick is enqueued once, by whichever gets there first)."""
     registry = TaskRegistry()
     tasks.register_examples(registry)
-    store = _store(services, settings)
+    store = _store(settings, redis)
     services.add("job_store", store, grace=settings.service_grace)
     if run_jobs:
         runner = JobRunner(
@@ -54,21 +56,18 @@ def add_jobs(
     return jobs.JobsService(store, registry)
 
 
-def _store(services: Supervisor, settings: Settings) -> JobStore:
-    """The store ``CANOPY_STORE`` names. For Redis, the connection goes in the tree
-    first, under a supervisor of its own that reconnects with backoff for as long as
-    Redis is away (and reports not ready meanwhile)."""
+def _store(settings: Settings, redis: RedisConnections) -> JobStore:
+    """The store ``CANOPY_STORE`` names (for Redis, its connection goes in the tree
+    first, reconnecting with backoff for as long as Redis is away)."""
     sqlite_path = settings.sqlite_path
     if sqlite_path is not None:
         return SQLiteJobStore(
             sqlite_path, synchronous=settings.sqlite_synchronous, max_queued=settings.max_queued
         )
-    from nurseries.redis import RedisConnection, RedisJobStore, redis_supervisor
+    from nurseries.redis import RedisJobStore
 
-    connection = RedisConnection(settings.store_url)
-    services.add("redis", redis_supervisor(connection), grace=settings.service_grace)
     return RedisJobStore(
-        connection,
+        redis.get(settings.store_url),
         prefix=settings.redis_prefix,
         max_queued=settings.max_queued,
         result_ttl=settings.job_result_ttl,

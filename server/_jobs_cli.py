@@ -15,6 +15,7 @@ from nurseries import Supervisor
 from nurseries.jobs import JobState, JobStoreError, UnknownTask
 
 from ._jobs import add_jobs
+from ._redis import RedisConnections
 from ._startup import load_or_exit
 
 __all__ = ["jobs_group"]
@@ -24,7 +25,7 @@ def _run(config_path: str | None, action: Callable[[JobsService], Awaitable[Any]
     """Open the store, run ``action`` against it, print its JSON; exit 1 on failure."""
     _config, settings = load_or_exit(config_path)
     holder = Supervisor("cli")
-    service = add_jobs(holder, settings, run_jobs=False)
+    service = add_jobs(holder, settings, RedisConnections(holder, settings), run_jobs=False)
 
     async def main() -> Any:
         # The action's own errors are caught here, inside, so that they do not reach

@@ -95,6 +95,17 @@ def _store_url(value: Any) -> str:
     return text
 
 
+BROKER_SCHEMES = ("memory", "redis", "rediss", "unix", "redis+cluster", "redis+sentinel")
+
+
+def _broker_url(value: Any) -> str:
+    text = str(value).strip() or "memory://"
+    scheme, sep, _rest = text.partition("://")
+    if not sep or scheme not in BROKER_SCHEMES:
+        raise ValueError(f"must be memory:// or a URL with a scheme of {', '.join(BROKER_SCHEMES)}")
+    return text
+
+
 def _redis_prefix(value: Any) -> str:
     text = str(value).strip()
     if not text or any(c in text for c in "{} "):
@@ -244,6 +255,12 @@ class Settings:
         _store_url,
         "where jobs are kept: sqlite:///PATH (default: canopy.db in data_dir) or "
         "redis://HOST:PORT/DB (also rediss://, redis+cluster://, redis+sentinel://)",
+    )
+    broker: str = _setting(
+        "memory://",
+        _broker_url,
+        "where topics' offsets and history live: memory:// (this process) or "
+        "redis://HOST:PORT/DB, shared by every instance (offsets are then global)",
     )
     redis_prefix: str = _setting(
         "canopy", _redis_prefix, "prefix of Canopy's Redis keys (one hash tag, {PREFIX})"

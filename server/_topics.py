@@ -4,20 +4,31 @@ from __future__ import annotations
 
 from handlers.topics import TokenIssuer, TopicsService
 from nurseries import Supervisor
-from nurseries.fanout import Hub, TopicRule, TopicRules
+from nurseries.fanout import Broker, Hub, TopicRule, TopicRules
 
+from ._redis import RedisConnections
 from ._settings import Settings
 
 __all__ = ["add_topics"]
 
 
-def add_topics(services: Supervisor, settings: Settings) -> TopicsService:
+def add_topics(services: Supervisor, settings: Settings, redis: RedisConnections) -> TopicsService:
+    """The hub, on the broker ``CANOPY_BROKER`` names (its Redis connection first)."""
     default = TopicRule(history_size=settings.history_size, history_ttl=settings.history_ttl)
     rules = [spec.rule(default) for spec in settings.topic_rules]
+    broker: Broker | None = None
+    if not settings.broker.startswith("memory://"):
+        from nurseries.redis import RedisBroker
+
+        connection = redis.get(settings.broker)
+        broker = RedisBroker(
+            connection, prefix=settings.redis_prefix, idle_ttl=max(3600.0, settings.history_ttl)
+        )
     hub = Hub(
         TopicRules(rules, default),
         queue_size=settings.subscriber_queue,
         flush_interval=settings.flush_interval,
+        broker=broker,
     )
     services.add("hub", hub, grace=settings.service_grace)
     issuer = TokenIssuer(

@@ -96,6 +96,8 @@ def test_public_api_is_pinned() -> None:
     assert sorted(nurseries.fanout.__all__) == sorted(
         [
             "MAX_TOPIC_LENGTH",
+            "Broker",
+            "BrokerUnavailable",
             "CloseReason",
             "Hub",
             "HubClosed",
@@ -140,6 +142,7 @@ def test_public_api_is_pinned() -> None:
     )
     assert sorted(nurseries.redis.__all__) == sorted(
         [
+            "RedisBroker",
             "RedisConnection",
             "RedisJobStore",
             "RedisUnavailable",

@@ -7,7 +7,7 @@ from typing import Any
 
 from quart import Blueprint, request, websocket
 
-from nurseries.fanout import HubError, InvalidTopic
+from nurseries.fanout import BrokerUnavailable, HubError, InvalidTopic
 
 from .._errors import ApiError
 from ._grants import Grants, InvalidToken
@@ -88,6 +88,8 @@ def _topic_errors(exc: Exception) -> ApiError:
         return ApiError(422, "invalid_topic", str(exc), field="topic")
     if isinstance(exc, Forbidden):
         return ApiError(403, "forbidden", str(exc))
+    if isinstance(exc, BrokerUnavailable):
+        return ApiError(503, "broker_unavailable", str(exc), headers={"Retry-After": "1"})
     return ApiError(429, "limit_reached", str(exc), headers={"Retry-After": "1"})
 
 

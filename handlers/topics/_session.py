@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import trio
 
 from nurseries.fanout import (
+    BrokerUnavailable,
     CloseReason,
     HubError,
     InvalidTopic,
@@ -127,6 +128,8 @@ class Session:
             raise op.error("invalid_token", str(exc)) from None
         except Forbidden as exc:
             raise op.error("forbidden", str(exc)) from None
+        except BrokerUnavailable as exc:
+            raise op.error("unavailable", str(exc)) from None
         except HubError as exc:
             raise op.error("limit_reached", str(exc)) from None
 

@@ -7,8 +7,10 @@ memory. Offsets and epochs let a subscriber that reconnects resume exactly where
 left off, or be told plainly (``recovered=False``) that it cannot.
 """
 
+from ._broker import Broker, BrokerUnavailable
 from ._history import Message, Presence, Replay, TopicLog
-from ._hub import Hub, HubClosed, HubError, TooManySubscriptions, TooManyTopics
+from ._hub import Hub
+from ._hub_errors import HubClosed, HubError, TooManySubscriptions, TooManyTopics
 from ._subscription import CloseReason, Item, Sink, Subscription
 from ._topics import (
     MAX_TOPIC_LENGTH,
@@ -23,6 +25,8 @@ from ._topics import (
 
 __all__ = [
     "MAX_TOPIC_LENGTH",
+    "Broker",
+    "BrokerUnavailable",
     "CloseReason",
     "Hub",
     "HubClosed",

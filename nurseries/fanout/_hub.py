@@ -19,30 +19,15 @@ from typing import Any
 import trio
 from trio.testing import wait_all_tasks_blocked
 
-from .._errors import CanopyError
+from ._broker import Broker
 from ._history import Message, Presence, Replay, TopicLog
+from ._hub_errors import HubClosed, TooManySubscriptions, TooManyTopics
 from ._subscription import CloseReason, Sink, Subscription
-from ._topics import TopicRules, check_pattern, check_topic, is_exact
+from ._topics import SlowConsumerPolicy, TopicRules, check_pattern, check_topic, is_exact
 
-__all__ = ["Hub", "HubClosed", "HubError", "TooManySubscriptions", "TooManyTopics"]
+__all__ = ["Hub"]
 
 log = logging.getLogger("canopy.fanout")
-
-
-class HubError(CanopyError):
-    pass
-
-
-class HubClosed(HubError):
-    """The hub is not running (not started yet, or stopping)."""
-
-
-class TooManyTopics(HubError):
-    pass
-
-
-class TooManySubscriptions(HubError):
-    pass
 
 
 class Hub:
@@ -58,8 +43,10 @@ class Hub:
         idle_topic_ttl: float = 3600.0,
         sweep_interval: float = 10.0,
         close_timeout: float = 1.0,
+        broker: Broker | None = None,
     ) -> None:
         self.rules = rules or TopicRules()
+        self.broker = broker
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -80,6 +67,9 @@ class Hub:
         self.published = 0
         self.delivered = 0
         self.slow_disconnects = 0
+        self._policies: dict[str, SlowConsumerPolicy] = {}  # per topic, for heard messages
+        if broker is not None:
+            broker.attach(self._heard)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -104,13 +94,37 @@ class Hub:
 
     async def publish(self, topic: str, data: Any, *, key: str | None = None) -> Message:
         """Append to the topic's log and offer to every matching subscriber; never waits
-        for one. (Async so that a networked broker can implement the same call.)"""
-        log_ = self._log(check_topic(topic))
+        for one. With a broker, the message is offered when the broker hands it back,
+        as it is on every other process."""
+        check_topic(topic)
+        if self.broker is not None:
+            if self._nursery is None:
+                raise HubClosed("the hub is not running")
+            message = await self.broker.publish(topic, data, key, self.rules.for_topic(topic))
+            self.published += 1
+            return message
+        log_ = self._log(topic)
         message = log_.append(data, key)
         self.published += 1
-        policy = log_.rule.policy
+        self._offer(message, log_.rule.policy)
+        return message
+
+    def _heard(self, message: Message) -> None:
+        """A message from the broker, published by any process."""
+        if self._nursery is None:
+            return
+        policy = self._policies.get(message.topic)
+        if policy is None:
+            if len(self._policies) >= self.max_topics:
+                self._policies.clear()  # a cache: start again rather than grow
+            policy = self._policies[message.topic] = self.rules.for_topic(message.topic).policy
+        self._offer(message, policy)
+
+    def _offer(self, message: Message, policy: SlowConsumerPolicy) -> None:
         dirty = self._dirty
-        for sub in self._matching(topic):
+        for sub in self._matching(message.topic):
+            if sub.seen(message):
+                continue
             if sub.offer(message, policy):
                 if sub.filling:
                     sub.wakeup.unpark_all()
@@ -121,7 +135,6 @@ class Hub:
                 self._close(sub, CloseReason.SLOW_CONSUMER)
         if dirty:
             self._flush_due.set()
-        return message
 
     def _matching(self, topic: str) -> list[Subscription]:
         found = list(self._exact.get(topic, {}).values())
@@ -154,15 +167,35 @@ class Hub:
         exact = is_exact(pattern)
         if not exact and since is not None:
             raise ValueError("since: resuming needs an exact topic, not a pattern")
-        replay = self._log(pattern).since(since, epoch) if exact else None
-        sub = Subscription(pattern, sink, self.queue_size, client, info, presence, replay)
-        index, key = self._index_of(sub)
-        index.setdefault(key, {})[sub.id] = sub
-        self._count += 1
+        if self.broker is None:
+            replay = self._log(pattern).since(since, epoch) if exact else None
+            sub = Subscription(pattern, sink, self.queue_size, client, info, presence, replay)
+            self._file(sub)
+        else:
+            # Filed first, then the log read: a message published in between is both
+            # queued live and in the replay, and ``sub.seen`` drops the second copy; a
+            # message published before the read is in it. No gap, no duplicate.
+            sub = Subscription(pattern, sink, self.queue_size, client, info, presence)
+            self._file(sub)
+            if exact:
+                try:
+                    rule = self.rules.for_topic(pattern)
+                    sub.resume(await self.broker.since(pattern, since, epoch, rule))
+                except BaseException:
+                    self._close(sub, None)
+                    raise
+            if self._nursery is None:
+                self._close(sub, None)
+                raise HubClosed("the hub stopped")
         if exact and client:
             self._member(pattern, client, +1, info)
         self._nursery.start_soon(self._pump, sub)
         return sub
+
+    def _file(self, sub: Subscription) -> None:
+        index, key = self._index_of(sub)
+        index.setdefault(key, {})[sub.id] = sub
+        self._count += 1
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._close(sub, None)
@@ -182,7 +215,11 @@ class Hub:
         """The messages after ``since`` (the first ``limit`` of them), or without
         ``since`` the latest ``limit`` in the window. A topic nobody has published to
         has the empty epoch and offset 0."""
-        log_ = self._logs.get(check_topic(topic))
+        check_topic(topic)
+        if self.broker is not None:
+            rule = self.rules.for_topic(topic)
+            return await self.broker.history(topic, since, epoch, limit, rule)
+        log_ = self._logs.get(topic)
         if log_ is None:
             return Replay("", 0, since is None or (since == 0 and epoch is None), [])
         if since is None:
@@ -242,7 +279,7 @@ class Hub:
                 del self._members[topic]
         if (change > 0 and count == 1) or count == 0:
             event = Presence(topic, "join" if change > 0 else "leave", client, info)
-            policy = self._log(topic).rule.policy
+            policy = self.rules.for_topic(topic).policy
             for sub in list(self._exact.get(topic, {}).values()):
                 if not sub.presence:
                     continue

@@ -57,19 +57,44 @@ class Subscription:
         self.id = next(_ids)
         self.exact = is_exact(self.pattern)
         self.send_channel, self.receive_channel = trio.open_memory_channel[Item](self.queue_size)
-        # The pump takes the replayed messages; the subscription keeps only what the
-        # replay said (epoch, offset, recovered), not the messages, for its lifetime.
-        self.backlog: list[Message] = self.replay.messages if self.replay else []
-        if self.replay is not None:
-            self.replay = replace(self.replay, messages=[])
         self.scope = trio.CancelScope()
         self.wakeup = trio.lowlevel.ParkingLot()  # the pump parks here when its queue is empty
         self.close_reason: CloseReason | None = None
         self.closed = False
-        self.last_offset = self.replay.offset if self.replay else 0
         self.dropped = 0
         self.delivered = 0
         self.queued = 0  # what the channel holds; kept here, as its statistics() is costly
+        self.backlog: list[Message] = []
+        self.last_offset = 0
+        self._seen_epoch: str | None = None  # with a broker: live copies of the replay
+        self._seen_through = 0
+        if self.replay is not None:
+            self.resume(self.replay)
+
+    def resume(self, replay: Replay) -> None:
+        """Start from ``replay``: its messages first, then live ones after its offset.
+
+        The pump takes the replayed messages; the subscription keeps only what the
+        replay said (epoch, offset, recovered), not the messages, for its lifetime.
+        """
+        self.backlog = replay.messages
+        self.replay = replace(replay, messages=[])
+        self.last_offset = replay.offset
+        self._seen_epoch, self._seen_through = replay.epoch, replay.offset
+        # What was queued live while the replay was read may be in it too.
+        for item in self.take(self.queue_size):
+            if not (isinstance(item, Message) and self.seen(item)):
+                self.send_channel.send_nowait(item)
+                self.queued += 1
+
+    def seen(self, message: Message) -> bool:
+        """Whether ``message`` came in the replay already (a broker's live copy)."""
+        return (
+            self._seen_through > 0
+            and message.offset <= self._seen_through
+            and message.epoch == self._seen_epoch
+            and message.topic == self.pattern
+        )
 
     @property
     def filling(self) -> bool:

@@ -1,0 +1,49 @@
+"""Where a hub's topics live when several processes share them.
+
+Without a broker a :class:`~nurseries.fanout.Hub` keeps each topic's log in memory
+and offers a published message to its own subscribers at once. With one, the broker
+assigns offsets and keeps history where every process sees them (Redis:
+``nurseries.redis.RedisBroker``), and hands every message published anywhere, this
+process included, back to each attached hub, which offers it to its subscribers.
+Offsets are then global: a client may resume on any process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ._history import Message, Replay
+from ._hub_errors import HubError
+from ._topics import TopicRule
+
+__all__ = ["Broker", "BrokerUnavailable"]
+
+
+class BrokerUnavailable(HubError):
+    """The broker cannot be reached now; nothing was published. Retry later."""
+
+
+class Broker(Protocol):
+    def attach(self, heard: Callable[[Message], None]) -> None:
+        """Call ``heard`` (must not block) with every message published through the
+        broker by any process, in each topic's offset order."""
+        ...
+
+    async def publish(self, topic: str, data: Any, key: str | None, rule: TopicRule) -> Message:
+        """Append to the topic's log (kept by ``rule``'s window); the message reaches
+        ``heard`` everywhere. Raises BrokerUnavailable."""
+        ...
+
+    async def since(
+        self, topic: str, since: int | None, epoch: str | None, rule: TopicRule
+    ) -> Replay:
+        """What a subscriber resuming after ``since`` (in ``epoch``) missed, as
+        :meth:`TopicLog.since` answers it; a topic that has no log gets one."""
+        ...
+
+    async def history(
+        self, topic: str, since: int | None, epoch: str | None, limit: int, rule: TopicRule
+    ) -> Replay:
+        """As :meth:`Hub.history`."""
+        ...

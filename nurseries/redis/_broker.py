@@ -1,0 +1,213 @@
+"""The fan-out broker for several processes: topic logs in Redis Streams, messages to
+every process over pub/sub.
+
+Keys, under the same hash tag as the job store's (``{canopy}`` by default)::
+
+    {P}:topic:<topic>    hash: epoch, offset (the last one given)
+    {P}:log:<topic>      stream of the history window; entry id <offset>-0, fields
+                         d (the data as JSON text), k (the conflation key), t (time)
+    {P}:fanout           pub/sub channel: every message, to every process
+
+A publish is one script: the next offset, XADD with MAXLEN (the window's size), and
+PUBLISH, atomically, so every process hears each topic's messages in offset order.
+A resume reads the topic's epoch, offset and the missed entries in one script too.
+Both keys expire after ``idle_ttl`` seconds without a publish; a topic whose log is
+gone (expired, flushed, a Redis restarted without persistence) starts a new epoch,
+so a client that resumes learns of the loss (``recovered: false``).
+
+The data is never decoded by Lua (cjson would round numbers); it travels as the
+JSON text Python wrote.
+
+Every process receives every message, whether it has subscribers for the topic or
+not: one channel is one subscription per process, and a hub ignores what no
+subscriber matches. That costs each process a JSON decode per message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import coredis.exceptions
+
+from ..fanout import BrokerUnavailable, Message, Replay, TopicRule
+from ._connection import RedisConnection, RedisUnavailable
+
+__all__ = ["RedisBroker"]
+
+log = logging.getLogger("canopy.fanout.redis")
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+_PUBLISH = """
+local P, topic, new_epoch = ARGV[1], ARGV[2], ARGV[3]
+local size, now, key, data, ttl = tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local meta, log = P .. ':topic:' .. topic, P .. ':log:' .. topic
+local epoch = redis.call('HGET', meta, 'epoch')
+local offset = tonumber(redis.call('HGET', meta, 'offset') or '0')
+if not epoch or (size > 0 and offset > 0 and redis.call('EXISTS', log) == 0) then
+    epoch = new_epoch  -- a new lifetime: there was no log, or it was lost
+    redis.call('DEL', log)
+    redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
+end
+offset = redis.call('HINCRBY', meta, 'offset', 1)
+if size > 0 then
+    redis.call('XADD', log, 'MAXLEN', size, offset .. '-0', 'd', data, 'k', key, 't', now)
+    redis.call('EXPIRE', log, ttl)
+end
+redis.call('EXPIRE', meta, ttl)
+local k = 'null'
+if key ~= '' then k = cjson.encode(key) end
+redis.call('PUBLISH', P .. ':fanout', '{"t":' .. cjson.encode(topic) .. ',"o":' .. offset
+    .. ',"e":"' .. epoch .. '","ts":' .. now .. ',"k":' .. k .. ',"d":' .. data .. '}')
+return {epoch, offset}
+"""
+
+# ARGV: prefix, topic, new epoch ('' = do not create), from ('-' = the newest), count, ttl
+_READ = """
+local P, topic, new_epoch = ARGV[1], ARGV[2], ARGV[3]
+local meta, log = P .. ':topic:' .. topic, P .. ':log:' .. topic
+local epoch = redis.call('HGET', meta, 'epoch')
+if not epoch then
+    if new_epoch == '' then return {'', '0', {}} end
+    epoch = new_epoch
+    redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
+    redis.call('EXPIRE', meta, ARGV[6])
+end
+local offset = redis.call('HGET', meta, 'offset')
+local entries
+if ARGV[4] == '-' then
+    entries = redis.call('XREVRANGE', log, '+', '-', 'COUNT', ARGV[5])
+else
+    entries = redis.call('XRANGE', log, ARGV[4] .. '-0', '+', 'COUNT', ARGV[5])
+end
+return {epoch, offset, entries}
+"""
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(4)
+
+
+class RedisBroker:
+    def __init__(
+        self, connection: RedisConnection, *, prefix: str = "canopy", idle_ttl: float = 3600.0
+    ) -> None:
+        if not prefix or any(c in prefix for c in "{}"):
+            raise ValueError("prefix must be non-empty, without braces")
+        self.connection = connection
+        self.prefix = "{" + prefix + "}"
+        self.idle_ttl = max(1, math.ceil(idle_ttl))
+        self._route = [f"{self.prefix}:fanout"]
+        self._scripts: dict[str, Any] = {}
+        self._scripts_for = -1
+        self._heard: list[Callable[[Message], None]] = []
+        connection.listen(f"{self.prefix}:fanout", self._receive)
+
+    def attach(self, heard: Callable[[Message], None]) -> None:
+        self._heard.append(heard)
+
+    def _receive(self, raw: str) -> None:
+        try:
+            body = json.loads(raw)
+            message = Message(
+                body["t"], body["o"], body["e"], body["d"], body["k"], time=body["ts"]
+            )
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed fan-out message: %.200r", raw)
+            return
+        for heard in self._heard:
+            heard(message)
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        try:
+            connection = self.connection
+            client = connection.client
+            if self._scripts_for != connection.generation:
+                self._scripts = {
+                    "publish": client.register_script(_PUBLISH),
+                    "read": client.register_script(_READ),
+                }
+                self._scripts_for = connection.generation
+            return await self._scripts[name](keys=self._route, args=[self.prefix, *args])
+        except RedisUnavailable as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+        except (coredis.exceptions.RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"redis: {exc!r}") from exc
+
+    async def publish(self, topic: str, data: Any, key: str | None, rule: TopicRule) -> Message:
+        encoded = _encode(data)  # refuse what is not JSON before the round trip
+        now = time.time()
+        args = (topic, new_epoch(), rule.history_size, repr(now), key or "", encoded)
+        epoch, offset = await self._call("publish", *args, self.idle_ttl)
+        return Message(topic, int(offset), epoch, data, key, time=now)
+
+    async def _read(
+        self, topic: str, start: str, count: int, create: bool
+    ) -> tuple[str, int, list[Message]]:
+        epoch, offset, entries = await self._call(
+            "read", topic, new_epoch() if create else "", start, count, self.idle_ttl
+        )
+        messages = []
+        for entry_id, flat in entries:
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            messages.append(
+                Message(
+                    topic,
+                    int(entry_id.split("-", 1)[0]),
+                    epoch,
+                    json.loads(fields["d"]),
+                    fields["k"] or None,
+                    time=float(fields["t"]),
+                )
+            )
+        return epoch, int(offset), messages
+
+    async def since(
+        self, topic: str, since: int | None, epoch: str | None, rule: TopicRule
+    ) -> Replay:
+        return await self._since(topic, since, epoch, rule, rule.history_size, create=True)
+
+    async def _since(
+        self,
+        topic: str,
+        since: int | None,
+        epoch: str | None,
+        rule: TopicRule,
+        limit: int,
+        *,
+        create: bool,
+    ) -> Replay:
+        start = str((since or 0) + 1)
+        current, offset, missed = await self._read(topic, start, max(limit, 1), create)
+        if since is None:
+            return Replay(current, offset, True, [])
+        same_epoch = epoch == current or (epoch is None and since == 0)
+        if not same_epoch or since > offset:
+            return Replay(current, offset, False, [])
+        if since == offset:
+            return Replay(current, offset, True, [])
+        # Recovered only if the first missed message is still in the window (by size
+        # and by age); later ones then are too.
+        horizon = time.time() - rule.history_ttl
+        if not missed or missed[0].offset != since + 1 or missed[0].time <= horizon:
+            return Replay(current, offset, False, [])
+        return Replay(current, offset, True, missed[:limit])
+
+    async def history(
+        self, topic: str, since: int | None, epoch: str | None, limit: int, rule: TopicRule
+    ) -> Replay:
+        if since is not None:
+            replay = await self._since(topic, since, epoch, rule, limit, create=False)
+            if replay.epoch == "":
+                return Replay("", 0, since == 0 and epoch is None, [])
+            return replay
+        current, offset, newest = await self._read(topic, "-", max(limit, 1), create=False)
+        horizon = time.time() - rule.history_ttl
+        latest = [m for m in reversed(newest) if m.time > horizon][-limit:] if limit else []
+        return Replay(current, offset, True, latest)

@@ -1,0 +1,140 @@
+"""The hub on the Redis broker: two hubs stand for two processes (each its own
+connection, the same keys). Offsets are global, a client resumes on either hub with no
+gap and no duplicate, and a lost log is reported, never papered over."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import trio
+
+from nurseries.fanout import BrokerUnavailable, Hub, TopicRule, TopicRules
+from nurseries.redis import RedisBroker, RedisConnection
+
+from .fanout_sinks import RecordingSink
+from .redis_server import RedisServer
+
+RULES = TopicRules(default=TopicRule(history_size=1000, history_ttl=60))
+
+
+async def open_hub(nursery: trio.Nursery, url: str, prefix: str, **options: Any) -> Hub:
+    connection = RedisConnection(url)
+    hub = Hub(RULES, broker=RedisBroker(connection, prefix=prefix), **options)
+    await nursery.start(connection.run)
+    await nursery.start(hub.run)
+    return hub
+
+
+@pytest.fixture
+async def hubs(redis_server: RedisServer, nursery: trio.Nursery) -> AsyncIterator[list[Hub]]:
+    prefix = f"fan-{uuid.uuid4().hex[:8]}"
+    yield [await open_hub(nursery, redis_server.url, prefix) for _ in range(2)]
+
+
+async def until(check: Callable[[], bool], seconds: float = 5.0) -> None:
+    with trio.fail_after(seconds):
+        while True:
+            if check():
+                return
+            await trio.sleep(0.01)
+
+
+async def test_a_message_published_on_one_hub_reaches_subscribers_on_both(
+    hubs: list[Hub],
+) -> None:
+    here, there = RecordingSink(), RecordingSink()
+    await hubs[0].subscribe("orders.*", here)
+    await hubs[1].subscribe("orders.7", there)
+    first = await hubs[0].publish("orders.7", {"n": 1})
+    second = await hubs[1].publish("orders.7", {"n": 2}, key="k")
+    assert (first.offset, second.offset) == (1, 2) and first.epoch == second.epoch
+    await until(lambda: len(here.messages) == 2 and len(there.messages) == 2)
+    for sink in (here, there):
+        assert [(m.offset, m.data, m.key) for m in sink.messages] == [
+            (1, {"n": 1}, None),
+            (2, {"n": 2}, "k"),
+        ]
+
+
+async def test_resume_on_the_other_hub_replays_exactly_what_was_missed_under_load(
+    hubs: list[Hub],
+) -> None:
+    topic = "chat.room-1"
+    first = RecordingSink()
+    sub = await hubs[0].subscribe(topic, first)
+    for n in range(10):
+        await hubs[0].publish(topic, n)
+    await until(lambda: len(first.messages) == 10)
+    hubs[0].unsubscribe(sub)
+    last = first.messages[-1]
+    done = trio.Event()
+
+    async def publisher() -> None:  # publishing goes on while the client resumes
+        n = 10
+        while not done.is_set():
+            await hubs[0].publish(topic, n)
+            n += 1
+            await trio.sleep(0.001)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher)
+        await trio.sleep(0.05)
+        resumed = RecordingSink()
+        await hubs[1].subscribe(topic, resumed, since=last.offset, epoch=last.epoch)
+        await trio.sleep(0.1)
+        done.set()
+    await trio.sleep(0.2)  # the last live copies arrive
+    (replay,) = resumed.opened_with
+    assert replay.recovered and replay.epoch == last.epoch
+    assert resumed.offsets == list(range(11, 11 + len(resumed.offsets)))  # no gap, no dup
+    assert [m.data for m in resumed.messages] == [o - 1 for o in resumed.offsets]
+    assert len(resumed.offsets) > 20  # replayed and live both happened
+
+
+async def test_outside_the_window_or_after_a_lost_log_is_not_recovered(
+    redis_server: RedisServer, hubs: list[Hub]
+) -> None:
+    small = TopicRules(default=TopicRule(history_size=3, history_ttl=60))
+    hubs[0].rules = hubs[1].rules = small
+    for n in range(6):
+        message = await hubs[0].publish("ticker.X", n)
+    old = RecordingSink()
+    await hubs[1].subscribe("ticker.X", old, since=1, epoch=message.epoch)
+    await until(lambda: bool(old.opened_with))
+    assert not old.opened_with[0].recovered and old.opened_with[0].offset == 6
+
+    # The log is lost (say, a Redis without persistence restarted): a new epoch.
+    broker = hubs[0].broker
+    assert isinstance(broker, RedisBroker)
+    client = broker.connection.client
+    await client.delete([f"{broker.prefix}:log:ticker.X", f"{broker.prefix}:topic:ticker.X"])
+    again = await hubs[0].publish("ticker.X", "after")
+    assert again.epoch != message.epoch and again.offset == 1
+    stale = RecordingSink()
+    await hubs[1].subscribe("ticker.X", stale, since=6, epoch=message.epoch)
+    await until(lambda: bool(stale.opened_with))
+    assert not stale.opened_with[0].recovered and stale.opened_with[0].epoch == again.epoch
+
+
+async def test_history_reads_the_shared_log(hubs: list[Hub]) -> None:
+    for n in range(5):
+        message = await hubs[0].publish("news.a", {"n": n})
+    latest = await hubs[1].history("news.a", limit=2)
+    assert [m.offset for m in latest.messages] == [4, 5] and latest.epoch == message.epoch
+    after = await hubs[1].history("news.a", since=2, epoch=message.epoch, limit=10)
+    assert after.recovered and [m.data["n"] for m in after.messages] == [2, 3, 4]
+    nothing = await hubs[1].history("news.never")
+    assert nothing.epoch == "" and nothing.offset == 0
+
+
+async def test_publish_without_redis_is_refused(redis_server: RedisServer) -> None:
+    connection = RedisConnection(redis_server.url)  # never started: not connected
+    hub = Hub(RULES, broker=RedisBroker(connection, prefix="nowhere"))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hub.run)
+        with pytest.raises(BrokerUnavailable):
+            await hub.publish("a.b", 1)
+        hub.shutdown()
