@@ -7,6 +7,7 @@ sending traffic the moment a drain begins or a service is restarting.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +26,11 @@ class HealthService:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         tree = self._status()
-        body = {"status": "ready" if tree.ready else "not ready", "tree": tree.to_dict()}
+        body = {
+            "status": "ready" if tree.ready else "not ready",
+            "pid": os.getpid(),  # which process answered, with `workers = N`
+            "tree": tree.to_dict(),
+        }
         return tree.ready, body
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from functools import partial
 
 import click
@@ -14,6 +15,7 @@ from ._jobs import add_jobs
 from ._jobs_cli import jobs_group
 from ._logging import configure_logging
 from ._main import run_tree, serve
+from ._pool import inherit_sockets, serve_workers
 from ._redis import RedisConnections
 from ._settings import Settings
 from ._startup import load_or_exit, run_process
@@ -36,14 +38,26 @@ def main() -> None:
     "(default: $CANOPY_CONFIG, else ./hypercorn.toml if present).",
 )
 @click.option("--bind", "-b", multiple=True, help="HOST:PORT to listen on (repeatable).")
-def serve_command(config_path: str | None, bind: tuple[str, ...]) -> None:
-    """Serve HTTP and WebSocket until SIGTERM or SIGINT, then drain and exit 0."""
+@click.option("--listen-fd", "listen_fds", multiple=True, hidden=True)  # a worker's sockets
+def serve_command(
+    config_path: str | None, bind: tuple[str, ...], listen_fds: tuple[str, ...]
+) -> None:
+    """Serve HTTP and WebSocket until SIGTERM or SIGINT, then drain and exit 0.
+
+    With ``workers = N`` (N > 1) in the config, N processes serve the same sockets."""
     config, settings = load_or_exit(config_path, bind)
     configure_logging(settings.log_level)
     config.accesslog = None
     config.errorlog = "canopy.hypercorn"  # routed through our JSON logging
+    parent = None
+    if listen_fds:  # one of the pool's workers: serve what the parent bound
+        inherit_sockets(config, listen_fds)
+        parent = os.getppid()
+    elif config.workers > 1:
+        run_process(settings, partial(serve_workers, config, settings, config_path))
+        return
     app = create_app(settings)
-    run_process(settings, partial(serve, app, config))
+    run_process(settings, partial(serve, app, config, parent=parent))
 
 
 @main.command("worker")

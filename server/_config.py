@@ -63,10 +63,10 @@ def load_config(
 def _check_hypercorn(config: Config) -> None:
     if config.worker_class not in ("trio", "asyncio"):
         raise SettingsError(f"worker_class: Canopy runs on Trio (got {config.worker_class!r})")
-    if config.workers != 1:
+    workers = config.workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise SettingsError(
-            f"workers: 'canopy serve' runs one process (got {config.workers}); "
-            "run several instances behind a load balancer, see docs/DEPLOY.md"
+            f"workers: must be a whole number of processes, 1 or more (got {workers!r})"
         )
     for name in ("graceful_timeout", "keep_alive_timeout", "shutdown_timeout"):
         value = getattr(config, name)

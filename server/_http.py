@@ -124,6 +124,8 @@ class HTTPService:
                 sock.listen(self.config.backlog)
                 listeners.append(Listener(sock, context))
                 binds.append(f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}")
+        if not listeners:
+            raise OSError("nothing to listen on: no bind is configured")
         return listeners, binds
 
 

@@ -50,8 +50,12 @@ def write_config(
 ) -> Path:
     """A hypercorn.toml; ``settings`` are further top-level (Hypercorn) settings."""
     path = directory / "hypercorn.toml"
-    extra = "".join(f"{name} = {json.dumps(value)}\n" for name, value in settings.items())
     text = HYPERCORN_TOML.format(grace=grace, keep_alive=keep_alive)
+    extra = ""
+    for name, value in settings.items():
+        line = f"{name} = {json.dumps(value)}\n"
+        text, replaced = re.subn(rf"^{name} = .*\n", line, text, flags=re.MULTILINE)
+        extra += "" if replaced else line
     path.write_text(text.replace("\n[canopy]", f"{extra}\n[canopy]"))
     return path
 

@@ -1,0 +1,127 @@
+"""``canopy serve`` with ``workers = N``: N serving processes on one set of sockets.
+
+The parent binds the listening sockets, then runs :class:`WorkerPool`, a service
+whose nursery holds one task per worker process. Each worker is a plain ``canopy
+serve`` (its own supervision tree, its own connections to Redis) that inherits the
+sockets (``--listen-fd``), so the kernel spreads connections over the processes.
+
+Shutdown: the pool's ``shutdown()`` closes the parent's copies of the sockets and
+sends SIGTERM to every worker at once; each drains as a single process does (its
+listener closes at once, so once all have begun, a new connection is refused). The
+pool returns when every worker has exited. A worker that exits on its own is
+restarted with backoff, at most ``RestartIntensity`` times in its window; past that
+the pool fails, and the parent exits 1.
+
+Topics must be shared between the processes: ``workers > 1`` needs
+``CANOPY_BROKER=redis://...`` (checked at start-up). Jobs work on either store.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from nurseries import Backoff, RestartIntensity
+
+__all__ = ["WorkerPool", "worker_argv"]
+
+log = logging.getLogger("canopy")
+
+KILL_AFTER = 2.0  # after the pool is cancelled: SIGTERM again, then SIGKILL this much later
+
+
+def worker_argv(config_path: str | None, fds: Sequence[tuple[str, int]]) -> list[str]:
+    argv = [sys.executable, "-m", "server", "serve"]
+    if config_path is not None:
+        argv += ["--config", config_path]
+    for kind, fd in fds:
+        argv += ["--listen-fd", f"{kind}:{fd}"]
+    return argv
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        workers: int,
+        sockets: Sequence[tuple[str, socket.socket]],
+        config_path: str | None,
+        *,
+        intensity: RestartIntensity | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.workers = workers
+        self.sockets = list(sockets)
+        self.config_path = config_path
+        self.intensity = intensity or RestartIntensity(max_restarts=5, window=30.0)
+        self.backoff = backoff or Backoff()
+        self._processes: dict[int, trio.Process] = {}
+        self._stopping = False
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                for index in range(1, self.workers + 1):
+                    await nursery.start(self._keep_running, index)
+                task_status.started()
+        finally:
+            self._close_sockets()
+
+    def shutdown(self) -> None:
+        """Close our copies of the sockets and ask every worker to drain, all at once."""
+        self._stopping = True
+        self._close_sockets()
+        for process in self._processes.values():
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+
+    def _close_sockets(self) -> None:
+        for _kind, sock in self.sockets:
+            sock.close()
+
+    async def _keep_running(self, index: int, *, task_status: trio.TaskStatus[None]) -> None:
+        restarts: list[float] = []
+        while True:
+            code = await self._run_once(index, task_status)
+            task_status = trio.TASK_STATUS_IGNORED
+            if self._stopping:
+                if code != 0:
+                    log.warning("worker %d exited with %s while stopping", index, code)
+                return
+            now = trio.current_time()
+            if not self.intensity.allows(restarts, now):
+                raise RuntimeError(
+                    f"worker {index} exited with {code}; "
+                    f"{self.intensity.max_restarts} restarts in {self.intensity.window:g} s"
+                )
+            restarts.append(now)
+            log.error("worker %d exited with %s; restarting it", index, code)
+            await trio.sleep(self.backoff.delay(self.intensity.recent(restarts, now)))
+
+    async def _run_once(self, index: int, task_status: trio.TaskStatus[None]) -> int:
+        fds = [(kind, sock.fileno()) for kind, sock in self.sockets]
+        # A session of its own: a terminal's Ctrl-C reaches only us, and we forward
+        # one SIGTERM (a worker that got both would take them for a forced stop).
+        process = await trio.lowlevel.open_process(
+            worker_argv(self.config_path, fds),
+            pass_fds=[fd for _, fd in fds],
+            start_new_session=True,
+        )
+        self._processes[index] = process
+        task_status.started()
+        try:
+            return await process.wait()
+        finally:
+            del self._processes[index]
+            if process.returncode is None:  # we were cancelled (a second signal)
+                with trio.CancelScope(shield=True):
+                    process.send_signal(signal.SIGTERM)  # its own second signal: stop now
+                    with trio.move_on_after(KILL_AFTER):
+                        await process.wait()
+                    if process.returncode is None:
+                        process.kill()
+                        await process.wait()

@@ -1,0 +1,133 @@
+"""``canopy serve`` with ``workers = 2`` on Redis: two processes on one socket share
+topics and jobs, a worker that dies is replaced, and SIGTERM drains both."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import trio
+
+from handlers.topics.client import TopicMessage, connect_topics
+
+from .e2e import running_server, write_config
+from .redis_server import RedisServer
+
+FRESH = httpx.Limits(max_keepalive_connections=0)  # a new connection per request
+
+
+async def pids_answering(base: str, count: int = 40) -> set[int]:
+    """Which processes answer, over ``count`` fresh connections."""
+    async with httpx.AsyncClient(base_url=base, limits=FRESH) as client:
+        return {(await client.get("/readyz")).json()["pid"] for _ in range(count)}
+
+
+def test_more_than_one_worker_needs_a_shared_broker(tmp_path: Path) -> None:
+    write_config(tmp_path, workers=2)
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "serve"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "CANOPY_BROKER=redis://" in result.stderr
+
+
+async def test_two_workers_share_topics_and_jobs_and_drain_together(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    write_config(tmp_path, workers=2)
+    env = {
+        "CANOPY_STORE": redis_server.url,
+        "CANOPY_BROKER": redis_server.url,
+        "CANOPY_REDIS_PREFIX": f"workers-{uuid.uuid4().hex[:6]}",
+        "CANOPY_ACCESS_LOG": "false",
+    }
+    async with running_server(tmp_path, env=env) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        with trio.fail_after(15):  # both workers up (the parent listens at once)
+            while True:
+                if len(pids := await pids_answering(base)) == 2:
+                    break
+                await trio.sleep(0.1)
+        assert server.process.pid not in pids
+
+        # Subscribers land on both processes; every message reaches every one of them.
+        received: dict[int, list[int]] = {n: [] for n in range(8)}
+
+        async def subscriber(number: int, *, task_status: trio.TaskStatus[None]) -> None:
+            async with (
+                connect_topics(f"ws://127.0.0.1:{server.port}/ws") as client,
+                client.subscribe("demo.workers") as subscription,
+            ):
+                task_status.started()
+                async for event in subscription:
+                    assert isinstance(event, TopicMessage)
+                    received[number].append(event.data["n"])
+
+        async with (
+            trio.open_nursery() as nursery,
+            httpx.AsyncClient(base_url=base, limits=FRESH) as client,
+        ):
+            for number in received:
+                await nursery.start(subscriber, number)
+            for n in range(30):
+                response = await client.post(
+                    "/topics/demo.workers/messages", json={"data": {"n": n}}
+                )
+                assert response.status_code == 202
+            with trio.fail_after(10):
+                while True:
+                    if all(len(got) >= 30 for got in received.values()):
+                        break
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+        assert all(got == list(range(30)) for got in received.values())
+
+        async with httpx.AsyncClient(base_url=base, limits=FRESH) as client:
+            ids = []
+            for n in range(40):
+                response = await client.post("/jobs", json={"task": "demo.echo", "args": {"n": n}})
+                ids.append(response.json()["id"])
+            with trio.fail_after(15):
+                for job_id in ids:
+                    while True:
+                        job = (await client.get(f"/jobs/{job_id}")).json()
+                        if job["state"] == "succeeded":
+                            break
+                        await trio.sleep(0.05)
+
+        # A worker that dies is replaced; the other serves meanwhile.
+        victim = sorted(pids)[0]
+        os.kill(victim, signal.SIGKILL)
+        with trio.fail_after(20):
+            while True:
+                now = await pids_answering(base)
+                if len(now) == 2 and victim not in now:
+                    break
+                await trio.sleep(0.2)
+
+        assert await server.stop() == 0
+        assert all(_gone(pid) for pid in now)  # both workers ended with the parent
+    with trio.fail_after(5):
+        while True:
+            try:
+                await trio.open_tcp_stream("127.0.0.1", server.port)
+            except OSError:
+                break  # refused: nobody listens any more
+            await trio.sleep(0.1)
+
+
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie its parent has not reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
