@@ -179,6 +179,21 @@ def create_blueprint(service: JobsService) -> Blueprint:
                 out.append({"error": code, "message": str(result)})
         return {"results": out}, 202
 
+    @blueprint.get("/queues")
+    async def queues() -> Any:
+        """Waiting jobs per queue: what an autoscaler of workers reads (docs/DEPLOY.md)."""
+        stats = await _store_call(service.store.queue_stats())
+        now = time.time()
+        return {
+            "queues": {
+                queue: {
+                    "waiting": waiting,
+                    "oldest_age": round(max(0.0, now - oldest), 3) if oldest else 0.0,
+                }
+                for queue, (waiting, oldest) in sorted(stats.items())
+            }
+        }
+
     @blueprint.get("/<job_id>")
     async def get(job_id: str) -> Any:
         return _job_body(await _existing(service.store.get(job_id), job_id))

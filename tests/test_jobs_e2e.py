@@ -64,6 +64,21 @@ async def test_enqueue_runs_and_reports_the_result(tmp_path: Path) -> None:
         assert await server.stop() == 0
 
 
+async def test_queue_depth_for_an_autoscaler(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    async with running_server(tmp_path, env={"CANOPY_RUN_JOBS": "false"}) as server:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+            assert (await client.get("/jobs/queues")).json() == {"queues": {}}
+            for queue in ("default", "default", "mail"):
+                body = {"task": "demo.echo", "queue": queue}
+                assert (await client.post("/jobs", json=body)).status_code == 202
+            await trio.sleep(0.2)
+            queues = (await client.get("/jobs/queues")).json()["queues"]
+            assert {name: q["waiting"] for name, q in queues.items()} == {"default": 2, "mail": 1}
+            assert 0.2 <= queues["default"]["oldest_age"] < 5
+        assert await server.stop() == 0
+
+
 async def test_bad_requests_get_clear_4xx(tmp_path: Path) -> None:
     write_config(tmp_path)
     env = {"CANOPY_MAX_QUEUED": "2", "CANOPY_MAX_BODY_SIZE": "2000"}
