@@ -34,3 +34,4 @@ class SupervisorGaveUp(CanopyError):
         super().__init__(f"supervisor {supervisor!r} gave up on {child!r}: {reason}")
         self.supervisor = supervisor
         self.child = child
+        self.reason = reason

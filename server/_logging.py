@@ -37,4 +37,7 @@ def configure_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # coredis logs each retry of a command at info; ours say what matters (a lost
+    # connection, a reconnect) once.
+    logging.getLogger("coredis").setLevel(max(logging.WARNING, root.level))
     logging.Formatter.converter = time.gmtime

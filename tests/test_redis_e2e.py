@@ -3,14 +3,17 @@ than loses, and recovers by itself."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import trio
 
 from .e2e import running_server, write_config
-from .redis_server import RedisServer
+from .redis_server import RedisServer, free_port
 
 
 async def test_a_redis_restart_mid_load_loses_no_accepted_job(tmp_path: Path) -> None:
@@ -80,3 +83,20 @@ async def test_a_redis_restart_mid_load_loses_no_accepted_job(tmp_path: Path) ->
             assert await server.stop() == 0
     finally:
         redis.stop(signal.SIGKILL)
+
+
+def test_a_redis_that_is_down_at_start_fails_the_start_in_one_line(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    env = {**os.environ, "CANOPY_STORE": f"redis://127.0.0.1:{free_port()}/0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "serve"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("canopy: service canopy/services/redis/connection failed: ")
+    assert "Unable to establish a connection" in line
