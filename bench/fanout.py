@@ -25,6 +25,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,19 +42,29 @@ class Server:
     name: str
     argv: list[str]
     subscribe: bool  # Canopy needs a subscribe frame; the baselines register on connect
+    instances: int = 1  # subscribers spread over them; the publisher uses the first
+    env: dict[str, str] = field(default_factory=dict)
 
     def command(self, port: int) -> list[str]:
         return [arg.replace("{port}", str(port)) for arg in self.argv]
 
 
-def servers(workdir: Path) -> list[Server]:
+def servers(workdir: Path, redis_url: str | None) -> list[Server]:
     python = sys.executable
     uvicorn = [python, "-m", "uvicorn", "fanout_starlette:app", "--port", "{port}"]
-    return [
-        Server("canopy", [python, "-m", "server", "serve", "--bind", "127.0.0.1:{port}"], True),
+    canopy = [python, "-m", "server", "serve", "--bind", "127.0.0.1:{port}"]
+    found = [
+        Server("canopy", canopy, True),
         Server("starlette+uvicorn[standard]", [*uvicorn, "--log-level", "warning"], False),
         Server("bare trio-websocket", [python, "fanout_trio_ws.py", "{port}"], False),
     ]
+    if redis_url is not None:
+        broker = {"CANOPY_BROKER": redis_url, "CANOPY_REDIS_PREFIX": "bench"}
+        found += [
+            Server("canopy, redis broker", canopy, True, 1, broker),
+            Server("canopy, redis, 2 instances", canopy, True, 2, broker),
+        ]
+    return found
 
 
 def handshake(path: str) -> bytes:
@@ -177,22 +188,23 @@ async def publish(port: int, server: Server, broadcasts: int) -> None:
         await until(stream, counter, broadcasts if server.subscribe else 1)  # the acks
 
 
-async def connect_all(nursery: trio.Nursery, port: int, server: Server, run: Run) -> None:
-    """Connect ``run.total`` subscribers (200 handshakes at a time) and wait until all
-    are registered; they stay connected until ``run.finish``."""
+async def connect_all(nursery: trio.Nursery, ports: list[int], server: Server, run: Run) -> None:
+    """Connect ``run.total`` subscribers (200 handshakes at a time), spread over
+    ``ports``, and wait until all are registered; they stay connected until
+    ``run.finish``."""
     limiter = trio.CapacityLimiter(200)
-    for _ in range(run.total):
-        nursery.start_soon(subscriber, port, server, run, limiter)
+    for n in range(run.total):
+        nursery.start_soon(subscriber, ports[n % len(ports)], server, run, limiter)
     await run.all_ready.wait()
 
 
-async def fan_out(port: int, server: Server, subscribers: int, broadcasts: int) -> float:
+async def fan_out(ports: list[int], server: Server, subscribers: int, broadcasts: int) -> float:
     run = Run(broadcasts, subscribers)
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
-            await connect_all(nursery, port, server, run)
+            await connect_all(nursery, ports, server, run)
             started = trio.current_time()
-            nursery.start_soon(publish, port, server, broadcasts)
+            nursery.start_soon(publish, ports[0], server, broadcasts)
             await run.all_done.wait()
             run.finish.set()
     wrong = [n for n in run.counts if n != broadcasts]
@@ -211,11 +223,15 @@ def rss_mib(pid: int) -> float:
 
 
 def measure(server: Server, workdir: Path, subscribers: int, broadcasts: int) -> float:
-    port = free_port()
-    env = {**os.environ, "CANOPY_ACCESS_LOG": "false"}
-    with running(server.command(port), port, workdir, env):
-        trio.run(fan_out, port, server, 50, 20)  # warm-up
-        return trio.run(fan_out, port, server, subscribers, broadcasts)
+    """Every instance of ``server`` shares core 0: two instances are not given more CPU
+    than one, so the ratio between them is what crossing processes costs."""
+    ports = [free_port() for _ in range(server.instances)]
+    env = {**os.environ, "CANOPY_ACCESS_LOG": "false", **server.env}
+    with ExitStack() as stack:
+        for port in ports:
+            stack.enter_context(running(server.command(port), port, workdir, env))
+        trio.run(fan_out, ports, server, 50, 20)  # warm-up
+        return trio.run(fan_out, ports, server, subscribers, broadcasts)
 
 
 def measure_idle(server: Server, workdir: Path, subscribers: int) -> tuple[float, float]:
@@ -228,7 +244,7 @@ def measure_idle(server: Server, workdir: Path, subscribers: int) -> tuple[float
             run = Run(0, subscribers)
             with trio.fail_after(300):
                 async with trio.open_nursery() as nursery:
-                    await connect_all(nursery, port, server, run)
+                    await connect_all(nursery, [port], server, run)
                     await trio.sleep(2)
                     rss = rss_mib(process.pid)
                     run.finish.set()
@@ -243,16 +259,24 @@ def main() -> None:
     parser.add_argument("--broadcasts", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--idle", type=int, default=10_000, help="idle subscribers (0: skip)")
+    parser.add_argument("--no-redis", action="store_true", help="skip Canopy on the Redis broker")
     args = parser.parse_args()
     raise_fd_limit()
     if (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {1})  # the servers get core 0
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         for name in ("fanout_starlette.py", "fanout_trio_ws.py"):
             shutil.copy(ROOT / "bench" / name, workdir)
         shutil.copy(ROOT / "hypercorn.toml", workdir)
-        candidates = servers(workdir)
+        redis_url = None
+        if not args.no_redis and shutil.which("redis-server"):
+            redis_port = free_port()
+            argv = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"]
+            argv += ["--save", "", "--dir", str(workdir)]
+            stack.enter_context(running(argv, redis_port, workdir, dict(os.environ), core=1))
+            redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        candidates = servers(workdir, redis_url)
         results: dict[str, list[float]] = {s.name: [] for s in candidates}
         for _ in range(args.rounds):
             for server in candidates:
@@ -264,8 +288,12 @@ def main() -> None:
         for name, median in medians.items():
             runs = ", ".join(f"{v:,.0f}" for v in results[name])
             print(f"    {name:<28} {median:>9,.0f} deliveries/s  (runs: {runs})")
-        for base in list(medians)[1:]:
+        for base in ("starlette+uvicorn[standard]", "bare trio-websocket"):
             print(f"    canopy / {base:<26} {medians['canopy'] / medians[base]:.2f}x")
+        for name in ("canopy, redis broker", "canopy, redis, 2 instances"):
+            if name in medians:
+                ratio = medians[name] / medians["canopy"]
+                print(f"    {name} / canopy (memory broker): {ratio:.2f}x")
         if args.idle:
             before, after = measure_idle(candidates[0], workdir, args.idle)
             print(f"{args.idle} idle subscribers: canopy RSS {after:.0f} MiB", end="")
