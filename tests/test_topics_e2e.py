@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +19,17 @@ from handlers.topics import TokenIssuer
 from handlers.topics.client import TopicMessage, TopicsError, Unrecovered, connect_topics
 
 from .e2e import ServerProcess, running_server, write_config
+
+
+@pytest.fixture(autouse=True, params=["memory", "redis"])
+def broker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every server a test starts keeps its topics here (it inherits the env)."""
+    if request.param == "redis":
+        redis = request.getfixturevalue("redis_server")
+        monkeypatch.setenv("CANOPY_BROKER", redis.url)
+        monkeypatch.setenv("CANOPY_REDIS_PREFIX", f"topics-{uuid.uuid4().hex[:8]}")
+    return str(request.param)
+
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 ENV = {"CANOPY_TOPICS_SECRET": SECRET, "CANOPY_ACCESS_LOG": "false"}
@@ -215,3 +227,23 @@ def _rss(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
+
+
+async def test_a_burst_of_publishes_is_answered_in_order(tmp_path: Path) -> None:
+    async with server_in(tmp_path) as server, raw_ws(server.port) as publisher:
+        async with raw_ws(server.port) as listener:
+            subscribed = await call(listener, {"op": "subscribe", "topic": "demo.burst"})
+            assert subscribed["type"] == "subscribed"
+            frames = [
+                json.dumps({"op": "publish", "topic": "demo.burst", "data": n, "id": n})
+                for n in range(200)
+            ]
+            for frame in frames:  # all sent before the first answer is read
+                await publisher.send_message(frame)
+            answers = [json.loads(await publisher.get_message()) for _ in frames]
+            assert [a["id"] for a in answers] == list(range(200))
+            offsets = [a["offset"] for a in answers]
+            assert offsets == list(range(offsets[0], offsets[0] + 200))
+            got = [json.loads(await listener.get_message()) for _ in frames]
+            assert [m["data"] for m in got] == list(range(200))
+            assert [m["offset"] for m in got] == offsets

@@ -12,10 +12,12 @@ connection stays open; only ``max_errors`` refusals in a row close it with 1008.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import trio
+import trio.lowlevel
 
 from nurseries.fanout import (
     BrokerUnavailable,
@@ -46,6 +48,8 @@ from ._service import Forbidden, TopicsService
 
 __all__ = ["Session", "Socket"]
 
+MAX_QUEUED_PUBLISHES = 1000  # per connection, before it stops reading
+
 
 class Socket(Protocol):
     async def receive(self) -> str | bytes: ...
@@ -73,13 +77,27 @@ class Session:
         self._scope = trio.CancelScope()
         self.close_code: int | None = None
         self.close_reason = ""
+        # Publishes wait here, in the order they came, for the publisher task (started
+        # at the first publish) to hand them to the hub together: with a broker, a
+        # burst is one round trip instead of one each.
+        self._publishes: deque[tuple[Operation, str, Any, str | None]] = deque()
+        self._publisher: trio.lowlevel.ParkingLot | None = None  # where it waits for work
+        self._room = trio.lowlevel.ParkingLot()  # where the reader waits while it is full
+        self._nursery: trio.Nursery | None = None
+        self._in_flight = 0  # publishes handed to the hub, not yet answered
 
     async def run(self) -> None:
         self.service.connections += 1
         try:
             with self._scope:
-                await self._receive_loop()
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    await self._receive_loop()
+                    with trio.move_on_after(self.close_timeout):
+                        await self._published_all()  # what was read before a close
+                    nursery.cancel_scope.cancel()
         finally:
+            self._nursery = None
             self.service.connections -= 1
             for sub in self.subscriptions.values():
                 self.service.hub.unsubscribe(sub)
@@ -120,7 +138,8 @@ class Session:
             if op.op == "unsubscribe":
                 return self._unsubscribe(op)
             if op.op == "publish":
-                return await self._publish(op)
+                await self._publish(op)  # answered by the publisher task
+                return None
             return self._presence(op)
         except InvalidTopic as exc:
             raise op.error("invalid_topic", str(exc)) from None
@@ -169,14 +188,52 @@ class Session:
         self.service.hub.unsubscribe(sub)
         return _reply(op, type="unsubscribed", topic=pattern)
 
-    async def _publish(self, op: Operation) -> str:
+    async def _publish(self, op: Operation) -> None:
+        """Checked now (an error is answered at once); published by the publisher task,
+        which answers ``published`` for each, in order."""
         topic = check_topic(op.text("topic"))
         if "data" not in op.body:
             raise op.error("invalid_field", "data: required")
-        message = await self.service.publish(
-            self._grants_for(op), topic, op.body["data"], op.text("key", required=False)
-        )
-        return _reply(op, type="published", topic=topic, offset=message.offset, epoch=message.epoch)
+        key = op.text("key", required=False)
+        if not self._grants_for(op).may_publish(topic):
+            raise op.error("forbidden", f"not allowed to publish to {topic}")
+        while len(self._publishes) >= MAX_QUEUED_PUBLISHES:
+            await self._room.park()  # the client is ahead of the hub: stop reading
+        self._publishes.append((op, topic, op.body["data"], key))
+        if self._publisher is None:
+            assert self._nursery is not None
+            self._publisher = trio.lowlevel.ParkingLot()
+            self._nursery.start_soon(self._publish_queued, self._publisher)
+        else:
+            self._publisher.unpark_all()
+
+    async def _published_all(self) -> None:
+        while self._publishes or self._in_flight:
+            await self._room.park()
+
+    async def _publish_queued(self, wakeup: trio.lowlevel.ParkingLot) -> None:
+        while True:
+            if not self._publishes:
+                self._room.unpark_all()  # _published_all waits here too
+                await wakeup.park()
+                continue
+            batch = list(self._publishes)
+            self._publishes.clear()
+            self._in_flight = len(batch)
+            self._room.unpark_all()
+            messages = [(topic, data, key) for _op, topic, data, key in batch]
+            try:
+                outcomes: list[Message | Exception] = list(
+                    await self.service.hub.publish_many(messages)
+                )
+            except HubError as exc:  # the broker failed: none of them was published
+                outcomes = [exc] * len(batch)
+            frames = [
+                _published(op, outcome)
+                for (op, *_rest), outcome in zip(batch, outcomes, strict=True)
+            ]
+            await self.socket.send(frames)
+            self._in_flight = 0
 
     def _presence(self, op: Operation) -> str:
         topic = check_topic(op.text("topic"))
@@ -219,6 +276,15 @@ class _SessionSink:
             )
         else:
             self.session.end(CLOSE_GOING_AWAY, "server shutting down")
+
+
+def _published(op: Operation, outcome: Message | Exception) -> str:
+    if isinstance(outcome, Message):
+        return _reply(
+            op, type="published", topic=outcome.topic, offset=outcome.offset, epoch=outcome.epoch
+        )
+    code = "unavailable" if isinstance(outcome, BrokerUnavailable) else "limit_reached"
+    return error_frame(code, str(outcome), op.request_id)
 
 
 def _reply(op: Operation, **body: Any) -> str:

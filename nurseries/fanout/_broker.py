@@ -10,7 +10,7 @@ Offsets are then global: a client may resume on any process.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ._history import Message, Replay
@@ -30,9 +30,12 @@ class Broker(Protocol):
         broker by any process, in each topic's offset order."""
         ...
 
-    async def publish(self, topic: str, data: Any, key: str | None, rule: TopicRule) -> Message:
-        """Append to the topic's log (kept by ``rule``'s window); the message reaches
-        ``heard`` everywhere. Raises BrokerUnavailable."""
+    async def publish_many(
+        self, messages: Sequence[tuple[str, Any, str | None, TopicRule]]
+    ) -> list[Message]:
+        """Append each ``(topic, data, key, rule)`` to its topic's log (kept by the
+        rule's window), in order; each message reaches ``heard`` everywhere. Raises
+        BrokerUnavailable (then none was published)."""
         ...
 
     async def since(

@@ -13,7 +13,8 @@ are :class:`HubError`\\s, raised to the caller that asked for too much.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import trio
@@ -21,7 +22,7 @@ from trio.testing import wait_all_tasks_blocked
 
 from ._broker import Broker
 from ._history import Message, Presence, Replay, TopicLog
-from ._hub_errors import HubClosed, TooManySubscriptions, TooManyTopics
+from ._hub_errors import HubClosed, HubError, TooManySubscriptions, TooManyTopics
 from ._subscription import CloseReason, Sink, Subscription
 from ._topics import SlowConsumerPolicy, TopicRules, check_pattern, check_topic, is_exact
 
@@ -96,14 +97,35 @@ class Hub:
         """Append to the topic's log and offer to every matching subscriber; never waits
         for one. With a broker, the message is offered when the broker hands it back,
         as it is on every other process."""
-        check_topic(topic)
-        if self.broker is not None:
-            if self._nursery is None:
-                raise HubClosed("the hub is not running")
-            message = await self.broker.publish(topic, data, key, self.rules.for_topic(topic))
-            self.published += 1
-            return message
-        log_ = self._log(topic)
+        (outcome,) = await self.publish_many([(topic, data, key)])
+        if isinstance(outcome, HubError):
+            raise outcome
+        return outcome
+
+    async def publish_many(
+        self, messages: Sequence[tuple[str, Any, str | None]]
+    ) -> list[Message | HubError]:
+        """Publish ``(topic, data, key)`` each, in order: the message, or the HubError
+        that refused that one. With a broker, the lot goes in one round trip (and a
+        broker failure, BrokerUnavailable, is raised for all)."""
+        for topic, _data, _key in messages:
+            check_topic(topic)
+        if self.broker is None:
+            return [self._publish_here(topic, data, key) for topic, data, key in messages]
+        if self._nursery is None:
+            raise HubClosed("the hub is not running")
+        rules = self.rules.for_topic
+        published = await self.broker.publish_many(
+            [(topic, data, key, rules(topic)) for topic, data, key in messages]
+        )
+        self.published += len(published)
+        return list(published)
+
+    def _publish_here(self, topic: str, data: Any, key: str | None) -> Message | HubError:
+        try:
+            log_ = self._log(topic)
+        except TooManyTopics as exc:
+            return exc
         message = log_.append(data, key)
         self.published += 1
         self._offer(message, log_.rule.policy)
@@ -337,12 +359,20 @@ class Hub:
         back until the publishers have had their turn, each pump writes everything
         queued in one go. When the server is not busy the loop is idle at once, so a
         lone message goes out without delay; when it is, ``flush_interval`` bounds
-        the wait."""
+        the wait. (With a broker, see below.)"""
+        last_flush = -math.inf
         with scope:
             while True:
                 await self._flush_due.wait()
+                if self.broker is not None:
+                    # Messages from a broker arrive one network read at a time, and the
+                    # loop may be idle between reads: waiting for idle alone would wake
+                    # every pump per message. So also at most once per flush_interval
+                    # (at once after a quiet spell).
+                    await trio.sleep_until(last_flush + self.flush_interval)
                 with trio.move_on_after(self.flush_interval):
                     await wait_all_tasks_blocked()
+                last_flush = trio.current_time()
                 dirty, self._dirty = self._dirty, set()
                 self._flush_due = trio.Event()
                 for sub in dirty:

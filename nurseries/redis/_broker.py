@@ -9,7 +9,9 @@ Keys, under the same hash tag as the job store's (``{canopy}`` by default)::
     {P}:fanout           pub/sub channel: every message, to every process
 
 A publish is one script: the next offset, XADD with MAXLEN (the window's size), and
-PUBLISH, atomically, so every process hears each topic's messages in offset order.
+PUBLISH, atomically, so every process hears each topic's messages in offset order; a
+batch of publishes is one script too (a WebSocket client that sends many publishes
+at once gets them written in one round trip, in its order).
 A resume reads the topic's epoch, offset and the missed entries in one script too.
 Both keys expire after ``idle_ttl`` seconds without a publish; a topic whose log is
 gone (expired, flushed, a Redis restarted without persistence) starts a new epoch,
@@ -30,7 +32,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import coredis.exceptions
@@ -44,28 +46,36 @@ log = logging.getLogger("canopy.fanout.redis")
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
+# ARGV: prefix, idle ttl, then per message: topic, new epoch, history size, time, key
+# ('' for none), data (JSON text) -> epoch, offset per message
 _PUBLISH = """
-local P, topic, new_epoch = ARGV[1], ARGV[2], ARGV[3]
-local size, now, key, data, ttl = tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local meta, log = P .. ':topic:' .. topic, P .. ':log:' .. topic
-local epoch = redis.call('HGET', meta, 'epoch')
-local offset = tonumber(redis.call('HGET', meta, 'offset') or '0')
-if not epoch or (size > 0 and offset > 0 and redis.call('EXISTS', log) == 0) then
-    epoch = new_epoch  -- a new lifetime: there was no log, or it was lost
-    redis.call('DEL', log)
-    redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
+local P, ttl = ARGV[1], ARGV[2]
+local out = {}
+for i = 3, #ARGV, 6 do
+    local topic, new_epoch, size = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+    local now, key, data = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+    local meta, log = P .. ':topic:' .. topic, P .. ':log:' .. topic
+    local epoch = redis.call('HGET', meta, 'epoch')
+    local offset = tonumber(redis.call('HGET', meta, 'offset') or '0')
+    if not epoch or (size > 0 and offset > 0 and redis.call('EXISTS', log) == 0) then
+        epoch = new_epoch  -- a new lifetime: there was no log, or it was lost
+        redis.call('DEL', log)
+        redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
+    end
+    offset = redis.call('HINCRBY', meta, 'offset', 1)
+    if size > 0 then
+        redis.call('XADD', log, 'MAXLEN', size, offset .. '-0', 'd', data, 'k', key, 't', now)
+        redis.call('EXPIRE', log, ttl)
+    end
+    redis.call('EXPIRE', meta, ttl)
+    local k = 'null'
+    if key ~= '' then k = cjson.encode(key) end
+    redis.call('PUBLISH', P .. ':fanout', '{"t":' .. cjson.encode(topic) .. ',"o":' .. offset
+        .. ',"e":"' .. epoch .. '","ts":' .. now .. ',"k":' .. k .. ',"d":' .. data .. '}')
+    out[#out + 1] = epoch
+    out[#out + 1] = offset
 end
-offset = redis.call('HINCRBY', meta, 'offset', 1)
-if size > 0 then
-    redis.call('XADD', log, 'MAXLEN', size, offset .. '-0', 'd', data, 'k', key, 't', now)
-    redis.call('EXPIRE', log, ttl)
-end
-redis.call('EXPIRE', meta, ttl)
-local k = 'null'
-if key ~= '' then k = cjson.encode(key) end
-redis.call('PUBLISH', P .. ':fanout', '{"t":' .. cjson.encode(topic) .. ',"o":' .. offset
-    .. ',"e":"' .. epoch .. '","ts":' .. now .. ',"k":' .. k .. ',"d":' .. data .. '}')
-return {epoch, offset}
+return out
 """
 
 # ARGV: prefix, topic, new epoch ('' = do not create), from ('-' = the newest), count, ttl
@@ -140,12 +150,21 @@ class RedisBroker:
         except (coredis.exceptions.RedisError, OSError) as exc:
             raise BrokerUnavailable(f"redis: {exc!r}") from exc
 
-    async def publish(self, topic: str, data: Any, key: str | None, rule: TopicRule) -> Message:
-        encoded = _encode(data)  # refuse what is not JSON before the round trip
+    async def publish_many(
+        self, messages: Sequence[tuple[str, Any, str | None, TopicRule]]
+    ) -> list[Message]:
+        """One script for the lot: appended and published in this order."""
+        args: list[Any] = []
+        out = []
         now = time.time()
-        args = (topic, new_epoch(), rule.history_size, repr(now), key or "", encoded)
-        epoch, offset = await self._call("publish", *args, self.idle_ttl)
-        return Message(topic, int(offset), epoch, data, key, time=now)
+        for topic, data, key, rule in messages:
+            encoded = _encode(data)  # refuse what is not JSON before the round trip
+            args += [topic, new_epoch(), rule.history_size, repr(now), key or "", encoded]
+            out.append(Message(topic, 0, "", data, key, time=now))
+        replies = await self._call("publish", self.idle_ttl, *args)
+        for message, epoch, offset in zip(out, replies[::2], replies[1::2], strict=True):
+            message.epoch, message.offset = epoch, int(offset)
+        return out
 
     async def _read(
         self, topic: str, start: str, count: int, create: bool
