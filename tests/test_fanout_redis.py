@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 import trio
 
-from nurseries.fanout import BrokerUnavailable, Hub, TopicRule, TopicRules
+from nurseries.fanout import (
+    BrokerUnavailable,
+    CloseReason,
+    Hub,
+    SlowConsumerPolicy,
+    TopicRule,
+    TopicRules,
+)
 from nurseries.redis import RedisBroker, RedisConnection
 
 from .fanout_sinks import RecordingSink
@@ -138,3 +145,43 @@ async def test_publish_without_redis_is_refused(redis_server: RedisServer) -> No
         with pytest.raises(BrokerUnavailable):
             await hub.publish("a.b", 1)
         hub.shutdown()
+
+
+async def test_slow_consumer_policies_apply_to_what_the_broker_delivers(
+    redis_server: RedisServer, nursery: trio.Nursery
+) -> None:
+    rules = TopicRules(
+        [TopicRule("ticker.*", SlowConsumerPolicy.LATEST)],
+        TopicRule(history_size=100, history_ttl=60),
+    )
+    prefix = f"fan-{uuid.uuid4().hex[:8]}"
+    hub = await open_hub(nursery, redis_server.url, prefix, queue_size=4)
+    hub.rules = rules
+
+    slow = RecordingSink()
+    sub = await hub.subscribe("orders.1", slow)
+    await hub.publish("orders.1", 0)
+    await until(lambda: len(slow.messages) == 1)
+    slow.stall()
+    for n in range(1, 10):
+        await hub.publish("orders.1", n)
+    await until(lambda: slow.closed_with == [CloseReason.SLOW_CONSUMER])
+    assert sub.resume_offset == 1
+    again = RecordingSink()
+    assert sub.replay is not None
+    await hub.subscribe("orders.1", again, since=1, epoch=sub.replay.epoch)
+    await until(lambda: again.offsets == list(range(2, 11)))
+
+    ticker = RecordingSink()
+    await hub.subscribe("ticker.*", ticker)
+    await hub.publish("ticker.BTC", 1)
+    await until(lambda: len(ticker.messages) == 1)
+    ticker.stall()
+    await hub.publish_many(
+        [("ticker.BTC" if n % 2 else "ticker.ETH", n, None) for n in range(2, 30)]
+    )
+    await trio.sleep(0.2)  # all heard and conflated while stalled
+    ticker.resume()
+    await until(lambda: ticker.messages[-1].data == 29)
+    got = [(m.topic, m.data) for m in ticker.messages]
+    assert got[-2:] == [("ticker.ETH", 28), ("ticker.BTC", 29)] and len(got) <= 1 + 4
