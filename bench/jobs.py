@@ -39,8 +39,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    ExitStack,
+    asynccontextmanager,
+    contextmanager,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +74,7 @@ class Setup:
     concurrency: int
     redis_port: int
     worker_cores: str
+    processes: int = 1
 
     @property
     def env(self) -> dict[str, str]:
@@ -120,10 +127,15 @@ def split(jobs: int, enqueuers: int) -> list[int]:
     return [jobs // enqueuers + (i < jobs % enqueuers) for i in range(enqueuers)]
 
 
-def worker(
-    setup: Setup, argv: list[str], env: dict[str, str]
-) -> AbstractContextManager[subprocess.Popen[bytes]]:
-    return running(argv, None, setup.workdir, {**setup.env, **env}, core=setup.worker_cores)
+@contextmanager
+def worker(setup: Setup, argv: list[str], env: dict[str, str]) -> Iterator[None]:
+    """``--processes`` worker processes, all on ``--worker-cores``."""
+    with ExitStack() as stack:
+        for _ in range(setup.processes):
+            stack.enter_context(
+                running(argv, None, setup.workdir, {**setup.env, **env}, core=setup.worker_cores)
+            )
+        yield
 
 
 async def phases(
@@ -353,6 +365,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (median)")
     parser.add_argument("--systems", default="canopy,canopy-redis,saq,arq", help="which to measure")
     parser.add_argument(
+        "--processes", type=int, default=1, help="worker processes per system (scaling)"
+    )
+    parser.add_argument(
         "--worker-cores",
         default="0",
         help="taskset cores of the worker process (the bench and Redis run on core 1)",
@@ -377,7 +392,13 @@ def main() -> None:
         redis_port = free_port()
         with redis_server(workdir, redis_port):
             setup = Setup(
-                workdir, args.jobs, args.enqueuers, args.concurrency, redis_port, args.worker_cores
+                workdir,
+                args.jobs,
+                args.enqueuers,
+                args.concurrency,
+                redis_port,
+                args.worker_cores,
+                args.processes,
             )
             for _ in range(args.rounds):
                 for name, measure in systems.items():
@@ -385,7 +406,8 @@ def main() -> None:
             rerun = canopy_rerun_after_sigkill(setup) if "canopy" in systems else None
     print(
         f"{args.jobs} no-op jobs, {args.enqueuers} concurrent enqueuers, "
-        f"one worker process running {args.concurrency} at once on cores {args.worker_cores}"
+        f"{args.processes} worker process(es) running {args.concurrency} at once each, "
+        f"on cores {args.worker_cores}"
     )
     medians = {
         name: Rates(
