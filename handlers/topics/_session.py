@@ -77,27 +77,23 @@ class Session:
         self._scope = trio.CancelScope()
         self.close_code: int | None = None
         self.close_reason = ""
-        # Publishes wait here, in the order they came, for the publisher task (started
-        # at the first publish) to hand them to the hub together: with a broker, a
-        # burst is one round trip instead of one each.
-        self._publishes: deque[tuple[Operation, str, Any, str | None]] = deque()
-        self._publisher: trio.lowlevel.ParkingLot | None = None  # where it waits for work
-        self._room = trio.lowlevel.ParkingLot()  # where the reader waits while it is full
-        self._nursery: trio.Nursery | None = None
-        self._in_flight = 0  # publishes handed to the hub, not yet answered
+        # Created at the first publish, with the nursery its task runs in: a session
+        # that only subscribes (most of them) pays for neither.
+        self._publisher: _Publisher | None = None
 
     async def run(self) -> None:
         self.service.connections += 1
         try:
             with self._scope:
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    await self._receive_loop()
-                    with trio.move_on_after(self.close_timeout):
-                        await self._published_all()  # what was read before a close
-                    nursery.cancel_scope.cancel()
+                await self._receive_loop()
+                if self._publisher is not None:  # it stopped at the first publish
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._publisher.run)
+                        await self._receive_loop()
+                        with trio.move_on_after(self.close_timeout):
+                            await self._publisher.published_all()  # read before a close
+                        nursery.cancel_scope.cancel()
         finally:
-            self._nursery = None
             self.service.connections -= 1
             for sub in self.subscriptions.values():
                 self.service.hub.unsubscribe(sub)
@@ -114,8 +110,11 @@ class Session:
         self._scope.cancel()
 
     async def _receive_loop(self) -> None:
+        """Answer frames until the client leaves; without a publisher yet, return at
+        the first publish, so that ``run`` opens the nursery its task needs."""
         errors = 0
-        while True:
+        first_pass = self._publisher is None
+        while not (first_pass and self._publisher is not None):
             frame = await self.socket.receive()
             try:
                 reply = await self._handle(parse(frame))
@@ -197,43 +196,9 @@ class Session:
         key = op.text("key", required=False)
         if not self._grants_for(op).may_publish(topic):
             raise op.error("forbidden", f"not allowed to publish to {topic}")
-        while len(self._publishes) >= MAX_QUEUED_PUBLISHES:
-            await self._room.park()  # the client is ahead of the hub: stop reading
-        self._publishes.append((op, topic, op.body["data"], key))
         if self._publisher is None:
-            assert self._nursery is not None
-            self._publisher = trio.lowlevel.ParkingLot()
-            self._nursery.start_soon(self._publish_queued, self._publisher)
-        else:
-            self._publisher.unpark_all()
-
-    async def _published_all(self) -> None:
-        while self._publishes or self._in_flight:
-            await self._room.park()
-
-    async def _publish_queued(self, wakeup: trio.lowlevel.ParkingLot) -> None:
-        while True:
-            if not self._publishes:
-                self._room.unpark_all()  # _published_all waits here too
-                await wakeup.park()
-                continue
-            batch = list(self._publishes)
-            self._publishes.clear()
-            self._in_flight = len(batch)
-            self._room.unpark_all()
-            messages = [(topic, data, key) for _op, topic, data, key in batch]
-            try:
-                outcomes: list[Message | Exception] = list(
-                    await self.service.hub.publish_many(messages)
-                )
-            except HubError as exc:  # the broker failed: none of them was published
-                outcomes = [exc] * len(batch)
-            frames = [
-                _published(op, outcome)
-                for (op, *_rest), outcome in zip(batch, outcomes, strict=True)
-            ]
-            await self.socket.send(frames)
-            self._in_flight = 0
+            self._publisher = _Publisher(self)
+        await self._publisher.add(op, topic, op.body["data"], key)
 
     def _presence(self, op: Operation) -> str:
         topic = check_topic(op.text("topic"))
@@ -244,6 +209,53 @@ class Session:
     def _grants_for(self, op: Operation) -> Grants:
         token = op.text("token", required=False)
         return self.service.issuer.verify(token) if token else self.grants
+
+
+class _Publisher:
+    """A session's publishes, in the order they came, handed to the hub together by
+    one task: with a broker, a burst is one round trip instead of one each, and each
+    is answered ``published`` in order."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.queue: deque[tuple[Operation, str, Any, str | None]] = deque()
+        self.in_flight = 0  # handed to the hub, not yet answered
+        self.work = trio.lowlevel.ParkingLot()  # the task waits here for publishes
+        self.room = trio.lowlevel.ParkingLot()  # the reader waits here while it is full
+
+    async def add(self, op: Operation, topic: str, data: Any, key: str | None) -> None:
+        while len(self.queue) >= MAX_QUEUED_PUBLISHES:
+            await self.room.park()  # the client is ahead of the hub: stop reading
+        self.queue.append((op, topic, data, key))
+        self.work.unpark_all()
+
+    async def published_all(self) -> None:
+        while self.queue or self.in_flight:
+            await self.room.park()
+
+    async def run(self) -> None:
+        while True:
+            if not self.queue:
+                self.room.unpark_all()  # published_all waits here too
+                await self.work.park()
+                continue
+            batch = list(self.queue)
+            self.queue.clear()
+            self.in_flight = len(batch)
+            self.room.unpark_all()
+            messages = [(topic, data, key) for _op, topic, data, key in batch]
+            try:
+                outcomes: list[Message | Exception] = list(
+                    await self.session.service.hub.publish_many(messages)
+                )
+            except HubError as exc:  # the broker failed: none of them was published
+                outcomes = [exc] * len(batch)
+            frames = [
+                _published(op, outcome)
+                for (op, *_rest), outcome in zip(batch, outcomes, strict=True)
+            ]
+            await self.session.socket.send(frames)
+            self.in_flight = 0
 
 
 class _SessionSink:
