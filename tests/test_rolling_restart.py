@@ -142,31 +142,32 @@ async def test_a_rolling_restart_behind_nginx_loses_nothing(tmp_path: Path) -> N
 
                 async with (
                     httpx.AsyncClient(base_url=base, timeout=10) as http,
-                    trio.open_nursery() as load,
+                    trio.open_nursery() as listening,
                 ):
                     for number in events:
-                        await load.start(subscriber, number)
-                    for _ in range(4):
-                        load.start_soon(getter, http)
-                    for _ in range(2):
-                        load.start_soon(enqueuer, http)
-                    load.start_soon(publisher, http)
-                    await trio.sleep(1.0)
-                    for instance in instances:
-                        served = gets
-                        await instance.restart()
-                        assert gets > served  # traffic went on while it restarted
-                        # Until its fail_timeout passes, nginx still avoids the instance
-                        # that just came back: wait, as a rolling restart must.
-                        await trio.sleep(FAIL_TIMEOUT + 1)
-                    stop_load.set()
+                        await listening.start(subscriber, number)
+                    async with trio.open_nursery() as load:  # ends once stop_load is set
+                        for _ in range(4):
+                            load.start_soon(getter, http)
+                        for _ in range(2):
+                            load.start_soon(enqueuer, http)
+                        load.start_soon(publisher, http)
+                        await trio.sleep(1.0)
+                        for instance in instances:
+                            served = gets
+                            await instance.restart()
+                            assert gets > served  # traffic went on while it restarted
+                            # Until its fail_timeout passes, nginx still avoids the
+                            # instance that just came back: wait, as a rolling restart must.
+                            await trio.sleep(FAIL_TIMEOUT + 1)
+                        stop_load.set()
                     with trio.fail_after(10):  # the last published offsets arrive
                         while True:
                             last = [got[-1].offset if got else 0 for got in events.values()]
                             if min(last) >= published[-1]:
                                 break
                             await trio.sleep(0.05)
-                    load.cancel_scope.cancel()
+                    listening.cancel_scope.cancel()
 
                     states: dict[str, str] = {}
 
