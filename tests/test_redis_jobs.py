@@ -161,3 +161,22 @@ async def test_redis_going_away_is_reported_and_survived_with_nothing_lost(
 
 async def _async(value: Any) -> Any:
     return value
+
+
+def test_cluster_and_sentinel_urls_make_coredis_clients_of_their_kind() -> None:
+    """Built, not connected: no cluster or Sentinel runs here (docs/DEPLOY.md)."""
+    import coredis
+
+    from nurseries.redis import client_for_url
+
+    sentinel = client_for_url("redis+sentinel://h1:26379,h2:26380/mymaster/2")
+    assert sentinel.connection_pool.service_name == "mymaster"
+    assert [repr(s) for s in sentinel.connection_pool.sentinel_manager.sentinels] == [
+        "Redis<h1:26379>",
+        "Redis<h2:26380>",
+    ]
+    assert isinstance(client_for_url("redis+cluster://127.0.0.1:7000"), coredis.RedisCluster)
+    with pytest.raises(ValueError, match="not a Redis URL"):
+        client_for_url("http://127.0.0.1:6379")
+    with pytest.raises(ValueError, match="names its service"):
+        client_for_url("redis+sentinel://h1:26379")

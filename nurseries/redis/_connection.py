@@ -28,6 +28,7 @@ import anyio
 import coredis
 import coredis.exceptions
 import trio
+from coredis.connection import TCPLocation
 
 from .._restart import Backoff, RestartIntensity
 from .._supervisor import Supervisor
@@ -47,25 +48,35 @@ def client_for_url(url: str, **options: Any) -> Any:
     """A coredis client for ``url`` (see the module docstring), replies decoded as str."""
     parts = urlsplit(url)
     options = {"decode_responses": True, **options}
+    if parts.password:
+        options["password"] = unquote(parts.password)
     if parts.scheme == "redis+cluster":
-        return coredis.RedisCluster.from_url(url.replace("redis+cluster://", "redis://"), **options)
+        nodes = _locations(parts.netloc, 6379)
+        return coredis.RedisCluster(startup_nodes=nodes, **options)
     if parts.scheme == "redis+sentinel":
-        hosts = []
-        for location in parts.netloc.rsplit("@", 1)[-1].split(","):
-            host, _, port = location.rpartition(":")
-            hosts.append((host or "127.0.0.1", int(port or 26379)))
+        hosts = _locations(parts.netloc, 26379)
         path = [p for p in parts.path.split("/") if p]
         if not path:
             raise ValueError("a redis+sentinel:// URL names its service: .../service[/db]")
-        if parts.password:
-            options["password"] = unquote(parts.password)
         if len(path) > 1:
             options["db"] = int(path[1])
         sentinel = coredis.Sentinel(hosts, decode_responses=True)
         return sentinel.primary_for(path[0], **options)
     if parts.scheme not in SCHEMES:
         raise ValueError(f"not a Redis URL: {url!r} (use one of {', '.join(SCHEMES)})")
+    options.pop("password", None)  # from_url reads it from the URL itself
     return coredis.Redis.from_url(url, **options)
+
+
+def _locations(netloc: str, default_port: int) -> list[TCPLocation]:
+    """``[user:password@]host:port,host:port`` -> locations."""
+    locations = []
+    for location in netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = location.rpartition(":")
+        if not host:
+            host, port = port, ""
+        locations.append(TCPLocation(host or "127.0.0.1", int(port or default_port)))
+    return locations
 
 
 class RedisConnection:
