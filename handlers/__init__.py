@@ -1,12 +1,13 @@
 """Canopy's capabilities: each a pure-Trio service plus a thin Quart blueprint over it."""
 
-from . import demo, health, jobs, tasks, topics
+from . import dashboard, demo, health, jobs, tasks, topics
 from ._errors import ApiError, error_body
 from ._routes import DEADLINE_ATTRIBUTE, deadline
 
 __all__ = [
     "DEADLINE_ATTRIBUTE",
     "ApiError",
+    "dashboard",
     "deadline",
     "demo",
     "error_body",

@@ -26,11 +26,21 @@ from quart.wrappers import Request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from handlers import DEADLINE_ATTRIBUTE, ApiError, demo, error_body, health, jobs, topics
+from handlers import (
+    DEADLINE_ATTRIBUTE,
+    ApiError,
+    dashboard,
+    demo,
+    error_body,
+    health,
+    jobs,
+    topics,
+)
 from nurseries import InflightLimit, Overloaded, Supervisor
 
 from ._access_log import AccessLog, RequestIds
 from ._asgi import CanopyHTTPConnection, CanopyWebsocketConnection
+from ._dashboard import DashboardSnapshot
 from ._jobs import add_jobs
 from ._metrics import CONTENT_TYPE, Metrics, route_label
 from ._redis import RedisConnections
@@ -222,6 +232,8 @@ def create_app(settings: Settings) -> CanopyApp:
     )
     jobs_service.on_enqueued = metrics.job_enqueued
     metrics.store = jobs_service.store
+    snapshot = DashboardSnapshot(metrics, limit, tree.status, topics_service, lambda: metrics.store)
+    services.add("dashboard", dashboard.DashboardFeed(topics_service.hub, snapshot), grace=1.0)
 
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unhandled_error)
@@ -235,6 +247,7 @@ def create_app(settings: Settings) -> CanopyApp:
     app.register_blueprint(demo.create_blueprint(demo.DemoService()))
     app.register_blueprint(jobs.create_blueprint(jobs_service))
     app.register_blueprint(topics.create_blueprint(topics_service))
+    app.register_blueprint(dashboard.create_blueprint(topics_service))
 
     @app.before_serving
     async def _start_tree() -> None:

@@ -7,6 +7,7 @@ inspected with ``Target`` and ``Runtime`` commands over that WebSocket.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -55,6 +56,18 @@ class Page:
         if "exceptionDetails" in result:
             raise AssertionError(f"{expression!r} raised {result['exceptionDetails']}")
         return result["result"].get("value")
+
+    async def screenshot(self, width: int = 1280, height: int = 900) -> bytes:
+        """A PNG of the page at ``width`` x ``height`` CSS pixels."""
+        await _command(
+            self._ws,
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+            self._session,
+        )
+        await trio.sleep(0.3)  # a layout at the new size
+        shot = await _command(self._ws, "Page.captureScreenshot", {"format": "png"}, self._session)
+        return base64.b64decode(shot["data"])
 
     async def wait_for(self, expression: str) -> Any:
         """Poll ``expression`` until it is truthy (for at most WAIT); return its value."""

@@ -41,6 +41,7 @@ def test_public_api_is_pinned() -> None:
         [
             "DEADLINE_ATTRIBUTE",
             "ApiError",
+            "dashboard",
             "deadline",
             "demo",
             "error_body",

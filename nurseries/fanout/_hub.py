@@ -260,6 +260,20 @@ class Hub:
             "slow_disconnects": self.slow_disconnects,
         }
 
+    def audience(self, topic: str) -> int:
+        """How many subscriptions here a message to ``topic`` would reach."""
+        return len(self._matching(check_topic(topic)))
+
+    def subscriptions_by_pattern(self, limit: int = 20) -> dict[str, int]:
+        """The ``limit`` topics and patterns with the most subscriptions here."""
+        counts = {
+            key if index is self._exact else f"{key}*": len(subs)
+            for index in (self._exact, self._prefixes)
+            for key, subs in index.items()
+        }
+        top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
+        return dict(top)
+
     def subscriptions_by_namespace(self) -> dict[str, int]:
         """Subscriptions counted by their pattern's first segment (``orders`` for
         ``orders.1`` and ``orders.*``; ``*`` for ``*``)."""
