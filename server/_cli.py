@@ -11,6 +11,7 @@ import click
 from nurseries import ChildSpec, Supervisor
 
 from ._app import create_app
+from ._bench_cli import bench_command
 from ._jobs import add_jobs
 from ._jobs_cli import jobs_group
 from ._logging import configure_logging
@@ -76,6 +77,7 @@ def worker_command(config_path: str | None) -> None:
 
 
 main.add_command(jobs_group)
+main.add_command(bench_command)
 
 
 @main.command("settings")
