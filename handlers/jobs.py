@@ -74,10 +74,14 @@ class JobsService:
         store: JobStore,
         registry: TaskRegistry,
         on_enqueued: Callable[[Job], None] | None = None,
+        stamp: Callable[[str], dict[str, str] | None] | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.on_enqueued = on_enqueued  # told of each new job (not of idempotent repeats)
+        # Called with the task's name as each job is built; what it returns travels
+        # with the job as its headers (the server's tracing puts the trace context).
+        self.stamp = stamp
 
     def build(self, req: JobRequest) -> Job:
         spec = self.registry.get(req.task)  # UnknownTask
@@ -87,6 +91,7 @@ class JobsService:
             queue=req.queue or None,
             priority=req.priority,
             idempotency_key=req.idempotency_key,
+            headers=self.stamp(req.task) if self.stamp is not None else None,
         )
 
     async def enqueue(self, req: JobRequest) -> tuple[Job, bool]:

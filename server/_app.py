@@ -46,6 +46,7 @@ from ._metrics import CONTENT_TYPE, Metrics, route_label
 from ._redis import RedisConnections
 from ._settings import Settings
 from ._topics import add_topics
+from ._tracing import Tracing, tracing_for
 from ._websocket import install as install_websocket_stream
 from ._wrappers import (
     CachedRequestContext,
@@ -75,6 +76,7 @@ class Runtime:
     access_log: AccessLog
     request_ids: RequestIds
     metrics: Metrics | None = None
+    tracing: Tracing | None = None
     lifespan_owns_tree: bool = True
 
 
@@ -96,6 +98,20 @@ class CanopyApp(QuartTrio):
         return LazyMapAdapter(partial(QuartTrio.create_url_adapter, self, request))
 
     async def handle_request(self, request: Request) -> Any:
+        tracing = self.runtime.tracing
+        if tracing is None:
+            return await self._handle_request(request)
+        with tracing.request(request.method, request.path, request.scope["headers"]) as span:
+            response = await self._handle_request(request)
+            route = route_label(request)
+            span.update_name(f"{request.method} {route}")
+            span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                span.set_status(tracing.error)
+            return response
+
+    async def _handle_request(self, request: Request) -> Any:
         started = time.perf_counter()
         runtime = self.runtime
         request_id = _request_id(request.scope["headers"], runtime.request_ids)
@@ -218,6 +234,7 @@ def create_app(settings: Settings) -> CanopyApp:
     access_log = AccessLog()
     services.add("access_log", access_log, grace=1.0)
     app.runtime = Runtime(settings, tree, services, limit, access_log, RequestIds())
+    app.runtime.tracing = tracing_for(settings.tracing)
     redis = RedisConnections(services, settings)
     topics_service = add_topics(services, settings, redis)
     metrics = Metrics(limit, tree.status, topics_service)
@@ -229,6 +246,7 @@ def create_app(settings: Settings) -> CanopyApp:
         run_jobs=settings.run_jobs,
         hub=topics_service.hub,
         observe=metrics.job_event,
+        tracing=app.runtime.tracing,
     )
     jobs_service.on_enqueued = metrics.job_enqueued
     metrics.store = jobs_service.store

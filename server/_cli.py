@@ -20,6 +20,7 @@ from ._pool import inherit_sockets, serve_workers
 from ._redis import RedisConnections
 from ._settings import Settings
 from ._startup import load_or_exit, run_process
+from ._tracing import tracing_for
 
 __all__ = ["main"]
 
@@ -68,7 +69,13 @@ def worker_command(config_path: str | None) -> None:
     _config, settings = load_or_exit(config_path)
     configure_logging(settings.log_level)
     services = Supervisor("services")
-    add_jobs(services, settings, RedisConnections(services, settings), run_jobs=True)
+    add_jobs(
+        services,
+        settings,
+        RedisConnections(services, settings),
+        run_jobs=True,
+        tracing=tracing_for(settings.tracing),
+    )
     tree = Supervisor(
         "canopy-worker", [ChildSpec("services", services, grace=settings.service_grace + 2)]
     )

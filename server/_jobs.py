@@ -18,6 +18,7 @@ from nurseries.jobs import (
 
 from ._redis import RedisConnections
 from ._settings import Settings
+from ._tracing import Tracing
 
 __all__ = ["add_jobs"]
 
@@ -30,6 +31,7 @@ def add_jobs(
     run_jobs: bool,
     hub: Hub | None = None,
     observe: Notify | None = None,
+    tracing: Tracing | None = None,
 ) -> jobs.JobsService:
     """Add the job store and, with ``run_jobs``, a runner and the periodic scheduler
     (``CANOPY_SCHEDULES``): started in that order, stopped in reverse. A web tier
@@ -48,12 +50,13 @@ def add_jobs(
             lease=settings.job_lease,
             grace=settings.service_grace,
             notify=_notify(hub, observe),
+            instrument=tracing.job if tracing is not None else None,
         )
         services.add("job_runner", runner, grace=settings.service_grace + 1)
         if settings.schedules:
             scheduler = PeriodicScheduler(store, registry, list(settings.schedules))
             services.add("scheduler", scheduler, grace=settings.service_grace)
-    return jobs.JobsService(store, registry)
+    return jobs.JobsService(store, registry, stamp=tracing.stamp if tracing is not None else None)
 
 
 def _store(settings: Settings, redis: RedisConnections) -> JobStore:

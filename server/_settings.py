@@ -9,6 +9,7 @@ naming the setting, which the CLI prints as one line before exiting with code 2.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -104,6 +105,28 @@ def _broker_url(value: Any) -> str:
     if not sep or scheme not in BROKER_SCHEMES:
         raise ValueError(f"must be memory:// or a URL with a scheme of {', '.join(BROKER_SCHEMES)}")
     return text
+
+
+TRACING_MODES = ("off", "on", "console")
+
+
+def _tracing(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in TRACING_MODES:
+        raise ValueError(f"must be one of {', '.join(TRACING_MODES)}")
+    needs = {"on": "opentelemetry.trace", "console": "opentelemetry.sdk"}.get(text)
+    if needs is not None and not _importable(needs):
+        raise ValueError(
+            f"{text} must have {needs} installed: pip install 'canopy-server[tracing]'"
+        )
+    return text
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def _redis_prefix(value: Any) -> str:
@@ -272,6 +295,13 @@ class Settings:
     )
     sqlite_synchronous: str = _setting(
         "FULL", _synchronous, "SQLite synchronous level: FULL (durable), NORMAL or OFF"
+    )
+    tracing: str = _setting(
+        "off",
+        _tracing,
+        "OpenTelemetry spans for requests, enqueues and job runs: off, on (to the "
+        "process's TracerProvider, e.g. from opentelemetry-instrument) or console "
+        "(spans on stderr; needs opentelemetry-sdk)",
     )
     gc_threshold: int = _setting(
         50_000,

@@ -58,6 +58,9 @@ class Job:
     error: str | None = None
     traceback: str | None = None
     progress: Any = None
+    # Carried from the enqueuer to the run, untouched by Canopy: e.g. the W3C trace
+    # context (traceparent) that links a job's run to the request that enqueued it.
+    headers: dict[str, str] | None = None
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 

@@ -39,6 +39,7 @@ class TaskSpec:
         queue: str | None = None,
         priority: int | None = None,
         idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Job:
         """A job of this task with its declared defaults; scheduled if ``run_at`` is later."""
         now = time.time()
@@ -53,6 +54,7 @@ class TaskSpec:
             timeout=self.timeout,
             run_at=run_at,
             idempotency_key=idempotency_key,
+            headers=headers,
         )
 
 

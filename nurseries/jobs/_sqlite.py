@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     traceback TEXT,
     progress TEXT,
+    headers TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     cancel_requested INTEGER NOT NULL DEFAULT 0
@@ -60,9 +61,10 @@ CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (state, lease_expires);
 """
 _COLUMNS = (
     "id task args queue priority state attempts max_attempts timeout run_at lease_owner "
-    "lease_expires idempotency_key result error traceback progress created_at updated_at"
+    "lease_expires idempotency_key result error traceback progress headers created_at "
+    "updated_at"
 ).split()
-_JSON_COLUMNS = frozenset({"args", "result", "progress"})
+_JSON_COLUMNS = frozenset({"args", "result", "progress", "headers"})
 _WAITING = tuple(state.value for state in CLAIMABLE)
 _MARKS = ", ".join("?" for _ in _WAITING)
 
@@ -195,6 +197,9 @@ class SQLiteJobStore:
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.executescript(_SCHEMA)
+        columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+        if "headers" not in columns:  # a database made before jobs carried headers
+            conn.execute("ALTER TABLE jobs ADD COLUMN headers TEXT")
         return conn
 
     async def _db(self, function: Callable[..., T], *args: Any) -> T:

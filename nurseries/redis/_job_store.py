@@ -51,12 +51,13 @@ __all__ = ["RedisJobStore"]
 log = logging.getLogger("canopy.jobs.redis")
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
-_JSON_FIELDS = frozenset({"args", "result", "progress"})
+_JSON_FIELDS = frozenset({"args", "result", "progress", "headers"})
 _INT_FIELDS = frozenset({"priority", "attempts", "max_attempts"})
 _FLOAT_FIELDS = frozenset({"timeout", "run_at", "lease_expires", "created_at", "updated_at"})
 _FIELDS = (
     "id task args queue priority state attempts max_attempts timeout run_at lease_owner "
-    "lease_expires idempotency_key result error traceback progress created_at updated_at"
+    "lease_expires idempotency_key result error traceback progress headers created_at "
+    "updated_at"
 ).split()
 _OUTCOME_FIELDS = (
     "state attempts run_at result error traceback lease_owner lease_expires updated_at".split()
