@@ -1,6 +1,6 @@
 """Canopy's capabilities: each a pure-Trio service plus a thin Quart blueprint over it."""
 
-from . import dashboard, demo, health, jobs, tasks, topics
+from . import dashboard, demo, health, jobs, orders, tasks, topics
 from ._errors import ApiError, error_body
 from ._routes import DEADLINE_ATTRIBUTE, deadline
 
@@ -13,6 +13,7 @@ __all__ = [
     "error_body",
     "health",
     "jobs",
+    "orders",
     "tasks",
     "topics",
 ]

@@ -82,6 +82,7 @@ class JobsService:
         # Called with the task's name as each job is built; what it returns travels
         # with the job as its headers (the server's tracing puts the trace context).
         self.stamp = stamp
+        self.orders: Any = None  # the orders service sharing this queue, when there is one
 
     def build(self, req: JobRequest) -> Job:
         spec = self.registry.get(req.task)  # UnknownTask
@@ -96,6 +97,10 @@ class JobsService:
 
     async def enqueue(self, req: JobRequest) -> tuple[Job, bool]:
         return self._told(await self.store.enqueue(self.build(req)))
+
+    async def enqueue_task(self, task: str, args: dict[str, Any], key: str) -> tuple[Job, bool]:
+        """Enqueue ``task`` from code (another task, a service), idempotent by ``key``."""
+        return await self.enqueue(JobRequest(task, args, None, None, 0.0, key))
 
     def _told(self, outcome: tuple[Job, bool]) -> tuple[Job, bool]:
         if outcome[1] and self.on_enqueued is not None:

@@ -34,6 +34,7 @@ from handlers import (
     error_body,
     health,
     jobs,
+    orders,
     topics,
 )
 from nurseries import InflightLimit, Overloaded, Supervisor
@@ -264,6 +265,7 @@ def create_app(settings: Settings) -> CanopyApp:
     app.register_blueprint(health.create_blueprint(health.HealthService(tree.status)))
     app.register_blueprint(demo.create_blueprint(demo.DemoService()))
     app.register_blueprint(jobs.create_blueprint(jobs_service))
+    app.register_blueprint(orders.create_blueprint(jobs_service.orders))
     app.register_blueprint(topics.create_blueprint(topics_service))
     app.register_blueprint(dashboard.create_blueprint(topics_service))
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from handlers import jobs, tasks
+from handlers.orders import OrdersService, OrderStore, SimulatedGateway
 from nurseries import Supervisor
-from nurseries.fanout import Hub
+from nurseries.fanout import Hub, HubError
 from nurseries.jobs import (
     JobRunner,
     JobStore,
@@ -21,6 +23,8 @@ from ._settings import Settings
 from ._tracing import Tracing
 
 __all__ = ["add_jobs"]
+
+log = logging.getLogger("canopy.orders")
 
 
 def add_jobs(
@@ -42,6 +46,18 @@ def add_jobs(
     tasks.register_examples(registry)
     store = _store(settings, redis)
     services.add("job_store", store, grace=settings.service_grace)
+    order_store = OrderStore(settings.data_path / "orders.db")
+    services.add("order_store", order_store, grace=settings.service_grace)
+    orders_service = OrdersService(
+        order_store,
+        SimulatedGateway(
+            latency=settings.payment_latency,
+            failure_rate=settings.payment_failure_rate,
+            decline_rate=settings.payment_decline_rate,
+        ),
+        publish=_publisher(hub),
+    )
+    orders_service.register_tasks(registry)
     if run_jobs:
         runner = JobRunner(
             store,
@@ -56,7 +72,27 @@ def add_jobs(
         if settings.schedules:
             scheduler = PeriodicScheduler(store, registry, list(settings.schedules))
             services.add("scheduler", scheduler, grace=settings.service_grace)
-    return jobs.JobsService(store, registry, stamp=tracing.stamp if tracing is not None else None)
+    service = jobs.JobsService(
+        store, registry, stamp=tracing.stamp if tracing is not None else None
+    )
+    service.orders = orders_service
+    orders_service.enqueue = service.enqueue_task
+    return service
+
+
+def _publisher(hub: Hub | None) -> Any:
+    """Order events to the hub; a hub that refuses one (its broker is away) costs the
+    event, never the order's step."""
+    if hub is None:
+        return None
+
+    async def publish(topic: str, data: dict[str, Any]) -> None:
+        try:
+            await hub.publish(topic, data)
+        except HubError as exc:
+            log.warning("order event to %s not published: %s", topic, exc)
+
+    return publish
 
 
 def _store(settings: Settings, redis: RedisConnections) -> JobStore:

@@ -61,6 +61,13 @@ _positive_int = _whole_number(1)
 _non_negative_int = _whole_number(0)
 
 
+def _fraction(value: Any) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError("must be a fraction from 0 to 1")
+    return number
+
+
 def _boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -309,6 +316,15 @@ class Settings:
         "allocations between young-generation garbage collections (0: Python's default)",
     )
 
+    payment_latency: float = _setting(
+        0.0, _non_negative_float, "seconds the simulated payment gateway takes per charge"
+    )
+    payment_failure_rate: float = _setting(
+        0.0, _fraction, "share of simulated charges that fail transiently (retried)"
+    )
+    payment_decline_rate: float = _setting(
+        0.0, _fraction, "share of simulated charges declined (the order fails, stock released)"
+    )
     topics_secret: str = _setting(
         "", _secret, "HMAC secret (32+ bytes) that signs topic tokens (empty: anonymous only)"
     )

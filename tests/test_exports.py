@@ -47,6 +47,7 @@ def test_public_api_is_pinned() -> None:
             "error_body",
             "health",
             "jobs",
+            "orders",
             "tasks",
             "topics",
         ]

@@ -1,0 +1,33 @@
+"""Orders and payments: a pure-Trio service (:class:`OrdersService`, usable from any
+``trio.run`` program with a job runner) and a thin Quart blueprint over it.
+
+Placing an order is idempotent by key; the order then runs as jobs (reserve stock,
+charge, confirm), with compensation when a charge fails and a charge's exactly-once
+effect guarded by the charges table and the gateway's idempotency key. See
+``_service`` for the pipeline and ``_store`` for the invariants the schema holds.
+"""
+
+from ._blueprint import create_blueprint
+from ._gateway import GatewayUnavailable, PaymentDeclined, PaymentGateway, SimulatedGateway
+from ._model import InvalidOrder, Order, OrderState, validate_order
+from ._service import ATTEMPT_KEY, STEP_RETRY, OrderConflict, OrdersService
+from ._store import OrderStore, OrderStoreError, OutOfStock
+
+__all__ = [
+    "ATTEMPT_KEY",
+    "STEP_RETRY",
+    "GatewayUnavailable",
+    "InvalidOrder",
+    "Order",
+    "OrderConflict",
+    "OrderState",
+    "OrderStore",
+    "OrderStoreError",
+    "OrdersService",
+    "OutOfStock",
+    "PaymentDeclined",
+    "PaymentGateway",
+    "SimulatedGateway",
+    "create_blueprint",
+    "validate_order",
+]

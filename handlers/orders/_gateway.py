@@ -1,0 +1,65 @@
+"""The payment gateway: an interface, and the simulated one Canopy ships.
+
+A real gateway (Stripe, Adyen, ...) takes an idempotency key with each charge and
+answers a repeat with the original charge; the pipeline relies on that, and on its
+own charges table, for a charge's exactly-once effect.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Protocol
+
+import trio
+
+__all__ = ["GatewayUnavailable", "PaymentDeclined", "PaymentGateway", "SimulatedGateway"]
+
+
+class PaymentDeclined(Exception):
+    """A final answer: retrying will not help (the order fails, its stock is released)."""
+
+
+class GatewayUnavailable(Exception):
+    """A transient failure: the charge may be retried (with the same idempotency key)."""
+
+
+class PaymentGateway(Protocol):
+    async def charge(self, amount: int, currency: str, idempotency_key: str) -> str:
+        """Charge ``amount`` minor units; the charge's reference. A repeated key gets
+        the first charge's reference back and charges nothing more."""
+        ...
+
+
+class SimulatedGateway:
+    """Latency and failures on demand, so the pipeline's failure handling can be seen:
+    ``failure_rate`` of calls raise GatewayUnavailable, ``decline_rate`` of new charges
+    are declined. It keeps what it charged, to check the exactly-once effect."""
+
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        failure_rate: float = 0.0,
+        decline_rate: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        self.latency = latency
+        self.failure_rate = failure_rate
+        self.decline_rate = decline_rate
+        self._random = random.Random(seed)
+        self.charged: dict[str, tuple[int, str, str]] = {}  # key -> amount, currency, ref
+        self.calls = 0
+
+    async def charge(self, amount: int, currency: str, idempotency_key: str) -> str:
+        self.calls += 1
+        await trio.sleep(self.latency)
+        if self._random.random() < self.failure_rate:
+            raise GatewayUnavailable("the simulated gateway timed out")
+        if idempotency_key in self.charged:
+            return self.charged[idempotency_key][2]
+        if self._random.random() < self.decline_rate:
+            raise PaymentDeclined("card declined (simulated)")
+        reference = f"ch_{uuid.uuid4().hex[:16]}"
+        self.charged[idempotency_key] = (amount, currency, reference)
+        return reference

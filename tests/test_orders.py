@@ -1,0 +1,184 @@
+"""Orders against a real server (and the service in-process): validation, idempotent
+placing, the pipeline as jobs, compensation, exactly-once charges, stock that never
+goes negative, and every state change published."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from handlers.orders import OrdersService, OrderState, OrderStore, SimulatedGateway
+from handlers.topics import TokenIssuer
+from handlers.topics.client import TopicMessage, connect_topics
+from nurseries.jobs import Job, JobContext
+
+from .e2e import running_server, write_config
+
+SECRET = "orders-test-secret-long-enough-for-hs256"
+ENV = {"CANOPY_ACCESS_LOG": "false", "CANOPY_TOPICS_SECRET": SECRET}
+
+
+def order(customer: str = "c1", quantity: int = 1, sku: str = "apple") -> dict[str, Any]:
+    return {
+        "customer": customer,
+        "currency": "EUR",
+        "items": [{"sku": sku, "quantity": quantity, "unit_price": 250}],
+    }
+
+
+async def settled(client: httpx.AsyncClient, order_id: str) -> dict[str, Any]:
+    with trio.fail_after(20):
+        while True:
+            body = (await client.get(f"/orders/{order_id}")).json()
+            if body["state"] in ("confirmed", "failed"):
+                return body  # type: ignore[no-any-return]
+            await trio.sleep(0.05)
+
+
+async def test_placing_validates_is_idempotent_and_runs_to_confirmed(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    async with running_server(tmp_path, env=ENV) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            assert (await client.put("/stock/apple", json={"available": 10})).status_code == 200
+            missing = await client.post("/orders", json=order())
+            assert missing.status_code == 422 and missing.json()["field"] == "Idempotency-Key"
+            bad = order()
+            bad["items"][0]["quantity"] = 0
+            refused = await client.post("/orders", json=bad, headers={"Idempotency-Key": "k0"})
+            assert refused.status_code == 422
+            assert refused.json()["field"] == "items[0].quantity"
+            garbled = await client.post(
+                "/orders", content=b"{nope", headers={"Idempotency-Key": "k0"}
+            )
+            assert garbled.status_code == 400
+
+            token = TokenIssuer(SECRET).issue("watcher", subscribe=["customers.c1.orders"])
+            events: list[str] = []
+            async with (
+                connect_topics(f"ws://127.0.0.1:{server.port}/ws", token=token) as topics,
+                topics.subscribe("customers.c1.orders") as subscription,
+            ):
+                placed = await client.post(
+                    "/orders", json=order(quantity=3), headers={"Idempotency-Key": "k1"}
+                )
+                assert placed.status_code == 202 and placed.json()["state"] == "pending"
+                assert placed.json()["total"] == 750
+                done = await settled(client, placed.json()["id"])
+                assert done["state"] == "confirmed"
+                with trio.fail_after(5):
+                    async for event in subscription:
+                        assert isinstance(event, TopicMessage)
+                        events.append(event.data["state"])
+                        if event.data["state"] == "confirmed":
+                            break
+            assert events == ["pending", "reserved", "paid", "confirmed"]
+            assert (await client.get("/stock/apple")).json()["available"] == 7
+
+            again = await client.post(
+                "/orders", json=order(quantity=3), headers={"Idempotency-Key": "k1"}
+            )
+            assert again.status_code == 200 and again.json()["id"] == placed.json()["id"]
+            other = await client.post(
+                "/orders", json=order(quantity=4), headers={"Idempotency-Key": "k1"}
+            )
+            assert other.status_code == 409 and other.json()["order_id"] == placed.json()["id"]
+            listed = (await client.get("/orders", params={"customer": "c1"})).json()["orders"]
+            assert [o["id"] for o in listed] == [placed.json()["id"]]
+        assert await server.stop() == 0
+
+
+async def test_stock_never_goes_negative_under_concurrent_orders(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    async with running_server(tmp_path, env=ENV) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            await client.put("/stock/pear", json={"available": 20})
+            ids: list[str] = []
+
+            async def place(n: int) -> None:
+                response = await client.post(
+                    "/orders", json=order(f"c{n}", sku="pear"), headers={"Idempotency-Key": f"p{n}"}
+                )
+                ids.append(response.json()["id"])
+
+            async with trio.open_nursery() as nursery:
+                for n in range(50):
+                    nursery.start_soon(place, n)
+            states = [(await settled(client, order_id))["state"] for order_id in ids]
+            assert states.count("confirmed") == 20 and states.count("failed") == 30
+            failed = (await client.get(f"/orders/{ids[states.index('failed')]}")).json()
+            assert failed["reason"] == "not enough stock of 'pear'"
+            assert (await client.get("/stock/pear")).json()["available"] == 0
+        assert await server.stop() == 0
+
+
+async def test_a_declined_charge_releases_the_stock(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    env = {**ENV, "CANOPY_PAYMENT_DECLINE_RATE": "1"}
+    async with running_server(tmp_path, env=env) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            await client.put("/stock/plum", json={"available": 5})
+            placed = await client.post(
+                "/orders", json=order(sku="plum", quantity=2), headers={"Idempotency-Key": "d1"}
+            )
+            done = await settled(client, placed.json()["id"])
+            assert done["state"] == "failed" and done["reason"].startswith("payment declined")
+            assert (await client.get("/stock/plum")).json()["available"] == 5
+        assert await server.stop() == 0
+
+
+async def test_transient_gateway_failures_are_retried_and_charge_once(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    env = {**ENV, "CANOPY_PAYMENT_FAILURE_RATE": "0.5"}
+    async with running_server(tmp_path, env=env) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            await client.put("/stock/fig", json={"available": 100})
+            ids = []
+            for n in range(10):
+                placed = await client.post(
+                    "/orders", json=order(sku="fig"), headers={"Idempotency-Key": f"t{n}"}
+                )
+                ids.append(placed.json()["id"])
+            states = [(await settled(client, order_id))["state"] for order_id in ids]
+        assert await server.stop() == 0
+    with sqlite3.connect(tmp_path / "var" / "orders.db") as db:
+        charges = dict(db.execute("SELECT order_id, COUNT(*) FROM charges GROUP BY order_id"))
+    confirmed = [i for i, s in zip(ids, states, strict=True) if s == "confirmed"]
+    assert len(confirmed) >= 8  # five attempts each at a 50 % failure rate
+    assert all(charges[i] == 1 for i in confirmed)
+    assert set(charges) == set(confirmed)  # failed ones were never charged
+
+
+async def test_a_charge_repeated_after_a_crash_charges_once(tmp_path: Path, nursery: Any) -> None:
+    store = OrderStore(tmp_path / "orders.db")
+    await nursery.start(store.run)
+    gateway = SimulatedGateway()
+    service = OrdersService(store, gateway)
+    steps: list[str] = []
+
+    async def enqueue(task: str, args: dict[str, Any], key: str) -> None:
+        steps.append(task)
+
+    service.enqueue = enqueue
+    await store.set_stock("kiwi", 3)
+    placed, _ = await service.place(order(sku="kiwi"), "x1")
+    await service._reserve({"order_id": placed.id})
+    # The first run of the charge step reached the gateway, then its process died
+    # before recording the charge:
+    await gateway.charge(placed.total, "EUR", f"{placed.id}:charge")
+    job = Job("orders.charge", {"order_id": placed.id}, attempts=2)
+    reference = await service._charge({"order_id": placed.id}, JobContext(job, None, "w"))  # type: ignore[arg-type]
+    assert len(gateway.charged) == 1 and gateway.calls == 2
+    assert reference == next(iter(gateway.charged.values()))[2]
+    assert await store.charges(placed.id) == 1
+    again = await service._charge({"order_id": placed.id}, JobContext(job, None, "w"))  # type: ignore[arg-type]
+    assert again == "already paid" and gateway.calls == 2
+    assert (await store.get(placed.id)).state is OrderState.PAID  # type: ignore[union-attr]
+    assert steps == ["orders.reserve", "orders.charge", "orders.confirm", "orders.confirm"]
