@@ -58,7 +58,8 @@ def bench_command(
     """Drive SCENARIO against a running server and report throughput, latency and errors.
 
     Scenarios: http-get, http-post, jobs (enqueue demo.echo, wait until it succeeded),
-    ws (WebSocket subscribers and an HTTP publisher; latency is publish to delivery).
+    orders (place an order, wait until it is confirmed), ws (WebSocket subscribers and
+    an HTTP publisher; latency is publish to delivery).
     """
     try:
         payload = json.loads(body)

@@ -15,6 +15,10 @@ Scenarios (an operation, and what its latency is):
     http-post PATH      one POST of ``body``; answered
     jobs                POST /jobs of ``demo.echo``, then GET /jobs/{id} every 10 ms
                         until it ends: enqueue to seen succeeded
+    orders              POST /orders (one item of ``bench-sku``, stocked by the run),
+                        then GET /orders/{id} every 10 ms until it is confirmed: the
+                        whole pipeline (reserve, charge, confirm); a failed order is
+                        an error named by its reason
     ws                  ``subscribers`` WebSockets on one topic and a publisher over
                         HTTP; an operation is one delivery: publish to received
 
@@ -29,6 +33,7 @@ import json
 import math
 import socket
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -42,7 +47,8 @@ from handlers.topics.client import TopicMessage, connect_topics
 
 __all__ = ["SCENARIOS", "LoadError", "Plan", "Result", "check_target", "run"]
 
-SCENARIOS = ("http-get", "http-post", "jobs", "ws")
+SCENARIOS = ("http-get", "http-post", "jobs", "orders", "ws")
+ORDER_SKU = "bench-sku"
 JOB_POLL = 0.01
 TOPIC = "demo.bench"
 
@@ -151,10 +157,15 @@ async def run(plan: Plan, result: Result) -> Result:
         if plan.scenario == "ws":
             await _ws(plan, client, result)
         else:
+            if plan.scenario == "orders":
+                stocked = await client.put(f"/stock/{ORDER_SKU}", json={"available": 10**9})
+                if stocked.status_code != 200:
+                    raise LoadError(f"could not stock {ORDER_SKU}: HTTP {stocked.status_code}")
             operation = {
                 "http-get": _http_get,
                 "http-post": _http_post,
                 "jobs": _job,
+                "orders": _order,
             }[plan.scenario]
             await _drive(plan, result, lambda: operation(plan, client, result))
         result.elapsed = time.monotonic() - result.started
@@ -228,6 +239,35 @@ async def _job(plan: Plan, client: httpx.AsyncClient, result: Result) -> None:
                 break
             if job["state"] in ("failed", "cancelled"):
                 result.error(f"job {job['state']}")
+                return
+            await trio.sleep(JOB_POLL)
+    except httpx.HTTPError as exc:
+        result.error(type(exc).__name__)
+        return
+    result.ok(time.perf_counter() - started)
+
+
+async def _order(plan: Plan, client: httpx.AsyncClient, result: Result) -> None:
+    started = time.perf_counter()
+    body = {
+        "customer": "bench",
+        "currency": "EUR",
+        "items": [{"sku": ORDER_SKU, "quantity": 1, "unit_price": 100}],
+    }
+    try:
+        response = await client.post(
+            "/orders", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
+        )
+        if response.status_code != 202:
+            result.error(f"place http {response.status_code}")
+            return
+        where = response.headers["location"]
+        while True:
+            order = (await client.get(where)).json()
+            if order["state"] == "confirmed":
+                break
+            if order["state"] == "failed":
+                result.error(f"order failed: {order['reason']}")
                 return
             await trio.sleep(JOB_POLL)
     except httpx.HTTPError as exc:

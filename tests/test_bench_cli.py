@@ -40,6 +40,7 @@ async def bench(base: str, *args: str) -> dict[str, Any]:
     [
         ("http-get", "canopy_http_requests_total", {"route": "/demo/hello", "status": "200"}),
         ("jobs", "canopy_jobs_total", {"task": "demo.echo", "event": "succeeded"}),
+        ("orders", "canopy_jobs_total", {"task": "orders.confirm", "event": "succeeded"}),
         ("ws", "canopy_fanout_delivered_total", {}),
     ],
 )
