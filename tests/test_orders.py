@@ -4,7 +4,10 @@ goes negative, and every state change published."""
 
 from __future__ import annotations
 
+import random
+import signal
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -92,29 +95,73 @@ async def test_placing_validates_is_idempotent_and_runs_to_confirmed(tmp_path: P
         assert await server.stop() == 0
 
 
-async def test_stock_never_goes_negative_under_concurrent_orders(tmp_path: Path) -> None:
+async def place_many(client: httpx.AsyncClient, count: int, sku: str) -> list[str]:
+    ids: list[str] = []
+    limit = trio.CapacityLimiter(100)
+
+    async def place(n: int) -> None:
+        async with limit:
+            response = await client.post(
+                "/orders", json=order(f"c{n}", sku=sku), headers={"Idempotency-Key": f"{sku}{n}"}
+            )
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+
+    async with trio.open_nursery() as nursery:
+        for n in range(count):
+            nursery.start_soon(place, n)
+    return ids
+
+
+def charges_per_order(data_dir: Path) -> dict[str, int]:
+    with sqlite3.connect(data_dir / "orders.db") as db:
+        return dict(db.execute("SELECT order_id, COUNT(*) FROM charges GROUP BY order_id"))
+
+
+async def test_500_concurrent_orders_for_100_in_stock(tmp_path: Path) -> None:
     write_config(tmp_path)
     async with running_server(tmp_path, env=ENV) as server:
         base = f"http://127.0.0.1:{server.port}"
-        async with httpx.AsyncClient(base_url=base) as client:
-            await client.put("/stock/pear", json={"available": 20})
-            ids: list[str] = []
-
-            async def place(n: int) -> None:
-                response = await client.post(
-                    "/orders", json=order(f"c{n}", sku="pear"), headers={"Idempotency-Key": f"p{n}"}
-                )
-                ids.append(response.json()["id"])
-
-            async with trio.open_nursery() as nursery:
-                for n in range(50):
-                    nursery.start_soon(place, n)
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            await client.put("/stock/pear", json={"available": 100})
+            ids = await place_many(client, 500, "pear")
             states = [(await settled(client, order_id))["state"] for order_id in ids]
-            assert states.count("confirmed") == 20 and states.count("failed") == 30
+            assert states.count("confirmed") == 100 and states.count("failed") == 400
             failed = (await client.get(f"/orders/{ids[states.index('failed')]}")).json()
             assert failed["reason"] == "not enough stock of 'pear'"
             assert (await client.get("/stock/pear")).json()["available"] == 0
         assert await server.stop() == 0
+    charges = charges_per_order(tmp_path / "var")
+    assert len(charges) == 100 and set(charges.values()) == {1}  # no double charge
+
+
+async def test_sigkilled_workers_neither_lose_nor_double_charge_an_order(tmp_path: Path) -> None:
+    write_config(tmp_path)
+    env = {**ENV, "CANOPY_JOB_LEASE": "1"}
+    worker_argv = [sys.executable, "-m", "server", "worker"]
+    rng = random.Random(7)
+    async with running_server(tmp_path, env={**env, "CANOPY_RUN_JOBS": "false"}) as web:
+        base = f"http://127.0.0.1:{web.port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            await client.put("/stock/pear", json={"available": 100})
+            ids = await place_many(client, 500, "pear")
+            for _ in range(3):
+                async with running_server(
+                    tmp_path, env=env, argv=worker_argv, wait_for="worker started"
+                ) as worker:
+                    await trio.sleep(rng.uniform(0.3, 1.0))
+                    worker.signal(signal.SIGKILL)
+                    assert await worker.wait() == -signal.SIGKILL
+            async with running_server(
+                tmp_path, env=env, argv=worker_argv, wait_for="worker started"
+            ) as worker:
+                states = [(await settled(client, order_id))["state"] for order_id in ids]
+                assert await worker.stop() == 0
+            assert states.count("confirmed") == 100 and states.count("failed") == 400
+            assert (await client.get("/stock/pear")).json()["available"] == 0
+        assert await web.stop() == 0
+    charges = charges_per_order(tmp_path / "var")
+    assert len(charges) == 100 and set(charges.values()) == {1}
 
 
 async def test_a_declined_charge_releases_the_stock(tmp_path: Path) -> None:
