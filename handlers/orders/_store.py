@@ -1,5 +1,8 @@
 """Orders, stock, reservations and charges in SQLite (through ``trio.to_thread``).
 
+Writes are group-committed (see :meth:`OrderStore.run`): the pipeline's steps of many
+orders share a transaction, and an fsync, as enqueues do in the job store.
+
 The invariants live in the schema, so no interleaving of requests, retries or crashes
 can break them: stock cannot go negative (a CHECK, and a reservation decrements only
 ``WHERE available >= quantity`` in one transaction for all of an order's items); an
@@ -15,6 +18,8 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,6 +68,13 @@ CREATE TABLE IF NOT EXISTS charges (
 """
 
 
+@dataclass(eq=False)
+class _Write:
+    function: Callable[[], Any]
+    done: trio.Event = field(default_factory=trio.Event)
+    outcome: Any = None
+
+
 class OrderStoreError(Exception):
     """The database failed; nothing in the failed call was written."""
 
@@ -89,20 +101,91 @@ def _order(row: sqlite3.Row) -> Order:
 
 
 class OrderStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, batch_size: int = 200) -> None:
         self.path = Path(path)
+        self.batch_size = batch_size
         self._limiter = trio.CapacityLimiter(1)
         self._conn: sqlite3.Connection | None = None
+        self._writes: trio.MemorySendChannel[_Write] | None = None
+        self.commits = 0  # write transactions so far: fewer than writes when grouped
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Open the database and commit writes in groups until cancelled: writes that
+        arrive together share one transaction (one fsync), each in a savepoint of its
+        own, so one write's failure (OutOfStock) undoes only that write."""
         self._conn = await self._db(self._open)
+        send, receive = trio.open_memory_channel[_Write](self.batch_size * 4)
+        self._writes = send
         try:
             task_status.started()
-            await trio.sleep_forever()
+            async for first in receive:
+                batch = [first]
+                while len(batch) < self.batch_size:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                try:
+                    outcomes = await self._db(self._run_batch, [w.function for w in batch])
+                    self.commits += 1
+                except OrderStoreError as exc:
+                    outcomes = [exc] * len(batch)
+                except BaseException:
+                    for write in batch:
+                        write.outcome = OrderStoreError("the order store stopped mid-write")
+                        write.done.set()
+                    raise
+                for write, outcome in zip(batch, outcomes, strict=True):
+                    write.outcome = outcome
+                    write.done.set()
         finally:
+            self._writes = None
+            send.close()
+            while True:  # writes still waiting are told they were not made
+                try:
+                    write = receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                write.outcome = OrderStoreError("the order store stopped before this write")
+                write.done.set()
             with trio.CancelScope(shield=True):
                 conn, self._conn = self._conn, None
                 await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
+
+    async def _write(self, function: Callable[..., T], *args: Any) -> T:
+        if self._writes is None:
+            raise OrderStoreError("the order store is not running")
+        write = _Write(partial(function, *args))
+        try:
+            await self._writes.send(write)
+        except trio.ClosedResourceError:
+            raise OrderStoreError("the order store stopped before this write") from None
+        await write.done.wait()
+        if isinstance(write.outcome, BaseException):
+            raise write.outcome
+        return write.outcome
+
+    def _run_batch(self, functions: list[Callable[[], Any]]) -> list[Any]:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        outcomes: list[Any] = []
+        try:
+            for function in functions:
+                conn.execute("SAVEPOINT write")
+                try:
+                    outcomes.append(function())
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO write")
+                    error = (
+                        OrderStoreError(f"sqlite: {exc}") if isinstance(exc, sqlite3.Error) else exc
+                    )
+                    outcomes.append(error)
+                conn.execute("RELEASE write")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return outcomes
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,19 +210,16 @@ class OrderStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write's own part of its group's transaction: it runs inside the savepoint
+        ``_run_batch`` opened for it (an exception rolls back to it)."""
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        assert conn.in_transaction, "a write goes through OrderStore._write"
+        yield conn
 
     # -- stock ---------------------------------------------------------------------
 
     async def set_stock(self, sku: str, available: int) -> None:
-        await self._db(self._set_stock, sku, available)
+        await self._write(self._set_stock, sku, available)
 
     def _set_stock(self, sku: str, available: int) -> None:
         self._connection().execute(
@@ -161,7 +241,7 @@ class OrderStore:
     async def insert(self, order: Order, request: str) -> tuple[Order, str]:
         """Store a new order; with a used key, the original and the request it came
         from (the caller compares them)."""
-        return await self._db(self._insert, order, request)
+        return await self._write(self._insert, order, request)
 
     def _insert(self, order: Order, request: str) -> tuple[Order, str]:
         with self._transaction() as conn:
@@ -204,7 +284,7 @@ class OrderStore:
         self, order_id: str, frm: OrderState, to: OrderState, reason: str | None = None
     ) -> Order | None:
         """``frm`` -> ``to``, or None if the order is not in ``frm`` (a repeat)."""
-        return await self._db(self._move, order_id, frm, to, reason)
+        return await self._write(self._move, order_id, frm, to, reason)
 
     def _move(
         self, order_id: str, frm: OrderState, to: OrderState, reason: str | None
@@ -222,7 +302,7 @@ class OrderStore:
     async def reserve(self, order_id: str) -> Order | None:
         """Take the order's items from stock (all or none) and mark it reserved;
         OutOfStock leaves stock as it was. None if it was not pending (a repeat)."""
-        return await self._db(self._reserve, order_id)
+        return await self._write(self._reserve, order_id)
 
     def _reserve(self, order_id: str) -> Order | None:
         with self._transaction() as conn:
@@ -248,7 +328,7 @@ class OrderStore:
 
     async def release(self, order_id: str, reason: str) -> Order | None:
         """Compensation: give a reserved order's items back, and fail it with ``reason``."""
-        return await self._db(self._release, order_id, reason)
+        return await self._write(self._release, order_id, reason)
 
     def _release(self, order_id: str, reason: str) -> Order | None:
         with self._transaction() as conn:
@@ -290,7 +370,7 @@ class OrderStore:
         self, order_id: str, attempt_key: str, amount: int, currency: str, reference: str
     ) -> Order | None:
         """Record the charge (once: a repeat finds it there) and mark the order paid."""
-        return await self._db(
+        return await self._write(
             self._record_charge, order_id, attempt_key, amount, currency, reference
         )
 
