@@ -2,12 +2,13 @@
 
 Any Trio program can use it: the supervision tree (:class:`Supervisor`), the
 service start protocol (:class:`Service`), restart policies, load shedding
-(:class:`InflightLimit`) and concurrent sub-calls (:func:`gather`,
-:func:`first_completed`).
+(:class:`InflightLimit`), concurrent sub-calls (:func:`gather`,
+:func:`first_completed`) and group commit for stores (:class:`GroupCommit`).
 """
 
 from ._concurrency import first_completed, gather
 from ._errors import CanopyError, Overloaded, SupervisorGaveUp
+from ._group_commit import GroupCommit
 from ._limits import InflightLimit
 from ._restart import Backoff, RestartIntensity, RestartPolicy
 from ._service import Drainable, Service
@@ -21,6 +22,7 @@ __all__ = [
     "CanopyError",
     "ChildSpec",
     "Drainable",
+    "GroupCommit",
     "InflightLimit",
     "Overloaded",
     "RestartIntensity",

@@ -230,48 +230,58 @@ async def _http_post(plan: Plan, client: httpx.AsyncClient, result: Result) -> N
 
 
 async def _job(plan: Plan, client: httpx.AsyncClient, result: Result) -> None:
-    started = time.perf_counter()
-    try:
-        response = await client.post("/jobs", json={"task": "demo.echo", "args": {}})
-        if response.status_code != 202:
-            result.error(f"enqueue http {response.status_code}")
-            return
-        where = response.headers["location"]
-        while True:
-            job = (await client.get(where)).json()
-            if job["state"] == "succeeded":
-                break
-            if job["state"] in ("failed", "cancelled"):
-                result.error(f"job {job['state']}")
-                return
-            await trio.sleep(JOB_POLL)
-    except httpx.HTTPError as exc:
-        result.error(type(exc).__name__)
-        return
-    result.ok(time.perf_counter() - started)
+    await _until_done(
+        result,
+        client,
+        lambda: client.post("/jobs", json={"task": "demo.echo", "args": {}}),
+        done="succeeded",
+        failed=lambda job: (
+            f"job {job['state']}" if job["state"] in ("failed", "cancelled") else None
+        ),
+    )
 
 
 async def _order(plan: Plan, client: httpx.AsyncClient, result: Result) -> None:
-    started = time.perf_counter()
     body = {
         "customer": "bench",
         "currency": "EUR",
         "items": [{"sku": ORDER_SKU, "quantity": 1, "unit_price": 100}],
     }
+    await _until_done(
+        result,
+        client,
+        lambda: client.post("/orders", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}),
+        done="confirmed",
+        failed=lambda order: (
+            f"order failed: {order['reason']}" if order["state"] == "failed" else None
+        ),
+    )
+
+
+async def _until_done(
+    result: Result,
+    client: httpx.AsyncClient,
+    create: Callable[[], Awaitable[httpx.Response]],
+    *,
+    done: str,
+    failed: Callable[[dict[str, Any]], str | None],
+) -> None:
+    """Create something (202 and a Location), then read it every JOB_POLL seconds until
+    its state is ``done`` (one operation, timed from the create) or ``failed`` names
+    why it will not be (an error of that kind)."""
+    started = time.perf_counter()
     try:
-        response = await client.post(
-            "/orders", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
-        )
+        response = await create()
         if response.status_code != 202:
-            result.error(f"place http {response.status_code}")
+            result.error(f"{response.request.url.path} http {response.status_code}")
             return
         where = response.headers["location"]
         while True:
-            order = (await client.get(where)).json()
-            if order["state"] == "confirmed":
+            state = (await client.get(where)).json()
+            if state["state"] == done:
                 break
-            if order["state"] == "failed":
-                result.error(f"order failed: {order['reason']}")
+            if (why := failed(state)) is not None:
+                result.error(why)
                 return
             await trio.sleep(JOB_POLL)
     except httpx.HTTPError as exc:

@@ -5,18 +5,18 @@ from __future__ import annotations
 import pytest
 import trio
 
+from nurseries import GroupCommit
 from nurseries.jobs import JobStoreError
-from nurseries.jobs._group_commit import GroupCommit
 
 
 async def test_concurrent_submits_share_one_write() -> None:
     writes: list[list[int]] = []
 
-    async def write(items: list[int]) -> list[int | JobStoreError]:
+    async def write(items: list[int]) -> list[int | Exception]:
         writes.append(items)
         return [item * 2 for item in items]
 
-    commit = GroupCommit[int, int]("item", write, batch_size=100)
+    commit = GroupCommit[int, int]("item", write, batch_size=100, error=JobStoreError)
     results: dict[int, int] = {}
 
     async def submit(item: int) -> None:
@@ -33,11 +33,11 @@ async def test_concurrent_submits_share_one_write() -> None:
 
 
 async def test_a_write_that_crashes_fails_its_callers_instead_of_leaving_them_waiting() -> None:
-    async def write(items: list[int]) -> list[int | JobStoreError]:
+    async def write(items: list[int]) -> list[int | Exception]:
         await trio.lowlevel.checkpoint()
         raise RuntimeError("disk on fire")
 
-    commit = GroupCommit[int, int]("item", write, batch_size=100)
+    commit = GroupCommit[int, int]("item", write, batch_size=100, error=JobStoreError)
     refused: list[JobStoreError] = []
 
     async def submit(item: int) -> None:

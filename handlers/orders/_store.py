@@ -1,6 +1,6 @@
 """Orders, stock, reservations and charges in SQLite (through ``trio.to_thread``).
 
-Writes are group-committed (see :meth:`OrderStore.run`): the pipeline's steps of many
+Writes are group-committed (``nurseries.GroupCommit``): the pipeline's steps of many
 orders share a transaction, and an fsync, as enqueues do in the job store.
 
 The invariants live in the schema, so no interleaving of requests, retries or crashes
@@ -18,12 +18,13 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
+
+from nurseries import GroupCommit
 
 from ._model import Order, OrderState
 
@@ -68,13 +69,6 @@ CREATE TABLE IF NOT EXISTS charges (
 """
 
 
-@dataclass(eq=False)
-class _Write:
-    function: Callable[[], Any]
-    done: trio.Event = field(default_factory=trio.Event)
-    outcome: Any = None
-
-
 class OrderStoreError(Exception):
     """The database failed; nothing in the failed call was written."""
 
@@ -103,67 +97,35 @@ def _order(row: sqlite3.Row) -> Order:
 class OrderStore:
     def __init__(self, path: str | Path, *, batch_size: int = 200) -> None:
         self.path = Path(path)
-        self.batch_size = batch_size
         self._limiter = trio.CapacityLimiter(1)
         self._conn: sqlite3.Connection | None = None
-        self._writes: trio.MemorySendChannel[_Write] | None = None
-        self.commits = 0  # write transactions so far: fewer than writes when grouped
+        # Writes that arrive together share one transaction (one fsync), each in a
+        # savepoint of its own, so one write's failure (OutOfStock) undoes only it.
+        self._writes = GroupCommit[Callable[[], Any], Any](
+            "write", self._commit, batch_size, error=OrderStoreError
+        )
+
+    @property
+    def commits(self) -> int:
+        """Write transactions so far: fewer than writes when grouped."""
+        return self._writes.commits
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Open the database and commit writes in groups until cancelled: writes that
-        arrive together share one transaction (one fsync), each in a savepoint of its
-        own, so one write's failure (OutOfStock) undoes only that write."""
         self._conn = await self._db(self._open)
-        send, receive = trio.open_memory_channel[_Write](self.batch_size * 4)
-        self._writes = send
         try:
-            task_status.started()
-            async for first in receive:
-                batch = [first]
-                while len(batch) < self.batch_size:
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                try:
-                    outcomes = await self._db(self._run_batch, [w.function for w in batch])
-                    self.commits += 1
-                except OrderStoreError as exc:
-                    outcomes = [exc] * len(batch)
-                except BaseException:
-                    for write in batch:
-                        write.outcome = OrderStoreError("the order store stopped mid-write")
-                        write.done.set()
-                    raise
-                for write, outcome in zip(batch, outcomes, strict=True):
-                    write.outcome = outcome
-                    write.done.set()
+            async with trio.open_nursery() as committer:
+                await committer.start(self._writes.run)
+                task_status.started()
         finally:
-            self._writes = None
-            send.close()
-            while True:  # writes still waiting are told they were not made
-                try:
-                    write = receive.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
-                    break
-                write.outcome = OrderStoreError("the order store stopped before this write")
-                write.done.set()
             with trio.CancelScope(shield=True):
                 conn, self._conn = self._conn, None
                 await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
 
     async def _write(self, function: Callable[..., T], *args: Any) -> T:
-        if self._writes is None:
-            raise OrderStoreError("the order store is not running")
-        write = _Write(partial(function, *args))
-        try:
-            await self._writes.send(write)
-        except trio.ClosedResourceError:
-            raise OrderStoreError("the order store stopped before this write") from None
-        await write.done.wait()
-        if isinstance(write.outcome, BaseException):
-            raise write.outcome
-        return write.outcome
+        return await self._writes.submit(partial(function, *args))
+
+    async def _commit(self, functions: list[Callable[[], Any]]) -> list[Any]:
+        return await self._db(self._run_batch, functions)
 
     def _run_batch(self, functions: list[Callable[[], Any]]) -> list[Any]:
         conn = self._connection()

@@ -2,7 +2,7 @@
 
 One connection, used by one thread at a time (a ``CapacityLimiter`` of one). A thread
 hop costs about 0.1 ms here and an fsync far more, so the two writes made once per
-job go in batches: concurrent enqueues are group-committed (see ``_group_commit``),
+job go in batches: concurrent enqueues are group-committed (see ``nurseries.GroupCommit``),
 each returning only after its job is committed; outcomes come in batches from the
 runner (:meth:`SQLiteJobStore.finish_many`).
 
@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from ._group_commit import GroupCommit
+from .._group_commit import GroupCommit
 from ._job import Job
 from ._state import CLAIMABLE, JobState
 from ._store import IdempotencyConflict, JobStoreError, QueueFull
@@ -166,7 +166,9 @@ class SQLiteJobStore:
         self.batch_size = batch_size
         self._limiter = trio.CapacityLimiter(1)
         self._conn: sqlite3.Connection | None = None
-        self._enqueues = GroupCommit[Job, tuple[Job, bool]]("job", self._write_enqueues, batch_size)
+        self._enqueues = GroupCommit[Job, tuple[Job, bool]](
+            "job", self._write_enqueues, batch_size, error=JobStoreError
+        )
         self._listeners: list[Callable[[], None]] = []
         self._cancel_listeners: list[Callable[[str], None]] = []
 
@@ -226,17 +228,17 @@ class SQLiteJobStore:
         self._cancel_listeners.append(listener)
         return lambda: self._cancel_listeners.remove(listener)
 
-    async def _write_enqueues(self, jobs: list[Job]) -> list[tuple[Job, bool] | JobStoreError]:
+    async def _write_enqueues(self, jobs: list[Job]) -> list[tuple[Job, bool] | Exception]:
         outcomes = await self._db(self._insert_batch, jobs)
         if any(isinstance(o, tuple) and o[1] for o in outcomes):
             for listener in self._listeners:
                 listener()
         return outcomes
 
-    def _insert_batch(self, jobs: list[Job]) -> list[tuple[Job, bool] | JobStoreError]:
+    def _insert_batch(self, jobs: list[Job]) -> list[tuple[Job, bool] | Exception]:
         with self._transaction() as conn:
             accepted = _Batch(conn, self.max_queued)
-            outcomes = [accepted.admit(job) for job in jobs]
+            outcomes: list[tuple[Job, bool] | Exception] = [accepted.admit(job) for job in jobs]
             conn.executemany(_INSERT, accepted.rows)  # one C loop for the whole batch
         return outcomes
 

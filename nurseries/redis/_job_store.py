@@ -35,6 +35,7 @@ from typing import Any
 import coredis.exceptions
 import trio
 
+from .._group_commit import GroupCommit
 from ..jobs import (
     IdempotencyConflict,
     Job,
@@ -42,7 +43,6 @@ from ..jobs import (
     JobStoreError,
     QueueFull,
 )
-from ..jobs._group_commit import GroupCommit
 from . import _job_scripts as scripts
 from ._connection import RedisConnection, RedisUnavailable
 
@@ -119,7 +119,9 @@ class RedisJobStore:
         self._route = [f"{self.prefix}:jobs"]
         self._scripts: dict[str, Any] = {}
         self._scripts_for = -1  # the connection generation they were made for
-        self._enqueues = GroupCommit[Job, tuple[Job, bool]]("job", self._write_enqueues, batch_size)
+        self._enqueues = GroupCommit[Job, tuple[Job, bool]](
+            "job", self._write_enqueues, batch_size, error=JobStoreError
+        )
         self._listeners: list[Callable[[], None]] = []
         self._cancel_listeners: list[Callable[[str], None]] = []
         self._running = False
@@ -180,10 +182,10 @@ class RedisJobStore:
     async def enqueue(self, job: Job) -> tuple[Job, bool]:
         return await self._enqueues.submit(job)
 
-    async def _write_enqueues(self, jobs: list[Job]) -> list[tuple[Job, bool] | JobStoreError]:
+    async def _write_enqueues(self, jobs: list[Job]) -> list[tuple[Job, bool] | Exception]:
         encoded = [_encode(_strings(job, _FIELDS)) for job in jobs]
         replies = await self._call("ENQUEUE", repr(time.time()), self.max_queued, *encoded)
-        outcomes: list[tuple[Job, bool] | JobStoreError] = []
+        outcomes: list[tuple[Job, bool] | Exception] = []
         for job, reply in zip(jobs, replies, strict=True):
             if reply[0] == "new":
                 outcomes.append((job, True))

@@ -3,11 +3,12 @@
 A thread hop costs about 0.1 ms here and an fsync far more. Each caller of
 :meth:`GroupCommit.submit` waits in a bounded channel; the committer takes whatever
 has gathered (up to ``batch_size``), writes it in one transaction, and answers each
-caller. A caller returns only after its write is committed.
+caller. A caller returns only after its write is committed. The job stores and the
+orders store use it.
 
 Resource handling: :meth:`GroupCommit.run` is the committer, run in the store's
 nursery. When it ends, callers still waiting in the channel are told their write
-was not made.
+was not made (with the store's own ``error``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import trio
-
-from ._store import JobStoreError
 
 __all__ = ["GroupCommit"]
 
@@ -30,38 +29,39 @@ R = TypeVar("R")
 class _Request(Generic[T, R]):
     item: T
     done: trio.Event = field(default_factory=trio.Event)
-    outcome: R | JobStoreError | None = None
+    outcome: R | Exception | None = None
 
 
 class GroupCommit(Generic[T, R]):
     """``write`` gets a batch of items and returns one outcome per item, in order: a
-    result, or the JobStoreError for that item alone. If it raises JobStoreError,
-    every item of the batch fails with it."""
+    result, or the exception for that item alone (raised to its caller). If it raises
+    ``error`` (the store's failure), every item of the batch fails with it."""
 
     def __init__(
         self,
         what: str,
-        write: Callable[[list[T]], Awaitable[list[R | JobStoreError]]],
+        write: Callable[[list[T]], Awaitable[list[R | Exception]]],
         batch_size: int,
+        *,
+        error: type[Exception],
     ) -> None:
         self.what = what
         self.batch_size = batch_size
+        self.error = error
         self.commits = 0  # transactions so far: fewer than submits when grouped
         self._write = write
         self._send: trio.MemorySendChannel[_Request[T, R]] | None = None
 
     async def submit(self, item: T) -> R:
         if self._send is None:
-            raise JobStoreError("the job store is not running")
+            raise self.error(f"the store is not running (no {self.what} accepted)")
         request: _Request[T, R] = _Request(item)
         try:
             await self._send.send(request)
         except trio.ClosedResourceError:
-            raise JobStoreError(
-                f"the job store stopped before accepting this {self.what}"
-            ) from None
+            raise self.error(f"the store stopped before accepting this {self.what}") from None
         await request.done.wait()
-        if isinstance(request.outcome, JobStoreError):
+        if isinstance(request.outcome, Exception):
             raise request.outcome
         return request.outcome  # type: ignore[return-value]
 
@@ -81,12 +81,12 @@ class GroupCommit(Generic[T, R]):
                 try:
                     outcomes = await self._write([request.item for request in batch])
                     self.commits += 1
-                except JobStoreError as exc:
+                except self.error as exc:
                     outcomes = [exc] * len(batch)
                 except BaseException:
                     # A crash (or cancellation) mid-batch: its callers must not wait
                     # for an answer that will never come.
-                    failed = JobStoreError(f"the job store failed while writing this {self.what}")
+                    failed = self.error(f"the store failed while writing this {self.what}")
                     for request in batch:
                         request.outcome = failed
                         request.done.set()
@@ -105,7 +105,5 @@ class GroupCommit(Generic[T, R]):
                 request = receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 return
-            request.outcome = JobStoreError(
-                f"the job store stopped before committing this {self.what}"
-            )
+            request.outcome = self.error(f"the store stopped before committing this {self.what}")
             request.done.set()
