@@ -27,6 +27,7 @@ from .._group_commit import GroupCommit
 from ._job import Job
 from ._state import CLAIMABLE, JobState
 from ._store import IdempotencyConflict, JobStoreError, QueueFull
+from ._store_events import StoreEvents
 
 __all__ = ["SQLiteJobStore"]
 
@@ -169,8 +170,9 @@ class SQLiteJobStore:
         self._enqueues = GroupCommit[Job, tuple[Job, bool]](
             "job", self._write_enqueues, batch_size, error=JobStoreError
         )
-        self._listeners: list[Callable[[], None]] = []
-        self._cancel_listeners: list[Callable[[str], None]] = []
+        self._events = StoreEvents()
+        self.on_enqueued = self._events.on_enqueued
+        self.on_cancel_requested = self._events.on_cancel_requested
 
     @property
     def commits(self) -> int:
@@ -220,19 +222,10 @@ class SQLiteJobStore:
     async def enqueue(self, job: Job) -> tuple[Job, bool]:
         return await self._enqueues.submit(job)
 
-    def on_enqueued(self, listener: Callable[[], None]) -> Callable[[], None]:
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
-
-    def on_cancel_requested(self, listener: Callable[[str], None]) -> Callable[[], None]:
-        self._cancel_listeners.append(listener)
-        return lambda: self._cancel_listeners.remove(listener)
-
     async def _write_enqueues(self, jobs: list[Job]) -> list[tuple[Job, bool] | Exception]:
         outcomes = await self._db(self._insert_batch, jobs)
         if any(isinstance(o, tuple) and o[1] for o in outcomes):
-            for listener in self._listeners:
-                listener()
+            self._events.enqueued()
         return outcomes
 
     def _insert_batch(self, jobs: list[Job]) -> list[tuple[Job, bool] | Exception]:
@@ -342,8 +335,7 @@ class SQLiteJobStore:
     async def cancel(self, job_id: str) -> Job | None:
         job = await self._db(self._cancel, job_id)
         if job is not None and job.state is JobState.RUNNING:
-            for listener in list(self._cancel_listeners):  # a runner of this process: now
-                listener(job_id)
+            self._events.cancel_requested(job_id)  # a runner of this process: now
         return job
 
     def _cancel(self, job_id: str) -> Job | None:

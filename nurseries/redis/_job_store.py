@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import coredis.exceptions
@@ -43,6 +43,7 @@ from ..jobs import (
     JobStoreError,
     QueueFull,
 )
+from ..jobs._store_events import StoreEvents
 from . import _job_scripts as scripts
 from ._connection import RedisConnection, RedisUnavailable
 
@@ -122,12 +123,13 @@ class RedisJobStore:
         self._enqueues = GroupCommit[Job, tuple[Job, bool]](
             "job", self._write_enqueues, batch_size, error=JobStoreError
         )
-        self._listeners: list[Callable[[], None]] = []
-        self._cancel_listeners: list[Callable[[str], None]] = []
+        self._events = StoreEvents()
+        self.on_enqueued = self._events.on_enqueued
+        self.on_cancel_requested = self._events.on_cancel_requested
         self._running = False
         # Cancel requests from any process, heard as they are published; a heartbeat
         # finds them too, later, should one be missed (pub/sub is at-most-once).
-        connection.listen(f"{self.prefix}:cancel", self._cancel_heard)
+        connection.listen(f"{self.prefix}:cancel", self._events.cancel_requested)
 
     @property
     def commits(self) -> int:
@@ -144,18 +146,6 @@ class RedisJobStore:
                 task_status.started()
         finally:
             self._running = False
-
-    def _cancel_heard(self, job_id: str) -> None:
-        for listener in list(self._cancel_listeners):
-            listener(job_id)
-
-    def on_enqueued(self, listener: Callable[[], None]) -> Callable[[], None]:
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
-
-    def on_cancel_requested(self, listener: Callable[[str], None]) -> Callable[[], None]:
-        self._cancel_listeners.append(listener)
-        return lambda: self._cancel_listeners.remove(listener)
 
     # -- calls -----------------------------------------------------------------------
 
@@ -199,8 +189,7 @@ class RedisJobStore:
                     assert job.idempotency_key is not None
                     outcomes.append(IdempotencyConflict(job.idempotency_key, existing))
         if any(isinstance(o, tuple) and o[1] for o in outcomes):
-            for listener in self._listeners:
-                listener()
+            self._events.enqueued()
         return outcomes
 
     # -- reads and state changes -----------------------------------------------------
@@ -252,7 +241,7 @@ class RedisJobStore:
             return None
         job = _job(encoded)
         if job.state is JobState.RUNNING:
-            self._cancel_heard(job_id)  # a job of this process: at once, not a hop later
+            self._events.cancel_requested(job_id)  # a job of this process: at once, not a hop later
         return job
 
     async def retry_dead(self, job_id: str) -> Job | None:
