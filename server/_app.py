@@ -253,6 +253,8 @@ def create_app(settings: Settings) -> CanopyApp:
     metrics.store = jobs_service.store
     snapshot = DashboardSnapshot(metrics, limit, tree.status, topics_service, lambda: metrics.store)
     services.add("dashboard", dashboard.DashboardFeed(topics_service.hub, snapshot), grace=1.0)
+    if (refresher := metrics.refresher()) is not None:
+        services.add("metrics", refresher, grace=1.0)
 
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unhandled_error)

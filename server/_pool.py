@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 
 import click
 from hypercorn.config import Config
@@ -13,10 +16,11 @@ from hypercorn.utils import repr_socket_addr
 from nurseries import Supervisor
 
 from ._main import run_tree
+from ._metrics import MULTIPROCESS_ENV
 from ._settings import Settings
 from ._workers import WorkerPool
 
-__all__ = ["inherit_sockets", "serve_workers"]
+__all__ = ["inherit_sockets", "metrics_directory", "serve_workers"]
 
 log = logging.getLogger("canopy")
 
@@ -48,17 +52,35 @@ async def serve_workers(config: Config, settings: Settings, config_path: str | N
             sock.listen(config.backlog)
             bound.append((kind, sock))
             binds.append(f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}")
-    pool = WorkerPool(config.workers, bound, config_path)  # type: ignore[arg-type]
-    tree = Supervisor("canopy-workers")
-    grace = config.graceful_timeout + config.shutdown_timeout + 3 * settings.service_grace + 5
-    tree.add("workers", pool, grace=grace)
+    with metrics_directory() as directory:
+        pool = WorkerPool(config.workers, bound, config_path, directory)  # type: ignore[arg-type]
+        tree = Supervisor("canopy-workers")
+        grace = config.graceful_timeout + config.shutdown_timeout + 3 * settings.service_grace + 5
+        tree.add("workers", pool, grace=grace)
 
-    def started() -> list[str]:
-        for bind in binds:
-            log.info("listening", extra={"bind": bind, "workers": config.workers})
-        return binds
+        def started() -> list[str]:
+            for bind in binds:
+                log.info("listening", extra={"bind": bind, "workers": config.workers})
+            return binds
 
-    await run_tree(tree, started=started)
+        await run_tree(tree, started=started)
+
+
+@contextlib.contextmanager
+def metrics_directory() -> Iterator[str]:
+    """The workers' multiprocess-metrics directory: the operator's
+    ``PROMETHEUS_MULTIPROC_DIR``, emptied first (files of an earlier run would count
+    again), or a temporary one removed at the end."""
+    given = os.environ.get(MULTIPROCESS_ENV)
+    if not given:
+        with tempfile.TemporaryDirectory(prefix="canopy-metrics-") as directory:
+            yield directory
+        return
+    os.makedirs(given, exist_ok=True)
+    for name in os.listdir(given):
+        if name.endswith(".db"):
+            os.remove(os.path.join(given, name))
+    yield given
 
 
 def inherit_sockets(config: Config, listen_fds: Sequence[str]) -> None:

@@ -12,6 +12,11 @@ pool returns when every worker has exited. A worker that exits on its own is
 restarted with backoff, at most ``RestartIntensity`` times in its window; past that
 the pool fails, and the parent exits 1.
 
+Metrics: the workers run prometheus-client's multiprocess mode in a directory the
+parent makes (or the operator's ``PROMETHEUS_MULTIPROC_DIR``, emptied at start), so
+any worker answers ``/metrics`` for all of them. When a worker exits, the pool marks
+it dead there: its live gauges stop counting, its counters stay in the totals.
+
 Topics must be shared between the processes: ``workers > 1`` needs
 ``CANOPY_BROKER=redis://...`` (checked at start-up). Jobs work on either store.
 """
@@ -19,14 +24,18 @@ Topics must be shared between the processes: ``workers > 1`` needs
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import sys
 from collections.abc import Sequence
 
 import trio
+from prometheus_client import multiprocess
 
 from nurseries import Backoff, RestartIntensity
+
+from ._metrics import MULTIPROCESS_ENV
 
 __all__ = ["WorkerPool", "worker_argv"]
 
@@ -50,6 +59,7 @@ class WorkerPool:
         workers: int,
         sockets: Sequence[tuple[str, socket.socket]],
         config_path: str | None,
+        metrics_dir: str,
         *,
         intensity: RestartIntensity | None = None,
         backoff: Backoff | None = None,
@@ -57,6 +67,7 @@ class WorkerPool:
         self.workers = workers
         self.sockets = list(sockets)
         self.config_path = config_path
+        self.metrics_dir = metrics_dir
         self.intensity = intensity or RestartIntensity(max_restarts=5, window=30.0)
         self.backoff = backoff or Backoff()
         self._processes: dict[int, trio.Process] = {}
@@ -110,6 +121,7 @@ class WorkerPool:
             worker_argv(self.config_path, fds),
             pass_fds=[fd for _, fd in fds],
             start_new_session=True,
+            env={**os.environ, MULTIPROCESS_ENV: self.metrics_dir},
         )
         self._processes[index] = process
         task_status.started()
@@ -117,11 +129,17 @@ class WorkerPool:
             return await process.wait()
         finally:
             del self._processes[index]
-            if process.returncode is None:  # we were cancelled (a second signal)
-                with trio.CancelScope(shield=True):
-                    process.send_signal(signal.SIGTERM)  # its own second signal: stop now
-                    with trio.move_on_after(KILL_AFTER):
-                        await process.wait()
-                    if process.returncode is None:
-                        process.kill()
-                        await process.wait()
+            try:
+                await self._stop(process)
+            finally:
+                multiprocess.mark_process_dead(process.pid, self.metrics_dir)
+
+    async def _stop(self, process: trio.Process) -> None:
+        if process.returncode is None:  # we were cancelled (a second signal)
+            with trio.CancelScope(shield=True):
+                process.send_signal(signal.SIGTERM)  # its own second signal: stop now
+                with trio.move_on_after(KILL_AFTER):
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()

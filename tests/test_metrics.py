@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
@@ -105,3 +106,32 @@ async def test_metrics_count_job_outcomes_by_task_and_open_websockets(tmp_path: 
     assert value("canopy_websockets") == 1
     assert value("canopy_fanout_subscriptions", namespace="demo") == 1
     assert value("canopy_fanout_delivered_total") == 1  # the one message ("subscribed" is not)
+
+
+def test_a_total_kept_elsewhere_feeds_a_counter_by_its_increase() -> None:
+    from prometheus_client import CollectorRegistry, Counter
+
+    from server._metrics_live import _Increase
+
+    registry = CollectorRegistry()
+    increase = _Increase(Counter("things", "things", ["kind"], registry=registry))
+    for total in (5, 8, 8, 2, 3):  # 2: the owner restarted and counts from 0 again
+        increase.update(total, "a")
+    assert registry.get_sample_value("things_total", {"kind": "a"}) == 5 + 3 + 0 + 2 + 1
+
+
+def test_an_operators_metrics_directory_is_emptied_of_an_earlier_runs_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server._pool import metrics_directory
+
+    (tmp_path / "counter_123.db").write_bytes(b"old")
+    (tmp_path / "README").write_text("kept")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with metrics_directory() as directory:
+        assert directory == str(tmp_path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["README"]
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    with metrics_directory() as directory:
+        assert Path(directory).is_dir()
+    assert not Path(directory).exists()  # a directory of our own is removed

@@ -17,6 +17,7 @@ from handlers.topics.client import TopicMessage, connect_topics
 
 from .e2e import running_server, write_config
 from .redis_server import RedisServer
+from .test_metrics import samples
 
 FRESH = httpx.Limits(max_keepalive_connections=0)  # a new connection per request
 
@@ -123,6 +124,70 @@ async def test_two_workers_share_topics_and_jobs_and_drain_together(
             except OSError:
                 break  # refused: nobody listens any more
             await trio.sleep(0.1)
+
+
+async def test_any_worker_answers_metrics_for_all_of_them(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    write_config(tmp_path, workers=2)
+    env = {
+        "CANOPY_STORE": redis_server.url,
+        "CANOPY_BROKER": redis_server.url,
+        "CANOPY_REDIS_PREFIX": f"metrics-{uuid.uuid4().hex[:6]}",
+        "CANOPY_ACCESS_LOG": "false",
+    }
+    readyz = (
+        "canopy_http_requests_total",
+        frozenset({("route", "/readyz"), ("method", "GET"), ("status", "200")}),
+    )
+    async with (
+        running_server(tmp_path, env=env) as server,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", limits=FRESH) as client,
+    ):
+        answered: list[int] = []  # the pid of every /readyz that got a 200
+        with trio.fail_after(15):
+            while len(set(answered)) < 2 or len(answered) < 60:
+                response = await client.get("/readyz")
+                if response.status_code == 200:
+                    answered.append(response.json()["pid"])
+        pids = set(answered)
+
+        async def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+            return samples((await client.get("/metrics")).text)
+
+        def running_pids(got: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> set[int]:
+            return {
+                int(dict(labels)["pid"])
+                for (name, labels), value in got.items()
+                if name == "canopy_service_state"
+                and ("service", "canopy/http") in labels
+                and ("state", "running") in labels
+                and value == 1
+            }
+
+        # Each scrape lands on either worker; each reports both workers' traffic.
+        for _ in range(10):
+            got = await scrape()
+            assert got[readyz] == len(answered)
+            assert ("canopy_http_requests_in_flight", frozenset()) in got  # summed: no pid
+        with trio.fail_after(5):  # the other worker's tree, as of its last refresh
+            while True:
+                if running_pids(await scrape()) == pids:
+                    break
+                await trio.sleep(0.2)
+
+        # A worker killed: its counts stay in the totals, its live series go.
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        with trio.fail_after(20):
+            while True:
+                got = await scrape()
+                live = running_pids(got)
+                if len(live) == 2 and victim not in live:
+                    break
+                await trio.sleep(0.2)
+        assert got[readyz] == len(answered)
+        assert await server.stop() == 0
 
 
 def _gone(pid: int) -> bool:
