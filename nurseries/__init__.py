@@ -3,7 +3,8 @@
 Any Trio program can use it: the supervision tree (:class:`Supervisor`), the
 service start protocol (:class:`Service`), restart policies, load shedding
 (:class:`InflightLimit`), concurrent sub-calls (:func:`gather`,
-:func:`first_completed`) and group commit for stores (:class:`GroupCommit`).
+:func:`first_completed`) group commit for stores (:class:`GroupCommit`) and one SQLite database
+behind ``trio.to_thread`` (:class:`SqliteDatabase`).
 """
 
 from ._concurrency import first_completed, gather
@@ -12,6 +13,7 @@ from ._group_commit import GroupCommit
 from ._limits import InflightLimit
 from ._restart import Backoff, RestartIntensity, RestartPolicy
 from ._service import Drainable, Service
+from ._sqlite import SqliteDatabase
 from ._state import ACTIVE, TERMINAL, ServiceState, ServiceStatus
 from ._supervisor import ChildSpec, Supervisor
 
@@ -30,6 +32,7 @@ __all__ = [
     "Service",
     "ServiceState",
     "ServiceStatus",
+    "SqliteDatabase",
     "Supervisor",
     "SupervisorGaveUp",
     "first_completed",

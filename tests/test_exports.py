@@ -32,6 +32,7 @@ def test_public_api_is_pinned() -> None:
             "Service",
             "ServiceState",
             "ServiceStatus",
+            "SqliteDatabase",
             "Supervisor",
             "SupervisorGaveUp",
             "first_completed",

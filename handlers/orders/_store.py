@@ -1,6 +1,6 @@
 """Orders, stock, reservations and charges in SQLite (through ``trio.to_thread``).
 
-Writes are group-committed (``nurseries.GroupCommit``): the pipeline's steps of many
+Writes are group-committed (``nurseries.SqliteDatabase``): the pipeline's steps of many
 orders share a transaction, and an fsync, as enqueues do in the job store.
 
 The invariants live in the schema, so no interleaving of requests, retries or crashes
@@ -16,21 +16,17 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
 
 import trio
 
-from nurseries import GroupCommit
+from nurseries import SqliteDatabase
 
 from ._model import Order, OrderState
 
 __all__ = ["OrderStore", "OrderStoreError", "OutOfStock"]
-
-T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS stock (
@@ -97,83 +93,25 @@ def _order(row: sqlite3.Row) -> Order:
 class OrderStore:
     def __init__(self, path: str | Path, *, batch_size: int = 200) -> None:
         self.path = Path(path)
-        self._limiter = trio.CapacityLimiter(1)
-        self._conn: sqlite3.Connection | None = None
         # Writes that arrive together share one transaction (one fsync), each in a
         # savepoint of its own, so one write's failure (OutOfStock) undoes only it.
-        self._writes = GroupCommit[Callable[[], Any], Any](
-            "write", self._commit, batch_size, error=OrderStoreError
-        )
+        self.db = SqliteDatabase(path, _SCHEMA, error=OrderStoreError, batch_size=batch_size)
+        self._write = self.db.write
+        self._db = self.db.read
+        self._connection = self.db.connection
 
     @property
     def commits(self) -> int:
         """Write transactions so far: fewer than writes when grouped."""
-        return self._writes.commits
+        return self.db.commits
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self._conn = await self._db(self._open)
-        try:
-            async with trio.open_nursery() as committer:
-                await committer.start(self._writes.run)
-                task_status.started()
-        finally:
-            with trio.CancelScope(shield=True):
-                conn, self._conn = self._conn, None
-                await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
-
-    async def _write(self, function: Callable[..., T], *args: Any) -> T:
-        return await self._writes.submit(partial(function, *args))
-
-    async def _commit(self, functions: list[Callable[[], Any]]) -> list[Any]:
-        return await self._db(self._run_batch, functions)
-
-    def _run_batch(self, functions: list[Callable[[], Any]]) -> list[Any]:
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        outcomes: list[Any] = []
-        try:
-            for function in functions:
-                conn.execute("SAVEPOINT write")
-                try:
-                    outcomes.append(function())
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO write")
-                    error = (
-                        OrderStoreError(f"sqlite: {exc}") if isinstance(exc, sqlite3.Error) else exc
-                    )
-                    outcomes.append(error)
-                conn.execute("RELEASE write")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return outcomes
-
-    def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=5000")  # canopy worker processes share the file
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.executescript(_SCHEMA)
-        return conn
-
-    async def _db(self, function: Callable[..., T], *args: Any) -> T:
-        try:
-            return await trio.to_thread.run_sync(function, *args, limiter=self._limiter)
-        except sqlite3.Error as exc:
-            raise OrderStoreError(f"sqlite: {exc}") from exc
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise OrderStoreError("the order store is not running")
-        return self._conn
+        await self.db.run(task_status=task_status)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """A write's own part of its group's transaction: it runs inside the savepoint
-        ``_run_batch`` opened for it (an exception rolls back to it)."""
+        the database opened for it (an exception rolls back to it)."""
         conn = self._connection()
         assert conn.in_transaction, "a write goes through OrderStore._write"
         yield conn

@@ -1,0 +1,125 @@
+"""One SQLite database for a Trio service: a single connection behind ``trio.to_thread``.
+
+SQLite allows one writer at a time, and a thread hop costs about 0.1 ms, so a store
+keeps one connection and one thread slot (a ``CapacityLimiter(1)``) for it. Writes
+asked for together share a transaction, and so an fsync (:class:`GroupCommit`); each
+runs in a savepoint of its own, so one write's exception (an invariant it found
+broken) undoes only that write and reaches only its caller.
+
+Error handling: ``sqlite3.Error`` is translated into the store's own ``error`` at
+this one boundary; nothing in a failed call was written.
+
+Resource handling: :meth:`SqliteDatabase.run` opens the connection, runs the
+committer in its nursery, and closes the connection (shielded) when it ends.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from ._group_commit import GroupCommit
+
+__all__ = ["SqliteDatabase"]
+
+T = TypeVar("T")
+SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+class SqliteDatabase:
+    """``read`` and ``write`` run a function in the database's thread with the
+    connection open; ``write``'s inside a savepoint of the group's transaction."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        schema: str,
+        *,
+        error: type[Exception],
+        batch_size: int = 200,
+        synchronous: str = "FULL",
+    ) -> None:
+        if synchronous.upper() not in SYNCHRONOUS:
+            raise ValueError(f"synchronous: one of {', '.join(SYNCHRONOUS)}")
+        self.path = Path(path)
+        self.schema = schema
+        self.error = error
+        self.synchronous = synchronous
+        self._limiter = trio.CapacityLimiter(1)
+        self._conn: sqlite3.Connection | None = None
+        self._writes = GroupCommit[Callable[[], Any], Any](
+            "write", self._commit, batch_size, error=error
+        )
+
+    @property
+    def commits(self) -> int:
+        """Write transactions so far: fewer than writes when grouped."""
+        return self._writes.commits
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._conn = await self.read(self._open)
+        try:
+            async with trio.open_nursery() as committer:
+                await committer.start(self._writes.run)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True):
+                conn, self._conn = self._conn, None
+                await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
+
+    async def read(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` in the database's thread (not in a transaction)."""
+        try:
+            return await trio.to_thread.run_sync(function, *args, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise self.error(f"sqlite: {exc}") from exc
+
+    async def write(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` in a savepoint, answered once its transaction commits."""
+        return await self._writes.submit(partial(function, *args))
+
+    def connection(self) -> sqlite3.Connection:
+        """For the functions given to ``read`` and ``write``: the open connection."""
+        if self._conn is None:
+            raise self.error(f"the database {self.path.name} is not open")
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=5000")  # other processes may share the file
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.executescript(self.schema)
+        return conn
+
+    async def _commit(self, functions: list[Callable[[], Any]]) -> list[Any]:
+        return await self.read(self._run_batch, functions)
+
+    def _run_batch(self, functions: list[Callable[[], Any]]) -> list[Any]:
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        outcomes: list[Any] = []
+        try:
+            for function in functions:
+                conn.execute("SAVEPOINT write")
+                try:
+                    outcomes.append(function())
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO write")
+                    translated = (
+                        self.error(f"sqlite: {exc}") if isinstance(exc, sqlite3.Error) else exc
+                    )
+                    outcomes.append(translated)
+                conn.execute("RELEASE write")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return outcomes
