@@ -1,8 +1,17 @@
-"""Canopy's capabilities: each a pure-Trio service plus a thin Quart blueprint over it."""
+"""Canopy's capabilities: each a pure-Trio service plus a thin Quart blueprint over it.
 
-from . import dashboard, demo, health, jobs, orders, tasks, topics
-from ._errors import ApiError, error_body
-from ._routes import DEADLINE_ATTRIBUTE, deadline
+Everything here is imported when first used, so that a Trio program embedding a
+service (``from handlers.orders import OrdersService``) imports no web stack.
+"""
+
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from . import dashboard, demo, health, jobs, orders, tasks, topics
+    from ._errors import ApiError, error_body
+    from ._routes import DEADLINE_ATTRIBUTE, deadline
 
 __all__ = [
     "DEADLINE_ATTRIBUTE",
@@ -17,3 +26,14 @@ __all__ = [
     "tasks",
     "topics",
 ]
+
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    {
+        "ApiError": "._errors",
+        "error_body": "._errors",
+        "DEADLINE_ATTRIBUTE": "._routes",
+        "deadline": "._routes",
+    },
+    modules=("dashboard", "demo", "health", "jobs", "orders", "tasks", "topics"),
+)

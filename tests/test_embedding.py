@@ -3,6 +3,7 @@ plain trio.run program (no web app or server) and sees its order confirmed."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,3 +29,25 @@ async def test_the_embedding_example_places_and_confirms_an_order(tmp_path: Path
         line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))
     }
     assert not {name.split(".")[0] for name in imported} & {"quart", "hypercorn", "server"}
+
+
+SERVICES = ("handlers.orders", "handlers.topics", "handlers.tasks")
+
+
+def test_the_services_import_without_the_web_stack() -> None:
+    """A Trio program that embeds the services pays for no Quart, Hypercorn or werkzeug;
+    asking for a blueprint is what imports them."""
+    probe = (
+        "import sys, importlib\n"
+        f"for name in {SERVICES!r}: importlib.import_module(name)\n"
+        "import handlers\n"
+        "web = ('quart', 'hypercorn', 'werkzeug')\n"
+        "print(sorted(m for m in web if m in sys.modules))\n"
+        "handlers.orders.create_blueprint\n"
+        "print(sorted(m for m in web if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]", "['hypercorn', 'quart', 'werkzeug']"]

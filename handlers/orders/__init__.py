@@ -7,11 +7,16 @@ effect guarded by the charges table and the gateway's idempotency key. See
 ``_service`` for the pipeline and ``_store`` for the invariants the schema holds.
 """
 
-from ._blueprint import create_blueprint
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
 from ._gateway import GatewayUnavailable, PaymentDeclined, PaymentGateway, SimulatedGateway
 from ._model import InvalidOrder, Order, OrderState, validate_order
 from ._service import ATTEMPT_KEY, STEP_RETRY, OrderConflict, OrdersService
 from ._store import OrderStore, OrderStoreError, OutOfStock
+
+if TYPE_CHECKING:  # create_blueprint imports Quart: only when asked for
+    from ._blueprint import create_blueprint
 
 __all__ = [
     "ATTEMPT_KEY",
@@ -31,3 +36,5 @@ __all__ = [
     "create_blueprint",
     "validate_order",
 ]
+
+__getattr__, __dir__ = lazy_attributes(__name__, {"create_blueprint": "._blueprint"})

@@ -5,7 +5,9 @@ A pure-Trio :class:`TopicsService` (the hub plus grants) with a protocol
 The wire protocol is documented in docs/PROTOCOL.md.
 """
 
-from ._blueprint import create_blueprint
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
 from ._grants import Grants, InvalidToken, TokenIssuer, covers
 from ._protocol import (
     CLOSE_GOING_AWAY,
@@ -18,6 +20,9 @@ from ._protocol import (
 )
 from ._service import Forbidden, TopicsService
 from ._session import Session, Socket
+
+if TYPE_CHECKING:  # create_blueprint imports Quart: only when asked for
+    from ._blueprint import create_blueprint
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -37,3 +42,5 @@ __all__ = [
     "covers",
     "create_blueprint",
 ]
+
+__getattr__, __dir__ = lazy_attributes(__name__, {"create_blueprint": "._blueprint"})
