@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ._lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from . import dashboard, demo, health, jobs, orders, tasks, topics
+    from . import dashboard, demo, health, jobs, orders, support, tasks, topics
     from ._errors import ApiError, error_body
     from ._routes import DEADLINE_ATTRIBUTE, deadline
 
@@ -23,6 +23,7 @@ __all__ = [
     "health",
     "jobs",
     "orders",
+    "support",
     "tasks",
     "topics",
 ]
@@ -35,5 +36,5 @@ __getattr__, __dir__ = lazy_attributes(
         "DEADLINE_ATTRIBUTE": "._routes",
         "deadline": "._routes",
     },
-    modules=("dashboard", "demo", "health", "jobs", "orders", "tasks", "topics"),
+    modules=("dashboard", "demo", "health", "jobs", "orders", "support", "tasks", "topics"),
 )

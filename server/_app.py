@@ -35,6 +35,7 @@ from handlers import (
     health,
     jobs,
     orders,
+    support,
     topics,
 )
 from nurseries import InflightLimit, Overloaded, Supervisor
@@ -46,6 +47,7 @@ from ._jobs import add_jobs
 from ._metrics import CONTENT_TYPE, Metrics, route_label
 from ._redis import RedisConnections
 from ._settings import Settings
+from ._support import add_support
 from ._topics import add_topics
 from ._tracing import Tracing, tracing_for
 from ._websocket import install as install_websocket_stream
@@ -238,6 +240,7 @@ def create_app(settings: Settings) -> CanopyApp:
     app.runtime.tracing = tracing_for(settings.tracing)
     redis = RedisConnections(services, settings)
     topics_service = add_topics(services, settings, redis)
+    support_service = add_support(services, settings, topics_service)
     metrics = Metrics(limit, tree.status, topics_service)
     app.runtime.metrics = metrics
     jobs_service = add_jobs(
@@ -269,6 +272,7 @@ def create_app(settings: Settings) -> CanopyApp:
     app.register_blueprint(jobs.create_blueprint(jobs_service))
     app.register_blueprint(orders.create_blueprint(jobs_service.orders))
     app.register_blueprint(topics.create_blueprint(topics_service))
+    app.register_blueprint(support.create_blueprint(support_service))
     app.register_blueprint(dashboard.create_blueprint(topics_service))
 
     @app.before_serving

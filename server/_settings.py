@@ -325,6 +325,12 @@ class Settings:
     payment_decline_rate: float = _setting(
         0.0, _fraction, "share of simulated charges declined (the order fails, stock released)"
     )
+    support_reassign_after: float = _setting(
+        15.0,
+        _positive_float,
+        "seconds a support agent may be disconnected before their conversations are "
+        "given to other agents",
+    )
     topics_secret: str = _setting(
         "", _secret, "HMAC secret (32+ bytes) that signs topic tokens (empty: anonymous only)"
     )
@@ -337,7 +343,13 @@ class Settings:
         ("demo.*",), _patterns, "topic patterns anyone may publish to (comma-separated)"
     )
     topic_rules: tuple[RuleSpec, ...] = _setting(
-        (RuleSpec("ticker.*", SlowConsumerPolicy.LATEST),),
+        (
+            RuleSpec("ticker.*", SlowConsumerPolicy.LATEST),
+            # A conversation resumes after a long absence; a typing indicator matters
+            # only while it is fresh, and only the newest per participant.
+            RuleSpec("support.*", SlowConsumerPolicy.DISCONNECT, 1000, 3600.0),
+            RuleSpec("typing.*", SlowConsumerPolicy.LATEST, 1, 30.0),
+        ),
         _topic_rules,
         "per-topic slow-consumer policy and history, as PATTERN=POLICY[:SIZE[:TTL]],... "
         "with POLICY disconnect, drop_oldest or latest",

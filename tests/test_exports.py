@@ -50,6 +50,7 @@ def test_public_api_is_pinned() -> None:
             "health",
             "jobs",
             "orders",
+            "support",
             "tasks",
             "topics",
         ]

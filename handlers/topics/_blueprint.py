@@ -10,6 +10,7 @@ from quart import Blueprint, request, websocket
 from nurseries.fanout import BrokerUnavailable, HubError, InvalidTopic
 
 from .._errors import ApiError
+from .._requests import bearer_token
 from ._grants import Grants, InvalidToken
 from ._protocol import FRAMES_EXTENSION, Frame, encode_text_frame, error_frame
 from ._service import Forbidden, TopicsService
@@ -50,17 +51,9 @@ class _QuartSocket:
         await self._ws.close(code, reason)
 
 
-def _bearer(headers: Any, args: Any) -> str | None:
-    header = headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
-        return str(header[7:].strip()) or None
-    token = args.get("token")
-    return str(token) if token else None
-
-
 def _http_grants(service: TopicsService) -> Grants:
     try:
-        return service.grants(_bearer(request.headers, request.args))
+        return service.grants(bearer_token(request.headers, request.args))
     except InvalidToken as exc:
         raise ApiError(401, "invalid_token", str(exc)) from None
 
@@ -99,7 +92,7 @@ def create_blueprint(service: TopicsService) -> Blueprint:
     @blueprint.websocket("/ws")
     async def ws() -> None:
         try:
-            grants, problem = service.grants(_bearer(websocket.headers, websocket.args)), None
+            grants, problem = service.grants(bearer_token(websocket.headers, websocket.args)), None
         except InvalidToken as exc:
             grants, problem = service.issuer.anonymous(), str(exc)
         socket = _QuartSocket(websocket._get_current_object())  # type: ignore[attr-defined]

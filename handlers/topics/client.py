@@ -35,7 +35,14 @@ from urllib.parse import urlencode, urlsplit
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, wrap_client_stream
 
-__all__ = ["TopicMessage", "TopicsClient", "TopicsError", "Unrecovered", "connect_topics"]
+__all__ = [
+    "PresenceEvent",
+    "TopicMessage",
+    "TopicsClient",
+    "TopicsError",
+    "Unrecovered",
+    "connect_topics",
+]
 
 
 class TopicsError(Exception):
@@ -62,7 +69,17 @@ class Unrecovered:
     offset: int
 
 
-Event = TopicMessage | Unrecovered
+@dataclass(frozen=True)
+class PresenceEvent:
+    """A client joined or left ``topic`` (for subscriptions made with ``presence=True``)."""
+
+    topic: str
+    event: str  # "join" or "leave"
+    client: str
+    info: Any = None
+
+
+Event = TopicMessage | Unrecovered | PresenceEvent
 
 
 @dataclass(eq=False)
@@ -71,6 +88,8 @@ class ClientSubscription:
     queue_size: int
     epoch: str | None = None
     offset: int | None = None  # the last delivered (None: from now on)
+    token: str | None = None  # for this subscription only (sent again on each resubscribe)
+    presence: bool = False
     subscribed: trio.Event = field(default_factory=trio.Event)
     error: TopicsError | None = None
 
@@ -106,9 +125,17 @@ class TopicsClient:
 
     @asynccontextmanager
     async def subscribe(
-        self, topic: str, *, since: int | None = None, epoch: str | None = None
+        self,
+        topic: str,
+        *,
+        since: int | None = None,
+        epoch: str | None = None,
+        token: str | None = None,
+        presence: bool = False,
     ) -> AsyncIterator[ClientSubscription]:
-        sub = ClientSubscription(topic, self.queue_size, epoch, since)
+        """``token``: grants for this subscription alone (the connection keeps its own);
+        ``presence``: also receive join and leave events (as :class:`PresenceEvent`)."""
+        sub = ClientSubscription(topic, self.queue_size, epoch, since, token, presence)
         self.subscriptions[topic] = sub
         try:
             if self._ws is not None:
@@ -134,6 +161,10 @@ class TopicsClient:
         """Publish and wait for the server's acknowledgement: ``(offset, epoch)``."""
         reply = await self.request({"op": "publish", "topic": topic, "data": data, "key": key})
         return reply["offset"], reply["epoch"]
+
+    async def presence(self, topic: str) -> list[dict[str, Any]]:
+        """Who is subscribed to ``topic`` now: ``[{"client", "info"}, ...]``."""
+        return list((await self.request({"op": "presence", "topic": topic}))["clients"])
 
     async def request(self, body: dict[str, Any]) -> dict[str, Any]:
         await self._connected.wait()
@@ -205,6 +236,10 @@ class TopicsClient:
             body["since"] = sub.offset
             if sub.epoch is not None:
                 body["epoch"] = sub.epoch
+        if sub.token is not None:
+            body["token"] = sub.token
+        if sub.presence:
+            body["presence"] = True
         await ws.send_message(json.dumps(body))
 
     async def _read(self, ws: WebSocketConnection) -> None:
@@ -227,6 +262,12 @@ class TopicsClient:
                     )
             elif kind == "subscribed" and sub is not None:
                 await self._subscribed(sub, frame)
+            elif kind == "presence" and "event" in frame and sub is not None:
+                await sub._put(
+                    PresenceEvent(
+                        frame["topic"], frame["event"], frame["client"], frame.get("info")
+                    )
+                )
             elif kind == "error" and str(frame.get("id", "")).startswith("s:"):
                 refused = self.subscriptions.get(frame["id"][2:])
                 if refused is not None:

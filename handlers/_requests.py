@@ -1,0 +1,38 @@
+"""Reading what an HTTP request carries, with the same 4xx for the same mistake everywhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import request
+
+from ._errors import ApiError
+
+__all__ = ["bearer_token", "int_arg", "json_object"]
+
+
+def bearer_token(headers: Any, args: Any) -> str | None:
+    """``Authorization: Bearer ...``, else ``?token=`` (for clients that cannot set headers)."""
+    header = headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return str(header[7:].strip()) or None
+    token = args.get("token")
+    return str(token) if token else None
+
+
+async def json_object() -> dict[str, Any]:
+    """The body as a JSON object, or 400."""
+    body = await request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    return body
+
+
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query argument in [low, high], or 422 naming it."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(422, "invalid_field", f"{name}: a whole number {low}-{high}", field=name)
+    return int(raw)
