@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ._lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from . import dashboard, demo, health, jobs, orders, support, tasks, topics
+    from . import dashboard, demo, health, jobs, orders, support, tasks, ticker, topics
     from ._errors import ApiError, error_body
     from ._routes import DEADLINE_ATTRIBUTE, deadline
 
@@ -25,6 +25,7 @@ __all__ = [
     "orders",
     "support",
     "tasks",
+    "ticker",
     "topics",
 ]
 
@@ -36,5 +37,15 @@ __getattr__, __dir__ = lazy_attributes(
         "DEADLINE_ATTRIBUTE": "._routes",
         "deadline": "._routes",
     },
-    modules=("dashboard", "demo", "health", "jobs", "orders", "support", "tasks", "topics"),
+    modules=(
+        "dashboard",
+        "demo",
+        "health",
+        "jobs",
+        "orders",
+        "support",
+        "tasks",
+        "ticker",
+        "topics",
+    ),
 )

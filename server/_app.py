@@ -36,6 +36,7 @@ from handlers import (
     jobs,
     orders,
     support,
+    ticker,
     topics,
 )
 from nurseries import InflightLimit, Overloaded, Supervisor
@@ -46,8 +47,8 @@ from ._dashboard import DashboardSnapshot
 from ._jobs import add_jobs
 from ._metrics import CONTENT_TYPE, Metrics, route_label
 from ._redis import RedisConnections
+from ._reference import add_support, add_ticker
 from ._settings import Settings
-from ._support import add_support
 from ._topics import add_topics
 from ._tracing import Tracing, tracing_for
 from ._websocket import install as install_websocket_stream
@@ -241,6 +242,7 @@ def create_app(settings: Settings) -> CanopyApp:
     redis = RedisConnections(services, settings)
     topics_service = add_topics(services, settings, redis)
     support_service = add_support(services, settings, topics_service)
+    ticker_service = add_ticker(services, settings, topics_service)
     metrics = Metrics(limit, tree.status, topics_service)
     app.runtime.metrics = metrics
     jobs_service = add_jobs(
@@ -273,6 +275,7 @@ def create_app(settings: Settings) -> CanopyApp:
     app.register_blueprint(orders.create_blueprint(jobs_service.orders))
     app.register_blueprint(topics.create_blueprint(topics_service))
     app.register_blueprint(support.create_blueprint(support_service))
+    app.register_blueprint(ticker.create_blueprint(ticker_service, topics_service.issuer))
     app.register_blueprint(dashboard.create_blueprint(topics_service))
 
     @app.before_serving

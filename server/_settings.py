@@ -160,6 +160,27 @@ def _patterns(value: Any) -> tuple[str, ...]:
         raise ValueError(f"must be topic patterns: {exc}") from None
 
 
+def _symbols(value: Any) -> tuple[tuple[str, float], ...]:
+    """``SYMBOL=START_PRICE,...`` (each symbol a topic segment: ``ticker.{symbol}``)."""
+    if isinstance(value, tuple):
+        return value
+    items = value.split(",") if isinstance(value, str) else value
+    symbols = []
+    for item in items:
+        name, _, price = str(item).strip().partition("=")
+        try:
+            check_pattern(f"ticker.{name}")
+            start = float(price)
+        except (InvalidTopic, ValueError):
+            start = -1.0
+        if "*" in name or "." in name or not 0 < start < float("inf"):
+            raise ValueError(f"must be SYMBOL=START_PRICE,... (bad: {item!r})")
+        symbols.append((name, start))
+    if not symbols:
+        raise ValueError("must name at least one SYMBOL=START_PRICE")
+    return tuple(symbols)
+
+
 class RuleSpec(NamedTuple):
     """A topic rule as configured: a window left out takes the configured default."""
 
@@ -331,11 +352,22 @@ class Settings:
         "seconds a support agent may be disconnected before their conversations are "
         "given to other agents",
     )
+    ticker_symbols: tuple[tuple[str, float], ...] = _setting(
+        (("BTC-USD", 60000.0), ("ETH-USD", 3000.0), ("AAPL", 190.0), ("MSFT", 420.0),
+         ("EUR-USD", 1.08)),
+        _symbols,
+        "the simulated market feed's symbols and starting prices, SYMBOL=PRICE,...",
+    )  # fmt: skip
+    ticker_rate: float = _setting(
+        50.0,
+        _non_negative_float,
+        "price updates per second in all from the simulated feed (0: no feed)",
+    )
     topics_secret: str = _setting(
         "", _secret, "HMAC secret (32+ bytes) that signs topic tokens (empty: anonymous only)"
     )
     anonymous_subscribe: tuple[str, ...] = _setting(
-        ("demo.*", "public.*"),
+        ("demo.*", "public.*", "ticker.*"),
         _patterns,
         "topic patterns anyone may subscribe to (comma-separated)",
     )

@@ -196,3 +196,11 @@ class ResponseReader:
             await self._fill()
         body, self.buffer = self.buffer[:length], self.buffer[length:]
         return status, headers, body
+
+
+def rss(pid: int) -> int:
+    """A process's resident memory, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")

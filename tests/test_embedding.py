@@ -31,7 +31,13 @@ async def test_the_embedding_example_places_and_confirms_an_order(tmp_path: Path
     assert not {name.split(".")[0] for name in imported} & {"quart", "hypercorn", "server"}
 
 
-SERVICES = ("handlers.orders", "handlers.support", "handlers.topics", "handlers.tasks")
+SERVICES = (
+    "handlers.orders",
+    "handlers.support",
+    "handlers.ticker",
+    "handlers.topics",
+    "handlers.tasks",
+)
 
 
 def test_the_services_import_without_the_web_stack() -> None:

@@ -18,7 +18,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_st
 from handlers.topics import TokenIssuer
 from handlers.topics.client import TopicMessage, TopicsError, Unrecovered, connect_topics
 
-from .e2e import ServerProcess, running_server, write_config
+from .e2e import ServerProcess, rss, running_server, write_config
 
 
 @pytest.fixture(autouse=True, params=["memory", "redis"])
@@ -193,7 +193,7 @@ async def test_a_stalled_reader_slows_no_one_and_memory_stays_bounded(tmp_path: 
         url = f"ws://127.0.0.1:{server.port}/ws"
         async with raw_ws(server.port, message_queue_size=1) as stalled:
             assert (await call(stalled, {"op": "subscribe", "topic": "demo.load"}))["recovered"]
-            rss_before = _rss(server.process.pid)
+            rss_before = rss(server.process.pid)
             async with connect_topics(url) as client, client.subscribe("demo.load") as sub:
                 started = trio.current_time()
                 for n in range(1500):
@@ -207,7 +207,7 @@ async def test_a_stalled_reader_slows_no_one_and_memory_stays_bounded(tmp_path: 
                     await stalled.get_message()
             assert closed.value.reason.code == 4000
             assert "resume from offset" in (closed.value.reason.reason or "")
-        growth = _rss(server.process.pid) - rss_before
+        growth = rss(server.process.pid) - rss_before
         assert growth < 40 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB"
         assert elapsed < 15
 
@@ -220,13 +220,6 @@ async def test_shutdown_closes_subscribers_with_1001(tmp_path: Path) -> None:
             await ws.get_message()
         assert closed.value.reason.code == 1001
         assert await server.wait() == 0
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 async def test_a_burst_of_publishes_is_answered_in_order(tmp_path: Path) -> None:
