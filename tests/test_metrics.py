@@ -25,7 +25,12 @@ async def test_metrics_count_requests_sheds_deadlines_services_topics_and_queues
     tmp_path: Path,
 ) -> None:
     write_config(tmp_path)
-    env = {"CANOPY_RUN_JOBS": "false", "CANOPY_MAX_INFLIGHT": "1", "CANOPY_ACCESS_LOG": "false"}
+    env = {
+        "CANOPY_RUN_JOBS": "false",
+        "CANOPY_MAX_INFLIGHT": "1",
+        "CANOPY_ACCESS_LOG": "false",
+        "CANOPY_TICKER_RATE": "0",  # known traffic only: no market feed
+    }
     async with running_server(tmp_path, env=env) as server:
         base = f"http://127.0.0.1:{server.port}"
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
