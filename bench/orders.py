@@ -54,6 +54,7 @@ class Tally:
     # An order's outcome and when it came; it may come before the POST's answer does.
     outcomes: dict[str, tuple[str, float]] = field(default_factory=dict)
     waiting: dict[str, trio.Event] = field(default_factory=dict)
+    close_codes: list[int] = field(default_factory=list)  # the listener's: events lost
 
     def ended(self, order_id: str, state: str) -> None:
         self.outcomes[order_id] = (state, time.monotonic())
@@ -77,6 +78,7 @@ async def listen(url: str, token: str, tally: Tally, *, task_status: trio.TaskSt
         client.subscribe("customers.*") as events,
     ):
         task_status.started()
+        tally.close_codes = client.close_codes
         async for event in events:
             if isinstance(event, TopicMessage) and event.data["state"] in ("confirmed", "failed"):
                 tally.ended(event.data["id"], event.data["state"])
@@ -142,7 +144,9 @@ def report(tally: Tally, elapsed: float) -> None:
     confirmed_rate = tally.confirmed / elapsed
     print(f"orders placed     {tally.placed:>8}   {tally.placed / elapsed:>9.0f}/s")
     print(f"orders confirmed  {tally.confirmed:>8}   {confirmed_rate:>9.0f}/s")
-    print(f"orders failed     {tally.failed:>8}   (HTTP errors: {tally.errors})")
+    print(f"orders failed     {tally.failed:>8}   (HTTP errors or no outcome: {tally.errors})")
+    if tally.close_codes:
+        print(f"the event listener was disconnected: {tally.close_codes} (events lost)")
     if tally.latencies:
         ordered = sorted(tally.latencies)
         q = statistics.quantiles(ordered, n=100)
@@ -174,6 +178,8 @@ def main() -> None:
         "CANOPY_PAYMENT_LATENCY": "0",
         "CANOPY_MAX_INFLIGHT": "8192",
         "CANOPY_MAX_QUEUED": "10000000",
+        # One listener hears every order's four events: room to never be a slow consumer.
+        "CANOPY_SUBSCRIBER_QUEUE": "100000",
     }
     shutil.copy(ROOT / "hypercorn.toml", workdir)
     argv = [sys.executable, "-m", "server", "serve", "--bind", f"127.0.0.1:{port}"]
