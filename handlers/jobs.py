@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import trio
+from pydantic import BaseModel, Field
 from quart import Blueprint, request
+from quart_schema import document_querystring, document_request, document_response
 
 from nurseries.jobs import (
     IdempotencyConflict,
@@ -28,6 +30,8 @@ from nurseries.jobs import (
 )
 
 from ._errors import ApiError
+from ._requests import read_json
+from ._schema import ErrorBody
 
 __all__ = ["MAX_BATCH", "JobRequest", "JobsService", "create_blueprint"]
 
@@ -57,8 +61,10 @@ class JobRequest:
         if queue is not None and (not isinstance(queue, str) or not queue):
             raise ValueError("queue: must be a non-empty string")
         priority = body.get("priority")
-        if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
-            raise ValueError("priority: must be an integer")
+        if priority is not None and (
+            not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > 2**31
+        ):
+            raise ValueError(f"priority: must be an integer from {-(2**31)} to {2**31}")
         delay = body.get("delay", 0)
         if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
             raise ValueError("delay: must be a non-negative number of seconds")
@@ -125,6 +131,58 @@ class JobsService:
         return results
 
 
+class NewJob(BaseModel):
+    """What ``POST /jobs`` takes (``JobRequest.parse`` checks it, as for embedders)."""
+
+    task: str = Field(min_length=1)
+    args: dict[str, Any] = Field(default_factory=dict)
+    queue: str | None = Field(None, min_length=1)
+    priority: int | None = Field(None, ge=-(2**31), le=2**31, description="lower runs first")
+    delay: float = Field(0.0, ge=0, description="seconds before it may run")
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+
+
+class NewJobs(BaseModel):
+    jobs: list[NewJob] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class JobOut(BaseModel):
+    id: str
+    task: str
+    args: dict[str, Any]
+    queue: str
+    priority: int
+    state: StateName
+    attempts: int
+    max_attempts: int
+    timeout: float
+    run_at: float
+    lease_owner: str | None
+    lease_expires: float | None
+    idempotency_key: str | None
+    result: Any
+    error: str | None
+    traceback: str | None
+    progress: Any
+    headers: dict[str, str] | None
+    created_at: float
+    updated_at: float
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
+StateName = Literal[
+    "queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"
+]
+
+
+class ListQuery(BaseModel):
+    state: StateName | None = None
+    limit: int = Field(100, ge=1, le=MAX_LIST)
+
+
 def _job_body(job: Job) -> dict[str, Any]:
     return job.to_dict()
 
@@ -138,7 +196,7 @@ def _store_error(exc: JobStoreError) -> ApiError:
 
 
 async def _json_body() -> Any:
-    body = await request.get_json(force=True, silent=True)
+    body = await read_json()
     if body is None:
         raise ApiError(400, "invalid_json", "the body must be JSON")
     return body
@@ -156,6 +214,9 @@ def create_blueprint(service: JobsService) -> Blueprint:
     blueprint = Blueprint("jobs", __name__, url_prefix="/jobs")
 
     @blueprint.post("")
+    @document_request(NewJob)
+    @document_response(JobOut, 202)
+    @document_response(ErrorBody, 422)
     async def enqueue() -> Any:
         req = _parse(await _json_body(), request.headers.get("Idempotency-Key"))
         try:
@@ -167,6 +228,7 @@ def create_blueprint(service: JobsService) -> Blueprint:
         return _job_body(job), 202, {"Location": f"/jobs/{job.id}"}
 
     @blueprint.post("/batch")
+    @document_request(NewJobs)
     async def enqueue_batch() -> Any:
         body = await _json_body()
         items = body.get("jobs") if isinstance(body, dict) else None
@@ -205,6 +267,8 @@ def create_blueprint(service: JobsService) -> Blueprint:
         }
 
     @blueprint.get("/<job_id>")
+    @document_response(JobOut, 200)
+    @document_response(ErrorBody, 404)
     async def get(job_id: str) -> Any:
         return _job_body(await _existing(service.store.get(job_id), job_id))
 
@@ -220,6 +284,8 @@ def create_blueprint(service: JobsService) -> Blueprint:
         return _job_body(job), 202
 
     @blueprint.get("")
+    @document_querystring(ListQuery)
+    @document_response(JobList, 200)
     async def list_jobs() -> Any:
         state_name = request.args.get("state")
         limit_text = request.args.get("limit", "100")

@@ -8,6 +8,7 @@ everything that goes wrong, and one structured access-log line.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import re
@@ -46,6 +47,7 @@ from ._asgi import CanopyHTTPConnection, CanopyWebsocketConnection
 from ._dashboard import DashboardSnapshot
 from ._jobs import add_jobs
 from ._metrics import CONTENT_TYPE, Metrics, route_label
+from ._openapi import install_openapi
 from ._redis import RedisConnections
 from ._reference import add_support, add_ticker
 from ._settings import Settings
@@ -225,6 +227,13 @@ async def _unhandled_error(error: Exception) -> ResponseReturnValue:
     return _error_response(ApiError(500, "internal_error", "the server failed; see its logs"))
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("canopy-server")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "0+unknown"
+
+
 def create_app(settings: Settings) -> CanopyApp:
     """Assemble the app and its supervision tree; nothing runs until it is served."""
     install_websocket_stream()  # pre-encoded frames for topics (see server/_websocket.py)
@@ -269,6 +278,7 @@ def create_app(settings: Settings) -> CanopyApp:
         """Prometheus text format (server/_metrics.py says what is counted)."""
         return await metrics.render(), 200, {"Content-Type": CONTENT_TYPE}
 
+    install_openapi(app, _version())
     app.register_blueprint(health.create_blueprint(health.HealthService(tree.status)))
     app.register_blueprint(demo.create_blueprint(demo.DemoService()))
     app.register_blueprint(jobs.create_blueprint(jobs_service))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, Field
 from quart import Blueprint, request
+from quart_schema import document_request, document_response
 
 from .._errors import ApiError
+from .._requests import read_json
+from .._schema import ErrorBody
 from ._model import InvalidOrder
 from ._service import OrderConflict, OrdersService
 from ._store import OrderStoreError
@@ -14,6 +18,7 @@ from ._store import OrderStoreError
 __all__ = ["create_blueprint"]
 
 MAX_LIST = 1000
+MAX_STOCK = 2**53  # exact in JSON and in SQLite's INTEGER
 
 
 async def _store_call(call: Any) -> Any:
@@ -23,10 +28,52 @@ async def _store_call(call: Any) -> Any:
         raise ApiError(503, "store_unavailable", f"the order store failed: {exc}") from None
 
 
+class Item(BaseModel):
+    sku: str = Field(min_length=1)
+    quantity: int = Field(ge=1, le=10_000)
+    unit_price: int = Field(ge=0, le=100_000_000, description="minor units (cents)")
+
+
+class NewOrder(BaseModel):
+    """What ``POST /orders`` takes (``validate_order`` checks it, as for embedders)."""
+
+    customer: str = Field(min_length=1)
+    currency: str = Field(min_length=3, max_length=3)
+    items: list[Item] = Field(min_length=1, max_length=100)
+
+
+class OrderOut(BaseModel):
+    id: str
+    customer: str
+    currency: str
+    items: list[Item]
+    total: int
+    state: Literal["pending", "reserved", "paid", "confirmed", "failed"]
+    reason: str | None
+    created_at: float
+    updated_at: float
+
+
+class Orders(BaseModel):
+    orders: list[OrderOut]
+
+
+class Stock(BaseModel):
+    sku: str
+    available: int = Field(ge=0, le=MAX_STOCK)
+
+
+class StockIn(BaseModel):
+    available: int = Field(ge=0, le=MAX_STOCK)
+
+
 def create_blueprint(service: OrdersService) -> Blueprint:
     blueprint = Blueprint("orders", __name__)
 
     @blueprint.post("/orders")
+    @document_request(NewOrder)
+    @document_response(OrderOut, 202)
+    @document_response(ErrorBody, 409)
     async def place() -> Any:
         key = request.headers.get("Idempotency-Key", "")
         if not 0 < len(key) <= 200:
@@ -36,7 +83,7 @@ def create_blueprint(service: OrdersService) -> Blueprint:
                 "Idempotency-Key: a header of 1-200 characters is required",
                 field="Idempotency-Key",
             )
-        body = await request.get_json(force=True, silent=True)
+        body = await read_json()
         if body is None:
             raise ApiError(400, "invalid_json", "the body must be a JSON object")
         try:
@@ -51,6 +98,8 @@ def create_blueprint(service: OrdersService) -> Blueprint:
         return order.to_dict(), 202 if created else 200, headers
 
     @blueprint.get("/orders/<order_id>")
+    @document_response(OrderOut, 200)
+    @document_response(ErrorBody, 404)
     async def get(order_id: str) -> Any:
         order = await _store_call(service.get(order_id))
         if order is None:
@@ -58,6 +107,7 @@ def create_blueprint(service: OrdersService) -> Blueprint:
         return order.to_dict()
 
     @blueprint.get("/orders")
+    @document_response(Orders, 200)
     async def by_customer() -> Any:
         customer = request.args.get("customer", "")
         if not customer:
@@ -69,17 +119,22 @@ def create_blueprint(service: OrdersService) -> Blueprint:
         return {"orders": [order.to_dict() for order in orders]}
 
     @blueprint.put("/stock/<sku>")
+    @document_request(StockIn)
+    @document_response(Stock, 200)
     async def set_stock(sku: str) -> Any:
-        body = await request.get_json(force=True, silent=True)
+        body = await read_json()
         available = body.get("available") if isinstance(body, dict) else None
-        if not isinstance(available, int) or isinstance(available, bool) or available < 0:
+        if not isinstance(available, int) or isinstance(available, bool):
+            available = -1
+        if not 0 <= available <= MAX_STOCK:
             raise ApiError(
-                422, "invalid_field", "available: a whole number >= 0", field="available"
+                422, "invalid_field", f"available: a whole number 0-{MAX_STOCK}", field="available"
             )
         await _store_call(service.store.set_stock(sku, available))
         return {"sku": sku, "available": available}
 
     @blueprint.get("/stock/<sku>")
+    @document_response(Stock, 200)
     async def get_stock(sku: str) -> Any:
         available = await _store_call(service.store.stock(sku))
         if available is None:

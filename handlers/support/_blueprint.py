@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, request
+from quart_schema import document_response
 
 from .._errors import ApiError
-from .._requests import bearer_token, int_arg, json_object
+from .._requests import bearer_token, int_arg
+from .._schema import ErrorBody, body
 from ..topics import Forbidden, Grants, InvalidToken
-from ._model import Agent, InvalidField, check_id, check_text
+from ._model import MAX_TEXT, Agent, InvalidField
 from ._service import ConversationNotFound, SupportService
 from ._store import ConversationClosed, SupportStoreError
 
@@ -46,19 +49,75 @@ def _key() -> str | None:
     return key
 
 
-def _agent(agent_id: str, body: dict[str, Any]) -> Agent:
-    available = body.get("available")
-    if not isinstance(available, bool):
-        raise InvalidField("available", "true or false")
-    capacity = body.get("capacity", 3)
-    if not isinstance(capacity, int) or isinstance(capacity, bool):
-        raise InvalidField("capacity", f"a whole number 1-{MAX_CAPACITY}")
-    if not 0 < capacity <= MAX_CAPACITY:
-        raise InvalidField("capacity", f"a whole number 1-{MAX_CAPACITY}")
-    name = body.get("name", agent_id)
-    if not isinstance(name, str) or not 0 < len(name) <= 100:
-        raise InvalidField("name", "1-100 characters")
-    return Agent(check_id(agent_id, "agent"), name, capacity, available)
+ID = r"^[A-Za-z0-9_\-@]{1,64}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+
+class OpenConversation(_Strict):
+    customer: str = Field(pattern=ID, description="the customer's id")
+    subject: str = Field("", max_length=200)
+
+
+class SendMessage(_Strict):
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+
+
+class PutAgent(_Strict):
+    available: bool
+    name: str | None = Field(None, min_length=1, max_length=100)
+    capacity: int = Field(3, ge=1, le=MAX_CAPACITY, description="open conversations at once")
+
+
+class ConversationOut(BaseModel):
+    id: str
+    customer: str
+    subject: str
+    state: str
+    agent: str | None
+    topic: str
+    typing_topic: str
+    created_at: float
+    assigned_at: float | None
+    closed_at: float | None
+
+
+class Opened(BaseModel):
+    conversation: ConversationOut
+    token: str
+
+
+class MessageOut(BaseModel):
+    kind: str
+    conversation: str
+    seq: int
+    sender: str = Field(alias="from")
+    role: str
+    text: str
+    at: float
+
+
+class Transcript(BaseModel):
+    conversation: str
+    messages: list[MessageOut]
+
+
+class AgentOut(BaseModel):
+    id: str
+    name: str
+    capacity: int
+    available: bool
+    topic: str
+
+
+class AgentListed(AgentOut):
+    connected: bool
+
+
+class Agents(BaseModel):
+    agents: list[AgentListed]
 
 
 def create_blueprint(service: SupportService) -> Blueprint:
@@ -83,18 +142,14 @@ def create_blueprint(service: SupportService) -> Blueprint:
             raise ApiError(401, "invalid_token", str(exc)) from None
 
     @blueprint.post("/conversations")
-    async def open_conversation() -> Any:
-        body = await json_object()
-        key = _key()
-
-        async def open_() -> Any:
-            customer = check_id(body.get("customer"), "customer")
-            subject = body.get("subject", "")
-            if not isinstance(subject, str) or len(subject) > 200:
-                raise InvalidField("subject", "at most 200 characters")
-            return await service.open_conversation(customer, subject, key)
-
-        conversation, created, token = await _call(open_())
+    @body(OpenConversation)
+    @document_response(Opened, 201)
+    @document_response(ErrorBody, 422)
+    async def open_conversation(data: OpenConversation) -> Any:
+        """Open a conversation; its token lets the customer in (and only them)."""
+        conversation, created, token = await _call(
+            service.open_conversation(data.customer, data.subject, _key())
+        )
         headers = {"Location": f"/support/conversations/{conversation.id}"}
         return (
             {"conversation": conversation.to_dict(), "token": token},
@@ -103,29 +158,36 @@ def create_blueprint(service: SupportService) -> Blueprint:
         )
 
     @blueprint.get("/conversations/<conversation_id>")
+    @document_response(ConversationOut, 200)
+    @document_response(ErrorBody, 404)
     async def get_conversation(conversation_id: str) -> Any:
+        """One conversation, for its participants."""
         conversation = await _call(service.conversation(conversation_id, grants()))
         return conversation.to_dict()
 
     @blueprint.post("/conversations/<conversation_id>/messages")
-    async def send(conversation_id: str) -> Any:
-        who, body, key = grants(), await json_object(), _key()
-
-        async def send_() -> Any:
-            return await service.send(conversation_id, who, check_text(body.get("text")), key)
-
-        message, created = await _call(send_())
+    @body(SendMessage)
+    @document_response(MessageOut, 201)
+    @document_response(ErrorBody, 409)
+    async def send(conversation_id: str, data: SendMessage) -> Any:
+        """Send: kept in the transcript, then published on the conversation's topic."""
+        who, key = grants(), _key()
+        message, created = await _call(service.send(conversation_id, who, data.text, key))
         return message.to_dict(), 201 if created else 200
 
     @blueprint.get("/conversations/<conversation_id>/transcript")
+    @document_response(Transcript, 200)
     async def transcript(conversation_id: str) -> Any:
+        """The messages after ``after`` (a ``seq``), in order."""
         after = int_arg("after", 0, 0, 2**62)
         limit = int_arg("limit", 100, 1, MAX_TRANSCRIPT)
         messages = await _call(service.transcript(conversation_id, grants(), after, limit))
         return {"conversation": conversation_id, "messages": [m.to_dict() for m in messages]}
 
     @blueprint.post("/conversations/<conversation_id>/close")
+    @document_response(ConversationOut, 200)
     async def close(conversation_id: str) -> Any:
+        """Close it; closing again gives the same answer."""
         conversation = await _call(service.close(conversation_id, grants()))
         return conversation.to_dict()
 
@@ -136,20 +198,21 @@ def create_blueprint(service: SupportService) -> Blueprint:
         return who
 
     @blueprint.put("/agents/<agent_id>")
-    async def put_agent(agent_id: str) -> Any:
+    @body(PutAgent)
+    @document_response(AgentOut, 200)
+    @document_response(ErrorBody, 403)
+    async def put_agent(agent_id: str, data: PutAgent) -> Any:
+        """An agent marks themselves available or away (with their own token)."""
         if agent_grants().client != f"agent:{agent_id}":
             raise ApiError(403, "forbidden", f"this token does not name agent {agent_id}")
-        body = await json_object()
-
-        async def put() -> Agent:
-            agent = _agent(agent_id, body)
-            await service.set_agent(agent)
-            return agent
-
-        return (await _call(put())).to_dict()
+        agent = Agent(agent_id, data.name or agent_id, data.capacity, data.available)
+        await _call(service.set_agent(agent))
+        return agent.to_dict()
 
     @blueprint.get("/agents")
+    @document_response(Agents, 200)
     async def agents() -> Any:
+        """Agents, and whether each is connected (for agents)."""
         agent_grants()
         return {"agents": service.agents()}
 

@@ -32,7 +32,15 @@ from nurseries.fanout import Hub, HubError, Item, Presence, Subscription
 
 from ..topics import Forbidden, Grants, TokenIssuer
 from ._assign import AgentLoad, plan_assignments
-from ._model import Agent, ChatMessage, Conversation, agent_topic, typing_topic
+from ._model import (
+    Agent,
+    ChatMessage,
+    Conversation,
+    agent_topic,
+    check_id,
+    check_text,
+    typing_topic,
+)
 from ._store import SupportStore
 
 __all__ = ["ConversationNotFound", "SupportService"]
@@ -121,6 +129,7 @@ class SupportService:
         self, customer: str, subject: str = "", key: str | None = None
     ) -> tuple[Conversation, bool, str]:
         """(the conversation, whether it is new, the customer's token for it)."""
+        check_id(customer, "customer")
         conversation, created = await self.store.open(Conversation(customer, subject), key)
         if created:
             self._changed.set()
@@ -137,6 +146,7 @@ class SupportService:
     ) -> tuple[ChatMessage, bool]:
         """Add to the transcript, then publish: (the message, whether it is new).
         Only the customer and the assigned agent may send."""
+        check_text(text)
         conversation = await self._find(conversation_id)
         role = self._role(conversation, grants, sending=True)
         message, created = await self.store.append(conversation.id, grants.client, role, text, key)
@@ -167,6 +177,7 @@ class SupportService:
 
     async def set_agent(self, agent: Agent) -> None:
         """Store the agent, available or away, and watch their presence."""
+        check_id(agent.id, "agent")
         await self.store.put_agent(agent)
         state = self._agents.get(agent.id)
         if state is None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, request
+from quart_schema import document_response
 
 from nurseries.fanout import InvalidTopic, check_topic
 
 from .._errors import ApiError
-from .._requests import bearer_token, json_object
+from .._requests import bearer_token
+from .._schema import ErrorBody, body
 from ..topics import Grants, InvalidToken, TokenIssuer
 from ._model import InvalidAlert, alerts_topic
 from ._service import TickerService, TooManyAlerts
@@ -19,6 +22,51 @@ from ._store import AlertStoreError
 __all__ = ["create_blueprint"]
 
 T = TypeVar("T")
+
+
+class NewAlert(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    symbol: str = Field(min_length=1, max_length=64)
+    price: float = Field(gt=0, allow_inf_nan=False, description="the threshold")
+    direction: Literal["above", "below"] | None = Field(
+        None, description="left out: away from where the price is now"
+    )
+
+
+class AlertOut(BaseModel):
+    id: str
+    owner: str
+    symbol: str
+    direction: Literal["above", "below"]
+    threshold: float
+    state: Literal["active", "triggered", "cancelled"]
+    created_at: float
+    triggered_at: float | None
+    trigger_price: float | None
+    topic: str
+
+
+class Alerts(BaseModel):
+    alerts: list[AlertOut]
+
+
+class TickOut(BaseModel):
+    symbol: str
+    price: float
+    seq: int
+    at: float
+
+
+class SymbolOut(BaseModel):
+    symbol: str
+    price: float | None = None
+    seq: int | None = None
+    at: float | None = None
+
+
+class Symbols(BaseModel):
+    symbols: list[SymbolOut]
 
 
 async def _call(call: Awaitable[T]) -> T:
@@ -58,7 +106,9 @@ def create_blueprint(service: TickerService, issuer: TokenIssuer) -> Blueprint:
         return grants.client
 
     @blueprint.get("/symbols")
+    @document_response(Symbols, 200)
     async def symbols() -> Any:
+        """Every symbol's latest price (none yet before its first tick)."""
         latest = service.latest
         return {
             "symbols": [
@@ -67,30 +117,37 @@ def create_blueprint(service: TickerService, issuer: TokenIssuer) -> Blueprint:
         }
 
     @blueprint.get("/symbols/<symbol>")
+    @document_response(TickOut, 200)
+    @document_response(ErrorBody, 404)
     async def symbol(symbol: str) -> Any:
+        """One symbol's latest price."""
         tick = service.latest.get(symbol)
         if tick is None:
             raise ApiError(404, "not_found", f"no price for {symbol}")
         return tick.to_dict()
 
     @blueprint.post("/alerts")
-    async def add_alert() -> Any:
-        who, body = owner(), await json_object()
-        direction = body.get("direction")
-        if direction is not None and not isinstance(direction, str):
-            raise ApiError(422, "invalid_field", "direction: above or below", field="direction")
-        alert = await _call(
-            service.add_alert(who, str(body.get("symbol", "")), body.get("price"), direction)
-        )
+    @body(NewAlert)
+    @document_response(AlertOut, 201)
+    @document_response(ErrorBody, 422)
+    async def add_alert(data: NewAlert) -> Any:
+        """Tell the token's owner, on ``alerts.{owner}``, when a price crosses a threshold."""
+        who = owner()
+        alert = await _call(service.add_alert(who, data.symbol, data.price, data.direction))
         return alert.to_dict(), 201, {"Location": f"/ticker/alerts/{alert.id}"}
 
     @blueprint.get("/alerts")
+    @document_response(Alerts, 200)
     async def alerts() -> Any:
+        """The owner's alerts, newest first."""
         found = await _call(service.store.by_owner(owner(), 1000))
         return {"alerts": [alert.to_dict() for alert in found]}
 
     @blueprint.delete("/alerts/<alert_id>")
+    @document_response(AlertOut, 200)
+    @document_response(ErrorBody, 409)
     async def cancel(alert_id: str) -> Any:
+        """Cancel an active alert of the owner's."""
         who = owner()
         alert = await _call(service.store.get(alert_id))
         if alert is None or alert.owner != who:

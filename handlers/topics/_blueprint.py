@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel, Field
 from quart import Blueprint, request, websocket
+from quart_schema import document_querystring, document_request, document_response
 
 from nurseries.fanout import BrokerUnavailable, HubError, InvalidTopic
 
 from .._errors import ApiError
-from .._requests import bearer_token
+from .._requests import bearer_token, read_json
+from .._schema import ErrorBody
 from ._grants import Grants, InvalidToken
 from ._protocol import FRAMES_EXTENSION, Frame, encode_text_frame, error_frame
 from ._service import Forbidden, TopicsService
@@ -86,6 +89,47 @@ def _topic_errors(exc: Exception) -> ApiError:
     return ApiError(429, "limit_reached", str(exc), headers={"Retry-After": "1"})
 
 
+class NewMessage(BaseModel):
+    data: Any = Field(description="any JSON")
+    key: str | None = Field(None, min_length=1, description="for the latest policy")
+
+
+class Published(BaseModel):
+    topic: str
+    offset: int
+    epoch: str
+
+
+class HistoryQuery(BaseModel):
+    since: int | None = Field(None, ge=0)
+    epoch: str | None = None
+    limit: int = Field(100, ge=1, le=MAX_HISTORY)
+
+
+class MessageOut(BaseModel):
+    offset: int
+    data: Any
+    key: str | None = None
+
+
+class History(BaseModel):
+    topic: str
+    epoch: str
+    offset: int
+    recovered: bool
+    messages: list[dict[str, Any]]
+
+
+class Client(BaseModel):
+    client: str
+    info: Any = None
+
+
+class PresenceOut(BaseModel):
+    topic: str
+    clients: list[Client]
+
+
 def create_blueprint(service: TopicsService) -> Blueprint:
     blueprint = Blueprint("topics", __name__)
 
@@ -101,9 +145,12 @@ def create_blueprint(service: TopicsService) -> Blueprint:
         await Session(service, socket, grants).run()
 
     @blueprint.post("/topics/<topic>/messages")
+    @document_request(NewMessage)
+    @document_response(Published, 202)
+    @document_response(ErrorBody, 403)
     async def publish(topic: str) -> Any:
         grants = _http_grants(service)
-        body = await request.get_json(force=True, silent=True)
+        body = await read_json()
         if not isinstance(body, dict) or "data" not in body:
             raise ApiError(400, "invalid_json", 'the body must be a JSON object with "data"')
         key = body.get("key")
@@ -116,6 +163,8 @@ def create_blueprint(service: TopicsService) -> Blueprint:
         return {"topic": topic, "offset": message.offset, "epoch": message.epoch}, 202
 
     @blueprint.get("/topics/<topic>/history")
+    @document_querystring(HistoryQuery)
+    @document_response(History, 200)
     async def history(topic: str) -> Any:
         grants = _http_grants(service)
         since, limit = _offset_arg("since"), _limit_arg()
@@ -133,6 +182,7 @@ def create_blueprint(service: TopicsService) -> Blueprint:
         }
 
     @blueprint.get("/topics/<topic>/presence")
+    @document_response(PresenceOut, 200)
     async def presence(topic: str) -> Any:
         grants = _http_grants(service)
         try:
