@@ -127,7 +127,8 @@ async def running_server(
 ) -> AsyncIterator[ServerProcess]:
     """Start the server in ``cwd``; on exit make sure the process (ours) has ended."""
     command = list(argv or [sys.executable, "-m", "server", "serve"])
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    # No market feed unless a test asks for one: it is background load for every other.
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "CANOPY_TICKER_RATE": "0", **(env or {})}
     process = await trio.lowlevel.open_process(
         command, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )

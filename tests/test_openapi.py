@@ -68,7 +68,7 @@ async def test_schemathesis_finds_no_server_error_and_no_response_off_schema(
             "--request-timeout",
             "10",
             "--max-time",
-            "30",
+            "20",
             "--header",
             f"Authorization: Bearer {token}",
             "--no-color",

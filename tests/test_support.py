@@ -197,6 +197,8 @@ async def test_an_agent_gone_past_the_grace_has_their_conversations_reassigned(
         assert REASSIGN <= trio.current_time() - left < REASSIGN + 1
         await trio.sleep(0.1)
         assert [m.data["kind"] for m in watcher.messages] == ["requeued", "assigned"]
+        history = await d.hub.history(agent_topic("ana"), since=0)  # what ana finds on return
+        assert [m.data["kind"] for m in history.messages] == ["assigned", "unassigned"]
 
 
 def state_of_is(d: Desk, conversation_id: str, agent: str) -> Any:

@@ -22,6 +22,16 @@ from .test_metrics import samples
 FRESH = httpx.Limits(max_keepalive_connections=0)  # a new connection per request
 
 
+def on_redis(redis_server: RedisServer, prefix: str) -> dict[str, str]:
+    """Jobs and topics in this test's own corner of the shared redis-server."""
+    return {
+        "CANOPY_STORE": redis_server.url,
+        "CANOPY_BROKER": redis_server.url,
+        "CANOPY_REDIS_PREFIX": f"{prefix}-{uuid.uuid4().hex[:6]}",
+        "CANOPY_ACCESS_LOG": "false",
+    }
+
+
 async def pids_answering(base: str, count: int = 40) -> set[int]:
     """Which processes answer, over ``count`` fresh connections."""
     async with httpx.AsyncClient(base_url=base, limits=FRESH) as client:
@@ -45,12 +55,7 @@ async def test_two_workers_share_topics_and_jobs_and_drain_together(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     write_config(tmp_path, workers=2)
-    env = {
-        "CANOPY_STORE": redis_server.url,
-        "CANOPY_BROKER": redis_server.url,
-        "CANOPY_REDIS_PREFIX": f"workers-{uuid.uuid4().hex[:6]}",
-        "CANOPY_ACCESS_LOG": "false",
-    }
+    env = on_redis(redis_server, "workers")
     async with running_server(tmp_path, env=env) as server:
         base = f"http://127.0.0.1:{server.port}"
         with trio.fail_after(15):  # both workers up (the parent listens at once)
@@ -130,12 +135,7 @@ async def test_any_worker_answers_metrics_for_all_of_them(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     write_config(tmp_path, workers=2)
-    env = {
-        "CANOPY_STORE": redis_server.url,
-        "CANOPY_BROKER": redis_server.url,
-        "CANOPY_REDIS_PREFIX": f"metrics-{uuid.uuid4().hex[:6]}",
-        "CANOPY_ACCESS_LOG": "false",
-    }
+    env = on_redis(redis_server, "metrics")
     readyz = (
         "canopy_http_requests_total",
         frozenset({("route", "/readyz"), ("method", "GET"), ("status", "200")}),

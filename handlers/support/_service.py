@@ -226,6 +226,7 @@ class SupportService:
             for conversation in await self.store.requeue(state.agent.id):
                 log.info("conversation %s back in the queue", conversation.id)
                 await self._publish(conversation.topic, {"kind": "requeued"})
+                await self._publish(agent_topic(state.agent.id), _unassigned(conversation))
 
     async def _assign_waiting(self) -> None:
         load = await self.store.load()
