@@ -95,16 +95,20 @@ async def test_alerts_fire_once_and_reach_their_owner(tmp_path: Path) -> None:
                         break
                     await trio.sleep(0.05)
             price = now.json()["price"]
+            # Already past: "above" half the price and "below" twice it fire on the next
+            # tick; "above" ten times it waits (a random walk does not get there).
             ids = []
-            for direction, threshold in (("above", price * 1.0002), ("below", price * 0.9998)):
+            for direction, threshold in (("above", price / 2), ("below", price * 2)):
                 added = await http.post(
                     "/ticker/alerts",
                     json={"symbol": "A", "price": threshold, "direction": direction},
                 )
                 assert added.status_code == 201, added.text
                 ids.append(added.json()["id"])
+            waiting = await http.post("/ticker/alerts", json={"symbol": "A", "price": price * 10})
+            assert waiting.json()["direction"] == "above"  # away from where the price is
             got = []
-            with trio.fail_after(10):  # a random walk crosses both soon
+            with trio.fail_after(10):
                 while len(got) < 2:
                     event = await inbox.receive()
                     assert isinstance(event, TopicMessage)
@@ -112,8 +116,15 @@ async def test_alerts_fire_once_and_reach_their_owner(tmp_path: Path) -> None:
             assert sorted(a["id"] for a in got) == sorted(ids)
             above = next(a for a in got if a["direction"] == "above")
             assert above["trigger_price"] >= above["threshold"]
+            with trio.move_on_after(0.5) as quiet:  # more ticks: nothing fires twice
+                extra = await inbox.receive()
+            assert quiet.cancelled_caught, f"a notice too many: {extra}"
             listed = (await http.get("/ticker/alerts")).json()["alerts"]
-            assert {a["state"] for a in listed} == {"triggered"}
+            states = {a["id"]: a["state"] for a in listed}
+            far = waiting.json()["id"]
+            assert states == {ids[0]: "triggered", ids[1]: "triggered", far: "active"}
+            cancelled = await http.delete(f"/ticker/alerts/{far}")
+            assert cancelled.json()["state"] == "cancelled"
 
             cases = [
                 (await http.post("/ticker/alerts", json={"symbol": "Z", "price": 1}), 422),
