@@ -192,3 +192,22 @@ async def test_a_cancelled_alert_does_not_fire_and_owners_have_a_bound(tmp_path:
         await source.play("X", 15.0)
         await trio.sleep(0.2)
         assert inbox.messages == []
+
+
+async def test_a_restarted_service_starts_with_a_fresh_book_and_scope(tmp_path: Path) -> None:
+    """What a supervisor's restart does: run the same service object again."""
+    hub = Hub(flush_interval=0)
+    store = AlertStore(tmp_path / "alerts.db", synchronous="OFF")
+    source = Script(["X"])
+    service = TickerService(hub, store, source)
+    async with trio.open_nursery() as outer:
+        await outer.start(hub.run)
+        await outer.start(store.run)
+        for _ in range(2):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(service.run)
+                if not len(service.book):
+                    await service.add_alert("dan", "X", 10, "above")
+                assert len(service.book) == 1  # reloaded once, not twice
+                service.shutdown()
+        outer.cancel_scope.cancel()

@@ -71,6 +71,9 @@ class TickerService:
         return list(self.source.symbols()) if self.source is not None else sorted(self.latest)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # Fresh each run: a supervisor may restart us, and a scope is entered once.
+        self._stop = trio.CancelScope()
+        self.book = AlertBook()
         for alert in await self.store.active():
             self.book.add(alert)
         send, receive = trio.open_memory_channel[Fired](64)
