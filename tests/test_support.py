@@ -27,7 +27,7 @@ from handlers.support import (
 )
 from handlers.topics import Forbidden, Grants, TokenIssuer
 from nurseries import Supervisor
-from nurseries.fanout import Hub, Subscription
+from nurseries.fanout import CloseReason, Hub, Subscription
 
 from .fanout_sinks import RecordingSink
 
@@ -244,3 +244,20 @@ async def test_an_idempotency_key_opens_one_conversation(
         one, created, _ = await d.service.open_conversation("alice", key="k")
         two, again, _ = await d.service.open_conversation("alice", key="k")
         assert created and not again and one.id == two.id
+
+
+async def test_a_watch_the_hub_closed_is_made_again_and_the_agent_keeps_her_chats(
+    tmp_path: Path, clock: trio.testing.MockClock
+) -> None:
+    async with desk(tmp_path) as d:
+        await d.service.set_agent(Agent("ana", available=True))
+        await d.connect_agent("ana")
+        conversation, _, _ = await d.service.open_conversation("alice")
+        await until(state_of_is(d, conversation.id, "ana"))
+        watch = d.service._agents["ana"].watch
+        assert watch is not None
+        d.hub._close(watch, CloseReason.SLOW_CONSUMER)  # as the hub would, were we slow
+        await trio.sleep(REASSIGN * 2)
+        assert await state_of(d, conversation.id)() == (ConversationState.ASSIGNED, "ana")
+        assert d.service.agents()[0]["connected"]
+        assert d.service._agents["ana"].watch not in (None, watch)

@@ -210,8 +210,18 @@ class SupportService:
             with trio.move_on_at(self._next_requeue()):
                 await self._changed.wait()
             self._changed = trio.Event()  # a change while we work brings another round
+            await self._rewatch()
             await self._requeue_gone()
             await self._assign_waiting()
+
+    async def _rewatch(self) -> None:
+        """Watch again any available agent whose watch the hub closed."""
+        for state in self._agents.values():
+            if state.agent.available and state.watch is None:
+                try:
+                    await self._watch(state.agent.id)
+                except HubError as exc:  # the hub is stopping: so are we
+                    log.warning("cannot watch agent %s: %s", state.agent.id, exc)
 
     def _next_requeue(self) -> float:
         times = [s.gone_since for s in self._agents.values() if s.gone_since is not None]
@@ -283,14 +293,14 @@ class SupportService:
 
     def _watch_ended(self, agent: str, subscription: Subscription) -> None:
         """The hub closed our watch (it is stopping, or we were slow): not watched now,
-        so treated as gone; the next set_agent or restart watches again."""
+        so treated as gone until the assigner's next round watches again."""
         state = self._agents.get(agent)
         if state is not None and state.watch is subscription:
             state.watch = None
             if state.connected:
                 state.connected = False
                 state.gone_since = trio.current_time()
-                self._changed.set()
+            self._changed.set()
 
     # -- helpers ---------------------------------------------------------------------
 
