@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import trio
 from pydantic import BaseModel, Field
@@ -152,7 +152,7 @@ class JobOut(BaseModel):
     args: dict[str, Any]
     queue: str
     priority: int
-    state: StateName
+    state: JobState
     attempts: int
     max_attempts: int
     timeout: float
@@ -173,13 +173,8 @@ class JobList(BaseModel):
     jobs: list[JobOut]
 
 
-StateName = Literal[
-    "queued", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled"
-]
-
-
 class ListQuery(BaseModel):
-    state: StateName | None = None
+    state: JobState | None = None
     limit: int = Field(100, ge=1, le=MAX_LIST)
 
 

@@ -3,8 +3,8 @@
 Any Trio program can use it: the supervision tree (:class:`Supervisor`), the
 service start protocol (:class:`Service`), restart policies, load shedding
 (:class:`InflightLimit`), concurrent sub-calls (:func:`gather`,
-:func:`first_completed`) group commit for stores (:class:`GroupCommit`) and one SQLite database
-behind ``trio.to_thread`` (:class:`SqliteDatabase`).
+:func:`first_completed`), group commit for stores (:class:`GroupCommit`) and one
+SQLite database behind ``trio.to_thread`` (:class:`SqliteDatabase`).
 """
 
 from ._concurrency import first_completed, gather

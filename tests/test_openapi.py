@@ -3,6 +3,7 @@ from that document, finds no 5xx and no response that breaks its declared schema
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import trio
+from pydantic import BaseModel
 
 from handlers.topics import TokenIssuer
 from server import create_app, load_settings
@@ -17,6 +19,14 @@ from server import create_app, load_settings
 from .e2e import running_server, write_config
 
 SECRET = "openapi-e2e-secret-".ljust(40, "x")
+BLUEPRINT_MODULES = (
+    "jobs",
+    "orders._blueprint",
+    "support._blueprint",
+    "ticker._blueprint",
+    "topics._blueprint",
+    "_schema",
+)
 # Fixed so CI is repeatable; SCHEMATHESIS_SEED=random explores afresh.
 SEED = os.environ.get("SCHEMATHESIS_SEED", "20261201")
 
@@ -83,3 +93,20 @@ async def test_schemathesis_finds_no_server_error_and_no_response_off_schema(
         assert done.returncode == 0, report[-6000:]
         assert re.search(r"\d+ generated, \d+ passed", report), report[-2000:]
         assert await server.stop() == 0
+
+
+def test_schema_names_are_unique() -> None:
+    """The document files models under their class names: two of one name would
+    silently share one schema (a history message once turned into a chat message)."""
+    names: dict[str, str] = {}
+    for module in BLUEPRINT_MODULES:
+        loaded = importlib.import_module(f"handlers.{module}")
+        for value in vars(loaded).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseModel)
+                and value.__module__ == loaded.__name__
+            ):
+                assert value.__name__ not in names, (value.__name__, names.get(value.__name__))
+                names[value.__name__] = loaded.__name__
+    assert "TopicMessageOut" in names and "MessageOut" in names

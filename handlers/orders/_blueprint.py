@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 from quart import Blueprint, request
@@ -11,7 +11,7 @@ from quart_schema import document_request, document_response
 from .._errors import ApiError
 from .._requests import read_json
 from .._schema import ErrorBody
-from ._model import InvalidOrder
+from ._model import InvalidOrder, OrderState
 from ._service import OrderConflict, OrdersService
 from ._store import OrderStoreError
 
@@ -48,7 +48,7 @@ class OrderOut(BaseModel):
     currency: str
     items: list[Item]
     total: int
-    state: Literal["pending", "reserved", "paid", "confirmed", "failed"]
+    state: OrderState
     reason: str | None
     created_at: float
     updated_at: float

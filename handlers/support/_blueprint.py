@@ -13,7 +13,7 @@ from .._errors import ApiError
 from .._requests import bearer_token, int_arg
 from .._schema import ErrorBody, body
 from ..topics import Forbidden, Grants, InvalidToken
-from ._model import MAX_TEXT, Agent, InvalidField
+from ._model import MAX_TEXT, Agent, ConversationState, InvalidField
 from ._service import ConversationNotFound, SupportService
 from ._store import ConversationClosed, SupportStoreError
 
@@ -75,7 +75,7 @@ class ConversationOut(BaseModel):
     id: str
     customer: str
     subject: str
-    state: str
+    state: ConversationState
     agent: str | None
     topic: str
     typing_topic: str

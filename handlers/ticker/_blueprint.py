@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, request
@@ -15,7 +15,7 @@ from .._errors import ApiError
 from .._requests import bearer_token
 from .._schema import ErrorBody, body
 from ..topics import Grants, InvalidToken, TokenIssuer
-from ._model import InvalidAlert, alerts_topic
+from ._model import AlertState, Direction, InvalidAlert, alerts_topic
 from ._service import TickerService, TooManyAlerts
 from ._store import AlertStoreError
 
@@ -29,8 +29,8 @@ class NewAlert(BaseModel):
 
     symbol: str = Field(min_length=1, max_length=64)
     price: float = Field(gt=0, allow_inf_nan=False, description="the threshold")
-    direction: Literal["above", "below"] | None = Field(
-        None, description="left out: away from where the price is now"
+    direction: Direction | None = Field(
+        None, strict=False, description="left out: away from where the price is now"
     )
 
 
@@ -38,9 +38,9 @@ class AlertOut(BaseModel):
     id: str
     owner: str
     symbol: str
-    direction: Literal["above", "below"]
+    direction: Direction
     threshold: float
-    state: Literal["active", "triggered", "cancelled"]
+    state: AlertState
     created_at: float
     triggered_at: float | None
     trigger_price: float | None

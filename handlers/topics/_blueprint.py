@@ -106,10 +106,15 @@ class HistoryQuery(BaseModel):
     limit: int = Field(100, ge=1, le=MAX_HISTORY)
 
 
-class MessageOut(BaseModel):
+class TopicMessageOut(BaseModel):
+    """``Message.to_dict()``: one message of a topic's history."""
+
+    topic: str
     offset: int
+    epoch: str
     data: Any
     key: str | None = None
+    time: float
 
 
 class History(BaseModel):
@@ -117,7 +122,7 @@ class History(BaseModel):
     epoch: str
     offset: int
     recovered: bool
-    messages: list[dict[str, Any]]
+    messages: list[TopicMessageOut]
 
 
 class Client(BaseModel):
