@@ -94,13 +94,19 @@ async def until(predicate: Any, seconds: float = 5.0) -> None:
             await trio.sleep(0.25)
 
 
-def state_of(d: Desk, conversation_id: str) -> Any:
-    async def read() -> tuple[ConversationState, str | None]:
-        found = await d.service.store.get(conversation_id)
-        assert found is not None
-        return found.state, found.agent
+async def state_of(d: Desk, conversation_id: str) -> tuple[ConversationState, str | None]:
+    found = await d.service.store.get(conversation_id)
+    assert found is not None
+    return found.state, found.agent
 
-    return read
+
+def state_of_is(d: Desk, conversation_id: str, agent: str) -> Any:
+    """For ``until``: the conversation is assigned to ``agent``."""
+
+    async def check() -> bool:
+        return await state_of(d, conversation_id) == (ConversationState.ASSIGNED, agent)
+
+    return check
 
 
 async def test_a_conversation_waits_for_a_connected_available_agent(
@@ -111,15 +117,12 @@ async def test_a_conversation_waits_for_a_connected_available_agent(
         assert created and conversation.state is ConversationState.WAITING
         await d.service.set_agent(Agent("ana", "Ana", capacity=2, available=True))
         await trio.sleep(1)
-        assert await state_of(d, conversation.id)() == (ConversationState.WAITING, None)
+        assert await state_of(d, conversation.id) == (ConversationState.WAITING, None)
 
         watcher = await d.watch(conversation.topic)
         _, inbox = await d.connect_agent("ana")
 
-        async def assigned() -> bool:
-            return await state_of(d, conversation.id)() == (ConversationState.ASSIGNED, "ana")
-
-        await until(assigned)
+        await until(state_of_is(d, conversation.id, "ana"))
         await trio.sleep(0.1)
         (event,) = [m.data for m in inbox.messages]
         assert event["kind"] == "assigned" and event["conversation"]["id"] == conversation.id
@@ -182,7 +185,7 @@ async def test_an_agent_gone_past_the_grace_has_their_conversations_reassigned(
         await trio.sleep(REASSIGN - 5)
         ana, _ = await d.connect_agent("ana")
         await trio.sleep(REASSIGN * 2)
-        assert await state_of(d, conversation.id)() == (ConversationState.ASSIGNED, "ana")
+        assert await state_of(d, conversation.id) == (ConversationState.ASSIGNED, "ana")
 
         # Gone for good: exactly one grace later the conversation is requeued, and bob,
         # connected meanwhile, takes it.
@@ -192,20 +195,13 @@ async def test_an_agent_gone_past_the_grace_has_their_conversations_reassigned(
         d.hub.unsubscribe(ana)
         left = trio.current_time()
         await trio.sleep(REASSIGN - 1)
-        assert await state_of(d, conversation.id)() == (ConversationState.ASSIGNED, "ana")
+        assert await state_of(d, conversation.id) == (ConversationState.ASSIGNED, "ana")
         await until(state_of_is(d, conversation.id, "bob"), seconds=REASSIGN)
         assert REASSIGN <= trio.current_time() - left < REASSIGN + 1
         await trio.sleep(0.1)
         assert [m.data["kind"] for m in watcher.messages] == ["requeued", "assigned"]
         history = await d.hub.history(agent_topic("ana"), since=0)  # what ana finds on return
         assert [m.data["kind"] for m in history.messages] == ["assigned", "unassigned"]
-
-
-def state_of_is(d: Desk, conversation_id: str, agent: str) -> Any:
-    async def check() -> bool:
-        return await state_of(d, conversation_id)() == (ConversationState.ASSIGNED, agent)
-
-    return check
 
 
 async def test_an_agent_at_capacity_gets_the_next_customer_when_one_closes(
@@ -218,7 +214,7 @@ async def test_an_agent_at_capacity_gets_the_next_customer_when_one_closes(
         second, _, _ = await d.service.open_conversation("bruno")
         await until(state_of_is(d, first.id, "ana"))
         await trio.sleep(1)
-        assert await state_of(d, second.id)() == (ConversationState.WAITING, None)
+        assert await state_of(d, second.id) == (ConversationState.WAITING, None)
         await d.service.close(first.id, d.grants(first_token))
         await until(state_of_is(d, second.id, "ana"))
 
@@ -231,7 +227,7 @@ async def test_an_agent_who_is_away_gets_no_new_conversations(
         await d.connect_agent("ana")
         conversation, _, _ = await d.service.open_conversation("alice")
         await trio.sleep(REASSIGN * 2)
-        assert await state_of(d, conversation.id)() == (ConversationState.WAITING, None)
+        assert await state_of(d, conversation.id) == (ConversationState.WAITING, None)
         await d.service.set_agent(Agent("ana", available=True))
         await until(state_of_is(d, conversation.id, "ana"))
         assert d.service.agents()[0]["connected"]
@@ -258,6 +254,6 @@ async def test_a_watch_the_hub_closed_is_made_again_and_the_agent_keeps_her_chat
         assert watch is not None
         d.hub._close(watch, CloseReason.SLOW_CONSUMER)  # as the hub would, were we slow
         await trio.sleep(REASSIGN * 2)
-        assert await state_of(d, conversation.id)() == (ConversationState.ASSIGNED, "ana")
+        assert await state_of(d, conversation.id) == (ConversationState.ASSIGNED, "ana")
         assert d.service.agents()[0]["connected"]
         assert d.service._agents["ana"].watch not in (None, watch)

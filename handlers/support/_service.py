@@ -98,7 +98,6 @@ class SupportService:
         self.batch = batch
         self._agents: dict[str, _AgentState] = {}
         self._changed = trio.Event()
-        self._running = False
 
     @property
     def configured(self) -> bool:
@@ -111,13 +110,10 @@ class SupportService:
             now = trio.current_time()
             for agent in await self.store.agents():
                 self._agents[agent.id] = _AgentState(agent, gone_since=now)
-                if agent.available:
-                    await self._watch(agent.id)
-            self._running = True
+            await self._rewatch()
             task_status.started()
             await self._assign_forever()
         finally:
-            self._running = False
             for state in self._agents.values():
                 if state.watch is not None:
                     self.hub.unsubscribe(state.watch)
@@ -183,9 +179,7 @@ class SupportService:
         if state is None:
             state = self._agents[agent.id] = _AgentState(agent, gone_since=trio.current_time())
         state.agent = agent
-        if agent.available and state.watch is None and self._running:
-            await self._watch(agent.id)
-        self._changed.set()
+        self._changed.set()  # the assigner's next round watches them if they are available
 
     def agent_token(self, agent: str, name: str = "") -> str:
         """What your staff login hands an agent: it names them (``agent:{id}``) and
@@ -215,7 +209,8 @@ class SupportService:
             await self._assign_waiting()
 
     async def _rewatch(self) -> None:
-        """Watch again any available agent whose watch the hub closed."""
+        """Watch every available agent not watched yet: new ones, and those whose watch
+        the hub closed."""
         for state in self._agents.values():
             if state.agent.available and state.watch is None:
                 try:
