@@ -4,12 +4,14 @@ Any Trio program can use it: the supervision tree (:class:`Supervisor`), the
 service start protocol (:class:`Service`), restart policies, load shedding
 (:class:`InflightLimit`), concurrent sub-calls (:func:`gather`,
 :func:`first_completed`), group commit for stores (:class:`GroupCommit`) and one
-SQLite database behind ``trio.to_thread`` (:class:`SqliteDatabase`).
+SQLite database behind ``trio.to_thread`` (:class:`SqliteDatabase`), and random ids
+that cost no system call each (:func:`random_hex`).
 """
 
 from ._concurrency import first_completed, gather
 from ._errors import CanopyError, Overloaded, SupervisorGaveUp
 from ._group_commit import GroupCommit
+from ._ids import random_hex
 from ._limits import InflightLimit
 from ._restart import Backoff, RestartIntensity, RestartPolicy
 from ._service import Drainable, Service
@@ -37,4 +39,5 @@ __all__ = [
     "SupervisorGaveUp",
     "first_completed",
     "gather",
+    "random_hex",
 ]

@@ -4,12 +4,14 @@ cancel, stop."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 
 from nurseries.fanout import Hub
 from nurseries.jobs import (
@@ -288,3 +290,23 @@ async def test_state_changes_and_progress_are_published_through_notify(
     assert [e["state"] for e in events[bad.id]] == ["running", "failed"]
     assert "ValueError" in events[bad.id][-1]["error"]
     hub.shutdown()
+
+
+async def test_the_outcome_handed_over_as_the_runner_stops_is_written(
+    store: JobStore, nursery: Any
+) -> None:
+    """The last job hands its outcome straight to the parked writer, and the jobs'
+    end closes the channel before the writer runs: it writes the outcome (before,
+    it crashed the runner and the job ran again after its lease)."""
+    job, _ = await store.enqueue(Job("t"))
+    worker = runner(store, TaskRegistry())
+    (claimed,) = await store.claim("default", worker.owner, 1, 10.0)
+    send, receive = trio.open_memory_channel[tuple[Job, float]](math.inf)
+    async with trio.open_nursery() as writer:
+        writer.start_soon(worker._write_outcomes, receive)
+        await trio.testing.wait_all_tasks_blocked()
+        done = claimed.moved(JobState.SUCCEEDED, lease_owner=None, lease_expires=None, result=1)
+        send.send_nowait((done, 0.0))
+        send.close()  # in the same tick, as the runner does once the jobs are over
+    written = await store.get(job.id)
+    assert written is not None and written.state is JobState.SUCCEEDED and written.result == 1

@@ -8,10 +8,11 @@ own charges table, for a charge's exactly-once effect.
 from __future__ import annotations
 
 import random
-import uuid
 from typing import Protocol
 
 import trio
+
+from nurseries import random_hex
 
 __all__ = ["GatewayUnavailable", "PaymentDeclined", "PaymentGateway", "SimulatedGateway"]
 
@@ -60,6 +61,6 @@ class SimulatedGateway:
             return self.charged[idempotency_key][2]
         if self._random.random() < self.decline_rate:
             raise PaymentDeclined("card declined (simulated)")
-        reference = f"ch_{uuid.uuid4().hex[:16]}"
+        reference = f"ch_{random_hex(8)}"
         self.charged[idempotency_key] = (amount, currency, reference)
         return reference

@@ -13,9 +13,10 @@ from __future__ import annotations
 import enum
 import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
+
+from nurseries import random_hex
 
 __all__ = ["InvalidOrder", "Order", "OrderState", "validate_order"]
 
@@ -39,7 +40,7 @@ class Order:
     items: list[dict[str, Any]]
     total: int  # in minor units
     idempotency_key: str
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=random_hex)
     state: OrderState = OrderState.PENDING
     reason: str | None = None
     created_at: float = field(default_factory=time.time)

@@ -110,13 +110,13 @@ class OrdersService:
         return "reserved"
 
     async def _charge(self, args: dict[str, Any], ctx: JobContext) -> str:
-        order = await self._existing(args["order_id"])
+        found, reference = await self.store.with_charge(args["order_id"], ATTEMPT_KEY)
+        order = _found(args["order_id"], found)
         if order.state is OrderState.PAID:
             await self._next("confirm", order)
             return "already paid"
         if order.state is not OrderState.RESERVED:
             return f"already {order.state.value}"
-        reference = await self.store.charge_of(order.id, ATTEMPT_KEY)
         if reference is None:
             try:
                 reference = await self.gateway.charge(
@@ -149,10 +149,7 @@ class OrdersService:
         return reason
 
     async def _existing(self, order_id: str) -> Order:
-        order = await self.store.get(order_id)
-        if order is None:
-            raise LookupError(f"no order {order_id}")  # a dead letter: nothing to do
-        return order
+        return _found(order_id, await self.store.get(order_id))
 
     async def _next(self, step: str, order: Order) -> None:
         if self.enqueue is None:
@@ -165,3 +162,9 @@ class OrdersService:
         event = order.to_dict()
         await self.publish(f"orders.{order.id}", event)
         await self.publish(f"customers.{order.customer}.orders", event)
+
+
+def _found(order_id: str, order: Order | None) -> Order:
+    if order is None:
+        raise LookupError(f"no order {order_id}")  # a dead letter: nothing to do
+    return order

@@ -251,9 +251,13 @@ class OrderStore:
             ).rowcount  # fmt: skip
         return self._get(order_id) if changed else None
 
-    async def charge_of(self, order_id: str, attempt_key: str) -> str | None:
-        """The recorded charge's reference, if there is one."""
-        return await self._db(self._charge_of, order_id, attempt_key)
+    async def with_charge(self, order_id: str, attempt_key: str) -> tuple[Order | None, str | None]:
+        """The order and its recorded charge's reference (None if there is none yet),
+        read together: the charge step needs both, and one thread hop is half of two."""
+        return await self._db(self._with_charge, order_id, attempt_key)
+
+    def _with_charge(self, order_id: str, attempt_key: str) -> tuple[Order | None, str | None]:
+        return self._get(order_id), self._charge_of(order_id, attempt_key)
 
     def _charge_of(self, order_id: str, attempt_key: str) -> str | None:
         row = (

@@ -9,7 +9,6 @@ silently receiving the wrong messages.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from .._ids import random_hex
 from ._topics import TopicRule
 
 __all__ = ["Message", "Presence", "Replay", "TopicLog", "new_epoch"]
@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 
 def new_epoch() -> str:
-    return secrets.token_hex(4)
+    return random_hex(4)
 
 
 @dataclass(eq=False, slots=True)

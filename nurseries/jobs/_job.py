@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 import json
 import time
-import uuid
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .._ids import random_hex
 from ._state import ACTIVE, TERMINAL, JobState, can_transition
 
 __all__ = ["InvalidTransition", "Job", "check_args", "new_job_id"]
@@ -19,7 +19,7 @@ class InvalidTransition(ValueError):
 
 
 def new_job_id() -> str:
-    return uuid.uuid4().hex
+    return random_hex(16)
 
 
 def check_args(args: Any) -> dict[str, Any]:

@@ -227,7 +227,9 @@ class JobRunner:
             while len(batch) < OUTCOME_BATCH:
                 try:
                     batch.append(to_write.receive_nowait())
-                except trio.WouldBlock:
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    # EndOfChannel: the last outcome was handed to us as the jobs
+                    # ended, and the channel closed before we ran. Write what we have.
                     break
             # Shielded so outcomes are written even while the runner is being
             # cancelled, bounded so a store that hangs cannot hold the stop open.
