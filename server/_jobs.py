@@ -65,7 +65,7 @@ def add_jobs(
             concurrency=settings.job_concurrency,
             lease=settings.job_lease,
             grace=settings.service_grace,
-            notify=_notify(hub, observe),
+            notify=_notify(hub, observe, registry),
             instrument=tracing.job if tracing is not None else None,
         )
         services.add("job_runner", runner, grace=settings.service_grace + 1)
@@ -113,16 +113,17 @@ def _store(settings: Settings, redis: RedisConnections) -> JobStore:
     )
 
 
-def _notify(hub: Hub | None, observe: Notify | None) -> Notify | None:
-    """Job events go to the topic ``jobs.{id}`` (state changes and progress), and to
-    ``observe`` (the metrics)."""
+def _notify(hub: Hub | None, observe: Notify | None, registry: TaskRegistry) -> Notify | None:
+    """Job events go to the topic ``jobs.{id}`` (state changes and progress) unless
+    the task says they are not worth it (``events=False``), and to ``observe`` (the
+    metrics) always."""
     if hub is None and observe is None:
         return None
 
     async def notify(job_id: str, event: dict[str, Any]) -> None:
         if observe is not None:
             await observe(job_id, event)
-        if hub is not None:
+        if hub is not None and registry.publishes_events(event["task"]):
             await hub.publish(f"jobs.{job_id}", event)
 
     return notify

@@ -23,6 +23,7 @@ from nurseries.jobs import (
     RetryPolicy,
     TaskRegistry,
 )
+from server._jobs import _notify
 
 from .fanout_sinks import RecordingSink
 
@@ -289,6 +290,42 @@ async def test_state_changes_and_progress_are_published_through_notify(
     ]
     assert [e["state"] for e in events[bad.id]] == ["running", "failed"]
     assert "ValueError" in events[bad.id][-1]["error"]
+    hub.shutdown()
+
+
+async def test_the_server_publishes_no_events_of_a_task_declared_without_them(
+    store: JobStore, nursery: Any
+) -> None:
+    """``events=False`` (the order pipeline's steps): the metrics still hear every
+    event, and no ``jobs.{id}`` topic is made for it."""
+    registry = TaskRegistry()
+
+    @registry.task("loud")
+    async def loud(args: dict[str, Any]) -> int:
+        return 1
+
+    @registry.task("quiet", events=False)
+    async def quiet(args: dict[str, Any]) -> int:
+        return 2
+
+    hub = Hub()
+    await nursery.start(hub.run)
+    sink = RecordingSink()
+    await hub.subscribe("jobs.*", sink)
+    observed: list[tuple[str, str]] = []
+
+    async def observe(job_id: str, event: dict[str, Any]) -> None:
+        observed.append((job_id, event["state"]))
+
+    noisy, _ = await store.enqueue(Job("loud"))
+    silent, _ = await store.enqueue(Job("quiet"))
+    await nursery.start(runner(store, registry, notify=_notify(hub, observe, registry)).run)
+    await wait_for_state(store, noisy.id, JobState.SUCCEEDED)
+    await wait_for_state(store, silent.id, JobState.SUCCEEDED)
+    await trio.sleep(0.1)
+    assert {m.topic for m in sink.messages} == {f"jobs.{noisy.id}"}
+    assert [s for j, s in observed if j == silent.id] == ["running", "succeeded"]
+    assert (await hub.history(f"jobs.{silent.id}")).offset == 0  # no such topic
     hub.shutdown()
 
 

@@ -87,9 +87,11 @@ class OrdersService:
     # -- the pipeline --------------------------------------------------------------------
 
     def register_tasks(self, registry: TaskRegistry) -> None:
-        registry.task("orders.reserve", retry=STEP_RETRY, timeout=30)(self._reserve)
-        registry.task("orders.charge", retry=STEP_RETRY, timeout=60)(self._charge)
-        registry.task("orders.confirm", retry=STEP_RETRY, timeout=30)(self._confirm)
+        # The steps publish no job events: the order's own topics tell its progress.
+        task = registry.task
+        task("orders.reserve", retry=STEP_RETRY, timeout=30, events=False)(self._reserve)
+        task("orders.charge", retry=STEP_RETRY, timeout=60, events=False)(self._charge)
+        task("orders.confirm", retry=STEP_RETRY, timeout=30, events=False)(self._confirm)
 
     async def _reserve(self, args: dict[str, Any]) -> str:
         order_id = args["order_id"]

@@ -30,6 +30,11 @@ class TaskSpec:
     timeout: float = 300.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     takes_context: bool = False  # declared as f(args, ctx): receives a JobContext
+    # Whether its jobs' events (started, progress, outcome) are worth publishing to
+    # watchers (the server's ``jobs.{id}`` topics). A step of a pipeline that
+    # announces its own progress says no: its events would only duplicate that, and
+    # cost a topic per job. The runner's ``notify`` hears them either way (metrics).
+    events: bool = True
 
     def new_job(
         self,
@@ -72,6 +77,7 @@ class TaskRegistry:
         priority: int = 0,
         timeout: float = 300.0,
         retry: RetryPolicy | None = None,
+        events: bool = True,
     ) -> Callable[[TaskFunction], TaskFunction]:
         """Register an async function as the task ``name``; returns it unchanged."""
         if timeout <= 0:
@@ -84,7 +90,14 @@ class TaskRegistry:
                 raise ValueError(f"task {name!r} is already registered")
             takes_context = len(inspect.signature(function).parameters) >= 2
             spec = TaskSpec(
-                name, function, queue, priority, timeout, retry or RetryPolicy(), takes_context
+                name,
+                function,
+                queue,
+                priority,
+                timeout,
+                retry or RetryPolicy(),
+                takes_context,
+                events,
             )
             self._specs[name] = spec
             return function
@@ -96,6 +109,12 @@ class TaskRegistry:
             return self._specs[name]
         except KeyError:
             raise UnknownTask(name) from None
+
+    def publishes_events(self, name: str) -> bool:
+        """Whether jobs of ``name`` publish their events; an unknown task's do (its
+        dead letter is news)."""
+        spec = self._specs.get(name)
+        return spec is None or spec.events
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs
