@@ -163,6 +163,11 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds placing orders")
     parser.add_argument("--inflight", type=int, default=256, help="orders under way at once")
     parser.add_argument("--connections", type=int, default=32, help="HTTP connections")
+    parser.add_argument(
+        "--server-cores",
+        default="0",
+        help='taskset list for the server ("0,1": it shares core 1 with the load)',
+    )
     args = parser.parse_args()
     raise_fd_limit()
     secret = secrets.token_hex(32)
@@ -186,11 +191,15 @@ def main() -> None:
     if len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {1})  # the load on core 1, the server on core 0
     try:
-        with running(argv, port, workdir, env, core=0):
+        with running(argv, port, workdir, env, core=args.server_cores):
             tally, elapsed = trio.run(drive, port, args, token)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"bench/orders.py --duration {args.duration:g} --inflight {args.inflight}")
+    print(
+        f"bench/orders.py --duration {args.duration:g} --inflight {args.inflight} "
+        f"--server-cores {args.server_cores} (job concurrency "
+        f"{env.get('CANOPY_JOB_CONCURRENCY', 'default')})"
+    )
     report(tally, elapsed)
 
 

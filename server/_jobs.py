@@ -46,7 +46,9 @@ def add_jobs(
     tasks.register_examples(registry)
     store = _store(settings, redis)
     services.add("job_store", store, grace=settings.service_grace)
-    order_store = OrderStore(settings.data_path / "orders.db")
+    order_store = OrderStore(
+        settings.data_path / "orders.db", synchronous=settings.sqlite_synchronous
+    )
     services.add("order_store", order_store, grace=settings.service_grace)
     orders_service = OrdersService(
         order_store,

@@ -290,7 +290,7 @@ class Settings:
     run_jobs: bool = _setting(
         True, _boolean, "run jobs in the server too (false: leave them to 'canopy worker')"
     )
-    job_concurrency: int = _setting(16, _positive_int, "jobs run at once by this process")
+    job_concurrency: int = _setting(64, _positive_int, "jobs run at once by this process")
     job_lease: float = _setting(
         10.0, _positive_float, "seconds a claimed job stays leased without a heartbeat"
     )

@@ -91,11 +91,15 @@ def _order(row: sqlite3.Row) -> Order:
 
 
 class OrderStore:
-    def __init__(self, path: str | Path, *, batch_size: int = 200) -> None:
+    def __init__(
+        self, path: str | Path, *, batch_size: int = 200, synchronous: str = "FULL"
+    ) -> None:
         self.path = Path(path)
         # Writes that arrive together share one transaction (one fsync), each in a
         # savepoint of its own, so one write's failure (OutOfStock) undoes only it.
-        self.db = SqliteDatabase(path, _SCHEMA, error=OrderStoreError, batch_size=batch_size)
+        self.db = SqliteDatabase(
+            path, _SCHEMA, error=OrderStoreError, batch_size=batch_size, synchronous=synchronous
+        )
         self._write = self.db.write
         self._db = self.db.read
         self._connection = self.db.connection

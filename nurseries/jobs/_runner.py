@@ -93,7 +93,7 @@ class JobRunner:
     store: JobStore
     registry: TaskRegistry
     queue: str = "default"
-    concurrency: int = 16
+    concurrency: int = 64
     lease: float = 10.0
     sweep_interval: float = 1.0
     poll_interval: float = 0.05
