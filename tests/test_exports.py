@@ -37,6 +37,7 @@ def test_public_api_is_pinned() -> None:
             "SupervisorGaveUp",
             "first_completed",
             "gather",
+            "random_hex",
         ]
     )
     assert sorted(handlers.__all__) == sorted(
