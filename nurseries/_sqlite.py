@@ -16,7 +16,8 @@ committer in its nursery, and closes the connection (shielded) when it ends.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,13 +44,17 @@ class SqliteDatabase:
         error: type[Exception],
         batch_size: int = 200,
         synchronous: str = "FULL",
+        migrate: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
+        """``migrate`` runs after the schema on every open: for a database made by an
+        older release (a column added since, say)."""
         if synchronous.upper() not in SYNCHRONOUS:
             raise ValueError(f"synchronous: one of {', '.join(SYNCHRONOUS)}")
         self.path = Path(path)
         self.schema = schema
         self.error = error
         self.synchronous = synchronous
+        self.migrate = migrate
         self._limiter = trio.CapacityLimiter(1)
         self._conn: sqlite3.Connection | None = None
         self._writes = GroupCommit[Callable[[], Any], Any](
@@ -97,16 +102,30 @@ class SqliteDatabase:
         conn.execute("PRAGMA busy_timeout=5000")  # other processes may share the file
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.executescript(self.schema)
+        if self.migrate is not None:
+            self.migrate(conn)
         return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """For a function given to ``read``: one write transaction of its own, taking
+        the write lock at once, rolled back on any exception. (``write`` makes one per
+        group; this is for a store that batches its writes itself.)"""
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     async def _commit(self, functions: list[Callable[[], Any]]) -> list[Any]:
         return await self.read(self._run_batch, functions)
 
     def _run_batch(self, functions: list[Callable[[], Any]]) -> list[Any]:
-        conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
         outcomes: list[Any] = []
-        try:
+        with self.transaction() as conn:
             for function in functions:
                 conn.execute("SAVEPOINT write")
                 try:
@@ -118,8 +137,4 @@ class SqliteDatabase:
                     )
                     outcomes.append(translated)
                 conn.execute("RELEASE write")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return outcomes

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +17,9 @@ from nurseries.jobs import (
     JobState,
     JobStoreError,
     QueueFull,
+    SQLiteJobStore,
 )
+from nurseries.jobs._sqlite import _SCHEMA
 
 StoreFactory = Callable[..., Any]  # see make_store in conftest
 
@@ -268,3 +272,19 @@ async def test_a_cancel_request_reaches_listeners_of_the_store(store: Any) -> No
     await store.cancel(job.id)
     assert job.id in heard
     forget()
+
+
+async def test_a_sqlite_database_from_before_headers_is_migrated(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """A jobs table made before jobs carried headers gains the column on open, and its
+    jobs stay readable."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        old_schema = _SCHEMA.replace("    headers TEXT,\n", "")
+        assert "headers" not in old_schema
+        conn.executescript(old_schema)
+    store = SQLiteJobStore(path)
+    await nursery.start(store.run)
+    job, _ = await store.enqueue(Job("t", headers={"traceparent": "00-abc"}))
+    assert (await store.get(job.id)).headers == {"traceparent": "00-abc"}  # type: ignore[union-attr]

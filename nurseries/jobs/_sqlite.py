@@ -1,14 +1,14 @@
 """The embedded job store: SQLite in WAL mode, called through ``trio.to_thread``.
 
-One connection, used by one thread at a time (a ``CapacityLimiter`` of one). A thread
+One connection, used by one thread at a time (``nurseries.SqliteDatabase``). A thread
 hop costs about 0.1 ms here and an fsync far more, so the two writes made once per
 job go in batches: concurrent enqueues are group-committed (see ``nurseries.GroupCommit``),
 each returning only after its job is committed; outcomes come in batches from the
 runner (:meth:`SQLiteJobStore.finish_many`).
 
-Resource handling: :meth:`SQLiteJobStore.run` is a service. It opens the database,
-creates the schema, reports started, and runs the enqueue committer until
-cancelled; the connection is closed on the way out.
+Resource handling: :meth:`SQLiteJobStore.run` is a service. It runs the database
+(which opens the connection, creates or migrates the schema, and closes it on the
+way out) and the enqueue committer, reports started, and runs until cancelled.
 """
 
 from __future__ import annotations
@@ -16,22 +16,20 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
 
 from .._group_commit import GroupCommit
+from .._sqlite import SqliteDatabase
 from ._job import Job
 from ._state import CLAIMABLE, JobState
 from ._store import IdempotencyConflict, JobStoreError, QueueFull
 from ._store_events import StoreEvents
 
 __all__ = ["SQLiteJobStore"]
-
-T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -87,6 +85,12 @@ def _row(job: Job, columns: Sequence[str] = _COLUMNS) -> tuple[Any, ...]:
             value = value.value
         values.append(value)
     return tuple(values)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "headers" not in columns:  # a database made before jobs carried headers
+        conn.execute("ALTER TABLE jobs ADD COLUMN headers TEXT")
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -159,14 +163,14 @@ class SQLiteJobStore:
         max_queued: int = 100_000,
         batch_size: int = 500,
     ) -> None:
-        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ValueError("synchronous must be OFF, NORMAL, FULL or EXTRA")
         self.path = Path(path)
-        self.synchronous = synchronous.upper()
+        self.db = SqliteDatabase(
+            path, _SCHEMA, error=JobStoreError, synchronous=synchronous, migrate=_migrate
+        )
         self.max_queued = max_queued
         self.batch_size = batch_size
-        self._limiter = trio.CapacityLimiter(1)
-        self._conn: sqlite3.Connection | None = None
+        self._db = self.db.read
+        self._connection = self.db.connection
         self._enqueues = GroupCommit[Job, tuple[Job, bool]](
             "job", self._write_enqueues, batch_size, error=JobStoreError
         )
@@ -182,40 +186,11 @@ class SQLiteJobStore:
     # -- service -------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self._conn = await self._db(self._open)
-        try:
-            async with trio.open_nursery() as committer:
-                await committer.start(self._enqueues.run)
-                task_status.started()
-        finally:
-            with trio.CancelScope(shield=True):
-                conn, self._conn = self._conn, None
-                await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
-
-    def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        # Other processes (canopy worker) write the same file: wait for their lock.
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.executescript(_SCHEMA)
-        columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
-        if "headers" not in columns:  # a database made before jobs carried headers
-            conn.execute("ALTER TABLE jobs ADD COLUMN headers TEXT")
-        return conn
-
-    async def _db(self, function: Callable[..., T], *args: Any) -> T:
-        try:
-            return await trio.to_thread.run_sync(function, *args, limiter=self._limiter)
-        except sqlite3.Error as exc:
-            raise JobStoreError(f"sqlite: {exc}") from exc
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise JobStoreError("the job store is not running")
-        return self._conn
+        # The database (its connection, closed last) and the enqueue committer.
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.db.run)
+            await nursery.start(self._enqueues.run)
+            task_status.started()
 
     # -- enqueue, group-committed ----------------------------------------------------
 
@@ -229,23 +204,11 @@ class SQLiteJobStore:
         return outcomes
 
     def _insert_batch(self, jobs: list[Job]) -> list[tuple[Job, bool] | Exception]:
-        with self._transaction() as conn:
+        with self.db.transaction() as conn:
             accepted = _Batch(conn, self.max_queued)
             outcomes: list[tuple[Job, bool] | Exception] = [accepted.admit(job) for job in jobs]
             conn.executemany(_INSERT, accepted.rows)  # one C loop for the whole batch
         return outcomes
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taking the write lock at once; rolled back on error."""
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     # -- reads and state changes -----------------------------------------------------
 
@@ -326,7 +289,7 @@ class SQLiteJobStore:
         return await self._db(self._finish_many, list(jobs), owner)
 
     def _finish_many(self, jobs: list[Job], owner: str) -> list[bool]:
-        with self._transaction() as conn:
+        with self.db.transaction() as conn:
             return [
                 conn.execute(_FINISH, (*_row(job, _OUTCOME_COLUMNS), job.id, owner)).rowcount == 1
                 for job in jobs
