@@ -9,7 +9,7 @@ from quart import request
 
 from ._errors import ApiError
 
-__all__ = ["bearer_token", "int_arg", "json_object", "read_json"]
+__all__ = ["bearer_token", "int_arg", "json_body", "json_object", "read_json"]
 
 
 def _no_constants(name: str) -> Any:
@@ -38,6 +38,14 @@ def bearer_token(headers: Any, args: Any) -> str | None:
         return str(header[7:].strip()) or None
     token = args.get("token")
     return str(token) if token else None
+
+
+async def json_body() -> Any:
+    """The body as any JSON value but ``null``, or 400."""
+    body = await read_json()
+    if body is None:
+        raise ApiError(400, "invalid_json", "the body must be JSON")
+    return body
 
 
 async def json_object() -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from quart_schema import document_request
 
 from ._errors import ApiError
-from ._requests import read_json
+from ._requests import json_body
 
 __all__ = ["ErrorBody", "body", "field_of"]
 
@@ -45,11 +45,8 @@ def body(model: type[M]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
         async def validated(*args: Any, **kwargs: Any) -> Any:
-            raw = await read_json()
-            if raw is None:
-                raise ApiError(400, "invalid_json", "the body must be JSON")
             try:
-                data = model.model_validate(raw)
+                data = model.model_validate(await json_body())
             except ValidationError as exc:
                 field, problem = field_of(exc)
                 raise ApiError(422, "invalid_field", f"{field}: {problem}", field=field) from None

@@ -19,7 +19,7 @@ from quart import Blueprint, request, websocket
 from nurseries import first_completed, gather
 
 from ._errors import ApiError
-from ._requests import read_json
+from ._requests import json_object
 from ._routes import deadline
 
 __all__ = ["DemoService", "UpstreamError", "create_blueprint"]
@@ -90,9 +90,7 @@ def create_blueprint(service: DemoService) -> Blueprint:
 
     @blueprint.post("/json")
     async def echo_json() -> dict[str, Any]:
-        body = await read_json()
-        if not isinstance(body, dict):
-            raise ApiError(400, "invalid_json", "the body must be a JSON object")
+        body = await json_object()
         return {"received": body, "bytes": request.content_length or 0}
 
     @blueprint.websocket("/echo")

@@ -30,7 +30,7 @@ from nurseries.jobs import (
 )
 
 from ._errors import ApiError
-from ._requests import read_json
+from ._requests import json_body
 from ._schema import ErrorBody
 
 __all__ = ["MAX_BATCH", "JobRequest", "JobsService", "create_blueprint"]
@@ -190,13 +190,6 @@ def _store_error(exc: JobStoreError) -> ApiError:
     return ApiError(503, "store_unavailable", f"the job store failed: {exc}")
 
 
-async def _json_body() -> Any:
-    body = await read_json()
-    if body is None:
-        raise ApiError(400, "invalid_json", "the body must be JSON")
-    return body
-
-
 def _parse(body: Any, key: str | None) -> JobRequest:
     try:
         return JobRequest.parse(body, key)
@@ -213,7 +206,7 @@ def create_blueprint(service: JobsService) -> Blueprint:
     @document_response(JobOut, 202)
     @document_response(ErrorBody, 422)
     async def enqueue() -> Any:
-        req = _parse(await _json_body(), request.headers.get("Idempotency-Key"))
+        req = _parse(await json_body(), request.headers.get("Idempotency-Key"))
         try:
             job, _created = await service.enqueue(req)
         except UnknownTask as exc:
@@ -225,7 +218,7 @@ def create_blueprint(service: JobsService) -> Blueprint:
     @blueprint.post("/batch")
     @document_request(NewJobs)
     async def enqueue_batch() -> Any:
-        body = await _json_body()
+        body = await json_body()
         items = body.get("jobs") if isinstance(body, dict) else None
         if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
             raise ApiError(

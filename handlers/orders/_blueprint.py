@@ -124,9 +124,11 @@ def create_blueprint(service: OrdersService) -> Blueprint:
     async def set_stock(sku: str) -> Any:
         body = await read_json()
         available = body.get("available") if isinstance(body, dict) else None
-        if not isinstance(available, int) or isinstance(available, bool):
-            available = -1
-        if not 0 <= available <= MAX_STOCK:
+        if (
+            not isinstance(available, int)
+            or isinstance(available, bool)
+            or not 0 <= available <= MAX_STOCK
+        ):
             raise ApiError(
                 422, "invalid_field", f"available: a whole number 0-{MAX_STOCK}", field="available"
             )
