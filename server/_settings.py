@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from handlers.tasks import register_examples
-from nurseries.fanout import InvalidTopic, SlowConsumerPolicy, TopicRule, check_pattern
+from nurseries.fanout import (
+    InvalidTopic,
+    SlowConsumerPolicy,
+    TopicRule,
+    check_pattern,
+    check_topic,
+)
 from nurseries.jobs import Periodic, TaskRegistry
 
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
@@ -168,13 +174,14 @@ def _symbols(value: Any) -> tuple[tuple[str, float], ...]:
     symbols = []
     for item in items:
         name, _, price = str(item).strip().partition("=")
+        bad = ValueError(f"must be SYMBOL=START_PRICE,... (bad: {item!r})")
         try:
-            check_pattern(f"ticker.{name}")
+            check_topic(f"ticker.{name}")  # one segment of letters, digits and _-:@
             start = float(price)
-        except (InvalidTopic, ValueError):
-            start = -1.0
-        if "*" in name or "." in name or not 0 < start < float("inf"):
-            raise ValueError(f"must be SYMBOL=START_PRICE,... (bad: {item!r})")
+        except ValueError:  # InvalidTopic is one
+            raise bad from None
+        if "." in name or not 0 < start < float("inf"):
+            raise bad
         symbols.append((name, start))
     if not symbols:
         raise ValueError("must name at least one SYMBOL=START_PRICE")
