@@ -8,8 +8,16 @@ from typing import Any
 from quart import request
 
 from ._errors import ApiError
+from .topics import Grants, InvalidToken, TokenIssuer
 
-__all__ = ["bearer_token", "int_arg", "json_body", "json_object", "read_json"]
+__all__ = [
+    "bearer_token",
+    "int_arg",
+    "json_body",
+    "json_object",
+    "read_json",
+    "verified_grants",
+]
 
 
 def _no_constants(name: str) -> Any:
@@ -38,6 +46,18 @@ def bearer_token(headers: Any, args: Any) -> str | None:
         return str(header[7:].strip()) or None
     token = args.get("token")
     return str(token) if token else None
+
+
+def verified_grants(issuer: TokenIssuer, missing: str) -> Grants:
+    """What the request's token grants, where a token is required: 401
+    ``invalid_token`` saying ``missing`` without one, or why it is refused."""
+    token = bearer_token(request.headers, request.args)
+    if token is None:
+        raise ApiError(401, "invalid_token", missing)
+    try:
+        return issuer.verify(token)
+    except InvalidToken as exc:
+        raise ApiError(401, "invalid_token", str(exc)) from None
 
 
 async def json_body() -> Any:

@@ -10,9 +10,9 @@ from quart import Blueprint, request
 from quart_schema import document_response
 
 from .._errors import ApiError
-from .._requests import bearer_token, int_arg
+from .._requests import int_arg, verified_grants
 from .._schema import ErrorBody, body
-from ..topics import Forbidden, Grants, InvalidToken
+from ..topics import Forbidden, Grants
 from ._model import MAX_TEXT, Agent, ConversationState, InvalidField
 from ._service import ConversationNotFound, SupportService
 from ._store import ConversationClosed, SupportStoreError
@@ -133,13 +133,7 @@ def create_blueprint(service: SupportService) -> Blueprint:
             )
 
     def grants() -> Grants:
-        token = bearer_token(request.headers, request.args)
-        if token is None:
-            raise ApiError(401, "invalid_token", "a conversation token is required (Bearer)")
-        try:
-            return service.issuer.verify(token)
-        except InvalidToken as exc:
-            raise ApiError(401, "invalid_token", str(exc)) from None
+        return verified_grants(service.issuer, "a conversation token is required (Bearer)")
 
     @blueprint.post("/conversations")
     @body(OpenConversation)

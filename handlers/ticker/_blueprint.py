@@ -6,15 +6,15 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from quart import Blueprint, request
+from quart import Blueprint
 from quart_schema import document_response
 
 from nurseries.fanout import InvalidTopic, check_topic
 
 from .._errors import ApiError
-from .._requests import bearer_token
+from .._requests import verified_grants
 from .._schema import ErrorBody, body
-from ..topics import Grants, InvalidToken, TokenIssuer
+from ..topics import TokenIssuer
 from ._model import AlertState, Direction, InvalidAlert, alerts_topic
 from ._service import TickerService, TooManyAlerts
 from ._store import AlertStoreError
@@ -89,14 +89,9 @@ def create_blueprint(service: TickerService, issuer: TokenIssuer) -> Blueprint:
             raise ApiError(
                 503, "not_configured", "alerts need CANOPY_TOPICS_SECRET: a token names the owner"
             )
-        token = bearer_token(request.headers, request.args)
-        if token is None:
-            raise ApiError(401, "invalid_token", "a token is required (Bearer)")
+        grants = verified_grants(issuer, "a token is required (Bearer)")
         try:
-            grants: Grants = issuer.verify(token)
             topic = check_topic(alerts_topic(grants.client))
-        except InvalidToken as exc:
-            raise ApiError(401, "invalid_token", str(exc)) from None
         except InvalidTopic:
             raise ApiError(
                 403, "forbidden", "this token's sub cannot name an alerts topic"
