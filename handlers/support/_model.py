@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import enum
 import re
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from nurseries import random_hex
 
 __all__ = [
     "MAX_TEXT",
@@ -72,7 +73,7 @@ def typing_topic(conversation: str) -> str:
 class Conversation:
     customer: str
     subject: str = ""
-    id: str = field(default_factory=lambda: f"c-{secrets.token_hex(8)}")
+    id: str = field(default_factory=lambda: f"c-{random_hex(8)}")
     state: ConversationState = ConversationState.WAITING
     agent: str | None = None
     created_at: float = field(default_factory=time.time)

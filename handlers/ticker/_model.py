@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import enum
 import math
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from nurseries import random_hex
 
 __all__ = ["Alert", "AlertState", "Direction", "InvalidAlert", "Tick", "alerts_topic", "tick_topic"]
 
@@ -64,7 +65,7 @@ class Alert:
     symbol: str
     direction: Direction
     threshold: float
-    id: str = field(default_factory=lambda: f"a-{secrets.token_hex(8)}")
+    id: str = field(default_factory=lambda: f"a-{random_hex(8)}")
     state: AlertState = AlertState.ACTIVE
     created_at: float = field(default_factory=time.time)
     triggered_at: float | None = None

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,6 +37,7 @@ from typing import Any
 import coredis.exceptions
 
 from ..fanout import BrokerUnavailable, Message, Replay, TopicRule
+from ..fanout._history import new_epoch  # what an epoch is: one definition for both
 from ._connection import RedisConnection, RedisUnavailable
 
 __all__ = ["RedisBroker"]
@@ -98,10 +98,6 @@ else
 end
 return {epoch, offset, entries}
 """
-
-
-def new_epoch() -> str:
-    return secrets.token_hex(4)
 
 
 class RedisBroker:
