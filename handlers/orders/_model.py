@@ -18,6 +18,8 @@ from typing import Any
 
 from nurseries import random_hex
 
+from .._invalid import InvalidInput
+
 __all__ = ["InvalidOrder", "Order", "OrderState", "validate_order"]
 
 _CUSTOMER = re.compile(r"[A-Za-z0-9_\-:@]{1,100}")
@@ -60,10 +62,8 @@ class Order:
         }
 
 
-class InvalidOrder(ValueError):
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
+class InvalidOrder(InvalidInput):
+    """An order field that is refused."""
 
 
 def validate_order(body: Any) -> tuple[str, str, list[dict[str, Any]], int]:

@@ -16,6 +16,8 @@ from typing import Any
 
 from nurseries import random_hex
 
+from .._invalid import InvalidInput
+
 __all__ = [
     "MAX_TEXT",
     "Agent",
@@ -33,10 +35,8 @@ MAX_TEXT = 4000
 _ID = re.compile(r"[A-Za-z0-9_\-@]{1,64}")
 
 
-class InvalidField(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
+class InvalidField(InvalidInput):
+    """A support request field that is refused."""
 
 
 class ConversationState(enum.StrEnum):

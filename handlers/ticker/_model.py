@@ -16,21 +16,18 @@ from typing import Any
 
 from nurseries import random_hex
 
+from .._invalid import InvalidInput
+
 __all__ = ["Alert", "AlertState", "Direction", "InvalidAlert", "Tick", "alerts_topic", "tick_topic"]
 
 
-class InvalidAlert(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
+class InvalidAlert(InvalidInput):
+    """An alert field that is refused."""
 
 
 class Direction(enum.StrEnum):
     ABOVE = "above"  # fires at the first price >= threshold
     BELOW = "below"  # fires at the first price <= threshold
-
-    def crossed(self, threshold: float, price: float) -> bool:
-        return price >= threshold if self is Direction.ABOVE else price <= threshold
 
 
 class AlertState(enum.StrEnum):
