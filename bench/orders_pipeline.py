@@ -33,6 +33,7 @@ from handlers.orders import OrdersService, OrderStore, SimulatedGateway
 from nurseries import Supervisor
 from nurseries.fanout import Hub, Item, Message, Subscription
 from nurseries.jobs import JobRunner, SQLiteJobStore, TaskRegistry
+from server._jobs import _notify
 
 SKU = "bench-sku"
 
@@ -73,14 +74,11 @@ async def measure(data: Path, args: argparse.Namespace) -> tuple[Outcomes, float
     jobs = JobsService(job_store, registry)
     orders.enqueue = jobs.enqueue_task
 
-    async def notify(job_id: str, event: dict[str, Any]) -> None:  # as server/_jobs.py does
-        if registry.publishes_events(event["task"]):
-            await hub.publish(f"jobs.{job_id}", event)
-
     tree = Supervisor("bench")
     tree.add("hub", hub, grace=1)
     tree.add("job_store", job_store, grace=1)
     tree.add("order_store", order_store, grace=1)
+    notify = _notify(hub, None, registry)  # the server's: job events to jobs.{id}
     runner = JobRunner(job_store, registry, concurrency=args.concurrency, notify=notify)
     tree.add("job_runner", runner, grace=2)
     outcomes = Outcomes(args.orders)
