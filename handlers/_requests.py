@@ -12,6 +12,7 @@ from .topics import Grants, InvalidToken, TokenIssuer
 
 __all__ = [
     "bearer_token",
+    "header",
     "int_arg",
     "json_body",
     "json_object",
@@ -37,6 +38,18 @@ async def read_json() -> Any:
         return json.loads(data, parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, "invalid_json", "the body must be JSON (UTF-8)") from None
+
+
+def header(name: bytes) -> str | None:
+    """The request's first ``name`` header (lower-case bytes, as ASGI spells it).
+
+    From the ASGI scope: werkzeug's ``Headers.get`` builds a ``KeyError`` for every
+    absent header, and an optional header such as ``Idempotency-Key`` usually is.
+    """
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def bearer_token(headers: Any, args: Any) -> str | None:

@@ -30,7 +30,7 @@ from nurseries.jobs import (
 )
 
 from ._errors import ApiError
-from ._requests import json_body
+from ._requests import header, json_body
 from ._schema import ErrorBody
 
 __all__ = ["MAX_BATCH", "JobRequest", "JobsService", "create_blueprint"]
@@ -206,7 +206,7 @@ def create_blueprint(service: JobsService) -> Blueprint:
     @document_response(JobOut, 202)
     @document_response(ErrorBody, 422)
     async def enqueue() -> Any:
-        req = _parse(await json_body(), request.headers.get("Idempotency-Key"))
+        req = _parse(await json_body(), header(b"idempotency-key"))
         try:
             job, _created = await service.enqueue(req)
         except UnknownTask as exc:

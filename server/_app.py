@@ -9,6 +9,7 @@ everything that goes wrong, and one structured access-log line.
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import json
 import logging
 import re
@@ -98,6 +99,15 @@ class CanopyApp(QuartTrio):
     def request_context(self, request: Request) -> RequestContext:
         return CachedRequestContext(self, request)
 
+    def ensure_async(self, func: Any) -> Any:
+        # Quart asks this of every view, hook and session method on every request, and
+        # ``inspect.iscoroutinefunction`` unwraps partials and markers first. A plain
+        # ``async def`` (or a method of one) answers from its code flags.
+        code = getattr(getattr(func, "__func__", func), "__code__", None)
+        if code is not None and code.co_flags & inspect.CO_COROUTINE:
+            return func
+        return super().ensure_async(func)
+
     def create_url_adapter(self, request: Any) -> Any:
         if request is None:
             return super().create_url_adapter(None)
@@ -145,14 +155,12 @@ class CanopyApp(QuartTrio):
                 time.perf_counter() - started,
             )
         if runtime.settings.access_log:
-            runtime.access_log.record(
-                {
-                    "method": request.method,
-                    "path": request.path,
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "request_id": request_id,
-                }
+            runtime.access_log.request(
+                request.method,
+                request.path,
+                response.status_code,
+                round((time.perf_counter() - started) * 1000, 3),
+                request_id,
             )
         return response
 

@@ -105,6 +105,7 @@ class Metrics:
             registry=own,
         )
         self.store: JobStore | None = None  # set once the jobs are assembled
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self.live = LiveValues(limit, tree, topics, own)
         self._queues = _QueueFigures()
         self.registry.register(self._queues)
@@ -114,22 +115,32 @@ class Metrics:
         return None if self.directory is None else MetricsRefresher(self.live, self.directory)
 
     def job_enqueued(self, job: Job) -> None:
-        self.jobs.labels(job.task, "enqueued").inc()
+        self._child(self.jobs, job.task, "enqueued").inc()
 
     async def job_event(self, job_id: str, event: dict[str, Any]) -> None:
         """A runner's event (see nurseries.jobs.JobRunner's ``notify``)."""
         task, state = event.get("task", "unknown"), event.get("state")
         if state == "running":
             if "attempts" in event:
-                self.jobs.labels(task, "started").inc()
+                self._child(self.jobs, task, "started").inc()
         elif state in JOB_OUTCOMES:
-            self.jobs.labels(task, JOB_OUTCOMES[state]).inc()
+            self._child(self.jobs, task, JOB_OUTCOMES[state]).inc()
             if "runtime" in event:
-                self.job_runtime.labels(task).observe(event["runtime"])
+                self._child(self.job_runtime, task).observe(event["runtime"])
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        self._child(self.requests, route, method, str(status)).inc()
+        self._child(self.latency, route).observe(seconds)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept: ``labels()`` checks its arguments and takes
+        a lock on every call, which cost as much as the rest of a request's metrics.
+        Bounded as the labels are: route patterns, methods, statuses, task names."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     async def render(self) -> bytes:
         """The exposition text, with the queue figures read from the store just now."""

@@ -9,7 +9,7 @@ from quart import Blueprint, request
 from quart_schema import document_request, document_response
 
 from .._errors import ApiError
-from .._requests import read_json
+from .._requests import header, read_json
 from .._schema import ErrorBody
 from ._model import InvalidOrder, OrderState
 from ._service import OrderConflict, OrdersService
@@ -75,7 +75,7 @@ def create_blueprint(service: OrdersService) -> Blueprint:
     @document_response(OrderOut, 202)
     @document_response(ErrorBody, 409)
     async def place() -> Any:
-        key = request.headers.get("Idempotency-Key", "")
+        key = header(b"idempotency-key") or ""
         if not 0 < len(key) <= 200:
             raise ApiError(
                 422,

@@ -6,11 +6,11 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from quart import Blueprint, request
+from quart import Blueprint
 from quart_schema import document_response
 
 from .._errors import ApiError
-from .._requests import int_arg, verified_grants
+from .._requests import header, int_arg, verified_grants
 from .._schema import ErrorBody, body
 from ..topics import Forbidden, Grants
 from ._model import MAX_TEXT, Agent, ConversationState, InvalidField
@@ -41,7 +41,7 @@ async def _call(call: Awaitable[T]) -> T:
 
 
 def _key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
+    key = header(b"idempotency-key")
     if key is not None and not 0 < len(key) <= 200:
         raise ApiError(
             422, "invalid_field", "Idempotency-Key: 1-200 characters", field="Idempotency-Key"

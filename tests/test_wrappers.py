@@ -1,0 +1,125 @@
+"""The cheaper stand-ins for Quart's per-request pieces behave as the originals do."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+import trio
+from werkzeug.datastructures import Headers
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from server import Settings, create_app
+from server._access_log import AccessLog
+from server._wrappers import CanopyRequest
+
+
+def _request(body: bytes, *, content_type: str = "application/json", limit: int = 1024) -> Any:
+    headers = Headers({"Content-Type": content_type, "Content-Length": str(len(body))})
+    scope = {"headers": [(b"content-length", str(len(body)).encode())]}
+    return CanopyRequest(
+        "POST",
+        "http",
+        "/x",
+        b"",
+        headers,
+        "",
+        "1.1",
+        scope,
+        max_content_length=limit,
+        send_push_promise=_no_push,
+    )
+
+
+async def _no_push(path: str, headers: Headers) -> None:
+    raise AssertionError("no server push here")
+
+
+async def test_a_complete_body_is_read_without_a_checkpoint() -> None:
+    req = _request(b'{"a": 1}')
+    req.body.append(b'{"a": 1}')
+    req.body.set_complete()
+    with trio.CancelScope() as scope:
+        scope.cancel()  # upstream's wait would raise Cancelled here
+        assert await req.get_data() == b'{"a": 1}'
+        assert await req.get_data(as_text=True) == '{"a": 1}'
+        assert await req.get_data(cache=False) == b'{"a": 1}'
+    assert await req.get_data() == b""  # cache=False cleared it, as upstream does
+
+
+async def test_a_body_still_arriving_is_waited_for() -> None:
+    req = _request(b"hello world")
+    got: list[bytes] = []
+
+    async def read() -> None:
+        got.append(await req.get_data())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await trio.sleep(0.01)
+        req.body.append(b"hello ")
+        await trio.sleep(0.01)
+        assert got == []
+        req.body.append(b"world")
+        req.body.set_complete()
+    assert got == [b"hello world"]
+
+
+async def test_a_body_over_the_limit_is_refused() -> None:
+    req = _request(b"x" * 2048, limit=1024)
+    req.body.set_complete()
+    with pytest.raises(RequestEntityTooLarge):
+        await req.get_data()
+
+
+async def test_a_form_is_parsed_under_its_lazily_made_lock() -> None:
+    body = b"a=1&b=two"
+    req = _request(body, content_type="application/x-www-form-urlencoded")
+    req.body.append(body)
+    req.body.set_complete()
+    assert req._parsing_lock._lock is None
+    form = await req.form
+    assert form["a"] == "1" and form["b"] == "two"
+    assert req._parsing_lock._lock is not None and not req._parsing_lock._lock.locked()
+
+
+async def test_ensure_async_passes_coroutine_functions_and_wraps_the_rest() -> None:
+    app = create_app(Settings(access_log=False))
+
+    async def coroutine_view() -> int:
+        return 1
+
+    class Holder:
+        async def method(self) -> int:
+            return 2
+
+    def sync_view() -> int:
+        return 3
+
+    holder = Holder()
+    assert app.ensure_async(coroutine_view) is coroutine_view
+    assert app.ensure_async(holder.method) == holder.method
+    wrapped = app.ensure_async(sync_view)
+    assert wrapped is not sync_view
+    async with app.app_context():
+        assert await wrapped() == 3
+
+
+def test_an_access_line_is_the_json_of_its_fields() -> None:
+    out = io.StringIO()
+    log = AccessLog(out)
+    path = '/caf\u00e9/"quoted"\\\n\x00\ud800'  # non-ASCII, quotes, escapes, a lone surrogate
+    log.request("GET", path, 404, 1.25, "rid-1")
+    log.flush()
+    (line,) = out.getvalue().splitlines()
+    entry = json.loads(line)
+    assert list(entry) == [
+        "ts", "level", "logger", "msg", "method", "path", "status", "duration_ms", "request_id"
+    ]  # fmt: skip
+    assert entry["path"] == path and entry["status"] == 404 and entry["duration_ms"] == 1.25
+    assert entry["logger"] == "canopy.access" and entry["request_id"] == "rid-1"
+    assert line.isascii()
+    expected = {**entry, "path": path}
+    assert json.dumps(expected, separators=(",", ":")) == line
