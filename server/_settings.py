@@ -339,7 +339,7 @@ class Settings:
         "(spans on stderr; needs opentelemetry-sdk)",
     )
     gc_threshold: int = _setting(
-        50_000,
+        200_000,
         _non_negative_int,
         "allocations between young-generation garbage collections (0: Python's default)",
     )
