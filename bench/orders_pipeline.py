@@ -33,7 +33,9 @@ from handlers.orders import OrdersService, OrderStore, SimulatedGateway
 from nurseries import Supervisor
 from nurseries.fanout import Hub, Item, Message, Subscription
 from nurseries.jobs import JobRunner, SQLiteJobStore, TaskRegistry
+from server import Settings
 from server._jobs import _notify
+from server._process import tune_gc
 
 SKU = "bench-sku"
 
@@ -117,6 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {args.core})  # with its store threads
+    tune_gc(Settings().gc_threshold)  # as `canopy serve` does
     with tempfile.TemporaryDirectory(prefix="canopy-bench-pipeline-") as tmp:
         outcomes, wall, cpu = trio.run(measure, Path(tmp), args)
     print(
