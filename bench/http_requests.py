@@ -14,6 +14,12 @@ throughput drifts by 10-15 % over a minute) and each figure is the median of the
 rounds. Baselines: Uvicorn as ``pip install uvicorn[standard]`` gives it (uvloop and
 httptools: the headline), and Uvicorn's pure-Python setup (asyncio + h11). The run
 is bounded: rounds x loads x servers x seconds, plus start-up.
+
+Each server's CPU per request (user and system time from ``/proc/<pid>/stat`` over the
+measured run, divided by its requests) is printed too: steadier than req/s when the
+host drifts. ``--compare-to DIR`` adds Canopy from another checkout (a ``git
+worktree`` of an older commit, say), run the same way with ``PYTHONPATH=DIR``, so
+a change is measured against its base in the same minutes.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from _procs import free_port, pinned, raise_fd_limit, running
@@ -50,17 +56,24 @@ class Server:
     name: str
     argv: list[str]  # "{port}" is replaced by the port of each run
     cwd: Path
+    env: dict[str, str] = field(default_factory=dict)
 
     def command(self, port: int) -> list[str]:
         return [arg.replace("{port}", str(port)) for arg in self.argv]
 
 
-def servers(workdir: Path) -> list[Server]:
+def servers(workdir: Path, compare_to: Path | None = None) -> list[Server]:
     python = sys.executable
     uvicorn = [python, "-m", "uvicorn", "fastapi_app:app", "--port", "{port}", "--workers", "1"]
+    canopy = [python, "-m", "server", "serve", "--bind", "127.0.0.1:{port}"]
+    other = []
+    if compare_to is not None:
+        env = {"PYTHONPATH": str(compare_to)}
+        other = [Server(f"canopy@{compare_to.name}", canopy, workdir, env)]
     # Uvicorn's defaults otherwise (backlog 2048, access log on), as Canopy runs with its own.
     return [
-        Server("canopy", [python, "-m", "server", "serve", "--bind", "127.0.0.1:{port}"], workdir),
+        Server("canopy", canopy, workdir),
+        *other,
         Server(
             "uvicorn[standard]",
             [*uvicorn, "--loop", "uvloop", "--http", "httptools"],
@@ -95,9 +108,18 @@ def run_wrk(
     return rps, errors
 
 
-def measure(server: Server, load: str, seconds: int, redis_port: int | None) -> tuple[float, int]:
+def cpu_seconds(pid: int) -> float:
+    """User plus system time of ``pid`` so far (fields 14 and 15 of /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    server: Server, load: str, seconds: int, redis_port: int | None
+) -> tuple[float, int, float]:
+    """req/s, errors, and CPU µs per request."""
     port = free_port()
-    env = {**os.environ, "CANOPY_MAX_INFLIGHT": "8192"}
+    env = {**os.environ, "CANOPY_MAX_INFLIGHT": "8192", **server.env}
     script = None
     with tempfile.TemporaryDirectory() as data:
         if load == "c":
@@ -112,17 +134,23 @@ def measure(server: Server, load: str, seconds: int, redis_port: int | None) -> 
                 BENCH_REDIS_PORT=str(redis_port),
             )
             subprocess.run(["redis-cli", "-p", str(redis_port), "flushall"], capture_output=True)
-        with running(server.command(port), port, server.cwd, env):
+        with running(server.command(port), port, server.cwd, env) as process:
             _, path, connections = LOADS[load]
             run_wrk(port, path, connections, 1, script)  # warm-up
-            return run_wrk(port, path, connections, seconds, script)
+            cpu = cpu_seconds(process.pid)
+            rps, errors = run_wrk(port, path, connections, seconds, script)
+            cpu = cpu_seconds(process.pid) - cpu
+            return rps, errors, cpu / (rps * seconds) * 1e6
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=5, help="per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
-    parser.add_argument("--loads", default="ab", help="which loads to run: a, b or ab")
+    parser.add_argument("--loads", default="ab", help="which loads to run: any of a, b, c")
+    parser.add_argument(
+        "--compare-to", type=Path, help="also run Canopy from this checkout (PYTHONPATH)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/http_requests.py needs wrk: apt-get install wrk")
@@ -139,22 +167,25 @@ def main() -> None:
             redis_port = free_port()
             redis = ["redis-server", "--port", str(redis_port), "--save", "", "--dir", tmp]
             stack.enter_context(running(redis, redis_port, workdir, dict(os.environ), core=1))
-        candidates = servers(workdir)
+        candidates = servers(workdir, args.compare_to and args.compare_to.resolve())
         for load in args.loads:
             title = LOADS[load][0]
             results: dict[str, list[float]] = {s.name: [] for s in candidates}
             errors: dict[str, int] = {s.name: 0 for s in candidates}
+            cpu: dict[str, list[float]] = {s.name: [] for s in candidates}
             for _ in range(args.rounds):
                 for server in candidates:
-                    rps, errs = measure(server, load, args.seconds, redis_port)
+                    rps, errs, per_request = measure(server, load, args.seconds, redis_port)
                     results[server.name].append(rps)
                     errors[server.name] += errs
+                    cpu[server.name].append(per_request)
             medians = {name: statistics.median(v) for name, v in results.items()}
             print(f"({load}) {title}")
             for name, median in medians.items():
                 runs = ", ".join(f"{v:,.0f}" for v in results[name])
                 print(
-                    f"    {name:<24} {median:>9,.0f} req/s  (runs: {runs}; errors: {errors[name]})"
+                    f"    {name:<24} {median:>9,.0f} req/s  {statistics.median(cpu[name]):>5.0f} µs"
+                    f" CPU/request  (runs: {runs}; errors: {errors[name]})"
                 )
             for base in list(medians)[1:]:
                 print(f"    canopy / {base:<22} {medians['canopy'] / medians[base]:.2f}x")

@@ -13,7 +13,7 @@ import itertools
 import os
 import sys
 import time
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii
 from typing import IO
 
 import trio

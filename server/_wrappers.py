@@ -64,7 +64,7 @@ class CanopyRequest(TrioRequest):
     ) -> str | bytes:
         body = self.body
         if parse_form_data or body._must_raise is not None or not body._complete.is_set():
-            return await super().get_data(cache, as_text, parse_form_data)  # type: ignore[call-overload, no-any-return]
+            return await super().get_data(cache, as_text, parse_form_data)
         data = bytes(body._data)
         if not cache:
             body.clear()
