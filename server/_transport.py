@@ -328,6 +328,11 @@ class Connection:
         finally:
             self.registry.discard(self)
             await self._close()
+            # The protocol holds our send and task group, and the worker context our
+            # event class: cycles that kept a closed connection (about fifty objects,
+            # its task and nursery among them) until the collector ran.
+            for name in ("protocol", "_nursery", "context"):
+                vars(self).pop(name, None)
 
     async def _handshake(self) -> tuple[bool, str | None]:
         if not isinstance(self.stream, trio.SSLStream):

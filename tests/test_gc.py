@@ -1,4 +1,5 @@
-"""A served request leaves no reference cycle behind: refcounting frees it at once.
+"""A served request, and a closed connection, leave no reference cycle behind:
+refcounting frees them at once.
 
 Cycles per request fed the young-generation counter, and with many requests in
 flight each collection walked all of them (see ``server._process.tune_gc``).
@@ -16,7 +17,7 @@ from hypercorn.protocol.http_stream import HTTPStream
 
 from server import Settings, create_app
 from server._http import HTTPService
-from server._transport import _AppCall
+from server._transport import Connection, _AppCall
 
 from .e2e import http_request
 
@@ -69,3 +70,22 @@ async def test_requests_leave_no_cycles(
     # Each request's call and stream are gone without a collection (the collector is
     # off): at most the one the connection still held.
     assert after[0] - before[0] <= 1 and after[1] - before[1] <= 1, (before, after)
+
+
+async def test_closed_connections_leave_no_cycles(collector_off: None) -> None:
+    app = create_app(Settings(access_log=False))
+    app.runtime.lifespan_owns_tree = False
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    http = HTTPService(app, config, inline=True)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(http.run)
+        port = int(binds[0].rsplit(":", 1)[1])
+        for _ in range(REQUESTS // 4):
+            async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+                status, _, _ = await http_request(stream, "GET", "/demo/hello")
+                assert status == 200
+        await trio.sleep(0.2)  # the server's side of the last one closes too
+        alive = _alive(Connection)
+        http.shutdown()
+    assert alive == 0
