@@ -8,7 +8,8 @@ flight each collection walked all of them (see ``server._process.tune_gc``).
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -38,6 +39,20 @@ def _alive(kind: type) -> int:
     return sum(1 for obj in gc.get_objects() if isinstance(obj, kind))
 
 
+@asynccontextmanager
+async def _serving() -> AsyncIterator[int]:
+    """Canopy's HTTP service in this process (so its objects can be counted): the port."""
+    app = create_app(Settings(access_log=False))
+    app.runtime.lifespan_owns_tree = False
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    http = HTTPService(app, config, inline=True)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(http.run)
+        yield int(binds[0].rsplit(":", 1)[1])
+        http.shutdown()
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
@@ -51,14 +66,7 @@ def _alive(kind: type) -> int:
 async def test_requests_leave_no_cycles(
     collector_off: None, method: str, path: str, body: bytes
 ) -> None:
-    app = create_app(Settings(access_log=False))
-    app.runtime.lifespan_owns_tree = False
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    http = HTTPService(app, config, inline=True)
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(http.run)
-        port = int(binds[0].rsplit(":", 1)[1])
+    async with _serving() as port:
         async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
             await http_request(stream, method, path, body)  # warm: caches, first-use objects
             before = (_alive(_AppCall), _alive(HTTPStream))
@@ -66,26 +74,17 @@ async def test_requests_leave_no_cycles(
                 status, _, _ = await http_request(stream, method, path, body)
                 assert status in (200, 400, 404, 405)
             after = (_alive(_AppCall), _alive(HTTPStream))
-        http.shutdown()
     # Each request's call and stream are gone without a collection (the collector is
     # off): at most the one the connection still held.
     assert after[0] - before[0] <= 1 and after[1] - before[1] <= 1, (before, after)
 
 
 async def test_closed_connections_leave_no_cycles(collector_off: None) -> None:
-    app = create_app(Settings(access_log=False))
-    app.runtime.lifespan_owns_tree = False
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    http = HTTPService(app, config, inline=True)
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(http.run)
-        port = int(binds[0].rsplit(":", 1)[1])
+    async with _serving() as port:
         for _ in range(REQUESTS // 4):
             async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
                 status, _, _ = await http_request(stream, "GET", "/demo/hello")
                 assert status == 200
         await trio.sleep(0.2)  # the server's side of the last one closes too
         alive = _alive(Connection)
-        http.shutdown()
     assert alive == 0
