@@ -531,6 +531,17 @@ class Connection:
         if self._closed:
             return
         self._closed = True
+        if self._fd >= 0:
+            # Plain TCP: what send_eof and aclose do, without their two checkpoints
+            # (aclose_forcefully's a cancelled one, which raised and caught a
+            # Cancelled for every connection closed).
+            sock = cast(trio.SocketStream, self.stream).socket
+            try:
+                sock.shutdown(trio.socket.SHUT_WR)
+            except OSError:
+                pass  # the peer has gone already
+            sock.close()
+            return
         with trio.CancelScope(shield=True):
             try:
                 await self.stream.send_eof()  # type: ignore[attr-defined]

@@ -58,6 +58,27 @@ async def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
         assert await server.stop() == 0
 
 
+async def test_connection_close_ends_with_the_whole_response_then_eof(tmp_path: Path) -> None:
+    """The server's half-close and close (done without awaits on plain TCP) deliver
+    every byte of the last response, then a clean end of stream, not a reset."""
+    write_config(tmp_path)
+    async with running_server(tmp_path) as server:
+        for _ in range(20):
+            async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+                reader = ResponseReader(stream)
+                head = "GET /demo/hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                await stream.send_all(head.encode())
+                status, headers, reply = await reader.read()
+                assert (status, json.loads(reply)) == (200, {"hello": "world"})
+                assert headers["connection"] == "close"
+                with trio.fail_after(5):
+                    assert reader.buffer == b"" and await stream.receive_some(1024) == b""
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            status, _, _ = await http_request(stream, "GET", "/demo/hello")
+        assert status == 200  # the server is still serving
+        assert await server.stop() == 0
+
+
 async def test_large_body_streamed_in_small_writes(tmp_path: Path) -> None:
     write_config(tmp_path)
     async with running_server(tmp_path) as server:
