@@ -59,6 +59,27 @@ def test_job_records_are_immutable_and_round_trip() -> None:
     assert not job.same_request(Job("email.send", {"to": "b@example.org"}))
 
 
+def test_records_built_without_init_behave_as_built_with_it() -> None:
+    """``moved`` and a complete ``from_dict`` skip ``__init__``; a partial record still
+    takes the defaults, and what is not a field is refused either way."""
+    job = Job("email.send", {"to": "a@example.org"})
+    running = job.moved(JobState.RUNNING, now=5.0, attempts=1)
+    assert running == Job(
+        **{**vars(job), "state": JobState.RUNNING, "attempts": 1, "updated_at": 5.0}
+    )
+    assert vars(job)["state"] is JobState.QUEUED and job.attempts == 0  # the original is intact
+    with pytest.raises(AttributeError):
+        running.attempts = 2  # type: ignore[misc]
+    with pytest.raises(TypeError, match="no field 'nope'"):
+        job.moved(JobState.RUNNING, nope=1)
+    partial = Job.from_dict({"task": "t", "state": "retrying"})
+    assert partial.state is JobState.RETRYING and partial.max_attempts == 5 and partial.args == {}
+    with pytest.raises(TypeError):
+        Job.from_dict({**job.to_dict(), "nope": 1})
+    with pytest.raises(ValueError):
+        Job.from_dict({**job.to_dict(), "state": "lost"})
+
+
 def test_args_must_be_a_json_object() -> None:
     assert check_args({"n": [1, 2]}) == {"n": [1, 2]}
     with pytest.raises(ValueError, match="JSON object"):

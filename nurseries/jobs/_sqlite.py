@@ -64,6 +64,7 @@ _COLUMNS = (
     "updated_at"
 ).split()
 _JSON_COLUMNS = frozenset({"args", "result", "progress", "headers"})
+_SELECTED = ", ".join(_COLUMNS)  # what every read selects, in _COLUMNS' order (see _job)
 _WAITING = tuple(state.value for state in CLAIMABLE)
 _MARKS = ", ".join("?" for _ in _WAITING)
 
@@ -94,9 +95,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 def _job(row: sqlite3.Row) -> Job:
-    data = {c: row[c] for c in _COLUMNS}
+    """A row of ``SELECT {_SELECTED}`` as a Job: by position, as looking up twenty
+    columns by name was a third of turning a claimed row into a job."""
+    data = dict(zip(_COLUMNS, row, strict=True))
     for column in _JSON_COLUMNS:
-        data[column] = json.loads(data[column]) if data[column] is not None else None
+        value = data[column]
+        if value is not None:
+            data[column] = json.loads(value)
     return Job.from_dict(data)
 
 
@@ -142,7 +147,9 @@ class _Batch:
         return job, True
 
     def _stored(self, key: str) -> Job | None:
-        row = self.conn.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()
+        row = self.conn.execute(
+            f"SELECT {_SELECTED} FROM jobs WHERE idempotency_key = ?", (key,)
+        ).fetchone()
         return _job(row) if row is not None else None
 
     def _count(self, queue: str) -> int:
@@ -216,14 +223,18 @@ class SQLiteJobStore:
         return await self._db(self._get, job_id)
 
     def _get(self, job_id: str) -> Job | None:
-        row = self._connection().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = (
+            self._connection()
+            .execute(f"SELECT {_SELECTED} FROM jobs WHERE id = ?", (job_id,))
+            .fetchone()
+        )
         return _job(row) if row is not None else None
 
     async def list_jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
         return await self._db(self._list, state, limit)
 
     def _list(self, state: JobState | None, limit: int) -> list[Job]:
-        sql = "SELECT * FROM jobs"
+        sql = f"SELECT {_SELECTED} FROM jobs"
         params: tuple[str, ...] = ()
         if state is not None:
             sql, params = sql + " WHERE state = ?", (state.value,)
@@ -245,7 +256,7 @@ class SQLiteJobStore:
                WHERE id IN (
                    SELECT id FROM jobs WHERE queue = ? AND state IN ({_MARKS}) AND run_at <= ?
                    ORDER BY priority, run_at LIMIT ?)
-               RETURNING *""",
+               RETURNING {_SELECTED}""",
                 (owner, now + lease, now, queue, *_WAITING, now, limit),
             )
             .fetchall()
