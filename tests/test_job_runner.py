@@ -91,6 +91,89 @@ async def test_a_busy_runner_claims_as_soon_as_a_slot_frees(store: JobStore, nur
     worker.shutdown()
 
 
+async def test_slots_are_refilled_as_outcomes_are_written_never_past_the_limit(
+    store: JobStore, nursery: Any
+) -> None:
+    """The outcome writer claims for the slots it frees, in the same write, while the
+    claim loop claims too: together they never run more than ``concurrency``."""
+    registry = TaskRegistry()
+    running = 0
+    most = 0
+
+    @registry.task("short")
+    async def short(args: dict[str, int]) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await trio.sleep(0.001 * (args["n"] % 5))
+        finally:
+            running -= 1
+        return args["n"]
+
+    jobs = [(await store.enqueue(Job("short", {"n": n})))[0] for n in range(120)]
+    worker = runner(store, registry, concurrency=6, poll_interval=1.0)
+    finished: list[int] = []
+    original = store.finish_and_claim
+
+    async def recording(*args: Any) -> tuple[list[bool], list[Job]]:
+        written, claimed = await original(*args)
+        finished.append(len(claimed))
+        return written, claimed
+
+    store.finish_and_claim = recording  # type: ignore[method-assign]
+    await nursery.start(worker.run)
+    for job in jobs:
+        done = await wait_for_state(store, job.id, JobState.SUCCEEDED)
+        assert done.attempts == 1
+    assert most == 6
+    assert sum(finished) > 0  # the writer did refill slots itself
+    worker.shutdown()
+
+
+async def test_a_claim_in_flight_holds_its_slots_against_the_writer(
+    store: JobStore, nursery: Any
+) -> None:
+    """The claim loop's claim is slow here; meanwhile jobs finish and the writer claims
+    for the slots they free. Counting the loop's slots as taken keeps the total at
+    ``concurrency``."""
+    registry = TaskRegistry()
+    running = 0
+    most = 0
+
+    @registry.task("short")
+    async def short(args: dict[str, int]) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await trio.sleep(0.01)
+        finally:
+            running -= 1
+
+    original = store.claim
+
+    async def slow_claim(*args: Any) -> list[Job]:
+        await trio.sleep(0.05)
+        return await original(*args)
+
+    store.claim = slow_claim  # type: ignore[method-assign]
+    for n in range(3):
+        await store.enqueue(Job("short", {"n": n}))
+    worker = runner(store, registry, concurrency=6, poll_interval=5.0)
+    await nursery.start(worker.run)
+    await trio.sleep(0.2)  # three ran; the loop found too few and waits out its poll
+    jobs = [(await store.enqueue(Job("short", {"n": n})))[0] for n in range(3)]
+    # The enqueues woke the loop: its slow claim for the free slots is in flight while
+    # the queue fills and the writer refills the slots of the jobs that finish.
+    await trio.sleep(0.06)
+    jobs += [(await store.enqueue(Job("short", {"n": n})))[0] for n in range(60)]
+    for job in jobs:
+        await wait_for_state(store, job.id, JobState.SUCCEEDED)
+    assert most <= 6
+    worker.shutdown()
+
+
 async def test_a_job_enqueued_in_the_same_process_starts_without_waiting_for_a_poll(
     store: JobStore, nursery: Any
 ) -> None:

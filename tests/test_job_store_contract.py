@@ -110,6 +110,23 @@ async def test_finish_only_by_the_lease_holder(store: Any) -> None:
     assert not await store.finish(done, "w1")  # no longer running
 
 
+async def test_finish_and_claim_writes_outcomes_then_leases_the_next(store: Any) -> None:
+    for n in range(3):
+        await store.enqueue(Job("t", {"n": n}))
+    (first,) = await store.claim("default", "w1", limit=1, lease=10)
+    done = first.moved(JobState.SUCCEEDED, result=1)
+    written, claimed = await store.finish_and_claim([done], "w1", "default", 5, 10)
+    assert written == [True] and len(claimed) == 2
+    assert {job.state for job in claimed} == {JobState.RUNNING}
+    assert (await store.get(first.id)).state is JobState.SUCCEEDED
+    # Not the lease holder: nothing written; and a limit of 0 leases nothing.
+    written, claimed = await store.finish_and_claim(
+        [claimed[0].moved(JobState.SUCCEEDED)], "w2", "default", 0, 10
+    )
+    assert (written, claimed) == ([False], [])
+    assert (await store.get(first.id)).result == 1
+
+
 async def test_expired_leases_are_claimable_again(store: Any) -> None:
     await store.enqueue(Job("t"))
     (job,) = await store.claim("default", "dead-worker", limit=1, lease=0.2)

@@ -110,6 +110,10 @@ class JobRunner:
     _claimer: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot, init=False)
     _woken: bool = field(default=False, init=False)  # a wake came while not parked
     _outcomes: trio.MemorySendChannel[tuple[Job, float]] | None = field(default=None, init=False)
+    # Slots asked for by claims still in flight: the claim loop and the outcome writer
+    # both claim, and together they must not lease more than ``concurrency``.
+    _reserved: int = field(default=0, init=False)
+    _jobs: trio.Nursery | None = field(default=None, init=False)  # open while claiming
 
     @property
     def running(self) -> int:
@@ -151,8 +155,12 @@ class JobRunner:
                 upkeep.start_soon(self._heartbeat)
                 upkeep.start_soon(self._sweep)
                 async with trio.open_nursery() as jobs:
+                    self._jobs = jobs
                     task_status.started()
-                    await self._claim_until_stopped(jobs)
+                    try:
+                        await self._claim_until_stopped(jobs)
+                    finally:
+                        self._jobs = None  # the writer claims no more either
                     jobs.cancel_scope.deadline = trio.current_time() + self.grace
                 upkeep.cancel_scope.cancel()
             outcomes.close()  # every job has handed over its outcome; the writer drains
@@ -163,24 +171,30 @@ class JobRunner:
         queue had fewer than asked for, poll again after ``poll_interval``. A claim
         is never cut short: what it leased is started."""
         while not self._stop.is_set():
-            free = self.concurrency - len(self._running)
+            free = self.concurrency - len(self._running) - self._reserved
             if free <= 0:
                 await self._claimer.park()
                 continue
             self._woken = False
+            self._reserved += free
             try:
                 claimed = await self.store.claim(self.queue, self.owner, free, self.lease)
             except JobStoreError as exc:
                 log.warning("claim failed: %s", exc)
                 claimed = []
-            for job in claimed:
-                scope = trio.CancelScope(deadline=trio.current_time() + job.timeout)
-                self._running[job.id] = _Running(job, scope)
-                jobs.start_soon(self._execute, self._running[job.id])
+            finally:
+                self._reserved -= free
+            self._start(jobs, claimed)
             if len(claimed) < free:
                 if not self._woken:  # else a slot or jobs came while claiming: again
                     with trio.move_on_after(self.poll_interval):
                         await self._claimer.park()
+
+    def _start(self, jobs: trio.Nursery, claimed: list[Job]) -> None:
+        for job in claimed:
+            scope = trio.CancelScope(deadline=trio.current_time() + job.timeout)
+            entry = self._running[job.id] = _Running(job, scope)
+            jobs.start_soon(self._execute, entry)
 
     async def _execute(self, entry: _Running) -> None:
         job = entry.job
@@ -234,13 +248,31 @@ class JobRunner:
             # Shielded so outcomes are written even while the runner is being
             # cancelled, bounded so a store that hangs cannot hold the stop open.
             written: list[bool] = []
-            with trio.CancelScope(shield=True), trio.move_on_after(FINISH_TIMEOUT):
-                try:
-                    written = await self.store.finish_many([job for job, _ in batch], self.owner)
-                except JobStoreError as exc:
-                    log.error("could not record %d job outcomes: %s", len(batch), exc)
+            claimed: list[Job] = []
+            # The slots these outcomes hold, and any the claim loop left, are filled in
+            # the same write while the runner is claiming: one commit per batch of
+            # jobs instead of two (a finish, then the claim it woke).
+            want = 0
+            if self._jobs is not None and not self._stop.is_set():
+                want = max(0, self.concurrency - len(self._running) - self._reserved + len(batch))
+            self._reserved += want
+            try:
+                with trio.CancelScope(shield=True), trio.move_on_after(FINISH_TIMEOUT):
+                    try:
+                        written, claimed = await self.store.finish_and_claim(
+                            [job for job, _ in batch], self.owner, self.queue, want, self.lease
+                        )
+                    except JobStoreError as exc:
+                        log.error("could not record %d job outcomes: %s", len(batch), exc)
+            finally:
+                self._reserved -= want
             for outcome, _ in batch:
                 self._running.pop(outcome.id, None)
+            if claimed:
+                if self._jobs is not None:
+                    self._start(self._jobs, claimed)
+                else:  # the runner stopped while they were leased: straight back
+                    await self._release(claimed)
             self._wake()
             if not written:
                 continue
@@ -259,6 +291,18 @@ class JobRunner:
                 elif outcome.error is not None:
                     event["error"] = outcome.error
                 await _tell(self.notify, outcome.id, event)
+
+    async def _release(self, claimed: list[Job]) -> None:
+        """Give back jobs leased as the runner stopped, so another runner takes them at
+        once instead of after their lease (their attempt is not counted)."""
+        released = [_settled(job, JobState.QUEUED, attempts=job.attempts - 1) for job in claimed]
+        with trio.CancelScope(shield=True), trio.move_on_after(FINISH_TIMEOUT):
+            try:
+                await self.store.finish_many(released, self.owner)
+            except JobStoreError as exc:
+                log.warning(
+                    "could not release %d jobs (they run after their lease): %s", len(released), exc
+                )
 
     async def _heartbeat(self) -> None:
         """Extend the leases of running jobs, and hear cancel requests the store did

@@ -115,6 +115,29 @@ _FINISH = f"""UPDATE jobs SET {", ".join(f"{c} = ?" for c in _OUTCOME_COLUMNS)},
 _INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 
 
+def _finish_in(conn: sqlite3.Connection, jobs: list[Job], owner: str) -> list[bool]:
+    return [
+        conn.execute(_FINISH, (*_row(job, _OUTCOME_COLUMNS), job.id, owner)).rowcount == 1
+        for job in jobs
+    ]
+
+
+def _claim_in(
+    conn: sqlite3.Connection, queue: str, owner: str, limit: int, lease: float
+) -> list[Job]:
+    now = time.time()
+    rows = conn.execute(
+        f"""UPDATE jobs SET state = 'running', attempts = attempts + 1,
+               lease_owner = ?, lease_expires = ?, updated_at = ?
+           WHERE id IN (
+               SELECT id FROM jobs WHERE queue = ? AND state IN ({_MARKS}) AND run_at <= ?
+               ORDER BY priority, run_at LIMIT ?)
+           RETURNING {_SELECTED}""",
+        (owner, now + lease, now, queue, *_WAITING, now, limit),
+    ).fetchall()
+    return sorted((_job(row) for row in rows), key=lambda j: (j.priority, j.run_at))
+
+
 class _Batch:
     """Decides, job by job, what one enqueue transaction accepts.
 
@@ -247,21 +270,7 @@ class SQLiteJobStore:
         return await self._db(self._claim, queue, owner, limit, lease)
 
     def _claim(self, queue: str, owner: str, limit: int, lease: float) -> list[Job]:
-        now = time.time()
-        rows = (
-            self._connection()
-            .execute(
-                f"""UPDATE jobs SET state = 'running', attempts = attempts + 1,
-                   lease_owner = ?, lease_expires = ?, updated_at = ?
-               WHERE id IN (
-                   SELECT id FROM jobs WHERE queue = ? AND state IN ({_MARKS}) AND run_at <= ?
-                   ORDER BY priority, run_at LIMIT ?)
-               RETURNING {_SELECTED}""",
-                (owner, now + lease, now, queue, *_WAITING, now, limit),
-            )
-            .fetchall()
-        )
-        return sorted((_job(row) for row in rows), key=lambda j: (j.priority, j.run_at))
+        return _claim_in(self._connection(), queue, owner, limit, lease)
 
     async def heartbeat(self, owner: str, job_ids: Sequence[str], lease: float) -> set[str]:
         return await self._db(self._heartbeat, owner, list(job_ids), lease)
@@ -301,10 +310,19 @@ class SQLiteJobStore:
 
     def _finish_many(self, jobs: list[Job], owner: str) -> list[bool]:
         with self.db.transaction() as conn:
-            return [
-                conn.execute(_FINISH, (*_row(job, _OUTCOME_COLUMNS), job.id, owner)).rowcount == 1
-                for job in jobs
-            ]
+            return _finish_in(conn, jobs, owner)
+
+    async def finish_and_claim(
+        self, jobs: Sequence[Job], owner: str, queue: str, limit: int, lease: float
+    ) -> tuple[list[bool], list[Job]]:
+        return await self._db(self._finish_and_claim, list(jobs), owner, queue, limit, lease)
+
+    def _finish_and_claim(
+        self, jobs: list[Job], owner: str, queue: str, limit: int, lease: float
+    ) -> tuple[list[bool], list[Job]]:
+        with self.db.transaction() as conn:
+            written = _finish_in(conn, jobs, owner)
+            return written, _claim_in(conn, queue, owner, limit, lease) if limit > 0 else []
 
     async def cancel(self, job_id: str) -> Job | None:
         job = await self._db(self._cancel, job_id)

@@ -93,6 +93,15 @@ class JobStore(Protocol):
         whether each outcome was written, in order."""
         ...
 
+    async def finish_and_claim(
+        self, jobs: Sequence[Job], owner: str, queue: str, limit: int, lease: float
+    ) -> tuple[list[bool], list[Job]]:
+        """:meth:`finish_many`, then :meth:`claim` up to ``limit`` jobs (none for 0),
+        in one write where the store can: a busy runner's slots change hands without a
+        second commit. Atomic where the store makes it so; either way, an outcome is
+        written before its slot's next job is leased."""
+        ...
+
     async def cancel(self, job_id: str) -> Job | None:
         """Cancel a waiting job at once; ask the worker running one to cancel it."""
         ...

@@ -234,6 +234,13 @@ class RedisJobStore:
         written = await self._call("FINISH", repr(time.time()), owner, ttl, *outcomes)
         return [bool(w) for w in written]
 
+    async def finish_and_claim(
+        self, jobs: Sequence[Job], owner: str, queue: str, limit: int, lease: float
+    ) -> tuple[list[bool], list[Job]]:
+        # Two scripts: Redis has no fsync per call to save, only a round trip.
+        written = await self.finish_many(jobs, owner)
+        return written, await self.claim(queue, owner, limit, lease) if limit > 0 else []
+
     async def cancel(self, job_id: str) -> Job | None:
         ttl = max(1, math.ceil(self.result_ttl))
         encoded = await self._call("CANCEL", repr(time.time()), job_id, ttl)
