@@ -51,6 +51,25 @@ async def wait_for_state(store: JobStore, job_id: str, *states: JobState) -> Job
             await trio.sleep(0.02)
 
 
+def count_at_once(
+    registry: TaskRegistry, name: str, pause: Callable[[int], float]
+) -> dict[str, int]:
+    """Declare a task that sleeps ``pause(n)``; the dict counts how many ran at once."""
+    counts = {"running": 0, "most": 0}
+
+    @registry.task(name)
+    async def task(args: dict[str, int]) -> int:
+        counts["running"] += 1
+        counts["most"] = max(counts["most"], counts["running"])
+        try:
+            await trio.sleep(pause(args["n"]))
+        finally:
+            counts["running"] -= 1
+        return args["n"]
+
+    return counts
+
+
 async def test_runs_jobs_concurrently_to_success(store: JobStore, nursery: Any) -> None:
     registry = TaskRegistry()
     seen: list[int] = []
@@ -97,19 +116,7 @@ async def test_slots_are_refilled_as_outcomes_are_written_never_past_the_limit(
     """The outcome writer claims for the slots it frees, in the same write, while the
     claim loop claims too: together they never run more than ``concurrency``."""
     registry = TaskRegistry()
-    running = 0
-    most = 0
-
-    @registry.task("short")
-    async def short(args: dict[str, int]) -> int:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        try:
-            await trio.sleep(0.001 * (args["n"] % 5))
-        finally:
-            running -= 1
-        return args["n"]
+    at_once = count_at_once(registry, "short", lambda n: 0.001 * (n % 5))
 
     jobs = [(await store.enqueue(Job("short", {"n": n})))[0] for n in range(120)]
     worker = runner(store, registry, concurrency=6, poll_interval=1.0)
@@ -126,7 +133,7 @@ async def test_slots_are_refilled_as_outcomes_are_written_never_past_the_limit(
     for job in jobs:
         done = await wait_for_state(store, job.id, JobState.SUCCEEDED)
         assert done.attempts == 1
-    assert most == 6
+    assert at_once["most"] == 6
     assert sum(finished) > 0  # the writer did refill slots itself
     worker.shutdown()
 
@@ -138,18 +145,7 @@ async def test_a_claim_in_flight_holds_its_slots_against_the_writer(
     for the slots they free. Counting the loop's slots as taken keeps the total at
     ``concurrency``."""
     registry = TaskRegistry()
-    running = 0
-    most = 0
-
-    @registry.task("short")
-    async def short(args: dict[str, int]) -> None:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        try:
-            await trio.sleep(0.01)
-        finally:
-            running -= 1
+    at_once = count_at_once(registry, "short", lambda n: 0.01)
 
     original = store.claim
 
@@ -170,7 +166,7 @@ async def test_a_claim_in_flight_holds_its_slots_against_the_writer(
     jobs += [(await store.enqueue(Job("short", {"n": n})))[0] for n in range(60)]
     for job in jobs:
         await wait_for_state(store, job.id, JobState.SUCCEEDED)
-    assert most <= 6
+    assert at_once["most"] <= 6
     worker.shutdown()
 
 

@@ -239,7 +239,13 @@ class RedisJobStore:
     ) -> tuple[list[bool], list[Job]]:
         # Two scripts: Redis has no fsync per call to save, only a round trip.
         written = await self.finish_many(jobs, owner)
-        return written, await self.claim(queue, owner, limit, lease) if limit > 0 else []
+        if limit <= 0:
+            return written, []
+        try:
+            return written, await self.claim(queue, owner, limit, lease)
+        except JobStoreError as exc:  # the outcomes are written; the claim loop retries
+            log.warning("claim after finishing failed: %s", exc)
+            return written, []
 
     async def cancel(self, job_id: str) -> Job | None:
         ttl = max(1, math.ceil(self.result_ttl))
