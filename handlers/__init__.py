@@ -11,6 +11,7 @@ from ._lazy import lazy_attributes
 if TYPE_CHECKING:
     from . import dashboard, demo, health, jobs, orders, support, tasks, ticker, topics
     from ._errors import ApiError, error_body
+    from ._headers import first_header
     from ._routes import DEADLINE_ATTRIBUTE, deadline
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "deadline",
     "demo",
     "error_body",
+    "first_header",
     "health",
     "jobs",
     "orders",
@@ -34,6 +36,7 @@ __getattr__, __dir__ = lazy_attributes(
     {
         "ApiError": "._errors",
         "error_body": "._errors",
+        "first_header": "._headers",
         "DEADLINE_ATTRIBUTE": "._routes",
         "deadline": "._routes",
     },

@@ -8,6 +8,7 @@ from typing import Any
 from quart import request
 
 from ._errors import ApiError
+from ._headers import first_header
 from .topics import Grants, InvalidToken, TokenIssuer
 
 __all__ = [
@@ -41,15 +42,9 @@ async def read_json() -> Any:
 
 
 def header(name: bytes) -> str | None:
-    """The request's first ``name`` header (lower-case bytes, as ASGI spells it).
-
-    From the ASGI scope: werkzeug's ``Headers.get`` builds a ``KeyError`` for every
-    absent header, and an optional header such as ``Idempotency-Key`` usually is.
-    """
-    for key, value in request.scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
+    """The current request's first ``name`` header (see ``first_header``)."""
+    value = first_header(request.scope["headers"], name)
+    return None if value is None else value.decode("latin-1")
 
 
 def bearer_token(headers: Any, args: Any) -> str | None:

@@ -34,6 +34,7 @@ from handlers import (
     dashboard,
     demo,
     error_body,
+    first_header,
     health,
     jobs,
     orders,
@@ -184,15 +185,11 @@ class CanopyApp(QuartTrio):
 def _request_id(headers: Iterable[tuple[bytes, bytes]], ids: RequestIds) -> str:
     """The client's X-Request-ID if it is sane, else a new one.
 
-    Read from the ASGI scope: werkzeug's ``Headers.get`` builds an exception for
-    every absent header, which is the common case here.
+    Read from the ASGI scope (see ``handlers.first_header``).
     """
-    for name, value in headers:
-        if name == b"x-request-id":
-            given = value.decode("latin-1")
-            if _REQUEST_ID.fullmatch(given):
-                return given
-            break
+    given = first_header(headers, b"x-request-id")
+    if given is not None and _REQUEST_ID.fullmatch(text := given.decode("latin-1")):
+        return text
     return ids.next()
 
 

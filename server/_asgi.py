@@ -21,7 +21,7 @@ from quart.wrappers import Request
 from quart.wrappers.response import DataBody, Response
 from quart_trio.asgi import TrioASGIHTTPConnection, TrioASGIWebsocketConnection
 
-from handlers import ApiError
+from handlers import ApiError, first_header
 
 __all__ = ["TRANSPORT_EXTENSION", "CanopyHTTPConnection", "CanopyWebsocketConnection"]
 
@@ -80,11 +80,8 @@ async def _read_body(
 
 
 def _declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
-    # Read from the ASGI scope: werkzeug builds an exception for every absent header.
-    for name, value in headers:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else 0
-    return 0
+    value = first_header(headers, b"content-length")
+    return int(value) if value is not None and value.isdigit() else 0
 
 
 async def _send_whole(send: Any, response: Response) -> None:

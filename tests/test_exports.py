@@ -48,6 +48,7 @@ def test_public_api_is_pinned() -> None:
             "deadline",
             "demo",
             "error_body",
+            "first_header",
             "health",
             "jobs",
             "orders",
