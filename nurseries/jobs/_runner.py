@@ -206,7 +206,7 @@ class JobRunner:
             outcome = await self._outcome(entry)
         finally:
             if outcome is None:  # cut off (the grace ended): released, to run again at once
-                outcome = _settled(job, JobState.QUEUED, attempts=job.attempts - 1)
+                outcome = _released(job)
             # The slot stays taken (and the lease renewed) until the outcome is
             # written: what a crash can make run twice stays within `concurrency`.
             assert self._outcomes is not None
@@ -295,7 +295,7 @@ class JobRunner:
     async def _release(self, claimed: list[Job]) -> None:
         """Give back jobs leased as the runner stopped, so another runner takes them at
         once instead of after their lease (their attempt is not counted)."""
-        released = [_settled(job, JobState.QUEUED, attempts=job.attempts - 1) for job in claimed]
+        released = [_released(job) for job in claimed]
         with trio.CancelScope(shield=True), trio.move_on_after(FINISH_TIMEOUT):
             try:
                 await self.store.finish_many(released, self.owner)
@@ -333,6 +333,12 @@ class JobRunner:
 def _settled(job: Job, state: JobState, **changes: Any) -> Job:
     """The job in ``state`` with its lease given up: every outcome a runner writes."""
     return job.moved(state, lease_owner=None, lease_expires=None, **changes)
+
+
+def _released(job: Job) -> Job:
+    """Back in the queue, lease given up and the attempt not counted: a job the runner
+    did not finish because it stopped, which another runner takes at once."""
+    return _settled(job, JobState.QUEUED, attempts=job.attempts - 1)
 
 
 def _failed(job: Job, error: str, trace: str | None, policy: RetryPolicy | None) -> Job:
