@@ -466,22 +466,28 @@ class Connection:
         self._nursery.cancel_scope.cancel()
 
     async def _protocol_send(self, event: Event) -> None:
-        if isinstance(event, RawData):
-            if event.data:
-                self._pending.append(event.data)
+        # Exact types: Hypercorn's events derive from an ABC, so ``isinstance`` goes
+        # through ``ABCMeta.__instancecheck__``, three times a request. It sends only
+        # these three classes, never subclasses.
+        kind = type(event)
+        if kind is RawData:
+            data = cast(RawData, event).data
+            if data:
+                self._pending.append(data)
                 if not self._corked:
                     await self.flush()
-        elif isinstance(event, Closed):
+        elif kind is Updated:
+            idle = cast(Updated, event).idle
+            self._idle = idle
+            if idle:
+                self._idle_since = trio.current_time()
+            if self._draining:
+                self._apply_drain_deadline()
+        elif kind is Closed:
             self._corked = False
             await self.flush()
             await self._close()
             await self.protocol.handle(Closed())
-        elif isinstance(event, Updated):
-            self._idle = event.idle
-            if event.idle:
-                self._idle_since = trio.current_time()
-            if self._draining:
-                self._apply_drain_deadline()
 
     def cork(self) -> None:
         self._corked = True
