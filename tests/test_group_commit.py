@@ -54,3 +54,44 @@ async def test_a_write_that_crashes_fails_its_callers_instead_of_leaving_them_wa
     assert len(refused) == 3
     with pytest.raises(JobStoreError, match="not running"):
         await commit.submit(4)
+
+
+async def test_callers_beyond_the_bound_wait_for_room_and_are_refused_when_it_stops(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """batch_size 1 holds at most 4 queued items: the rest wait and get in as batches
+    leave; those still waiting when the committer stops fail at once."""
+    writes: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[int | Exception]:
+        await trio.sleep(1)
+        writes.append(items)
+        return items
+
+    commit = GroupCommit[int, int]("item", write, batch_size=1, error=JobStoreError)
+    done: list[int] = []
+    refused: list[str] = []
+
+    async def submit(item: int) -> None:
+        try:
+            done.append(await commit.submit(item))
+        except JobStoreError as exc:
+            refused.append(str(exc))
+
+    async with trio.open_nursery() as callers:
+        async with trio.open_nursery() as store:
+            await store.start(commit.run)
+            for item in range(12):
+                callers.start_soon(submit, item)
+                await trio.lowlevel.checkpoint()
+            # At 0.5 s: one batch writing, four queued, seven waiting. Each batch written
+            # lets one waiting caller in.
+            await trio.sleep(3.5)
+            assert done == [0, 1, 2]
+            store.cancel_scope.cancel()  # the committer stops mid-write
+    assert writes == [[0], [1], [2]]
+    # Item 3 was being written (its caller is told the store failed), 4-7 were queued
+    # (not committed), 8-11 were still waiting for room (not accepted).
+    assert refused.count("the store failed while writing this item") == 1
+    assert refused.count("the store stopped before committing this item") == 4
+    assert refused.count("the store stopped before accepting this item") == 4

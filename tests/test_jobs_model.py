@@ -80,6 +80,37 @@ def test_records_built_without_init_behave_as_built_with_it() -> None:
         Job.from_dict({**job.to_dict(), "state": "lost"})
 
 
+def test_a_task_builds_its_jobs_as_the_constructor_would() -> None:
+    """``TaskSpec.new_job`` gives every field itself (no ``__init__``): a field added to
+    ``Job`` and forgotten there fails here."""
+    registry = TaskRegistry()
+
+    @registry.task("reports.build", queue="slow", priority=3, timeout=60)
+    async def build(args: dict[str, Any]) -> None:
+        pass
+
+    spec = registry.get("reports.build")
+    job = spec.new_job({"n": 1}, idempotency_key="k", headers={"traceparent": "t"})
+    assert job == Job(
+        "reports.build",
+        {"n": 1},
+        id=job.id,
+        queue="slow",
+        priority=3,
+        max_attempts=spec.retry.max_attempts,
+        timeout=60,
+        run_at=job.run_at,
+        idempotency_key="k",
+        headers={"traceparent": "t"},
+        created_at=job.created_at,
+        updated_at=job.created_at,
+    )
+    assert vars(job).keys() == vars(Job("t")).keys()
+    later = spec.new_job({}, run_at=job.run_at + 60, queue="other", priority=-1)
+    assert later.state is JobState.SCHEDULED and later.queue == "other" and later.priority == -1
+    assert later.id != job.id and job.state is JobState.QUEUED
+
+
 def test_args_must_be_a_json_object() -> None:
     assert check_args({"n": [1, 2]}) == {"n": [1, 2]}
     with pytest.raises(ValueError, match="JSON object"):

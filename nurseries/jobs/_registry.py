@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._job import Job
+from ._job import Job, _with_fields, new_job_id
 from ._retry import RetryPolicy
 from ._state import JobState
 
@@ -46,20 +46,36 @@ class TaskSpec:
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> Job:
-        """A job of this task with its declared defaults; scheduled if ``run_at`` is later."""
+        """A job of this task with its declared defaults; scheduled if ``run_at`` is later.
+
+        Built with every field given and without ``Job.__init__``, which sets each of
+        the twenty fields through ``object.__setattr__`` (frozen): one per enqueue.
+        """
         now = time.time()
         run_at = now if run_at is None else run_at
-        return Job(
-            self.name,
-            args,
-            queue=self.queue if queue is None else queue,
-            priority=self.priority if priority is None else priority,
-            state=JobState.SCHEDULED if run_at > now else JobState.QUEUED,
-            max_attempts=self.retry.max_attempts,
-            timeout=self.timeout,
-            run_at=run_at,
-            idempotency_key=idempotency_key,
-            headers=headers,
+        return _with_fields(
+            {
+                "task": self.name,
+                "args": args,
+                "id": new_job_id(),
+                "queue": self.queue if queue is None else queue,
+                "priority": self.priority if priority is None else priority,
+                "state": JobState.SCHEDULED if run_at > now else JobState.QUEUED,
+                "attempts": 0,
+                "max_attempts": self.retry.max_attempts,
+                "timeout": self.timeout,
+                "run_at": run_at,
+                "lease_owner": None,
+                "lease_expires": None,
+                "idempotency_key": idempotency_key,
+                "result": None,
+                "error": None,
+                "traceback": None,
+                "progress": None,
+                "headers": headers,
+                "created_at": now,
+                "updated_at": now,
+            }
         )
 
 
