@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import io
 import json
 import re
@@ -127,3 +129,38 @@ def test_an_access_line_is_the_json_of_its_fields() -> None:
     for value in entry.values():
         if isinstance(value, str):
             assert json.dumps(value) in line
+
+
+async def test_json_responses_say_what_json_said() -> None:
+    """orjson encodes the common case; whatever it refuses or would encode differently
+    goes to ``json`` and Quart's ``default``, as before. NaN is the one change."""
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    class Tags(dict[str, Any]):
+        pass
+
+    app = create_app(Settings(access_log=False))
+
+    async def body(value: Any) -> str:
+        async with app.app_context():
+            response: Any = app.json.response(value)
+            assert response.mimetype == "application/json"
+            return str(await response.get_data(as_text=True))
+
+    value = {"z": 1, "a": [1.5, None, True, "caf\u00e9"], "n": {}}
+    assert json.loads(await body(value)) == value and list(json.loads(await body(value))) == [
+        "z", "a", "n"
+    ]  # fmt: skip
+    assert await body({"big": 2**70}) == '{"big":1180591620717411303424}'
+    assert await body({1: "a", None: "b"}) == '{"1":"a","null":"b"}'
+    assert await body({"when": datetime.date(2026, 12, 2)}) == (
+        '{"when":"Wed, 02 Dec 2026 00:00:00 GMT"}'  # Quart's default: an HTTP date
+    )
+    assert await body({"p": Point(3)}) == '{"p":{"x":3}}'
+    assert await body(Tags(a="b")) == '{"a":"b"}'
+    assert await body({"x": float("nan")}) == '{"x":null}'
+    with pytest.raises(TypeError):
+        await body({"s": {1, 2}})
