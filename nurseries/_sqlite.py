@@ -9,8 +9,13 @@ broken) undoes only that write and reaches only its caller.
 Error handling: ``sqlite3.Error`` is translated into the store's own ``error`` at
 this one boundary; nothing in a failed call was written.
 
+Processes sharing the file (a web process and its workers) take a :class:`WriteLock`
+before each write transaction, so a writer kept waiting is woken when the lock is
+free instead of when SQLite's busy handler next wakes up to retry.
+
 Resource handling: :meth:`SqliteDatabase.run` opens the connection, runs the
-committer in its nursery, and closes the connection (shielded) when it ends.
+committer in its nursery, and closes the connection and the write lock (shielded)
+when it ends.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any, TypeVar
 import trio
 
 from ._group_commit import GroupCommit
+from ._write_lock import WriteLock
 
 __all__ = ["SqliteDatabase"]
 
@@ -56,6 +62,7 @@ class SqliteDatabase:
         self.synchronous = synchronous
         self.migrate = migrate
         self._limiter = trio.CapacityLimiter(1)
+        self.write_lock = WriteLock(self.path.with_name(self.path.name + ".write-lock"))
         self._conn: sqlite3.Connection | None = None
         self._writes = GroupCommit[Callable[[], Any], Any](
             "write", self._commit, batch_size, error=error
@@ -75,7 +82,7 @@ class SqliteDatabase:
         finally:
             with trio.CancelScope(shield=True):
                 conn, self._conn = self._conn, None
-                await trio.to_thread.run_sync(conn.close, limiter=self._limiter)
+                await trio.to_thread.run_sync(self._close, conn, limiter=self._limiter)
 
     async def read(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` in the database's thread (not in a transaction)."""
@@ -106,19 +113,29 @@ class SqliteDatabase:
             self.migrate(conn)
         return conn
 
+    def _close(self, conn: sqlite3.Connection) -> None:
+        conn.close()
+        self.write_lock.close()
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """For a function given to ``read``: one write transaction of its own, taking
         the write lock at once, rolled back on any exception. (``write`` makes one per
-        group; this is for a store that batches its writes itself.)"""
+        group; this is for a store that batches its writes itself.) Every write goes
+        through here, so that it queues behind the other processes' on the
+        :class:`WriteLock`."""
         conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
+        self.write_lock.acquire()
         try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            self.write_lock.release()
 
     async def _commit(self, functions: list[Callable[[], Any]]) -> list[Any]:
         return await self.read(self._run_batch, functions)

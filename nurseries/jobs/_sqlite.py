@@ -270,7 +270,8 @@ class SQLiteJobStore:
         return await self._db(self._claim, queue, owner, limit, lease)
 
     def _claim(self, queue: str, owner: str, limit: int, lease: float) -> list[Job]:
-        return _claim_in(self._connection(), queue, owner, limit, lease)
+        with self.db.transaction() as conn:
+            return _claim_in(conn, queue, owner, limit, lease)
 
     async def heartbeat(self, owner: str, job_ids: Sequence[str], lease: float) -> set[str]:
         return await self._db(self._heartbeat, owner, list(job_ids), lease)
@@ -279,13 +280,13 @@ class SQLiteJobStore:
         if not job_ids:
             return set()
         marks = ", ".join("?" for _ in job_ids)
-        conn = self._connection()
-        conn.execute(
-            f"""UPDATE jobs SET lease_expires = ? WHERE id IN ({marks})
-                AND state = 'running' AND lease_owner = ?""",
-            (time.time() + lease, *job_ids, owner),
-        )
-        rows = conn.execute(
+        with self.db.transaction() as conn:
+            conn.execute(
+                f"""UPDATE jobs SET lease_expires = ? WHERE id IN ({marks})
+                    AND state = 'running' AND lease_owner = ?""",
+                (time.time() + lease, *job_ids, owner),
+            )
+        rows = self._connection().execute(
             f"SELECT id FROM jobs WHERE id IN ({marks}) AND cancel_requested = 1", job_ids
         )
         return {row["id"] for row in rows}
@@ -295,11 +296,12 @@ class SQLiteJobStore:
         return await self._db(self._report_progress, job_id, owner, encoded)
 
     def _report_progress(self, job_id: str, owner: str, encoded: str) -> bool:
-        cursor = self._connection().execute(
-            """UPDATE jobs SET progress = ?, updated_at = ?
-               WHERE id = ? AND state = 'running' AND lease_owner = ?""",
-            (encoded, time.time(), job_id, owner),
-        )
+        with self.db.transaction() as conn:
+            cursor = conn.execute(
+                """UPDATE jobs SET progress = ?, updated_at = ?
+                   WHERE id = ? AND state = 'running' AND lease_owner = ?""",
+                (encoded, time.time(), job_id, owner),
+            )
         return cursor.rowcount == 1
 
     async def finish(self, job: Job, owner: str) -> bool:
@@ -331,16 +333,17 @@ class SQLiteJobStore:
         return job
 
     def _cancel(self, job_id: str) -> Job | None:
-        conn = self._connection()
         now = time.time()
-        conn.execute(
-            f"""UPDATE jobs SET state = 'cancelled', updated_at = ?
-                WHERE id = ? AND state IN ({_MARKS})""",
-            (now, job_id, *_WAITING),
-        )
-        conn.execute(
-            "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'", (job_id,)
-        )
+        with self.db.transaction() as conn:
+            conn.execute(
+                f"""UPDATE jobs SET state = 'cancelled', updated_at = ?
+                    WHERE id = ? AND state IN ({_MARKS})""",
+                (now, job_id, *_WAITING),
+            )
+            conn.execute(
+                "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'",
+                (job_id,),
+            )
         return self._get(job_id)
 
     async def retry_dead(self, job_id: str) -> Job | None:
@@ -348,12 +351,13 @@ class SQLiteJobStore:
 
     def _retry_dead(self, job_id: str) -> Job | None:
         now = time.time()
-        self._connection().execute(
-            """UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?, updated_at = ?,
-                   error = NULL, traceback = NULL
-               WHERE id = ? AND state = 'failed'""",
-            (now, now, job_id),
-        )
+        with self.db.transaction() as conn:
+            conn.execute(
+                """UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?, updated_at = ?,
+                       error = NULL, traceback = NULL
+                   WHERE id = ? AND state = 'failed'""",
+                (now, now, job_id),
+            )
         return self._get(job_id)
 
     async def queue_stats(self) -> dict[str, tuple[int, float | None]]:
@@ -372,10 +376,11 @@ class SQLiteJobStore:
 
     def _requeue_expired(self) -> int:
         now = time.time()
-        cursor = self._connection().execute(
-            """UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL,
-                   updated_at = ?
-               WHERE state = 'running' AND lease_expires < ?""",
-            (now, now),
-        )
+        with self.db.transaction() as conn:
+            cursor = conn.execute(
+                """UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL,
+                       updated_at = ?
+                   WHERE state = 'running' AND lease_expires < ?""",
+                (now, now),
+            )
         return cursor.rowcount
