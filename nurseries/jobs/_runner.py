@@ -162,20 +162,23 @@ class JobRunner:
             async with trio.open_nursery() as upkeep:
                 upkeep.start_soon(self._heartbeat)
                 upkeep.start_soon(self._sweep)
-                async with trio.open_nursery() as jobs:
-                    for _ in range(self.concurrency):
-                        jobs.start_soon(self._work)
-                    self._jobs = jobs
-                    task_status.started()
-                    try:
-                        await self._claim_until_stopped()
-                    finally:
-                        self._jobs = None  # the writer claims no more either
-                        self._idle.unpark_all()  # idle workers end; busy ones drain
-                    jobs.cancel_scope.deadline = trio.current_time() + self.grace
-                # Cut off by the grace before a worker took them: released like the rest.
-                while self._ready:
-                    outcomes.send_nowait((_released(self._ready.popleft().job), 0.0))
+                try:
+                    async with trio.open_nursery() as jobs:
+                        for _ in range(self.concurrency):
+                            jobs.start_soon(self._work)
+                        self._jobs = jobs
+                        task_status.started()
+                        try:
+                            await self._claim_until_stopped()
+                        finally:
+                            self._jobs = None  # the writer claims no more either
+                            self._idle.unpark_all()  # idle workers end; busy ones drain
+                        jobs.cancel_scope.deadline = trio.current_time() + self.grace
+                finally:
+                    # Cut off (by the grace, or a cancel from outside) before a worker
+                    # took them: released like the jobs that were running.
+                    while self._ready:
+                        outcomes.send_nowait((_released(self._ready.popleft().job), 0.0))
                 upkeep.cancel_scope.cancel()
             outcomes.close()  # every job has handed over its outcome; the writer drains
 
