@@ -138,6 +138,46 @@ async def test_slots_are_refilled_as_outcomes_are_written_never_past_the_limit(
     worker.shutdown()
 
 
+async def test_workers_are_started_as_needed_and_kept(store: JobStore, nursery: Any) -> None:
+    """A runner allowed 1,000 jobs at once that is given 5 at a time starts 5 workers
+    (not 1,000 idle tasks), and reuses them for the next 5."""
+    registry = TaskRegistry()
+    running: list[int] = []
+    release, all_running = trio.Event(), trio.Event()
+
+    @registry.task("held")
+    async def held(args: dict[str, int]) -> None:
+        running.append(args["n"])
+        if len(running) == 5:
+            all_running.set()
+        await release.wait()
+
+    def workers() -> int:
+        tasks: list[Any] = [trio.lowlevel.current_root_task()]
+        found = 0
+        while tasks:
+            task = tasks.pop()
+            found += task.name.endswith("JobRunner._work")
+            tasks.extend(t for n in task.child_nurseries for t in n.child_tasks)
+        return found
+
+    worker = runner(store, registry, concurrency=1000, poll_interval=0.02)
+    await nursery.start(worker.run)
+    assert workers() == 0
+    for _round in range(3):
+        running.clear()
+        release, all_running = trio.Event(), trio.Event()
+        jobs = [(await store.enqueue(Job("held", {"n": n})))[0] for n in range(5)]
+        with trio.fail_after(5):
+            await all_running.wait()
+        assert workers() == 5
+        release.set()
+        for job in jobs:
+            await wait_for_state(store, job.id, JobState.SUCCEEDED)
+    assert workers() == 5
+    worker.shutdown()
+
+
 async def test_a_claim_in_flight_holds_its_slots_against_the_writer(
     store: JobStore, nursery: Any
 ) -> None:

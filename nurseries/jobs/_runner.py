@@ -117,10 +117,12 @@ class JobRunner:
     _reserved: int = field(default=0, init=False)
     _jobs: trio.Nursery | None = field(default=None, init=False)  # open while claiming
     # Started jobs not yet taken by a worker, and the workers waiting for one. Workers
-    # live as long as the jobs nursery: a task spawned per job cost about a tenth of
-    # a no-op job's CPU.
+    # live as long as the jobs nursery (a task spawned per job cost about a tenth of
+    # a no-op job's CPU), and are started as they are first needed, up to
+    # ``concurrency``: a runner allowed 10,000 jobs at once that runs ten keeps ten.
     _ready: deque[_Running] = field(default_factory=deque, init=False)
     _idle: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot, init=False)
+    _workers: int = field(default=0, init=False)
 
     @property
     def running(self) -> int:
@@ -157,6 +159,7 @@ class JobRunner:
         outcomes, to_write = trio.open_memory_channel[tuple[Job, float]](math.inf)
         self._outcomes = outcomes
         self._ready.clear()
+        self._workers = 0
         async with trio.open_nursery() as writer:
             writer.start_soon(self._write_outcomes, to_write)
             async with trio.open_nursery() as upkeep:
@@ -164,8 +167,6 @@ class JobRunner:
                 upkeep.start_soon(self._sweep)
                 try:
                     async with trio.open_nursery() as jobs:
-                        for _ in range(self.concurrency):
-                            jobs.start_soon(self._work)
                         self._jobs = jobs
                         task_status.started()
                         try:
@@ -208,13 +209,20 @@ class JobRunner:
                         await self._claimer.park()
 
     def _start(self, claimed: list[Job]) -> None:
-        """Hand claimed jobs to the workers. There is a worker for each: a slot is
-        freed only once its outcome is written, after its worker is free again."""
+        """Hand claimed jobs to the workers, starting one for each job that finds none
+        idle. So there is a worker for every job: slots are only claimed up to
+        ``concurrency``, and a slot is freed once its outcome is written, after its
+        worker is free again."""
+        assert self._jobs is not None
         for job in claimed:
             scope = trio.CancelScope(deadline=trio.current_time() + job.timeout)
             entry = self._running[job.id] = _Running(job, scope)
             self._ready.append(entry)
-        self._idle.unpark(count=len(claimed))
+        woken = len(self._idle.unpark(count=len(claimed)))
+        while woken < len(claimed) and self._workers < self.concurrency:
+            self._jobs.start_soon(self._work)
+            self._workers += 1
+            woken += 1
 
     async def _work(self) -> None:
         """One worker: run started jobs as they come, until the runner stops claiming
