@@ -5,8 +5,9 @@ SQLite lets one writer in at a time. A writer that finds the lock taken is told
 commit holds the lock for well under a millisecond, so when a web process and a
 worker each commit hundreds of times a second, a writer kept waiting mostly waited
 for its own sleep to end. Measured with ``bench/jobs.py`` (an enqueuing process and
-a worker on one file): end to end 7,500 jobs/s with SQLite's handler alone, about
-10,400 with this lock in front of it.
+a worker on one file), end to end, medians of 3 rounds of 20,000 jobs: 6,862 and
+6,620 jobs/s with SQLite's handler alone, 8,336 and 7,184 with this lock in front of
+it (docs/BENCHMARKS.md).
 
 The lock is ``flock`` on a file next to the database (``canopy.db.write-lock``): a
 waiter is woken by the kernel the moment the holder lets go, and a holder that dies
@@ -72,8 +73,7 @@ class WriteLock:
         self.path = Path(path)
         self.timeout = timeout
         self._fd = -1
-        self._waits: queue.SimpleQueue[_Wait | None] | None = None
-        self._helper: threading.Thread | None = None
+        self._waits: queue.SimpleQueue[_Wait | None] | None = None  # the helper's, once started
 
     def acquire(self) -> None:
         """Take the lock, or raise ``sqlite3.OperationalError`` after ``timeout``, as
@@ -102,10 +102,8 @@ class WriteLock:
         """Stop the helper and close the file. A helper still blocked (the lock held
         by a stopped process) keeps the descriptor until it gets the lock, then ends."""
         if self._waits is not None:
-            self._waits.put(None)
+            self._waits.put(None)  # the helper closes the descriptor on its way out
             self._waits = None
-        if self._helper is not None:
-            self._helper = None  # it closes the descriptor on its way out
         elif self._fd >= 0:
             os.close(self._fd)
         self._fd = -1
@@ -113,13 +111,12 @@ class WriteLock:
     def _helper_queue(self) -> queue.SimpleQueue[_Wait | None]:
         if self._waits is None:
             self._waits = queue.SimpleQueue()
-            self._helper = threading.Thread(
+            threading.Thread(
                 target=self._serve,
                 args=(self._fd, self._waits),
                 name=f"canopy-write-lock-{self.path.name}",
                 daemon=True,
-            )
-            self._helper.start()
+            ).start()
         return self._waits
 
     @staticmethod
