@@ -6,10 +6,10 @@ Shape of :meth:`JobRunner.run`::
                           outlives everything below, and drains what they left it
       upkeep nursery      heartbeat (extends leases, hears cancel requests) and sweeper
                           (requeues jobs whose worker died); outlives the jobs
-        jobs nursery      ``concurrency`` workers, each running started jobs one after
-                          another, each job in its own CancelScope whose deadline is
-                          its timeout; the nursery's deadline is the grace once the
-                          runner stops claiming
+        jobs nursery      up to ``concurrency`` workers, started as jobs first need
+                          them, each running started jobs one after another, each job
+                          in its own CancelScope whose deadline is its timeout; the
+                          nursery's deadline is the grace once the runner stops claiming
 
 Claiming: as many jobs as there are free slots, again as soon as a slot frees (its
 outcome written) or this process enqueues (``store.on_enqueued``); when the queue
