@@ -61,6 +61,46 @@ async def test_queue_bound_refuses_past_the_limit(
     await small.enqueue(Job("t", queue="other"))  # the bound is per queue
 
 
+async def test_the_bound_counts_what_waits_through_every_change(
+    make_store: StoreFactory, nursery: trio.Nursery
+) -> None:
+    """Claims, retries, dead-letter retries, cancels, sweeps and releases each move
+    jobs into or out of what the bound counts (the SQLite store keeps that count
+    instead of counting at each enqueue)."""
+    small = make_store(max_queued=2)
+    await nursery.start(small.run)
+
+    async def accepted() -> bool:
+        try:
+            await small.enqueue(Job("t", queue="q"))
+        except QueueFull:
+            return False
+        return True
+
+    assert [await accepted() for _ in range(3)] == [True, True, False]
+    a, b = await small.claim("q", "w1", limit=2, lease=10)  # none waiting
+    assert await accepted()  # 1
+    later = time.time() + 60
+    assert await small.finish(a.moved(JobState.RETRYING, run_at=later, lease_owner=None), "w1")
+    assert not await accepted()  # 2: the retry waits
+    assert await small.finish(b.moved(JobState.FAILED, error="boom", lease_owner=None), "w1")
+    assert not await accepted()  # still 2: a dead letter does not wait
+    assert (await small.retry_dead(b.id)).state is JobState.QUEUED  # 3
+    await small.cancel(a.id)
+    await small.cancel(b.id)
+    assert await accepted()  # 2 (the two enqueued since the claim)
+    assert not await accepted()
+    (c,) = await small.claim("q", "w1", limit=1, lease=0.2)  # 1
+    await trio.sleep(0.3)
+    assert await small.requeue_expired() == 1  # 2
+    assert not await accepted()
+    (c,) = await small.claim("q", "w2", limit=1, lease=10)  # 1
+    released = c.moved(JobState.QUEUED, attempts=0, lease_owner=None, lease_expires=None)
+    assert await small.finish(released, "w2")  # 2
+    assert not await accepted()
+    assert (await small.queue_stats())["q"][0] == 2
+
+
 async def test_concurrent_enqueues_are_group_committed_and_durable(
     make_store: StoreFactory,
 ) -> None:
@@ -305,3 +345,31 @@ async def test_a_sqlite_database_from_before_headers_is_migrated(
     await nursery.start(store.run)
     job, _ = await store.enqueue(Job("t", headers={"traceparent": "00-abc"}))
     assert (await store.get(job.id)).headers == {"traceparent": "00-abc"}  # type: ignore[union-attr]
+
+
+async def test_a_sqlite_store_recounts_its_queues_when_it_opens(tmp_path: Path) -> None:
+    """The waiting count is rebuilt from the jobs on open: a database from before it was
+    kept, or one an older Canopy wrote to without keeping it, is bounded correctly."""
+    path = tmp_path / "jobs.db"
+    async with trio.open_nursery() as nursery:
+        store = SQLiteJobStore(path, max_queued=2)
+        await nursery.start(store.run)
+        for _ in range(2):
+            await store.enqueue(Job("t", queue="q"))
+        nursery.cancel_scope.cancel()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE queue_depth SET waiting = 0")  # what an older writer leaves
+    async with trio.open_nursery() as nursery:
+        reopened = SQLiteJobStore(path, max_queued=2)
+        await nursery.start(reopened.run)
+        with pytest.raises(QueueFull):
+            await reopened.enqueue(Job("t", queue="q"))
+        nursery.cancel_scope.cancel()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE queue_depth")  # a database from before it existed
+    async with trio.open_nursery() as nursery:
+        reopened = SQLiteJobStore(path, max_queued=2)
+        await nursery.start(reopened.run)
+        with pytest.raises(QueueFull):
+            await reopened.enqueue(Job("t", queue="q"))
+        nursery.cancel_scope.cancel()

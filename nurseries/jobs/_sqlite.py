@@ -6,6 +6,12 @@ job go in batches: concurrent enqueues are group-committed (see ``nurseries.Grou
 each returning only after its job is committed; outcomes come in batches from the
 runner (:meth:`SQLiteJobStore.finish_many`).
 
+Every process that uses the file writes in turn (the write lock), so what a write
+does while it holds the lock is what the processes' writes add up to: rows are
+encoded before the transaction and claimed rows decoded after it, and a queue's
+bound is checked against a count kept in ``queue_depth`` rather than counted (a
+``COUNT(*)`` of 20,000 waiting jobs took 1.2 ms, in every enqueue batch).
+
 Resource handling: :meth:`SQLiteJobStore.run` is a service. It runs the database
 (which opens the connection, creates or migrates the schema, and closes it on the
 way out) and the enqueue committer, reports started, and runs until cancelled.
@@ -16,7 +22,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +64,10 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (queue, state, priority, run_at);
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (state, lease_expires);
+CREATE TABLE IF NOT EXISTS queue_depth (
+    queue TEXT PRIMARY KEY,
+    waiting INTEGER NOT NULL  -- jobs queued, scheduled or retrying: what the bound counts
+) WITHOUT ROWID;
 """
 _COLUMNS = (
     "id task args queue priority state attempts max_attempts timeout run_at lease_owner "
@@ -65,8 +76,12 @@ _COLUMNS = (
 ).split()
 _JSON_COLUMNS = frozenset({"args", "result", "progress", "headers"})
 _SELECTED = ", ".join(_COLUMNS)  # what every read selects, in _COLUMNS' order (see _job)
-_WAITING = tuple(state.value for state in CLAIMABLE)
+_WAITING = tuple(sorted(state.value for state in CLAIMABLE))
 _MARKS = ", ".join("?" for _ in _WAITING)
+# Each write that moves jobs into or out of the waiting states adds what it moved, in
+# the same transaction; each open recounts (see _migrate).
+_ADD_WAITING = """INSERT INTO queue_depth (queue, waiting) VALUES (?, ?)
+    ON CONFLICT (queue) DO UPDATE SET waiting = waiting + excluded.waiting"""
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
@@ -92,6 +107,26 @@ def _migrate(conn: sqlite3.Connection) -> None:
     columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
     if "headers" not in columns:  # a database made before jobs carried headers
         conn.execute("ALTER TABLE jobs ADD COLUMN headers TEXT")
+    # Recounted at every open, in a write transaction of its own so that it is exact:
+    # a database from before queue_depth gets its counts, and one that a process of
+    # an older Canopy wrote to (without keeping them) gets them right again.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("DELETE FROM queue_depth")
+        conn.execute(
+            f"""INSERT INTO queue_depth (queue, waiting) SELECT queue, COUNT(*) FROM jobs
+                WHERE state IN ({_MARKS}) GROUP BY queue""",
+            _WAITING,
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _add_waiting(conn: sqlite3.Connection, queues: Iterable[str], sign: int = 1) -> None:
+    """Count jobs (one per item of ``queues``, a job's queue) in or out of waiting."""
+    conn.executemany(_ADD_WAITING, [(q, sign * n) for q, n in Counter(queues).items()])
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -115,16 +150,25 @@ _FINISH = f"""UPDATE jobs SET {", ".join(f"{c} = ?" for c in _OUTCOME_COLUMNS)},
 _INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 
 
-def _finish_in(conn: sqlite3.Connection, jobs: list[Job], owner: str) -> list[bool]:
-    return [
-        conn.execute(_FINISH, (*_row(job, _OUTCOME_COLUMNS), job.id, owner)).rowcount == 1
-        for job in jobs
-    ]
+def _outcome_rows(jobs: list[Job], owner: str) -> list[tuple[Any, ...]]:
+    """``_FINISH``'s parameters for each outcome, made before the transaction."""
+    return [(*_row(job, _OUTCOME_COLUMNS), job.id, owner) for job in jobs]
+
+
+def _finish_in(
+    conn: sqlite3.Connection, jobs: list[Job], rows: list[tuple[Any, ...]]
+) -> list[bool]:
+    written = [conn.execute(_FINISH, row).rowcount == 1 for row in rows]
+    waiting = [j.queue for j, ok in zip(jobs, written, strict=True) if ok and j.state in CLAIMABLE]
+    if waiting:  # retries, and jobs released to run again
+        _add_waiting(conn, waiting)
+    return written
 
 
 def _claim_in(
     conn: sqlite3.Connection, queue: str, owner: str, limit: int, lease: float
-) -> list[Job]:
+) -> list[sqlite3.Row]:
+    """The claimed rows, decoded by ``_claimed`` once the transaction is over."""
     now = time.time()
     rows = conn.execute(
         f"""UPDATE jobs SET state = 'running', attempts = attempts + 1,
@@ -135,6 +179,12 @@ def _claim_in(
            RETURNING {_SELECTED}""",
         (owner, now + lease, now, queue, *_WAITING, now, limit),
     ).fetchall()
+    if rows:
+        conn.execute(_ADD_WAITING, (queue, -len(rows)))
+    return rows
+
+
+def _claimed(rows: list[sqlite3.Row]) -> list[Job]:
     return sorted((_job(row) for row in rows), key=lambda j: (j.priority, j.run_at))
 
 
@@ -150,10 +200,11 @@ class _Batch:
         self.conn = conn
         self.max_queued = max_queued
         self.rows: list[tuple[Any, ...]] = []
+        self.waiting: list[str] = []  # the queue of each accepted job that waits
         self._keys: dict[str, Job] = {}
         self._waiting: dict[str, int] = {}
 
-    def admit(self, job: Job) -> tuple[Job, bool] | JobStoreError:
+    def admit(self, job: Job, row: tuple[Any, ...]) -> tuple[Job, bool] | JobStoreError:
         key = job.idempotency_key
         if key is not None:
             existing = self._keys.get(key) or self._stored(key)
@@ -166,7 +217,9 @@ class _Batch:
         self._waiting[job.queue] += 1
         if key is not None:
             self._keys[key] = job
-        self.rows.append(_row(job))
+        self.rows.append(row)
+        if job.state in CLAIMABLE:
+            self.waiting.append(job.queue)
         return job, True
 
     def _stored(self, key: str) -> Job | None:
@@ -177,10 +230,10 @@ class _Batch:
 
     def _count(self, queue: str) -> int:
         if queue not in self._waiting:
-            self._waiting[queue] = self.conn.execute(
-                f"SELECT COUNT(*) FROM jobs WHERE queue = ? AND state IN ({_MARKS})",
-                (queue, *_WAITING),
-            ).fetchone()[0]
+            row = self.conn.execute(
+                "SELECT waiting FROM queue_depth WHERE queue = ?", (queue,)
+            ).fetchone()
+            self._waiting[queue] = row[0] if row is not None else 0
         return self._waiting[queue]
 
 
@@ -234,10 +287,14 @@ class SQLiteJobStore:
         return outcomes
 
     def _insert_batch(self, jobs: list[Job]) -> list[tuple[Job, bool] | Exception]:
+        rows = [_row(job) for job in jobs]
         with self.db.transaction() as conn:
             accepted = _Batch(conn, self.max_queued)
-            outcomes: list[tuple[Job, bool] | Exception] = [accepted.admit(job) for job in jobs]
+            outcomes: list[tuple[Job, bool] | Exception] = [
+                accepted.admit(job, row) for job, row in zip(jobs, rows, strict=True)
+            ]
             conn.executemany(_INSERT, accepted.rows)  # one C loop for the whole batch
+            _add_waiting(conn, accepted.waiting)
         return outcomes
 
     # -- reads and state changes -----------------------------------------------------
@@ -271,7 +328,8 @@ class SQLiteJobStore:
 
     def _claim(self, queue: str, owner: str, limit: int, lease: float) -> list[Job]:
         with self.db.transaction() as conn:
-            return _claim_in(conn, queue, owner, limit, lease)
+            rows = _claim_in(conn, queue, owner, limit, lease)
+        return _claimed(rows)
 
     async def heartbeat(self, owner: str, job_ids: Sequence[str], lease: float) -> set[str]:
         return await self._db(self._heartbeat, owner, list(job_ids), lease)
@@ -311,8 +369,9 @@ class SQLiteJobStore:
         return await self._db(self._finish_many, list(jobs), owner)
 
     def _finish_many(self, jobs: list[Job], owner: str) -> list[bool]:
+        rows = _outcome_rows(jobs, owner)
         with self.db.transaction() as conn:
-            return _finish_in(conn, jobs, owner)
+            return _finish_in(conn, jobs, rows)
 
     async def finish_and_claim(
         self, jobs: Sequence[Job], owner: str, queue: str, limit: int, lease: float
@@ -322,9 +381,11 @@ class SQLiteJobStore:
     def _finish_and_claim(
         self, jobs: list[Job], owner: str, queue: str, limit: int, lease: float
     ) -> tuple[list[bool], list[Job]]:
+        rows = _outcome_rows(jobs, owner)
         with self.db.transaction() as conn:
-            written = _finish_in(conn, jobs, owner)
-            return written, _claim_in(conn, queue, owner, limit, lease) if limit > 0 else []
+            written = _finish_in(conn, jobs, rows)
+            claimed = _claim_in(conn, queue, owner, limit, lease) if limit > 0 else []
+        return written, _claimed(claimed)
 
     async def cancel(self, job_id: str) -> Job | None:
         job = await self._db(self._cancel, job_id)
@@ -335,11 +396,12 @@ class SQLiteJobStore:
     def _cancel(self, job_id: str) -> Job | None:
         now = time.time()
         with self.db.transaction() as conn:
-            conn.execute(
+            cancelled = conn.execute(
                 f"""UPDATE jobs SET state = 'cancelled', updated_at = ?
-                    WHERE id = ? AND state IN ({_MARKS})""",
+                    WHERE id = ? AND state IN ({_MARKS}) RETURNING queue""",
                 (now, job_id, *_WAITING),
-            )
+            ).fetchall()
+            _add_waiting(conn, [row[0] for row in cancelled], -1)
             conn.execute(
                 "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'",
                 (job_id,),
@@ -352,12 +414,13 @@ class SQLiteJobStore:
     def _retry_dead(self, job_id: str) -> Job | None:
         now = time.time()
         with self.db.transaction() as conn:
-            conn.execute(
+            requeued = conn.execute(
                 """UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?, updated_at = ?,
                        error = NULL, traceback = NULL
-                   WHERE id = ? AND state = 'failed'""",
+                   WHERE id = ? AND state = 'failed' RETURNING queue""",
                 (now, now, job_id),
-            )
+            ).fetchall()
+            _add_waiting(conn, [row[0] for row in requeued])
         return self._get(job_id)
 
     async def queue_stats(self) -> dict[str, tuple[int, float | None]]:
@@ -377,10 +440,11 @@ class SQLiteJobStore:
     def _requeue_expired(self) -> int:
         now = time.time()
         with self.db.transaction() as conn:
-            cursor = conn.execute(
+            requeued = conn.execute(
                 """UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL,
                        updated_at = ?
-                   WHERE state = 'running' AND lease_expires < ?""",
+                   WHERE state = 'running' AND lease_expires < ? RETURNING queue""",
                 (now, now),
-            )
-        return cursor.rowcount
+            ).fetchall()
+            _add_waiting(conn, [row[0] for row in requeued])
+        return len(requeued)
