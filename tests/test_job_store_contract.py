@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -373,3 +374,17 @@ async def test_a_sqlite_store_recounts_its_queues_when_it_opens(tmp_path: Path) 
         with pytest.raises(QueueFull):
             await reopened.enqueue(Job("t", queue="q"))
         nursery.cancel_scope.cancel()
+
+
+async def test_args_read_back_as_json_wrote_them(store: Any) -> None:
+    """Whatever enqueue accepts comes back from a claim: an integer beyond 64 bits and
+    NaN too (the SQLite store decodes with orjson, which refuses both, then json)."""
+    args = {"big": 2**70, "nan": math.nan, "text": "ü", "nested": [1.5, None, True]}
+    await store.enqueue(Job("t", args))
+    (claimed,) = await store.claim("default", "w1", limit=1, lease=10)
+    assert claimed.args["big"] == 2**70 and math.isnan(claimed.args["nan"])
+    assert {k: v for k, v in claimed.args.items() if k != "nan"} == {
+        "big": 2**70,
+        "text": "ü",
+        "nested": [1.5, None, True],
+    }
