@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from nurseries.jobs import (
     UnknownTask,
     can_transition,
     check_args,
+    new_job_id,
 )
 
 
@@ -151,3 +153,16 @@ def test_registry_declares_tasks_with_defaults() -> None:
         registry.task("reports.build")(build)
     with pytest.raises(TypeError, match="async"):
         registry.task("sync")(lambda args: None)  # type: ignore[arg-type]
+
+
+def test_job_ids_begin_with_the_time_so_later_ids_sort_after() -> None:
+    """A store's id index grows at its end (see new_job_id); the rest stays random."""
+    ids = []
+    for _ in range(10):
+        ids.append(new_job_id())
+        time.sleep(0.002)
+    assert ids == sorted(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    now_ms = time.time_ns() // 1_000_000
+    assert 0 <= now_ms - int(ids[-1][:12], 16) < 1000
+    assert len({i[12:] for i in ids}) == len(ids)
