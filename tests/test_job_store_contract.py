@@ -358,22 +358,19 @@ async def test_a_sqlite_store_recounts_its_queues_when_it_opens(tmp_path: Path) 
         for _ in range(2):
             await store.enqueue(Job("t", queue="q"))
         nursery.cancel_scope.cancel()
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE queue_depth SET waiting = 0")  # what an older writer leaves
-    async with trio.open_nursery() as nursery:
-        reopened = SQLiteJobStore(path, max_queued=2)
-        await nursery.start(reopened.run)
-        with pytest.raises(QueueFull):
-            await reopened.enqueue(Job("t", queue="q"))
-        nursery.cancel_scope.cancel()
-    with sqlite3.connect(path) as conn:
-        conn.execute("DROP TABLE queue_depth")  # a database from before it existed
-    async with trio.open_nursery() as nursery:
-        reopened = SQLiteJobStore(path, max_queued=2)
-        await nursery.start(reopened.run)
-        with pytest.raises(QueueFull):
-            await reopened.enqueue(Job("t", queue="q"))
-        nursery.cancel_scope.cancel()
+    tamperings = [
+        "UPDATE queue_depth SET waiting = 0",  # what an older writer leaves
+        "DROP TABLE queue_depth",  # a database from before it existed
+    ]
+    for tampering in tamperings:
+        with sqlite3.connect(path) as conn:
+            conn.execute(tampering)
+        async with trio.open_nursery() as nursery:
+            reopened = SQLiteJobStore(path, max_queued=2)
+            await nursery.start(reopened.run)
+            with pytest.raises(QueueFull):
+                await reopened.enqueue(Job("t", queue="q"))
+            nursery.cancel_scope.cancel()
 
 
 async def test_args_read_back_as_json_wrote_them(store: Any) -> None:
