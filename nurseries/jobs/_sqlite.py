@@ -211,9 +211,10 @@ class _Batch:
         self.conn = conn
         self.max_queued = max_queued
         self.rows: list[tuple[Any, ...]] = []
-        self.waiting: list[str] = []  # the queue of each accepted job that waits
+        # The queue of each accepted job that waits: what the batch adds to queue_depth.
+        self.waiting_queues: list[str] = []
         self._keys: dict[str, Job] = {}
-        self._waiting: dict[str, int] = {}
+        self._waiting: dict[str, int] = {}  # per queue: queue_depth's count + this batch's
 
     def admit(self, job: Job, row: tuple[Any, ...]) -> tuple[Job, bool] | JobStoreError:
         key = job.idempotency_key
@@ -230,7 +231,7 @@ class _Batch:
             self._keys[key] = job
         self.rows.append(row)
         if job.state in CLAIMABLE:
-            self.waiting.append(job.queue)
+            self.waiting_queues.append(job.queue)
         return job, True
 
     def _stored(self, key: str) -> Job | None:
@@ -305,7 +306,7 @@ class SQLiteJobStore:
                 accepted.admit(job, row) for job, row in zip(jobs, rows, strict=True)
             ]
             conn.executemany(_INSERT, accepted.rows)  # one C loop for the whole batch
-            _add_waiting(conn, accepted.waiting)
+            _add_waiting(conn, accepted.waiting_queues)
         return outcomes
 
     # -- reads and state changes -----------------------------------------------------
