@@ -7,6 +7,8 @@ from typing import Any, cast
 
 from quart import request
 
+from nurseries import json_loads
+
 from ._errors import ApiError
 from ._headers import first_header
 from .topics import Grants, InvalidToken, TokenIssuer
@@ -30,6 +32,11 @@ def _no_constants(name: str) -> Any:
 _decode = json.JSONDecoder(parse_constant=_no_constants).decode
 
 
+def _decode_bytes(data: bytes) -> Any:
+    # What json.loads does with bytes: UTF-8, -16 or -32, told apart by the first bytes.
+    return _decode(data.decode(json.detect_encoding(data), "surrogatepass"))
+
+
 async def read_json() -> Any:
     """The body as JSON, whatever its Content-Type, or 400 ``invalid_json``.
 
@@ -40,8 +47,7 @@ async def read_json() -> Any:
     """
     data = cast(bytes, await request.get_data(as_text=False))
     try:
-        # What json.loads does with bytes: UTF-8, -16 or -32, told apart by the first bytes.
-        return _decode(data.decode(json.detect_encoding(data), "surrogatepass"))
+        return json_loads(data, _decode_bytes)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, "invalid_json", "the body must be JSON (UTF-8)") from None
 

@@ -5,13 +5,15 @@ service start protocol (:class:`Service`), restart policies, load shedding
 (:class:`InflightLimit`), concurrent sub-calls (:func:`gather`,
 :func:`first_completed`), group commit for stores (:class:`GroupCommit`) and one
 SQLite database behind ``trio.to_thread`` (:class:`SqliteDatabase`), and random ids
-that cost no system call each (:func:`random_hex`).
+that cost no system call each (:func:`random_hex`), and JSON decoded by orjson
+wherever it reads exactly what ``json`` reads (:func:`json_loads`).
 """
 
 from ._concurrency import first_completed, gather
 from ._errors import CanopyError, Overloaded, SupervisorGaveUp
 from ._group_commit import GroupCommit
 from ._ids import random_hex
+from ._json import json_loads
 from ._limits import InflightLimit
 from ._restart import Backoff, RestartIntensity, RestartPolicy
 from ._service import Drainable, Service
@@ -39,5 +41,6 @@ __all__ = [
     "SupervisorGaveUp",
     "first_completed",
     "gather",
+    "json_loads",
     "random_hex",
 ]

@@ -37,6 +37,7 @@ def test_public_api_is_pinned() -> None:
             "SupervisorGaveUp",
             "first_completed",
             "gather",
+            "json_loads",
             "random_hex",
         ]
     )

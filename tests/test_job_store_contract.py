@@ -374,14 +374,15 @@ async def test_a_sqlite_store_recounts_its_queues_when_it_opens(tmp_path: Path) 
 
 
 async def test_args_read_back_as_json_wrote_them(store: Any) -> None:
-    """Whatever enqueue accepts comes back from a claim: an integer beyond 64 bits and
-    NaN too (the SQLite store decodes with orjson, which refuses both, then json)."""
-    args = {"big": 2**70, "nan": math.nan, "text": "ü", "nested": [1.5, None, True]}
-    await store.enqueue(Job("t", args))
-    (claimed,) = await store.claim("default", "w1", limit=1, lease=10)
-    assert claimed.args["big"] == 2**70 and math.isnan(claimed.args["nan"])
-    assert {k: v for k, v in claimed.args.items() if k != "nan"} == {
-        "big": 2**70,
-        "text": "ü",
-        "nested": [1.5, None, True],
-    }
+    """Whatever enqueue accepts comes back from a claim: NaN, and integers beyond 64
+    bits as integers, to the last digit. The SQLite store decodes with orjson, which
+    refuses NaN but turns such an integer into a float (2**70 + 1 came back as 2**70),
+    so both must reach json. One job each: a NaN beside the integers would send the
+    whole object to json and hide the second."""
+    big = {"big": [2**70 + 1, -(2**63) - 1, 2**64], "text": "ü", "nested": [1.5, None, True]}
+    await store.enqueue(Job("t", big, priority=0))
+    await store.enqueue(Job("t", {"nan": math.nan}, priority=1))
+    first, second = await store.claim("default", "w1", limit=2, lease=10)
+    assert first.args == big
+    assert [type(n) for n in first.args["big"]] == [int, int, int]
+    assert math.isnan(second.args["nan"])

@@ -27,10 +27,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
 import trio
 
 from .._group_commit import GroupCommit
+from .._json import json_loads
 from .._sqlite import SqliteDatabase
 from ._job import _FIELDS, _STATES, Job, _with_fields
 from ._state import CLAIMABLE, JobState
@@ -131,13 +131,6 @@ def _add_waiting(conn: sqlite3.Connection, queues: Iterable[str], sign: int = 1)
     conn.executemany(_ADD_WAITING, [(q, sign * n) for q, n in Counter(queues).items()])
 
 
-def _loads(text: str) -> Any:
-    try:
-        return orjson.loads(text)  # a fifth of json's time on a small object
-    except orjson.JSONDecodeError:  # NaN, or an integer beyond 64 bits: json wrote them
-        return json.loads(text)
-
-
 def _job(row: sqlite3.Row) -> Job:
     """A row of ``SELECT {_SELECTED}`` as a Job: by position, as looking up twenty
     columns by name was a third of turning a claimed row into a job; and straight to
@@ -147,7 +140,7 @@ def _job(row: sqlite3.Row) -> Job:
     for column in _JSON_COLUMNS:
         value = data[column]
         if value is not None:
-            data[column] = _loads(value)
+            data[column] = json_loads(value)
     return _with_fields(data)
 
 
