@@ -14,6 +14,7 @@ from quart.sessions import NullSession, SecureCookieSessionInterface
 from quart_trio.wrappers import TrioRequest
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
+from werkzeug.utils import get_content_type
 
 __all__ = ["CachedRequestContext", "CanopyRequest", "CompactJSONProvider", "RouteCache"]
 
@@ -113,6 +114,8 @@ class CompactJSONProvider(DefaultJSONProvider):
 
     def __init__(self, app: Any) -> None:
         super().__init__(app)
+        # What werkzeug derives from the mimetype on every response, derived once.
+        self._content_type = get_content_type(self.mimetype, "utf-8")
         self._fallback = json.JSONEncoder(
             separators=(",", ":"), default=self.default, ensure_ascii=self.ensure_ascii
         ).encode
@@ -126,7 +129,7 @@ class CompactJSONProvider(DefaultJSONProvider):
     def response(self, *args: Any, **kwargs: Any) -> Any:
         body = self._encode(self._prepare_response_obj(args, kwargs))
         response_class: Any = self._app.response_class  # Quart's, which takes a body
-        return response_class(body, mimetype=self.mimetype)
+        return response_class(body, content_type=self._content_type)
 
 
 class RouteCache:
