@@ -70,7 +70,8 @@ def servers(workdir: Path, compare_to: Path | None = None) -> list[Server]:
     if compare_to is not None:
         env = {"PYTHONPATH": str(compare_to)}
         other = [Server(f"canopy@{compare_to.name}", canopy, workdir, env)]
-    # Uvicorn's defaults otherwise (backlog 2048, access log on), as Canopy runs with its own.
+    # Uvicorn's defaults otherwise (backlog 2048, access log on), as Canopy runs with its own,
+    # in every load: until 2026-12-02 load (c) ran Canopy without its log, Uvicorn with its.
     return [
         Server("canopy", canopy, workdir),
         *other,
@@ -130,7 +131,6 @@ def measure(
                 CANOPY_RUN_JOBS="false",
                 CANOPY_DATA_DIR=data,  # a fresh job store per run
                 CANOPY_MAX_QUEUED="10000000",
-                CANOPY_ACCESS_LOG="false",
                 BENCH_REDIS_PORT=str(redis_port),
             )
             subprocess.run(["redis-cli", "-p", str(redis_port), "flushall"], capture_output=True)
