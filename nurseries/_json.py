@@ -26,8 +26,11 @@ _LONG_BYTES = re.compile(rb"\d{19}")
 
 def json_loads(data: str | bytes, fallback: Callable[[Any], Any] = json.loads) -> Any:
     """``fallback(data)``, computed by orjson when that gives the same value."""
-    long_number = (_LONG_BYTES if isinstance(data, bytes) else _LONG_TEXT).search(data)
-    if long_number is None:
+    if isinstance(data, bytes):
+        exact = _LONG_BYTES.search(data) is None
+    else:
+        exact = _LONG_TEXT.search(data) is None
+    if exact:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
