@@ -6,13 +6,14 @@ what it reads differently: NaN and Infinity, a leading byte-order mark, UTF-16 a
 refuse: an integer beyond 64 bits becomes a float, so ``2**70 + 1`` would be read
 back as ``2**70``. Text holding a run of 19 digits (every integer outside the 64-bit
 range has one) goes to the fallback instead; digits inside a string send it there
-too, which costs only time.
+too, which costs only time. The run is found by ``bytes.translate`` (every digit to
+``0``, everything else to a space) and a substring search: a regular expression took
+longer than ``json`` itself on a 100 KB body.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,17 +21,14 @@ import orjson
 
 __all__ = ["json_loads"]
 
-_LONG_TEXT = re.compile(r"\d{19}")
-_LONG_BYTES = re.compile(rb"\d{19}")
+_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_RUN = b"0" * 19
 
 
 def json_loads(data: str | bytes, fallback: Callable[[Any], Any] = json.loads) -> Any:
     """``fallback(data)``, computed by orjson when that gives the same value."""
-    if isinstance(data, bytes):
-        exact = _LONG_BYTES.search(data) is None
-    else:
-        exact = _LONG_TEXT.search(data) is None
-    if exact:
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+    if _LONG_RUN not in raw.translate(_DIGITS):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:

@@ -20,6 +20,7 @@ TEXTS = [
     '{"s": "12345678901234567890123"}',  # a long number inside a string
     "1e999",
     '"\\ud800"',
+    '["\ud800", 12345678901234567890]',  # a lone surrogate in a str (no bytes form)
     "[0.1, 1e-7, 123456789.125, 1.7976931348623157e308]",
 ]
 
@@ -38,7 +39,8 @@ def _same(a: Any, b: Any) -> bool:
 @pytest.mark.parametrize("text", TEXTS)
 def test_reads_what_json_reads(text: str) -> None:
     assert _same(json_loads(text), json.loads(text))
-    assert _same(json_loads(text.encode()), json.loads(text.encode()))
+    if "\ud800" not in text:
+        assert _same(json_loads(text.encode()), json.loads(text.encode()))
 
 
 @pytest.mark.parametrize(
