@@ -7,6 +7,8 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nurseries import json_loads
 
@@ -56,3 +58,26 @@ def test_what_orjson_refuses_goes_to_the_fallback(data: bytes) -> None:
 def test_errors_are_the_fallbacks() -> None:
     with pytest.raises(json.JSONDecodeError):
         json_loads("{")
+
+
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_values, ascii_only=st.booleans())
+def test_any_text_json_writes_reads_back_the_same(value: Any, ascii_only: bool) -> None:
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    assert _same(json_loads(text), json.loads(text))
+    if ascii_only:
+        assert _same(json_loads(text.encode()), json.loads(text.encode()))
