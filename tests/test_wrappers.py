@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import io
 import json
 import re
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -164,3 +167,31 @@ async def test_json_responses_say_what_json_said() -> None:
     assert await body({"x": float("nan")}) == '{"x":null}'
     with pytest.raises(TypeError):
         await body({"s": {1, 2}})
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+@functools.cache
+def _encoder() -> Any:
+    return create_app(Settings(access_log=False)).json._encode  # type: ignore[attr-defined]
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=_json_values)
+def test_a_json_response_reads_back_as_what_json_would_have_written(value: Any) -> None:
+    encoded = _encoder()(value)
+    text = encoded.decode() if isinstance(encoded, bytes) else encoded
+    expected = json.dumps(value)
+    assert json.loads(text) == json.loads(expected)
+    assert repr(json.loads(text)) == repr(json.loads(expected))  # 1.0 stays a float
