@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from nurseries import json_loads
 
+from .json_values import json_values
+
 TEXTS = [
     '{"a": 1, "b": [1.5, null, true, "ü"], "c": {"d": -0}}',
     '{"a": 1, "a": 2}',
@@ -60,22 +62,8 @@ def test_errors_are_the_fallbacks() -> None:
         json_loads("{")
 
 
-_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.integers(min_value=-(2**80), max_value=2**80)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(),
-    lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
-    ),
-    max_leaves=20,
-)
-
-
 @settings(max_examples=300, deadline=None)
-@given(value=_values, ascii_only=st.booleans())
+@given(value=json_values(non_finite=True), ascii_only=st.booleans())
 def test_any_text_json_writes_reads_back_the_same(value: Any, ascii_only: bool) -> None:
     text = json.dumps(value, ensure_ascii=ascii_only)
     assert _same(json_loads(text), json.loads(text))

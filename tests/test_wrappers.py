@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 import trio
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from server import Settings, create_app
 from server._access_log import AccessLog
 from server._wrappers import CanopyRequest
+
+from .json_values import json_values
 
 
 def _request(body: bytes, *, content_type: str = "application/json", limit: int = 1024) -> Any:
@@ -169,26 +170,13 @@ async def test_json_responses_say_what_json_said() -> None:
         await body({"s": {1, 2}})
 
 
-_json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**80), max_value=2**80)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
-    ),
-    max_leaves=20,
-)
-
-
 @functools.cache
 def _encoder() -> Any:
     return create_app(Settings(access_log=False)).json._encode  # type: ignore[attr-defined]
 
 
 @settings(max_examples=200, deadline=None)
-@given(value=_json_values)
+@given(value=json_values(non_finite=False))
 def test_a_json_response_reads_back_as_what_json_would_have_written(value: Any) -> None:
     encoded = _encoder()(value)
     text = encoded.decode() if isinstance(encoded, bytes) else encoded
