@@ -1,21 +1,24 @@
-"""A leaner ASGI HTTP connection for Quart-Trio when Canopy's transport serves it.
+"""Leaner ASGI connections for Quart-Trio when Canopy's transport serves them.
 
 Quart-Trio opens a nursery with two tasks per request: one runs the view, the other
 waits for ``http.disconnect`` to cancel it. Under Canopy's transport the request
 task already runs in a cancel scope that a disconnect cancels (see ``_transport``),
 so the view can run in the request task itself: the body is read first (it is
 bounded by ``MAX_CONTENT_LENGTH``), then the view runs, then the response is sent,
-with a whole body in one ASGI message. Under any other server this class behaves
-exactly like Quart-Trio's.
+with a whole body in one ASGI message. A WebSocket's view likewise runs in the
+call's task (see ``CanopyWebsocketConnection``). Under any other server these
+classes behave like Quart-Trio's.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import Any, cast
 
 import trio
+from quart.asgi import ASGIWebsocketConnection
 from quart.signals import websocket_received
 from quart.wrappers import Request
 from quart.wrappers.response import DataBody, Response
@@ -23,9 +26,17 @@ from quart_trio.asgi import TrioASGIHTTPConnection, TrioASGIWebsocketConnection
 
 from handlers import ApiError, first_header
 
-__all__ = ["TRANSPORT_EXTENSION", "CanopyHTTPConnection", "CanopyWebsocketConnection"]
+__all__ = [
+    "CANCEL_ON_DISCONNECT",
+    "TRANSPORT_EXTENSION",
+    "CanopyHTTPConnection",
+    "CanopyWebsocketConnection",
+]
 
 TRANSPORT_EXTENSION = "canopy.transport"
+# Set by an app call in the transport extension's dict: called (no arguments) when
+# the client disconnects, before the app reads the disconnect, if ever.
+CANCEL_ON_DISCONNECT = "cancel_on_disconnect"
 
 
 class CanopyHTTPConnection(TrioASGIHTTPConnection):
@@ -100,12 +111,40 @@ class CanopyWebsocketConnection(TrioASGIWebsocketConnection):
     - An empty binary message stays ``b""``. Upstream reads a message as
       ``event.get("bytes") or event["text"]``, which turns an empty binary frame into
       ``None`` and breaks the view that receives it.
-    - The ASGI receive loop runs in the calling task instead of a task of its own
-      (which left the caller only waiting on the nursery): one task fewer for each
-      open WebSocket, which is most of what an idle subscriber costs.
+    - Under Canopy's transport the view runs in the ASGI call's own task and reads
+      the ASGI messages itself (``websocket.receive()`` takes the next one), with no
+      receive loop, memory channel, nursery or second task between the two: that is
+      most of what an idle subscriber costs, and one task switch per message. The
+      transport cancels the view when the client disconnects, as upstream's receive
+      loop does, whether or not the view is waiting for a message at the time.
+      Under any other server, upstream's shape: the receive loop runs in the calling
+      task and feeds the view's task through a channel.
     """
 
+    def __init__(self, app: Any, scope: Any) -> None:
+        self.app = app
+        self.scope = scope
+        self._accepted = False
+        self._closed = False
+        self._transport: dict[str, Any] | None = scope.get("extensions", {}).get(
+            TRANSPORT_EXTENSION
+        )
+        self._receive: Any = None
+        if self._transport is None:
+            self.send_channel, self.receive_channel = trio.open_memory_channel[bytes | str](10)
+        else:
+            # What upstream's websocket factory takes ``receive`` from: here, the ASGI
+            # messages themselves.
+            self.receive_channel = SimpleNamespace(receive=self._receive_message)  # type: ignore[assignment]
+
     async def __call__(self, receive: Any, send: Any) -> None:
+        if self._transport is not None:
+            self._receive = receive
+            websocket = self._create_websocket_from_scope(send)
+            with trio.CancelScope() as self._view_scope:
+                self._transport[CANCEL_ON_DISCONNECT] = self._view_scope.cancel
+                await ASGIWebsocketConnection.handle_websocket(self, websocket, send)
+            return
         websocket = self._create_websocket_from_scope(send)
         async with trio.open_nursery() as nursery:
             # Either side ending cancels the other, as upstream: the view's task
@@ -114,11 +153,28 @@ class CanopyWebsocketConnection(TrioASGIWebsocketConnection):
             await self.handle_messages(nursery, receive)
 
     def _create_websocket_from_scope(self, send: Any) -> Any:
+        websocket = super()._create_websocket_from_scope(send)
         # The raw ASGI send, for handlers that use an extension Quart does not know
         # (handlers.topics sends pre-encoded frames with it).
-        websocket = super()._create_websocket_from_scope(send)
         websocket.asgi_send = send  # type: ignore[attr-defined]
         return websocket
+
+    async def _receive_message(self) -> bytes | str:
+        while True:
+            event = await self._receive()
+            kind = event["type"]
+            if kind == "websocket.receive":
+                data = event.get("bytes")
+                message = data if data is not None else event["text"]
+                await websocket_received.send_async(
+                    message,
+                    _sync_wrapper=self.app.ensure_async,  # type: ignore[arg-type]
+                )
+                return cast("bytes | str", message)
+            if kind == "websocket.disconnect":
+                # The transport has cancelled the view already; this makes sure.
+                self._view_scope.cancel()
+                await trio.lowlevel.checkpoint()
 
     async def handle_messages(self, nursery: trio.Nursery, receive: Any) -> None:  # type: ignore[override]
         while True:

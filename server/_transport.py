@@ -37,7 +37,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState
 from hypercorn.utils import parse_socket_addr
 
-from ._asgi import TRANSPORT_EXTENSION
+from ._asgi import CANCEL_ON_DISCONNECT, TRANSPORT_EXTENSION
 
 __all__ = ["SHUTDOWN_CLOSE_CODE", "Connection"]
 
@@ -95,10 +95,13 @@ class _AppCall:
     a response's head and body leave in one write. A client disconnect before the
     response is complete cancels the call: through its own cancel scope on HTTP/2,
     where streams share the connection, and by aborting the connection on HTTP/1.1,
-    where this call is the only one it has.
+    where this call is the only one it has. A WebSocket call is cancelled at the
+    client's disconnect only if the app asked for it (``CANCEL_ON_DISCONNECT`` in
+    the transport extension); otherwise it reads the disconnect, as ASGI has it.
     """
 
     __slots__ = (
+        "_extension",
         "_inbox",
         "_send",
         "body_complete",
@@ -114,6 +117,7 @@ class _AppCall:
     ) -> None:
         self.connection = connection
         self._send = send
+        self._extension: dict[str, Any] = scope["extensions"][TRANSPORT_EXTENSION]
         self.cancel_scope = trio.CancelScope() if scope.get("http_version") == "2" else None
         self.started = False
         self.responded = False
@@ -152,6 +156,10 @@ class _AppCall:
                 self.cancel_scope.cancel()
             else:
                 self.connection.abort()
+        elif kind == "websocket.disconnect":
+            cancel = self._extension.get(CANCEL_ON_DISCONNECT)
+            if cancel is not None:
+                cancel()  # the app asked for this instead of reading the message
         await self._inbox.put(message)
 
 

@@ -1,0 +1,137 @@
+"""A WebSocket view under Canopy's connection class, served by Canopy's transport and
+by Hypercorn's own Trio server: it receives what the client sends, and it is
+cancelled when the client goes, whether it was waiting for a message or not.
+
+Under Canopy's transport the view reads the ASGI messages itself, in the call's own
+task, and the transport cancels it at the disconnect (``CANCEL_ON_DISCONNECT``);
+under Hypercorn, Quart-Trio's receive loop does both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from quart import websocket
+from quart.signals import websocket_received
+from quart_trio import QuartTrio
+from trio_websocket import open_websocket_url
+
+from server._asgi import CanopyWebsocketConnection
+from server._http import HTTPService
+
+
+def _ended() -> dict[str, trio.Event]:
+    return {"push": trio.Event(), "echo": trio.Event()}
+
+
+def _app(ended: dict[str, trio.Event]) -> QuartTrio:
+    app = QuartTrio(__name__)
+    app.asgi_websocket_class = CanopyWebsocketConnection
+
+    @app.websocket("/push")
+    async def push() -> None:
+        await websocket.accept()
+        await websocket.send("hello")
+        try:
+            await trio.sleep_forever()  # never reads: only the disconnect can end it
+        finally:
+            ended["push"].set()
+
+    @app.websocket("/echo")
+    async def echo() -> None:
+        try:
+            while True:
+                message = await websocket.receive()
+                await websocket.send(message)
+        finally:
+            ended["echo"].set()
+
+    return app
+
+
+@asynccontextmanager
+async def _canopy(app: QuartTrio) -> AsyncIterator[int]:
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    http = HTTPService(app, config, inline=True)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(http.run)
+        yield int(binds[0].rsplit(":", 1)[1])
+        http.shutdown()
+
+
+@asynccontextmanager
+async def _hypercorn(app: QuartTrio) -> AsyncIterator[int]:
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(partial(serve, app, config))
+        yield int(binds[0].rsplit(":", 1)[1])
+        nursery.cancel_scope.cancel()
+
+
+SERVERS = {"canopy transport": _canopy, "hypercorn": _hypercorn}
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def serving(request: pytest.FixtureRequest) -> Any:
+    return SERVERS[request.param]
+
+
+async def _until_ended(ended: dict[str, trio.Event], name: str) -> None:
+    with trio.fail_after(5):
+        await ended[name].wait()
+
+
+async def test_a_view_that_never_reads_is_cancelled_when_the_client_goes(serving: Any) -> None:
+    ended = _ended()
+    async with serving(_app(ended)) as port:
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/push") as ws:
+            assert await ws.get_message() == "hello"
+        await _until_ended(ended, "push")
+
+
+async def test_a_reading_view_gets_each_message_and_is_cancelled_at_the_close(
+    serving: Any,
+) -> None:
+    ended = _ended()
+    app = _app(ended)
+    received: list[Any] = []
+
+    async def record(message: Any, **_: Any) -> None:  # the message is the signal's sender
+        received.append(message)
+
+    websocket_received.connect(record)
+    try:
+        async with serving(app) as port:
+            async with open_websocket_url(f"ws://127.0.0.1:{port}/echo") as ws:
+                for message in ("one", b"two", b"", "three"):
+                    await ws.send_message(message)
+                    assert await ws.get_message() == message
+            await _until_ended(ended, "echo")
+    finally:
+        websocket_received.disconnect(record)
+    assert received == ["one", b"two", b"", "three"]
+
+
+async def test_a_client_that_vanishes_without_a_close_frame_ends_the_view(serving: Any) -> None:
+    ended = _ended()
+    async with serving(_app(ended)) as port:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(
+            b"GET /push HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        with trio.fail_after(5):
+            reply = b""
+            while b"hello" not in reply:
+                reply += await stream.receive_some(4096)
+        await stream.aclose()  # no close frame: the TCP connection just ends
+        await _until_ended(ended, "push")
