@@ -335,7 +335,6 @@ class Hub:
         if not subs:
             index.pop(key, None)
         self._count -= 1
-        sub.send_channel.close()
         sub.scope.cancel()
         if sub.exact and sub.client:
             self._member(sub.pattern, sub.client, -1, sub.info)
