@@ -77,14 +77,18 @@ class _Inbox:
                 self._putters = trio.lowlevel.ParkingLot()
             await self._putters.park()
         self._items.append(message)
-        if self._getter is not None:
-            self._getter.set()
+        getter = self._getter
+        if getter is not None:
+            self._getter = None
+            getter.set()
 
     async def get(self) -> Any:
+        # Several tasks may wait (a WebSocket view can receive from more than one):
+        # they share the event, and those that find nothing when it fires wait again.
         while not self._items:
-            self._getter = trio.Event()
+            if self._getter is None:
+                self._getter = trio.Event()
             await self._getter.wait()
-        self._getter = None
         if self._putters is not None:
             self._putters.unpark()
         return self._items.pop(0)

@@ -53,6 +53,22 @@ def _app(ended: dict[str, trio.Event]) -> QuartTrio:
         finally:
             ended["echo"].set()
 
+    @app.websocket("/two-readers")
+    async def two_readers() -> None:
+        got: list[Any] = []
+
+        async def read() -> None:
+            got.append(await websocket.receive())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            nursery.start_soon(read)
+            await websocket.accept()
+        await websocket.send(",".join(sorted(got)))
+        # The client closes first: when the server does, trio-websocket's aclose()
+        # returns without closing its socket (a ResourceWarning under pytest).
+        await websocket.receive()
+
     return app
 
 
@@ -135,3 +151,12 @@ async def test_a_client_that_vanishes_without_a_close_frame_ends_the_view(servin
                 reply += await stream.receive_some(4096)
         await stream.aclose()  # no close frame: the TCP connection just ends
         await _until_ended(ended, "push")
+
+
+async def test_two_tasks_of_a_view_can_wait_for_messages_at_once(serving: Any) -> None:
+    async with serving(_app(_ended())) as port:
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/two-readers") as ws:
+            await ws.send_message("a")
+            await ws.send_message("b")
+            with trio.fail_after(5):
+                assert await ws.get_message() == "a,b"
