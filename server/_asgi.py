@@ -34,8 +34,9 @@ __all__ = [
 ]
 
 TRANSPORT_EXTENSION = "canopy.transport"
-# Set by an app call in the transport extension's dict: called (no arguments) when
-# the client disconnects, before the app reads the disconnect, if ever.
+# In the transport extension's dict: a function the app may call with a callable
+# (no arguments) for the transport to call at the client's disconnect, before the
+# app reads the disconnect, if ever.
 CANCEL_ON_DISCONNECT = "cancel_on_disconnect"
 
 
@@ -142,7 +143,7 @@ class CanopyWebsocketConnection(TrioASGIWebsocketConnection):
             self._receive = receive
             websocket = self._create_websocket_from_scope(send)
             with trio.CancelScope() as self._view_scope:
-                self._transport[CANCEL_ON_DISCONNECT] = self._view_scope.cancel
+                self._transport[CANCEL_ON_DISCONNECT](self._view_scope.cancel)
                 await ASGIWebsocketConnection.handle_websocket(self, websocket, send)
             return
         websocket = self._create_websocket_from_scope(send)

@@ -107,8 +107,9 @@ class _AppCall:
     """
 
     __slots__ = (
-        "_extension",
+        "_disconnected",
         "_inbox",
+        "_on_disconnect",
         "_send",
         "body_complete",
         "cancel_scope",
@@ -123,7 +124,8 @@ class _AppCall:
     ) -> None:
         self.connection = connection
         self._send = send
-        self._extension: dict[str, Any] = scope["extensions"][TRANSPORT_EXTENSION]
+        self._disconnected = False
+        self._on_disconnect: Callable[[], object] | None = None
         self.cancel_scope = trio.CancelScope() if scope.get("http_version") == "2" else None
         self.started = False
         self.responded = False
@@ -163,10 +165,19 @@ class _AppCall:
             else:
                 self.connection.abort()
         elif kind == "websocket.disconnect":
-            cancel = self._extension.get(CANCEL_ON_DISCONNECT)
-            if cancel is not None:
-                cancel()  # the app asked for this instead of reading the message
+            self._disconnected = True
+            if self._on_disconnect is not None:
+                self._on_disconnect()  # the app asked for this instead of reading it
         await self._inbox.put(message)
+
+    def cancel_on_disconnect(self, cancel: Callable[[], object]) -> None:
+        """What the app calls (``CANCEL_ON_DISCONNECT`` in the transport extension) to
+        have ``cancel`` called at the client's disconnect; at once if it came first,
+        which it may before the app's task has run at all."""
+        if self._disconnected:
+            cancel()
+        else:
+            self._on_disconnect = cancel
 
 
 async def _finished(message: Any) -> None:
@@ -228,8 +239,10 @@ class _TaskGroup:
     async def spawn_app(
         self, app: AppWrapper, config: Config, scope: Any, send: Callable[[Any], Awaitable[None]]
     ) -> Callable[[Any], Awaitable[None]]:
-        scope["extensions"][TRANSPORT_EXTENSION] = {}
+        extension: dict[str, Any] = {}
+        scope["extensions"][TRANSPORT_EXTENSION] = extension
         call = _AppCall(self._connection, send, scope)
+        extension[CANCEL_ON_DISCONNECT] = call.cancel_on_disconnect
         if self._connection.inline and scope["type"] == "http" and call.cancel_scope is None:
             self._connection.defer(app, scope, call)
         else:

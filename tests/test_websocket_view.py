@@ -28,7 +28,7 @@ from server._http import HTTPService
 
 
 def _ended() -> dict[str, trio.Event]:
-    return {"push": trio.Event(), "echo": trio.Event()}
+    return {"push": trio.Event(), "echo": trio.Event(), "silent": trio.Event()}
 
 
 def _app(ended: dict[str, trio.Event]) -> QuartTrio:
@@ -52,6 +52,13 @@ def _app(ended: dict[str, trio.Event]) -> QuartTrio:
                 await websocket.send(message)
         finally:
             ended["echo"].set()
+
+    @app.websocket("/silent")
+    async def silent() -> None:
+        try:
+            await trio.sleep_forever()  # neither accepts nor reads
+        finally:
+            ended["silent"].set()
 
     @app.websocket("/two-readers")
     async def two_readers() -> None:
@@ -87,10 +94,12 @@ async def _canopy(app: QuartTrio) -> AsyncIterator[int]:
 async def _hypercorn(app: QuartTrio) -> AsyncIterator[int]:
     config = Config()
     config.bind = ["127.0.0.1:0"]
+    stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, app, config))
+        # Stopped by its trigger, not cancelled: cancelled, it leaves its socket open.
+        binds = await nursery.start(partial(serve, app, config, shutdown_trigger=stop.wait))
         yield int(binds[0].rsplit(":", 1)[1])
-        nursery.cancel_scope.cancel()
+        stop.set()
 
 
 SERVERS = {"canopy transport": _canopy, "hypercorn": _hypercorn}
@@ -160,3 +169,20 @@ async def test_two_tasks_of_a_view_can_wait_for_messages_at_once(serving: Any) -
             await ws.send_message("b")
             with trio.fail_after(5):
                 assert await ws.get_message() == "a,b"
+
+
+async def test_a_client_gone_before_the_view_starts_still_ends_it(serving: Any) -> None:
+    """The handshake and the end of the connection arrive together: the transport may
+    see the disconnect before the view's task has run at all."""
+    handshake = (
+        b"GET /silent HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    for _ in range(20):
+        ended = _ended()
+        async with serving(_app(ended)) as port:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(handshake)
+            await stream.send_eof()
+            await stream.aclose()
+            await _until_ended(ended, "silent")
