@@ -131,6 +131,7 @@ class CanopyWebsocketConnection(TrioASGIWebsocketConnection):
             TRANSPORT_EXTENSION
         )
         self._receive: Any = None
+        self._view_scope: trio.CancelScope  # set by __call__ under Canopy's transport
         if self._transport is None:
             self.send_channel, self.receive_channel = trio.open_memory_channel[bytes | str](10)
         else:
