@@ -1,4 +1,5 @@
-"""End-to-end helpers: a real ``canopy serve`` (or ``hypercorn``) process on a free port.
+"""End-to-end helpers: a real ``canopy serve`` (or ``hypercorn``) process on a free port,
+or Canopy's HTTP service in the test's own process.
 
 The server logs one JSON object per line on stdout; :class:`ServerProcess` reads
 them as they come, so a test can wait for a named event ("listening",
@@ -19,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from hypercorn.config import Config
+
+from server._http import HTTPService
 
 __all__ = [
     "ResponseReader",
@@ -26,6 +30,7 @@ __all__ = [
     "http_request",
     "http_request_response",
     "running_server",
+    "serving_in_process",
     "write_config",
 ]
 
@@ -150,6 +155,19 @@ async def running_server(
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await process.wait()
             nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def serving_in_process(app: Any) -> AsyncIterator[int]:
+    """Canopy's HTTP service on a free port in this process, so a test can see into
+    the app and the server; yields the port."""
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    http = HTTPService(app, config, inline=True)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(http.run)
+        yield int(binds[0].rsplit(":", 1)[1])
+        http.shutdown()
 
 
 async def http_request(

@@ -13,14 +13,12 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
-from hypercorn.config import Config
 from hypercorn.protocol.http_stream import HTTPStream
 
 from server import Settings, create_app
-from server._http import HTTPService
 from server._transport import Connection, _AppCall
 
-from .e2e import http_request
+from .e2e import http_request, serving_in_process
 
 REQUESTS = 40
 
@@ -44,13 +42,8 @@ async def _serving() -> AsyncIterator[int]:
     """Canopy's HTTP service in this process (so its objects can be counted): the port."""
     app = create_app(Settings(access_log=False))
     app.runtime.lifespan_owns_tree = False
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    http = HTTPService(app, config, inline=True)
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(http.run)
-        yield int(binds[0].rsplit(":", 1)[1])
-        http.shutdown()
+    async with serving_in_process(app) as port:
+        yield port
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,8 @@ from quart_trio import QuartTrio
 from trio_websocket import open_websocket_url
 
 from server._asgi import CanopyWebsocketConnection
-from server._http import HTTPService
+
+from .e2e import serving_in_process
 
 
 def _ended() -> dict[str, trio.Event]:
@@ -80,17 +81,6 @@ def _app(ended: dict[str, trio.Event]) -> QuartTrio:
 
 
 @asynccontextmanager
-async def _canopy(app: QuartTrio) -> AsyncIterator[int]:
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    http = HTTPService(app, config, inline=True)
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(http.run)
-        yield int(binds[0].rsplit(":", 1)[1])
-        http.shutdown()
-
-
-@asynccontextmanager
 async def _hypercorn(app: QuartTrio) -> AsyncIterator[int]:
     config = Config()
     config.bind = ["127.0.0.1:0"]
@@ -102,7 +92,7 @@ async def _hypercorn(app: QuartTrio) -> AsyncIterator[int]:
         stop.set()
 
 
-SERVERS = {"canopy transport": _canopy, "hypercorn": _hypercorn}
+SERVERS = {"canopy transport": serving_in_process, "hypercorn": _hypercorn}
 
 
 @pytest.fixture(params=sorted(SERVERS))
