@@ -190,3 +190,28 @@ async def test_slow_consumer_policies_apply_to_what_the_broker_delivers(
     # Conflated to the newest per key: besides the first, at most the batch the pump
     # held when it stalled (2) and a full queue (4).
     assert got[-2:] == [("ticker.ETH", 28), ("ticker.BTC", 29)] and len(got) <= 1 + 2 + 4
+
+
+async def test_a_stalled_pump_holds_a_broker_fed_flush_back_only_briefly(
+    redis_server: RedisServer, nursery: trio.Nursery
+) -> None:
+    """A broker-fed flush waits for the pumps it woke to write before the next one;
+    a pump that never finishes (its sink stalled, as a full socket would) must not
+    hold the other subscribers' deliveries back for more than a few intervals."""
+    prefix = f"fan-{uuid.uuid4().hex[:8]}"
+    hub = await open_hub(nursery, redis_server.url, prefix, flush_interval=0.05)
+    stalled, healthy = RecordingSink(), RecordingSink()
+    await hub.subscribe("orders.1", stalled)
+    await hub.subscribe("orders.1", healthy)
+    stalled.stall()
+    await hub.publish("orders.1", 0)  # the stalled pump takes it and blocks
+    await until(lambda: healthy.offsets == [1])
+    for n in range(1, 6):
+        start = trio.current_time()
+        await hub.publish("orders.1", n)
+        await until(lambda n=n: len(healthy.offsets) == n + 1, seconds=1.0)
+        # one interval's wait for the last flush, two for the stalled pump, and Redis
+        assert trio.current_time() - start < 3 * 0.05 + 0.2
+    assert healthy.offsets == [1, 2, 3, 4, 5, 6]
+    stalled.resume()
+    await until(lambda: stalled.offsets == [1, 2, 3, 4, 5, 6])
