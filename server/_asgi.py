@@ -34,9 +34,9 @@ __all__ = [
 ]
 
 TRANSPORT_EXTENSION = "canopy.transport"
-# In the transport extension's dict: a function the app may call with a callable
-# (no arguments) for the transport to call at the client's disconnect, before the
-# app reads the disconnect, if ever.
+# In a WebSocket call's transport extension: a function the app may call with a
+# callable (no arguments) for the transport to call at the client's disconnect,
+# before the app reads the disconnect, if ever.
 CANCEL_ON_DISCONNECT = "cancel_on_disconnect"
 
 
@@ -140,14 +140,13 @@ class CanopyWebsocketConnection(TrioASGIWebsocketConnection):
             self.receive_channel = SimpleNamespace(receive=self._receive_message)  # type: ignore[assignment]
 
     async def __call__(self, receive: Any, send: Any) -> None:
+        websocket = self._create_websocket_from_scope(send)
         if self._transport is not None:
             self._receive = receive
-            websocket = self._create_websocket_from_scope(send)
             with trio.CancelScope() as self._view_scope:
                 self._transport[CANCEL_ON_DISCONNECT](self._view_scope.cancel)
                 await ASGIWebsocketConnection.handle_websocket(self, websocket, send)
             return
-        websocket = self._create_websocket_from_scope(send)
         async with trio.open_nursery() as nursery:
             # Either side ending cancels the other, as upstream: the view's task
             # cancels this nursery when it returns, and vice versa.
@@ -166,29 +165,27 @@ class CanopyWebsocketConnection(TrioASGIWebsocketConnection):
             event = await self._receive()
             kind = event["type"]
             if kind == "websocket.receive":
-                data = event.get("bytes")
-                message = data if data is not None else event["text"]
-                await websocket_received.send_async(
-                    message,
-                    _sync_wrapper=self.app.ensure_async,  # type: ignore[arg-type]
-                )
-                return cast("bytes | str", message)
+                return await self._received(event)
             if kind == "websocket.disconnect":
                 # The transport has cancelled the view already; this makes sure.
                 self._view_scope.cancel()
                 await trio.lowlevel.checkpoint()
 
+    async def _received(self, event: Any) -> bytes | str:
+        """A ``websocket.receive`` event's message, announced on ``websocket_received``."""
+        data = event.get("bytes")
+        message = data if data is not None else event["text"]
+        await websocket_received.send_async(
+            message,
+            _sync_wrapper=self.app.ensure_async,  # type: ignore[arg-type]
+        )
+        return cast("bytes | str", message)
+
     async def handle_messages(self, nursery: trio.Nursery, receive: Any) -> None:  # type: ignore[override]
         while True:
             event = await receive()
             if event["type"] == "websocket.receive":
-                data = event.get("bytes")
-                message = data if data is not None else event["text"]
-                await websocket_received.send_async(
-                    message,
-                    _sync_wrapper=self.app.ensure_async,  # type: ignore[arg-type]
-                )
-                await self.send_channel.send(message)
+                await self.send_channel.send(await self._received(event))
             elif event["type"] == "websocket.disconnect":
                 break
         nursery.cancel_scope.cancel()

@@ -242,7 +242,8 @@ class _TaskGroup:
         extension: dict[str, Any] = {}
         scope["extensions"][TRANSPORT_EXTENSION] = extension
         call = _AppCall(self._connection, send, scope)
-        extension[CANCEL_ON_DISCONNECT] = call.cancel_on_disconnect
+        if scope["type"] == "websocket":  # an HTTP call is cancelled at disconnect anyway
+            extension[CANCEL_ON_DISCONNECT] = call.cancel_on_disconnect
         if self._connection.inline and scope["type"] == "http" and call.cancel_scope is None:
             self._connection.defer(app, scope, call)
         else:

@@ -100,6 +100,13 @@ def serving(request: pytest.FixtureRequest) -> Any:
     return SERVERS[request.param]
 
 
+def _handshake(path: str) -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
 async def _until_ended(ended: dict[str, trio.Event], name: str) -> None:
     with trio.fail_after(5):
         await ended[name].wait()
@@ -140,10 +147,7 @@ async def test_a_client_that_vanishes_without_a_close_frame_ends_the_view(servin
     ended = _ended()
     async with serving(_app(ended)) as port:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
-        await stream.send_all(
-            b"GET /push HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        await stream.send_all(_handshake("/push"))
         with trio.fail_after(5):
             reply = b""
             while b"hello" not in reply:
@@ -164,10 +168,7 @@ async def test_two_tasks_of_a_view_can_wait_for_messages_at_once(serving: Any) -
 async def test_a_client_gone_before_the_view_starts_still_ends_it(serving: Any) -> None:
     """The handshake and the end of the connection arrive together: the transport may
     see the disconnect before the view's task has run at all."""
-    handshake = (
-        b"GET /silent HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
+    handshake = _handshake("/silent")
     for _ in range(20):
         ended = _ended()
         async with serving(_app(ended)) as port:
