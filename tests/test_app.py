@@ -92,3 +92,63 @@ async def test_sessions_work_with_a_secret_key_and_refuse_writes_without(app: An
     client = app.test_client()
     assert (await (await client.get("/count")).get_json()) == {"n": 1}
     assert (await (await client.get("/count")).get_json()) == {"n": 2}
+
+
+async def test_without_hooks_a_request_skips_quarts_steps_but_keeps_their_effects(
+    app: Any,
+) -> None:
+    from quart import after_this_request, g, request
+
+    @app.before_request
+    async def remember() -> None:
+        g.seen = "before"
+
+    @app.get("/plain")
+    async def plain() -> dict[str, Any]:
+        @after_this_request
+        async def stamp(response: Any) -> Any:
+            response.headers["X-After-This"] = "yes"
+            return response
+
+        return {"g": g.seen, "hooks": app._has_request_hooks(request._get_current_object())}
+
+    @app.get("/refused")
+    async def refused() -> None:
+        from handlers import ApiError
+
+        raise ApiError(409, "conflict", "no")
+
+    response = await app.test_client().get("/plain")
+    assert (await response.get_json()) == {"g": "before", "hooks": False}  # the plain path
+    assert response.headers["X-After-This"] == "yes"
+    response = await app.test_client().get("/refused")
+    assert response.status_code == 409
+    assert (await response.get_json())["error"] == "conflict"
+
+
+async def test_with_hooks_a_request_takes_quarts_own_steps(app: Any) -> None:
+    from quart.signals import request_finished
+
+    ran: list[str] = []
+
+    @app.after_request
+    async def after(response: Any) -> Any:
+        ran.append("after_request")
+        return response
+
+    @app.teardown_request
+    async def teardown(exc: BaseException | None) -> None:
+        ran.append("teardown_request")
+
+    def finished(sender: Any, response: Any) -> None:
+        ran.append(f"request_finished {response.status_code}")
+
+    response = await app.test_client().get("/demo/hello")
+    assert response.status_code == 200
+    assert ran == ["after_request", "teardown_request"]
+    ran.clear()
+    app.after_request_funcs.clear()
+    app.teardown_request_funcs.clear()
+    with request_finished.connected_to(finished, app):
+        await app.test_client().get("/demo/hello")
+    assert ran == ["request_finished 200"]

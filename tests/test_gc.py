@@ -34,7 +34,9 @@ def collector_off() -> Iterator[None]:
 
 
 def _alive(kind: type) -> int:
-    return sum(1 for obj in gc.get_objects() if isinstance(obj, kind))
+    # ``type(obj)``, not ``isinstance``: the latter asks a dead weak proxy (an earlier
+    # test's) for its class, which raises ReferenceError.
+    return sum(1 for obj in gc.get_objects() if type(obj) is kind)
 
 
 @asynccontextmanager
