@@ -4,8 +4,10 @@ gap and no duplicate, and a lost log is reported, never papered over."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -19,7 +21,7 @@ from nurseries.fanout import (
     TopicRule,
     TopicRules,
 )
-from nurseries.redis import RedisBroker, RedisConnection
+from nurseries.redis import RedisBroker, RedisConnection, client_for_url
 
 from .fanout_sinks import RecordingSink
 from .redis_server import RedisServer
@@ -215,3 +217,84 @@ async def test_a_stalled_pump_holds_a_broker_fed_flush_back_only_briefly(
     assert healthy.offsets == [1, 2, 3, 4, 5, 6]
     stalled.resume()
     await until(lambda: stalled.offsets == [1, 2, 3, 4, 5, 6])
+
+
+@asynccontextmanager
+async def heard_on(url: str, *channels: str) -> AsyncIterator[list[tuple[str, Any]]]:
+    """What a process subscribed to ``channels`` (one subscription) hears, decoded."""
+    heard: list[tuple[str, Any]] = []
+    client = client_for_url(url)
+
+    async def listen(task_status: trio.TaskStatus[None]) -> None:
+        async with client.pubsub(channels=list(channels), ignore_subscribe_messages=True) as sub:
+            task_status.started()
+            async for message in sub:
+                heard.append((message["channel"], json.loads(message["data"])))
+
+    async with client, trio.open_nursery() as nursery:
+        await nursery.start(listen)
+        yield heard
+        nursery.cancel_scope.cancel()
+
+
+THREE = [("orders.7", {"n": n}, None) for n in range(3)]
+
+
+async def test_a_publish_scripts_messages_travel_as_one_batch(
+    hubs: list[Hub], redis_server: RedisServer
+) -> None:
+    prefix = hubs[0].broker.prefix  # type: ignore[union-attr]
+    there = RecordingSink()
+    await hubs[1].subscribe("orders.7", there)
+    # A process like this one: it hears both channels.
+    async with heard_on(redis_server.url, f"{prefix}:fanout", f"{prefix}:fanout:batch") as heard:
+        await hubs[0].publish_many(THREE)
+        await until(lambda: len(there.messages) == 3 and len(heard) == 1)
+    ((channel, batch),) = heard
+    assert channel == f"{prefix}:fanout:batch"
+    assert [(m["o"], m["d"]) for m in batch] == [(1, {"n": 0}), (2, {"n": 1}), (3, {"n": 2})]
+    assert [m.data for m in there.messages] == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+async def test_an_older_canopy_keeps_hearing_and_sending_single_messages(
+    hubs: list[Hub], redis_server: RedisServer
+) -> None:
+    """During a rolling upgrade: an older instance listens on ``{P}:fanout`` alone and
+    publishes there, one message each. It hears every message; this one hears its,
+    in order, with no gap and no duplicate; and once it has gone, batches resume."""
+    prefix = hubs[0].broker.prefix  # type: ignore[union-attr]
+    there = RecordingSink()
+    await hubs[1].subscribe("orders.7", there)
+    async with heard_on(redis_server.url, f"{prefix}:fanout") as older:
+        await hubs[0].publish_many(THREE)
+        await until(lambda: len(older) == 3 and len(there.messages) == 3)
+        assert [(channel, body["o"]) for channel, body in older] == [
+            (f"{prefix}:fanout", offset) for offset in (1, 2, 3)
+        ]
+        # What an older instance publishes: one message, on the single channel.
+        async with client_for_url(redis_server.url) as client:
+            await client.hincrby(f"{prefix}:topic:orders.7", "offset", 1)
+            single = {"t": "orders.7", "o": 4, "e": older[0][1]["e"], "ts": 1.0, "k": None}
+            await client.publish(f"{prefix}:fanout", json.dumps({**single, "d": {"n": 3}}))
+        await until(lambda: len(there.messages) == 4)
+    async with heard_on(redis_server.url, f"{prefix}:fanout", f"{prefix}:fanout:batch") as heard:
+        await hubs[0].publish_many(THREE)
+        await until(lambda: len(heard) == 1 and len(there.messages) == 7)
+    assert heard[0][0] == f"{prefix}:fanout:batch"
+    assert [m.offset for m in there.messages] == list(range(1, 8))
+
+
+async def test_a_malformed_batch_is_ignored_and_the_next_heard(
+    hubs: list[Hub], redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    prefix = hubs[0].broker.prefix  # type: ignore[union-attr]
+    there = RecordingSink()
+    await hubs[1].subscribe("orders.7", there)
+    async with client_for_url(redis_server.url) as client:
+        for junk in ("not json", '{"t": "orders.7"}', '[{"t": "orders.7"}, 3]'):
+            await client.publish(f"{prefix}:fanout:batch", junk)
+    await hubs[0].publish("orders.7", {"n": 1})
+    await until(lambda: len(there.messages) == 1)
+    assert there.messages[0].offset == 1
+    # Each of the two hubs: two batches refused whole, two entries of the third.
+    assert sum("malformed fan-out" in r.message for r in caplog.records) == 2 * 4

@@ -20,7 +20,7 @@ URLs, as coredis reads them:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -89,25 +89,28 @@ class RedisConnection:
     ) -> None:
         client_for_url(url)  # refuse a bad URL now, not at the first restart
         self.url = url
+        self.cluster = urlsplit(url).scheme == "redis+cluster"
         self.check_interval = check_interval
         self.timeout = timeout
         self._client: Any = None
         self.generation = 0  # counts connections made: users re-prepare on a new one
-        self._channels: dict[str, list[Callable[[str], None]]] = {}
+        self._listeners: list[dict[str, Callable[[str], None]]] = []
         self._nursery: trio.Nursery | None = None  # while connected
 
-    def listen(self, channel: str, callback: Callable[[str], None]) -> None:
-        """Call ``callback`` with each message published to ``channel`` (must not
+    def listen(self, callbacks: Mapping[str, Callable[[str], None]]) -> None:
+        """Call each channel's callback with each message published to it (it must not
         block), from now on and on every reconnection. Pub/sub is at-most-once: a
         message published while the connection is down is not heard.
 
-        The subscription is a task in the connection's nursery, inside the client's
-        lifetime, so it always ends before the client it uses is closed.
+        One subscription (one connection to Redis) for all of ``callbacks``' channels,
+        so their messages arrive in the order Redis published them, across channels
+        too. The subscription is a task in the connection's nursery, inside the
+        client's lifetime, so it always ends before the client it uses is closed.
         """
-        callbacks = self._channels.setdefault(channel, [])
-        callbacks.append(callback)
-        if self._nursery is not None and len(callbacks) == 1:
-            self._nursery.start_soon(self._subscribe, self._client, channel)
+        channels = dict(callbacks)
+        self._listeners.append(channels)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._subscribe, self._client, channels)
 
     @property
     def client(self) -> Any:
@@ -124,8 +127,8 @@ class RedisConnection:
                 self.generation += 1
                 log.info("connected to redis at %s", self.url)
                 async with trio.open_nursery() as nursery:
-                    for channel in self._channels:
-                        await nursery.start(self._subscribe, client, channel)
+                    for channels in self._listeners:
+                        await nursery.start(self._subscribe, client, channels)
                     self._nursery = nursery
                     task_status.started()
                     while True:
@@ -141,18 +144,17 @@ class RedisConnection:
     async def _subscribe(
         self,
         client: Any,
-        channel: str,
+        channels: dict[str, Callable[[str], None]],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        callbacks = self._channels[channel]
+        pubsub = client.pubsub(channels=list(channels), ignore_subscribe_messages=True)
         try:
-            async with client.pubsub(channels=[channel], ignore_subscribe_messages=True) as sub:
+            async with pubsub as sub:
                 task_status.started()
                 async for message in sub:
                     if message["type"] == "message":
-                        for callback in list(callbacks):
-                            callback(message["data"])
+                        channels[message["channel"]](message["data"])
         except* anyio.ClosedResourceError as closed:
             # coredis 6.9, when cancelled, sends UNSUBSCRIBE on a connection its own
             # cancelled task group has closed (coredis issue #282 is of that family).

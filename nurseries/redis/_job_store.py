@@ -129,7 +129,7 @@ class RedisJobStore:
         self._running = False
         # Cancel requests from any process, heard as they are published; a heartbeat
         # finds them too, later, should one be missed (pub/sub is at-most-once).
-        connection.listen(f"{self.prefix}:cancel", self._events.cancel_requested)
+        connection.listen({f"{self.prefix}:cancel": self._events.cancel_requested})
 
     @property
     def commits(self) -> int:
