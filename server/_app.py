@@ -237,6 +237,7 @@ class CanopyApp(QuartTrio):
     async def _dispatch_plainly(self, context: RequestContext) -> ResponseTypes:
         # full_dispatch_request, then finalize_request, less what _has_request_hooks
         # said is not there.
+        result: ResponseReturnValue | HTTPException | None
         try:
             result = await self.preprocess_request(context)
             if result is None:
