@@ -10,6 +10,12 @@ The queue is a deque, not a memory channel: a channel's ``send`` yields to the
 scheduler even when there is room, one task switch per write more than the caller's
 wait for its answer (measured on ``POST /jobs``).
 
+Cancellation is ``trio.to_thread``'s: a caller whose item is still queued can be
+cancelled (the item is taken out and never written); once a batch has taken it, the
+caller waits for its outcome and gets it, and the cancellation comes at its next
+checkpoint. So a call that was made is never unheard of: a claim's leased jobs reach
+the runner that asked for them.
+
 Resource handling: :meth:`GroupCommit.run` is the committer, run in the store's
 nursery. When it ends, callers still queued are told their write was not made (with
 the store's own ``error``), and callers waiting for room are refused at once.
@@ -22,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+import outcome
 import trio
 
 __all__ = ["GroupCommit"]
@@ -33,8 +40,12 @@ R = TypeVar("R")
 @dataclass(eq=False)
 class _Request(Generic[T, R]):
     item: T
-    done: trio.Event = field(default_factory=trio.Event)
-    outcome: R | Exception | None = None
+    task: trio.lowlevel.Task = field(default_factory=trio.lowlevel.current_task)
+    taken: bool = False  # by a batch: from then on its caller cannot be cancelled
+
+    def answer(self, result: R | Exception) -> None:
+        answer = outcome.Error(result) if isinstance(result, Exception) else outcome.Value(result)
+        trio.lowlevel.reschedule(self.task, answer)
 
 
 class GroupCommit(Generic[T, R]):
@@ -73,10 +84,15 @@ class GroupCommit(Generic[T, R]):
         self._queue.append(request)
         if self._arrived is not None:
             self._arrived.set()
-        await request.done.wait()
-        if isinstance(request.outcome, Exception):
-            raise request.outcome
-        return request.outcome  # type: ignore[return-value]
+
+        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+            if request.taken:
+                return trio.lowlevel.Abort.FAILED  # its batch is running: wait for it
+            self._queue.remove(request)
+            self._room.unpark(count=1)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         # The supervisor may restart the store after a crash: a run starts from an
@@ -91,6 +107,8 @@ class GroupCommit(Generic[T, R]):
                     await self._arrived.wait()
                     self._arrived = None
                 batch = [queue.popleft() for _ in range(min(len(queue), self.batch_size))]
+                for request in batch:
+                    request.taken = True
                 self._room.unpark(count=len(batch))
                 try:
                     outcomes = await self._write([request.item for request in batch])
@@ -102,12 +120,10 @@ class GroupCommit(Generic[T, R]):
                     # for an answer that will never come.
                     failed = self.error(f"the store failed while writing this {self.what}")
                     for request in batch:
-                        request.outcome = failed
-                        request.done.set()
+                        request.answer(failed)
                     raise
-                for request, outcome in zip(batch, outcomes, strict=True):
-                    request.outcome = outcome
-                    request.done.set()
+                for request, result in zip(batch, outcomes, strict=True):
+                    request.answer(result)
         finally:
             self._running = False
             self._arrived = None
@@ -117,5 +133,4 @@ class GroupCommit(Generic[T, R]):
     def _refuse_pending(self) -> None:
         while self._queue:
             request = self._queue.popleft()
-            request.outcome = self.error(f"the store stopped before committing this {self.what}")
-            request.done.set()
+            request.answer(self.error(f"the store stopped before committing this {self.what}"))

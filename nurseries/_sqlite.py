@@ -4,7 +4,11 @@ SQLite allows one writer at a time, and a thread hop costs about 0.1 ms, so a st
 keeps one connection and one thread slot (a ``CapacityLimiter(1)``) for it. Writes
 asked for together share a transaction, and so an fsync (:class:`GroupCommit`); each
 runs in a savepoint of its own, so one write's exception (an invariant it found
-broken) undoes only that write and reaches only its caller.
+broken) undoes only that write and reaches only its caller. Every call into the
+thread, reads and those write batches alike, is grouped the same way: calls asked
+for while the thread is busy go there together in its next hop, one after another.
+Each hop hands the GIL to the thread and back, and on a busy core that handover,
+not the query, was most of a small read's cost.
 
 Error handling: ``sqlite3.Error`` is translated into the store's own ``error`` at
 this one boundary; nothing in a failed call was written.
@@ -64,6 +68,9 @@ class SqliteDatabase:
         self._limiter = trio.CapacityLimiter(1)
         self.write_lock = WriteLock(self.path.with_name(self.path.name + ".write-lock"))
         self._conn: sqlite3.Connection | None = None
+        self._calls = GroupCommit[Callable[[], Any], Any](
+            "call", self._hop, batch_size, error=error
+        )
         self._writes = GroupCommit[Callable[[], Any], Any](
             "write", self._commit, batch_size, error=error
         )
@@ -73,23 +80,30 @@ class SqliteDatabase:
         """Write transactions so far: fewer than writes when grouped."""
         return self._writes.commits
 
+    @property
+    def hops(self) -> int:
+        """Trips to the database's thread so far: fewer than calls when grouped."""
+        return self._calls.commits
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self._conn = await self.read(self._open)
         try:
-            async with trio.open_nursery() as committer:
-                await committer.start(self._writes.run)
+            self._conn = await self._in_thread(self._open)
+        except sqlite3.Error as exc:
+            raise self.error(f"sqlite: {exc}") from exc
+        try:
+            async with trio.open_nursery() as committers:
+                await committers.start(self._calls.run)
+                await committers.start(self._writes.run)
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True):
                 conn, self._conn = self._conn, None
-                await trio.to_thread.run_sync(self._close, conn, limiter=self._limiter)
+                await self._in_thread(self._close, conn)
 
     async def read(self, function: Callable[..., T], *args: Any) -> T:
-        """``function(*args)`` in the database's thread (not in a transaction)."""
-        try:
-            return await trio.to_thread.run_sync(function, *args, limiter=self._limiter)
-        except sqlite3.Error as exc:
-            raise self.error(f"sqlite: {exc}") from exc
+        """``function(*args)`` in the database's thread (not in a transaction), in
+        the next hop there with whatever else was asked for meanwhile."""
+        return await self._calls.submit(partial(function, *args))
 
     async def write(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` in a savepoint, answered once its transaction commits."""
@@ -136,6 +150,26 @@ class SqliteDatabase:
                 raise
         finally:
             self.write_lock.release()
+
+    async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(function, *args, limiter=self._limiter)
+
+    async def _hop(self, functions: list[Callable[[], Any]]) -> list[Any]:
+        return await self._in_thread(self._run_calls, functions)
+
+    def _run_calls(self, functions: list[Callable[[], Any]]) -> list[Any]:
+        """Each call's result, or its exception (``sqlite3.Error`` as the store's)."""
+        outcomes: list[Any] = []
+        for function in functions:
+            try:
+                outcomes.append(function())
+            except sqlite3.Error as exc:
+                translated = self.error(f"sqlite: {exc}")
+                translated.__cause__ = exc
+                outcomes.append(translated)
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
 
     async def _commit(self, functions: list[Callable[[], Any]]) -> list[Any]:
         return await self.read(self._run_batch, functions)

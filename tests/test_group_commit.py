@@ -95,3 +95,51 @@ async def test_callers_beyond_the_bound_wait_for_room_and_are_refused_when_it_st
     assert refused.count("the store failed while writing this item") == 1
     assert refused.count("the store stopped before committing this item") == 4
     assert refused.count("the store stopped before accepting this item") == 4
+
+
+async def test_a_queued_caller_can_be_cancelled_and_its_item_is_never_written(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    writes: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[int | Exception]:
+        await trio.sleep(1)
+        writes.append(items)
+        return items
+
+    commit = GroupCommit[int, int]("item", write, batch_size=1, error=JobStoreError)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(commit.run)
+        nursery.start_soon(commit.submit, 1)
+        await trio.sleep(0.1)  # 1 is taken, and its write takes 1 s
+        with trio.move_on_after(0.5) as queued:
+            await commit.submit(2)  # queued behind it, and cancelled there
+        assert queued.cancelled_caught
+        assert trio.current_time() == 0.6  # at once, not when the batch ended
+        await trio.sleep(3)
+        nursery.cancel_scope.cancel()
+    assert writes == [[1]]
+
+
+async def test_a_taken_caller_gets_its_outcome_and_the_cancellation_after_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """As trio.to_thread: once its batch has taken it, an item is written, and its
+    caller hears the outcome (a claim's leased jobs are not lost to a cancel)."""
+
+    async def write(items: list[int]) -> list[int | Exception]:
+        await trio.sleep(1)
+        return [item * 10 for item in items]
+
+    commit = GroupCommit[int, int]("item", write, batch_size=10, error=JobStoreError)
+    heard: list[int] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(commit.run)
+        with trio.move_on_after(0.5) as taken:
+            heard.append(await commit.submit(7))
+            await trio.lowlevel.checkpoint()  # where the cancellation arrives
+            heard.append(-1)  # never reached
+        assert taken.cancelled_caught
+        assert heard == [70]
+        assert trio.current_time() == 1  # waited for the batch
+        nursery.cancel_scope.cancel()
