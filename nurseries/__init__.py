@@ -4,15 +4,16 @@ Any Trio program can use it: the supervision tree (:class:`Supervisor`), the
 service start protocol (:class:`Service`), restart policies, load shedding
 (:class:`InflightLimit`), concurrent sub-calls (:func:`gather`,
 :func:`first_completed`), group commit for stores (:class:`GroupCommit`) and one
-SQLite database behind ``trio.to_thread`` (:class:`SqliteDatabase`), and random ids
-that cost no system call each (:func:`random_hex`), and JSON decoded by orjson
+SQLite database behind ``trio.to_thread`` (:class:`SqliteDatabase`), random ids that
+cost no system call each (:func:`random_hex`, and :func:`sortable_id`, time first for
+an index that grows at its end), and JSON decoded by orjson
 wherever it reads exactly what ``json`` reads (:func:`json_loads`).
 """
 
 from ._concurrency import first_completed, gather
 from ._errors import CanopyError, Overloaded, SupervisorGaveUp
 from ._group_commit import GroupCommit
-from ._ids import random_hex
+from ._ids import random_hex, sortable_id
 from ._json import json_loads
 from ._limits import InflightLimit
 from ._restart import Backoff, RestartIntensity, RestartPolicy
@@ -43,4 +44,5 @@ __all__ = [
     "gather",
     "json_loads",
     "random_hex",
+    "sortable_id",
 ]

@@ -39,6 +39,7 @@ def test_public_api_is_pinned() -> None:
             "gather",
             "json_loads",
             "random_hex",
+            "sortable_id",
         ]
     )
     assert sorted(handlers.__all__) == sorted(

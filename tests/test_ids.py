@@ -1,14 +1,15 @@
 """Random ids from the shared buffer: the length asked for, never repeated, and a
-forked child does not give out its parent's."""
+forked child does not give out its parent's; sortable ids begin with the time."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
-from nurseries import random_hex
+from nurseries import random_hex, sortable_id
 
 
 def test_ids_have_the_length_asked_for_and_do_not_repeat() -> None:
@@ -18,6 +19,19 @@ def test_ids_have_the_length_asked_for_and_do_not_repeat() -> None:
     assert len(random_hex(4)) == 8
     with pytest.raises(ValueError):
         random_hex(0)
+
+
+def test_sortable_ids_begin_with_the_time_so_later_ids_sort_after() -> None:
+    """An index of them grows at its end; the rest stays random."""
+    ids = []
+    for _ in range(10):
+        ids.append(sortable_id())
+        time.sleep(0.002)
+    assert ids == sorted(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    now_ms = time.time_ns() // 1_000_000
+    assert 0 <= now_ms - int(ids[-1][:12], 16) < 1000
+    assert len({i[12:] for i in ids}) == len(ids)
 
 
 def test_threads_never_get_the_same_bytes() -> None:

@@ -8,13 +8,14 @@ import random
 import signal
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 
-from handlers.orders import OrdersService, OrderState, OrderStore, SimulatedGateway
+from handlers.orders import Order, OrdersService, OrderState, OrderStore, SimulatedGateway
 from handlers.topics import TokenIssuer
 from handlers.topics.client import TopicMessage, connect_topics
 from nurseries.jobs import Job, JobContext
@@ -162,6 +163,14 @@ async def test_sigkilled_workers_neither_lose_nor_double_charge_an_order(tmp_pat
         assert await web.stop() == 0
     charges = charges_per_order(tmp_path / "var")
     assert len(charges) == 100 and set(charges.values()) == {1}
+
+
+def test_order_ids_begin_with_the_time() -> None:
+    """The orders, reservations and charges indexes, and the step jobs' idempotency
+    keys, grow at their end (see nurseries.sortable_id)."""
+    now_ms = time.time_ns() // 1_000_000
+    order_id = Order("c1", "EUR", [], 0, "k").id
+    assert 0 <= int(order_id[:12], 16) - now_ms < 1000
 
 
 async def test_a_declined_charge_releases_the_stock(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from nurseries import random_hex
+from nurseries import sortable_id
 
 from .._invalid import InvalidInput
 
@@ -42,7 +42,7 @@ class Order:
     items: list[dict[str, Any]]
     total: int  # in minor units
     idempotency_key: str
-    id: str = field(default_factory=random_hex)
+    id: str = field(default_factory=sortable_id)  # time first: the indexes grow at their end
     state: OrderState = OrderState.PENDING
     reason: str | None = None
     created_at: float = field(default_factory=time.time)
