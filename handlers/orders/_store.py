@@ -194,12 +194,12 @@ class OrderStore:
         self, order_id: str, frm: OrderState, to: OrderState, reason: str | None
     ) -> Order | None:
         with self._transaction() as conn:
-            changed = conn.execute(
+            row = conn.execute(
                 "UPDATE orders SET state = ?, reason = ?, updated_at = ? "
-                "WHERE id = ? AND state = ?",
+                "WHERE id = ? AND state = ? RETURNING *",
                 (to.value, reason, time.time(), order_id, frm.value),
-            ).rowcount
-            return self._get(order_id) if changed else None
+            ).fetchone()
+            return _order(row) if row is not None else None
 
     # -- the pipeline's steps, each one transaction ------------------------------------
 
@@ -224,11 +224,11 @@ class OrderStore:
                     "INSERT INTO reservations (order_id, sku, quantity) VALUES (?, ?, ?)",
                     (order_id, item["sku"], item["quantity"]),
                 )
-            conn.execute(
-                "UPDATE orders SET state = ?, updated_at = ? WHERE id = ?",
+            row = conn.execute(
+                "UPDATE orders SET state = ?, updated_at = ? WHERE id = ? RETURNING *",
                 (OrderState.RESERVED.value, time.time(), order_id),
-            )
-        return self._get(order_id)
+            ).fetchone()
+        return _order(row)
 
     async def release(self, order_id: str, reason: str) -> Order | None:
         """Compensation: give a reserved order's items back, and fail it with ``reason``."""
@@ -245,15 +245,15 @@ class OrderStore:
                     (row["quantity"], row["sku"]),
                 )
             conn.execute("DELETE FROM reservations WHERE order_id = ?", (order_id,))
-            changed = conn.execute(
+            row = conn.execute(
                 "UPDATE orders SET state = ?, reason = ?, updated_at = ? "
-                "WHERE id = ? AND state IN (?, ?)",
+                "WHERE id = ? AND state IN (?, ?) RETURNING *",
                 (
                     OrderState.FAILED.value, reason, time.time(), order_id,
                     OrderState.PENDING.value, OrderState.RESERVED.value,
                 ),
-            ).rowcount  # fmt: skip
-        return self._get(order_id) if changed else None
+            ).fetchone()  # fmt: skip
+        return _order(row) if row is not None else None
 
     async def with_charge(self, order_id: str, attempt_key: str) -> tuple[Order | None, str | None]:
         """The order and its recorded charge's reference (None if there is none yet),
@@ -291,11 +291,12 @@ class OrderStore:
                 "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (order_id, attempt_key, amount, currency, reference, time.time()),
             )
-            conn.execute(
-                "UPDATE orders SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
+            row = conn.execute(
+                "UPDATE orders SET state = ?, updated_at = ? WHERE id = ? AND state = ? "
+                "RETURNING *",
                 (OrderState.PAID.value, time.time(), order_id, OrderState.RESERVED.value),
-            )
-        return self._get(order_id)
+            ).fetchone()
+        return _order(row) if row is not None else self._get(order_id)  # paid before: as it is
 
     async def charges(self, order_id: str) -> int:
         return await self._db(self._charges, order_id)
