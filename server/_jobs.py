@@ -24,7 +24,7 @@ from ._tracing import Tracing
 
 __all__ = ["add_jobs"]
 
-log = logging.getLogger("canopy.orders")
+log = logging.getLogger("canopy.events")
 
 
 def add_jobs(
@@ -83,8 +83,9 @@ def add_jobs(
 
 
 def _publisher(hub: Hub | None) -> Any:
-    """Order events to the hub; a hub that refuses one (its broker is away) costs the
-    event, never the order's step."""
+    """Order and job events to the hub; a hub that refuses one (its broker is away, or
+    every topic it holds has a subscriber) costs the event, never the order's step or
+    the job, and one line in the log."""
     if hub is None:
         return None
 
@@ -92,7 +93,7 @@ def _publisher(hub: Hub | None) -> Any:
         try:
             await hub.publish(topic, data)
         except HubError as exc:
-            log.warning("order event to %s not published: %s", topic, exc)
+            log.warning("event to %s not published: %s", topic, exc)
 
     return publish
 
@@ -121,11 +122,12 @@ def _notify(hub: Hub | None, observe: Notify | None, registry: TaskRegistry) -> 
     metrics) always."""
     if hub is None and observe is None:
         return None
+    publish = _publisher(hub)
 
     async def notify(job_id: str, event: dict[str, Any]) -> None:
         if observe is not None:
             await observe(job_id, event)
-        if hub is not None and registry.publishes_events(event["task"]):
-            await hub.publish(f"jobs.{job_id}", event)
+        if publish is not None and registry.publishes_events(event["task"]):
+            await publish(f"jobs.{job_id}", event)
 
     return notify

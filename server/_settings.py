@@ -405,6 +405,12 @@ class Settings:
         "one write (no wait when idle; 0: never wait)",
     )
     ws_max_subscriptions: int = _setting(100, _positive_int, "subscriptions per WebSocket")
+    max_topics: int = _setting(
+        100_000,
+        _positive_int,
+        "topics a process keeps a log for; past it, the least recently used topic with no "
+        "exact subscriber is forgotten to make room (memory broker)",
+    )
 
     @classmethod
     def describe(cls) -> dict[str, str]:

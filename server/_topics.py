@@ -28,6 +28,7 @@ def add_topics(services: Supervisor, settings: Settings, redis: RedisConnections
         TopicRules(rules, default),
         queue_size=settings.subscriber_queue,
         flush_interval=settings.flush_interval,
+        max_topics=settings.max_topics,
         broker=broker,
     )
     services.add("hub", hub, grace=settings.service_grace)

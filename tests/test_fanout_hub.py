@@ -16,6 +16,7 @@ from nurseries.fanout import (
     InvalidTopic,
     SlowConsumerPolicy,
     TooManySubscriptions,
+    TooManyTopics,
     TopicRule,
     TopicRules,
     check_pattern,
@@ -343,4 +344,49 @@ async def test_idle_topics_are_forgotten_and_get_a_new_epoch(
     assert hub.stats()["topics"] == 0
     second = await hub.publish("t", 2)
     assert second.offset == 1 and second.epoch != first.epoch
+    hub.shutdown()
+
+
+async def test_a_full_topic_table_forgets_the_least_recently_used_unsubscribed_topic(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Past max_topics a new topic takes the place of the least recently used one that
+    has no exact subscriber; a resume of the forgotten one is refused explicitly."""
+    hub = Hub(max_topics=3)
+    await nursery.start(hub.run)
+    first_c = await hub.publish("c.1", "c")
+    for topic in ["a.1", "b.1"]:
+        await hub.publish(topic, topic)
+    sink = RecordingSink()
+    await hub.subscribe("c.1", sink, since=0)  # c is used again, and pinned
+    await hub.publish("d.1", "d")  # the table is full: a (least recently used) goes
+    assert (await hub.history("a.1")).epoch == ""  # forgotten, with its history
+    assert hub.stats()["topics"] == 3 and hub.stats()["topics_evicted"] == 1
+    await hub.publish("b.1", "b again")  # b is now the most recently used
+    await hub.publish("e.1", "e")  # c is at the front, subscribed: d goes instead
+    assert (await hub.history("d.1")).epoch == ""
+    assert (await hub.history("b.1")).offset == 2
+    second_c = await hub.publish("c.1", "c again")  # never forgotten while subscribed
+    assert (second_c.epoch, second_c.offset) == (first_c.epoch, 2)
+    await settle()
+    assert [m.data for m in sink.messages] == ["c", "c again"]
+    forgotten = RecordingSink()
+    sub = await hub.subscribe("d.1", forgotten, since=1, epoch="whatever d had")
+    assert sub.replay is not None and not sub.replay.recovered
+    hub.shutdown()
+
+
+async def test_a_new_topic_is_refused_only_when_every_topic_has_a_subscriber(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = Hub(max_topics=2)
+    await nursery.start(hub.run)
+    await hub.subscribe("x.1", RecordingSink())
+    held = await hub.subscribe("y.1", RecordingSink())
+    with pytest.raises(TooManyTopics, match="every one has a subscriber"):
+        await hub.publish("z.1", 1)
+    hub.unsubscribe(held)
+    await hub.publish("z.1", 1)  # y has no subscriber now: it makes room
+    assert (await hub.history("y.1")).epoch == ""
+    assert (await hub.history("x.1")).offset == 0 and hub.stats()["topics"] == 2
     hub.shutdown()

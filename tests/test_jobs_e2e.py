@@ -14,6 +14,8 @@ import httpx
 import pytest
 import trio
 
+from handlers.topics import TokenIssuer
+
 from .e2e import running_server, write_config
 
 
@@ -249,3 +251,44 @@ async def test_the_server_follows_its_schedules(tmp_path: Path) -> None:
             ready = (await client.get("/readyz")).json()
             assert "scheduler" in str(ready["tree"])
         assert await server.stop() == 0
+
+
+async def test_past_its_topic_limit_a_server_still_publishes_new_jobs_events(
+    tmp_path: Path,
+) -> None:
+    """Every job has a topic of its own (jobs.{id}): past CANOPY_MAX_TOPICS the least
+    recently used ones are forgotten, so new topics, later jobs' events among them,
+    are still published (they were refused until the old ones idled out, an hour)."""
+    write_config(tmp_path)
+    secret = "test-secret-that-is-long-enough-for-hs256"
+    env = {"CANOPY_MAX_TOPICS": "20", "CANOPY_TOPICS_SECRET": secret}
+    token = TokenIssuer(secret).issue("watcher", subscribe=["jobs.*"], publish=["demo.*"])
+    async with running_server(tmp_path, env=env) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=base, headers=headers) as client:
+            jobs = [{"task": "demo.echo", "args": {"n": n}} for n in range(60)]
+            batch = await client.post("/jobs/batch", json={"jobs": jobs})
+            for result in batch.json()["results"]:
+                await wait_for(client, f"/jobs/{result['job']['id']}", "succeeded")
+            last = (await client.post("/jobs", json={"task": "demo.echo"})).json()["id"]
+            await wait_for(client, f"/jobs/{last}", "succeeded")
+            with trio.fail_after(5):  # the outcome's event follows the outcome's write
+                while True:
+                    history = (await client.get(f"/topics/jobs.{last}/history")).json()
+                    states = [m["data"]["state"] for m in history["messages"]]
+                    if states == ["running", "succeeded"]:
+                        break
+                    await trio.sleep(0.05)
+            fresh = await client.post("/topics/demo.fresh/messages", json={"data": 1})
+            assert fresh.status_code == 202
+            metrics = (await client.get("/metrics")).text
+            assert "canopy_fanout_topics 20.0" in metrics.splitlines()
+            (evicted,) = [
+                float(line.split()[-1])
+                for line in metrics.splitlines()
+                if line.startswith("canopy_fanout_topics_evicted_total ")
+            ]
+            assert evicted >= 40  # 60 + 1 job topics, and one for demo.fresh, in 20 places
+    refused = [e for e in server.logs if "publish" in e.get("msg", "")]
+    assert refused == []

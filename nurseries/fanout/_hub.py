@@ -7,7 +7,9 @@ returns once the last pump has ended.
 
 Error handling: a sink that raises ends only its own subscription. Limits
 (:class:`TooManyTopics`, :class:`TooManySubscriptions`) and :class:`HubClosed`
-are :class:`HubError`\\s, raised to the caller that asked for too much.
+are :class:`HubError`\\s, raised to the caller that asked for too much. The topic
+table is bounded like a cache (``nurseries/fanout/_topic_logs.py``): a new topic is
+refused only when every topic held has an exact subscriber.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ._broker import Broker
 from ._history import Message, Presence, Replay, TopicLog
 from ._hub_errors import HubClosed, HubError, TooManySubscriptions, TooManyTopics
 from ._subscription import CloseReason, Sink, Subscription
+from ._topic_logs import TopicLogs
 from ._topics import SlowConsumerPolicy, TopicRules, check_pattern, check_topic, is_exact
 
 __all__ = ["Hub"]
@@ -56,8 +59,10 @@ class Hub:
         self.idle_topic_ttl = idle_topic_ttl
         self.sweep_interval = sweep_interval
         self.close_timeout = close_timeout
-        self._logs: dict[str, TopicLog] = {}
         self._exact: dict[str, dict[int, Subscription]] = {}
+        # Bounded like a cache: past max_topics, the least recently used topic with no
+        # exact subscriber is forgotten to make room (see _topic_logs).
+        self._logs = TopicLogs(self.rules, max_topics, self._exact.__contains__)
         self._prefixes: dict[str, dict[int, Subscription]] = {}  # "orders." for orders.*, "" for *
         self._members: dict[str, dict[str, int]] = {}  # topic -> client -> subscriptions
         self._count = 0
@@ -256,6 +261,7 @@ class Hub:
     def stats(self) -> dict[str, int]:
         return {
             "topics": len(self._logs),
+            "topics_evicted": self._logs.evicted,
             "subscriptions": self._count,
             "published": self.published,
             "delivered": self.delivered,
@@ -288,12 +294,7 @@ class Hub:
     # -- internals ---------------------------------------------------------------
 
     def _log(self, topic: str) -> TopicLog:
-        log_ = self._logs.get(topic)
-        if log_ is None:
-            if len(self._logs) >= self.max_topics:
-                raise TooManyTopics(f"at most {self.max_topics} topics")
-            log_ = self._logs[topic] = TopicLog(topic, self.rules.for_topic(topic))
-        return log_
+        return self._logs.use(topic)
 
     def _subscriptions(self) -> Iterator[Subscription]:
         for index in (self._exact, self._prefixes):
@@ -434,11 +435,11 @@ class Hub:
             while True:
                 await trio.sleep(self.sweep_interval)
                 now = trio.current_time()
-                for topic, log_ in list(self._logs.items()):
+                for topic, log_ in self._logs.snapshot():
                     log_.prune()
                     idle = now - log_.last_active > self.idle_topic_ttl
                     if idle and not log_.window and topic not in self._exact:
-                        del self._logs[topic]
+                        self._logs.forget(topic, log_)
 
 
 def _prefixes(topic: str) -> Iterator[str]:
