@@ -89,7 +89,7 @@ class SqliteDatabase:
         try:
             self._conn = await self._in_thread(self._open)
         except sqlite3.Error as exc:
-            raise self.error(f"sqlite: {exc}") from exc
+            raise self._translated(exc) from exc
         try:
             async with trio.open_nursery() as committers:
                 await committers.start(self._calls.run)
@@ -163,12 +163,8 @@ class SqliteDatabase:
         for function in functions:
             try:
                 outcomes.append(function())
-            except sqlite3.Error as exc:
-                translated = self.error(f"sqlite: {exc}")
-                translated.__cause__ = exc
-                outcomes.append(translated)
             except Exception as exc:
-                outcomes.append(exc)
+                outcomes.append(self._translated(exc))
         return outcomes
 
     async def _commit(self, functions: list[Callable[[], Any]]) -> list[Any]:
@@ -183,9 +179,14 @@ class SqliteDatabase:
                     outcomes.append(function())
                 except Exception as exc:
                     conn.execute("ROLLBACK TO write")
-                    translated = (
-                        self.error(f"sqlite: {exc}") if isinstance(exc, sqlite3.Error) else exc
-                    )
-                    outcomes.append(translated)
+                    outcomes.append(self._translated(exc))
                 conn.execute("RELEASE write")
         return outcomes
+
+    def _translated(self, exc: Exception) -> Exception:
+        """``sqlite3.Error`` as the store's own error, caused by it; anything else as is."""
+        if not isinstance(exc, sqlite3.Error):
+            return exc
+        translated = self.error(f"sqlite: {exc}")
+        translated.__cause__ = exc
+        return translated
