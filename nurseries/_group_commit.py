@@ -44,8 +44,8 @@ class _Request(Generic[T, R]):
     taken: bool = False  # by a batch: from then on its caller cannot be cancelled
 
     def answer(self, result: R | Exception) -> None:
-        answer = outcome.Error(result) if isinstance(result, Exception) else outcome.Value(result)
-        trio.lowlevel.reschedule(self.task, answer)
+        settled = outcome.Error(result) if isinstance(result, Exception) else outcome.Value(result)
+        trio.lowlevel.reschedule(self.task, settled)
 
 
 class GroupCommit(Generic[T, R]):
