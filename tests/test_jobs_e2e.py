@@ -18,6 +18,8 @@ from handlers.topics import TokenIssuer
 
 from .e2e import running_server, write_config
 
+SECRET = "jobs-e2e-secret-".ljust(40, "x")
+
 
 @pytest.fixture(autouse=True, params=["sqlite", "redis"])
 def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
@@ -260,9 +262,8 @@ async def test_past_its_topic_limit_a_server_still_publishes_new_jobs_events(
     recently used ones are forgotten, so new topics, later jobs' events among them,
     are still published (they were refused until the old ones idled out, an hour)."""
     write_config(tmp_path)
-    secret = "test-secret-that-is-long-enough-for-hs256"
-    env = {"CANOPY_MAX_TOPICS": "20", "CANOPY_TOPICS_SECRET": secret}
-    token = TokenIssuer(secret).issue("watcher", subscribe=["jobs.*"], publish=["demo.*"])
+    env = {"CANOPY_MAX_TOPICS": "20", "CANOPY_TOPICS_SECRET": SECRET}
+    token = TokenIssuer(SECRET).issue("watcher", subscribe=["jobs.*"], publish=["demo.*"])
     async with running_server(tmp_path, env=env) as server:
         base = f"http://127.0.0.1:{server.port}"
         headers = {"Authorization": f"Bearer {token}"}
