@@ -409,7 +409,8 @@ class Settings:
         100_000,
         _positive_int,
         "topics a process keeps a log for; past it, the least recently used topic with no "
-        "exact subscriber is forgotten to make room (memory broker)",
+        "exact subscriber is forgotten to make room (memory broker); on the Redis broker, "
+        "the topics Redis keeps for all processes, the least recently published forgotten",
     )
 
     @classmethod

@@ -21,8 +21,13 @@ def add_topics(services: Supervisor, settings: Settings, redis: RedisConnections
         from nurseries.redis import RedisBroker
 
         connection = redis.get(settings.broker)
+        # Offsets outlive every window, so a resume after a quiet spell is answered.
+        idle_ttl = max([3600.0, default.history_ttl, *(rule.history_ttl for rule in rules)])
         broker = RedisBroker(
-            connection, prefix=settings.redis_prefix, idle_ttl=max(3600.0, settings.history_ttl)
+            connection,
+            prefix=settings.redis_prefix,
+            idle_ttl=idle_ttl,
+            max_topics=settings.max_topics,
         )
     hub = Hub(
         TopicRules(rules, default),

@@ -131,6 +131,64 @@ async def test_outside_the_window_or_after_a_lost_log_is_not_recovered(
     assert not stale.opened_with[0].recovered and stale.opened_with[0].epoch == again.epoch
 
 
+async def test_a_log_past_its_window_goes_and_its_offsets_stay(hubs: list[Hub]) -> None:
+    """The log lives its rule's history_ttl, the offsets the broker's idle_ttl: a
+    client quiet for longer than the window still hears that it missed nothing."""
+    hubs[0].rules = hubs[1].rules = TopicRules(default=TopicRule(history_size=10, history_ttl=5))
+    for n in range(3):
+        message = await hubs[0].publish("news.quiet", n)
+    broker = hubs[0].broker
+    assert isinstance(broker, RedisBroker)
+    client = broker.connection.client
+    log_key, meta_key = f"{broker.prefix}:log:news.quiet", f"{broker.prefix}:topic:news.quiet"
+    assert 0 < await client.ttl(log_key) <= 5
+    assert 3590 < await client.ttl(meta_key) <= 3600
+
+    await client.delete([log_key])  # as its expiry would, five quiet seconds on
+    caught_up, behind = RecordingSink(), RecordingSink()
+    await hubs[1].subscribe("news.quiet", caught_up, since=3, epoch=message.epoch)
+    await hubs[1].subscribe("news.quiet", behind, since=2, epoch=message.epoch)
+    await until(lambda: bool(caught_up.opened_with and behind.opened_with))
+    assert caught_up.opened_with[0].recovered and caught_up.opened_with[0].epoch == message.epoch
+    assert not behind.opened_with[0].recovered  # offset 3 went with the log: a gap
+    following = await hubs[0].publish("news.quiet", 3)
+    assert (following.epoch, following.offset) == (message.epoch, 4)
+    await until(lambda: caught_up.offsets == [4])
+
+
+async def test_past_max_topics_the_least_recently_published_topics_are_forgotten(
+    redis_server: RedisServer, nursery: trio.Nursery
+) -> None:
+    prefix = f"fan-{uuid.uuid4().hex[:8]}"
+    connection = RedisConnection(redis_server.url)
+    broker = RedisBroker(connection, prefix=prefix, max_topics=3)
+    hub = Hub(RULES, broker=broker)
+    await nursery.start(connection.run)
+    await nursery.start(hub.run)
+    first = {}
+    for topic in ("jobs.a", "jobs.b", "jobs.c", "jobs.a"):  # a is then the newest
+        first.setdefault(topic, await hub.publish(topic, topic))
+    assert broker.evicted == 0
+    await hub.publish("jobs.d", "d")  # forgets b
+    await hub.publish_many([("jobs.e", "e", None), ("jobs.f", "f", None)])  # c, then a
+    assert broker.evicted == 3 and hub.stats()["topics_evicted"] == 3
+
+    client = connection.client
+    kept = await client.zrange(f"{broker.prefix}:topics", 0, -1)
+    assert sorted(kept) == ["jobs.d", "jobs.e", "jobs.f"]
+    for topic in ("jobs.a", "jobs.b", "jobs.c"):
+        keys = [f"{broker.prefix}:topic:{topic}", f"{broker.prefix}:log:{topic}"]
+        assert await client.exists(keys) == 0
+    # A forgotten topic's next publish is a new lifetime; its old resume is told so.
+    again = await hub.publish("jobs.b", "b again")
+    assert again.epoch != first["jobs.b"].epoch and again.offset == 1
+    stale = RecordingSink()
+    await hub.subscribe("jobs.b", stale, since=1, epoch=first["jobs.b"].epoch)
+    await until(lambda: bool(stale.opened_with))
+    assert not stale.opened_with[0].recovered
+    assert await client.zcard(f"{broker.prefix}:topics") == 3
+
+
 async def test_history_reads_the_shared_log(hubs: list[Hub]) -> None:
     for n in range(5):
         message = await hubs[0].publish("news.a", {"n": n})

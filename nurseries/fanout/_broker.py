@@ -25,6 +25,8 @@ class BrokerUnavailable(HubError):
 
 
 class Broker(Protocol):
+    evicted: int  # topics this process's publishes forgot to make room for newer ones
+
     def attach(self, heard: Callable[[Message], None]) -> None:
         """Call ``heard`` (must not block) with every message published through the
         broker by any process, in each topic's offset order."""

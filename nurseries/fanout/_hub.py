@@ -261,7 +261,7 @@ class Hub:
     def stats(self) -> dict[str, int]:
         return {
             "topics": len(self._logs),
-            "topics_evicted": self._logs.evicted,
+            "topics_evicted": self._logs.evicted + (self.broker.evicted if self.broker else 0),
             "subscriptions": self._count,
             "published": self.published,
             "delivered": self.delivered,

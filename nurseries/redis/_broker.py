@@ -26,9 +26,25 @@ on both channels through one subscription, so it hears them in publish order. On
 Redis Cluster ``PUBSUB NUMSUB`` counts one node's subscribers only, so there the
 script always publishes message by message.
 A resume reads the topic's epoch, offset and the missed entries in one script too.
-Both keys expire after ``idle_ttl`` seconds without a publish; a topic whose log is
-gone (expired, flushed, a Redis restarted without persistence) starts a new epoch,
-so a client that resumes learns of the loss (``recovered: false``).
+
+Orders and jobs each publish to a topic of their own, so Redis would hold millions of
+topics if each lived an hour (a few messages' stream is 4.7 KB: Redis allocates 4 KB
+for a stream's first node). So a topic's keys are bounded three ways:
+
+- the log expires after its rule's ``history_ttl`` without a publish: by then every
+  entry in it is too old to replay anyway;
+- the offsets (``{P}:topic:<topic>``) expire after ``idle_ttl`` without a publish, so a
+  client idle longer than the window still hears that it missed nothing;
+- ``{P}:topics``, a sorted set of topics by their last publish (or first resume), holds
+  at most ``max_topics``: each publish forgets the least recently published topics past
+  it, both keys. That topic's next publish starts a new epoch.
+
+A log that expired or was lost while the offsets stayed keeps its epoch: the offsets
+still count on, and a resume is recovered only if its first missed message is in the
+log (the same check as the memory broker's window), so a gap is reported, never
+replayed around. Offsets that are gone (forgotten, expired, flushed, a Redis restarted
+without persistence) start a new epoch, so a client that resumes learns of the loss
+(``recovered: false``).
 
 The data is never decoded by Lua (cjson would round numbers); it travels as the
 JSON text Python wrote.
@@ -59,35 +75,35 @@ log = logging.getLogger("canopy.fanout.redis")
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
-# ARGV: prefix, idle ttl, batches allowed ('1' or '0'), then per message: topic, new
-# epoch, history size, time, key ('' for none), data (JSON text) -> epoch, offset per
-# message
+# ARGV: prefix, idle ttl, batches allowed ('1' or '0'), max topics, time, then per
+# message: topic, new epoch, history size, history ttl, key ('' for none), data (JSON
+# text) -> epoch, offset per message, then how many topics were forgotten
 _PUBLISH = """
-local P, ttl = ARGV[1], ARGV[2]
-local single, batch = P .. ':fanout', P .. ':fanout:batch'
+local P, ttl, limit, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4]), ARGV[5]
+local single, batch, index = P .. ':fanout', P .. ':fanout:batch', P .. ':topics'
 local batched = false
 if ARGV[3] == '1' then
     local counts = redis.call('PUBSUB', 'NUMSUB', single, batch)
     batched = counts[2] <= counts[4]  -- nobody hears singles only: an older Canopy
 end
 local out, parts = {}, {}
-for i = 4, #ARGV, 6 do
+for i = 6, #ARGV, 6 do
     local topic, new_epoch, size = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-    local now, key, data = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+    local window, key, data = tonumber(ARGV[i + 3]), ARGV[i + 4], ARGV[i + 5]
     local meta, log = P .. ':topic:' .. topic, P .. ':log:' .. topic
     local epoch = redis.call('HGET', meta, 'epoch')
-    local offset = tonumber(redis.call('HGET', meta, 'offset') or '0')
-    if not epoch or (size > 0 and offset > 0 and redis.call('EXISTS', log) == 0) then
-        epoch = new_epoch  -- a new lifetime: there was no log, or it was lost
+    if not epoch then
+        epoch = new_epoch  -- a new lifetime: the offsets were never kept, or are gone
         redis.call('DEL', log)
         redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
     end
-    offset = redis.call('HINCRBY', meta, 'offset', 1)
+    local offset = redis.call('HINCRBY', meta, 'offset', 1)
     if size > 0 then
         redis.call('XADD', log, 'MAXLEN', size, offset .. '-0', 'd', data, 'k', key, 't', now)
-        redis.call('EXPIRE', log, ttl)
+        redis.call('EXPIRE', log, window)
     end
-    redis.call('EXPIRE', meta, ttl)
+    redis.call('EXPIRE', meta, math.max(ttl, window))
+    redis.call('ZADD', index, now, topic)
     local k = 'null'
     if key ~= '' then k = cjson.encode(key) end
     local body = '{"t":' .. cjson.encode(topic) .. ',"o":' .. offset
@@ -103,10 +119,25 @@ end
 if #parts > 0 then
     redis.call('PUBLISH', batch, '[' .. table.concat(parts, ',') .. ']')
 end
+-- The index: drop the topics whose offsets expired, then forget the least recently
+-- published past the limit (at most 100 a call, should the limit have been lowered).
+redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. (tonumber(now) - ttl))
+redis.call('EXPIRE', index, ttl)
+local forgotten = 0
+local over = redis.call('ZCARD', index) - limit
+if over > 0 then
+    local victims = redis.call('ZPOPMIN', index, math.min(over, 100))
+    for j = 1, #victims, 2 do
+        redis.call('DEL', P .. ':topic:' .. victims[j], P .. ':log:' .. victims[j])
+    end
+    forgotten = #victims / 2
+end
+out[#out + 1] = forgotten
 return out
 """
 
-# ARGV: prefix, topic, new epoch ('' = do not create), from ('-' = the newest), count, ttl
+# ARGV: prefix, topic, new epoch ('' = do not create), from ('-' = the newest), count,
+# ttl, time
 _READ = """
 local P, topic, new_epoch = ARGV[1], ARGV[2], ARGV[3]
 local meta, log = P .. ':topic:' .. topic, P .. ':log:' .. topic
@@ -116,6 +147,7 @@ if not epoch then
     epoch = new_epoch
     redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
     redis.call('EXPIRE', meta, ARGV[6])
+    redis.call('ZADD', P .. ':topics', ARGV[7], topic)  -- bounded by the next publish
 end
 local offset = redis.call('HGET', meta, 'offset')
 local entries
@@ -130,13 +162,24 @@ return {epoch, offset, entries}
 
 class RedisBroker:
     def __init__(
-        self, connection: RedisConnection, *, prefix: str = "canopy", idle_ttl: float = 3600.0
+        self,
+        connection: RedisConnection,
+        *,
+        prefix: str = "canopy",
+        idle_ttl: float = 3600.0,
+        max_topics: int = 100_000,
     ) -> None:
+        """``idle_ttl``: seconds a topic's offsets outlive its last publish;
+        ``max_topics``: topics kept in Redis, by every process together."""
         if not prefix or any(c in prefix for c in "{}"):
             raise ValueError("prefix must be non-empty, without braces")
+        if max_topics < 1:
+            raise ValueError("max_topics must be at least 1")
         self.connection = connection
         self.prefix = "{" + prefix + "}"
-        self.idle_ttl = max(1, math.ceil(idle_ttl))
+        self.idle_ttl = _seconds(idle_ttl)
+        self.max_topics = max_topics
+        self.evicted = 0  # topics this process's publishes forgot to make room
         self._route = [f"{self.prefix}:fanout"]
         # See the module's docstring: PUBSUB NUMSUB answers for one node of a cluster.
         self._batches = "0" if connection.cluster else "1"
@@ -207,9 +250,13 @@ class RedisBroker:
         now = time.time()
         for topic, data, key, rule in messages:
             encoded = _encode(data)  # refuse what is not JSON before the round trip
-            args += [topic, new_epoch(), rule.history_size, repr(now), key or "", encoded]
+            window = _seconds(rule.history_ttl)
+            args += [topic, new_epoch(), rule.history_size, window, key or "", encoded]
             out.append(Message(topic, 0, "", data, key, time=now))
-        replies = await self._call("publish", self.idle_ttl, self._batches, *args)
+        *replies, forgotten = await self._call(
+            "publish", self.idle_ttl, self._batches, self.max_topics, repr(now), *args
+        )
+        self.evicted += int(forgotten)
         for message, epoch, offset in zip(out, replies[::2], replies[1::2], strict=True):
             message.epoch, message.offset = epoch, int(offset)
         return out
@@ -218,7 +265,13 @@ class RedisBroker:
         self, topic: str, start: str, count: int, create: bool
     ) -> tuple[str, int, list[Message]]:
         epoch, offset, entries = await self._call(
-            "read", topic, new_epoch() if create else "", start, count, self.idle_ttl
+            "read",
+            topic,
+            new_epoch() if create else "",
+            start,
+            count,
+            self.idle_ttl,
+            repr(time.time()),
         )
         messages = []
         for entry_id, flat in entries:
@@ -278,3 +331,8 @@ class RedisBroker:
         horizon = time.time() - rule.history_ttl
         latest = [m for m in reversed(newest) if m.time > horizon][-limit:] if limit else []
         return Replay(current, offset, True, latest)
+
+
+def _seconds(ttl: float) -> int:
+    """EXPIRE takes whole seconds, at least one."""
+    return max(1, math.ceil(ttl))
