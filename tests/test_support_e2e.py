@@ -177,6 +177,8 @@ async def test_bad_requests_get_clear_errors(tmp_path: Path) -> None:
                     "invalid_field",
                 ),
                 (await http.post(messages, json={"text": "hi"}), 401, "invalid_token"),
+                (await http.post(messages, json={"text": ""}), 401, "invalid_token"),
+                (await http.put("/support/agents/ana", content=b"{"), 401, "invalid_token"),
                 (
                     await http.post(messages, json={"text": "hi"}, headers=bearer("x.y.z")),
                     401,

@@ -140,6 +140,11 @@ async def test_alerts_fire_once_and_reach_their_owner(tmp_path: Path) -> None:
                     ),
                     401,
                 ),
+                # The token is checked first: a stranger learns nothing from the body.
+                (
+                    await http.post("/ticker/alerts", content=b"[1", headers={"Authorization": ""}),
+                    401,
+                ),
             ]
             for response, status in cases:
                 assert response.status_code == status, (response.request.url, response.text)

@@ -160,13 +160,12 @@ def create_blueprint(service: SupportService) -> Blueprint:
         return conversation.to_dict()
 
     @blueprint.post("/conversations/<conversation_id>/messages")
-    @body(SendMessage)
+    @body(SendMessage, auth=grants)
     @document_response(MessageOut, 201)
     @document_response(ErrorBody, 409)
-    async def send(conversation_id: str, data: SendMessage) -> Any:
+    async def send(conversation_id: str, data: SendMessage, who: Grants) -> Any:
         """Send: kept in the transcript, then published on the conversation's topic."""
-        who, key = grants(), _key()
-        message, created = await _call(service.send(conversation_id, who, data.text, key))
+        message, created = await _call(service.send(conversation_id, who, data.text, _key()))
         return message.to_dict(), 201 if created else 200
 
     @blueprint.get("/conversations/<conversation_id>/transcript")
@@ -192,12 +191,12 @@ def create_blueprint(service: SupportService) -> Blueprint:
         return who
 
     @blueprint.put("/agents/<agent_id>")
-    @body(PutAgent)
+    @body(PutAgent, auth=agent_grants)
     @document_response(AgentOut, 200)
     @document_response(ErrorBody, 403)
-    async def put_agent(agent_id: str, data: PutAgent) -> Any:
+    async def put_agent(agent_id: str, data: PutAgent, who: Grants) -> Any:
         """An agent marks themselves available or away (with their own token)."""
-        if agent_grants().client != f"agent:{agent_id}":
+        if who.client != f"agent:{agent_id}":
             raise ApiError(403, "forbidden", f"this token does not name agent {agent_id}")
         agent = Agent(agent_id, data.name or agent_id, data.capacity, data.available)
         await _call(service.set_agent(agent))

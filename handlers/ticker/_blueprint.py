@@ -122,12 +122,11 @@ def create_blueprint(service: TickerService, issuer: TokenIssuer) -> Blueprint:
         return tick.to_dict()
 
     @blueprint.post("/alerts")
-    @body(NewAlert)
+    @body(NewAlert, auth=owner)
     @document_response(AlertOut, 201)
     @document_response(ErrorBody, 422)
-    async def add_alert(data: NewAlert) -> Any:
+    async def add_alert(data: NewAlert, who: str) -> Any:
         """Tell the token's owner, on ``alerts.{owner}``, when a price crosses a threshold."""
-        who = owner()
         alert = await _call(service.add_alert(who, data.symbol, data.price, data.direction))
         return alert.to_dict(), 201, {"Location": f"/ticker/alerts/{alert.id}"}
 
