@@ -410,7 +410,7 @@ class Settings:
         _positive_int,
         "topics a process keeps a log for; past it, the least recently used topic with no "
         "exact subscriber is forgotten to make room (memory broker); on the Redis broker, "
-        "the topics Redis keeps for all processes, the least recently published forgotten",
+        "the topics Redis keeps for all processes, forgotten the same way",
     )
 
     @classmethod

@@ -189,6 +189,40 @@ async def test_past_max_topics_the_least_recently_published_topics_are_forgotten
     assert await client.zcard(f"{broker.prefix}:topics") == 3
 
 
+async def test_a_topic_subscribed_to_exactly_is_kept_while_its_hub_renews_the_pin(
+    redis_server: RedisServer, nursery: trio.Nursery
+) -> None:
+    """As on the memory broker, a topic with an exact subscriber is never forgotten
+    to make room: its hub pins it on subscribing and renews the pin (every third of
+    ``pin_for``); once nobody renews it, it lapses and the topic may go."""
+    prefix = f"fan-{uuid.uuid4().hex[:8]}"
+    connection = RedisConnection(redis_server.url)
+    broker = RedisBroker(connection, prefix=prefix, max_topics=3, pin_for=0.6)
+    hub = Hub(RULES, broker=broker)
+    await nursery.start(connection.run)
+    await nursery.start(hub.run)
+    client = connection.client
+    meta = f"{broker.prefix}:topic:chat.keep"
+
+    sink = RecordingSink()
+    sub = await hub.subscribe("chat.keep", sink)
+    first = await hub.publish("chat.keep", "before")
+    await trio.sleep(1.5)  # past pin_for: kept only if the hub renewed the pin
+    for n in range(5):
+        await hub.publish(f"jobs.{n}", n)
+    assert broker.evicted == 3 and await client.exists([meta]) == 1
+    after = await hub.publish("chat.keep", "after")
+    assert (after.epoch, after.offset) == (first.epoch, 2)
+    await until(lambda: sink.offsets == [1, 2])
+
+    hub.unsubscribe(sub)
+    await trio.sleep(0.7)  # the pin lapses
+    for n in range(5, 8):
+        await hub.publish(f"jobs.{n}", n)
+    assert await client.exists([meta]) == 0
+    assert await client.zcard(f"{broker.prefix}:topics") == 3
+
+
 async def test_history_reads_the_shared_log(hubs: list[Hub]) -> None:
     for n in range(5):
         message = await hubs[0].publish("news.a", {"n": n})

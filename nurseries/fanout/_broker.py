@@ -26,6 +26,9 @@ class BrokerUnavailable(HubError):
 
 class Broker(Protocol):
     evicted: int  # topics this process's publishes forgot to make room for newer ones
+    # Seconds a topic subscribed to exactly stays kept without a renewal: the hub
+    # renews its topics' pins (``pin``) every third of it.
+    pin_for: float
 
     def attach(self, heard: Callable[[Message], None]) -> None:
         """Call ``heard`` (must not block) with every message published through the
@@ -44,7 +47,14 @@ class Broker(Protocol):
         self, topic: str, since: int | None, epoch: str | None, rule: TopicRule
     ) -> Replay:
         """What a subscriber resuming after ``since`` (in ``epoch``) missed, as
-        :meth:`TopicLog.since` answers it; a topic that has no log gets one."""
+        :meth:`TopicLog.since` answers it; a topic that has no log gets one, and the
+        topic is pinned (see ``pin``)."""
+        ...
+
+    async def pin(self, topics: Sequence[str]) -> None:
+        """Keep ``topics``, which have exact subscribers here, from being forgotten to
+        make room for other topics, for ``pin_for`` seconds more. Raises
+        BrokerUnavailable."""
         ...
 
     async def history(

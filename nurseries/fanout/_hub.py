@@ -22,7 +22,7 @@ from typing import Any
 import trio
 from trio.testing import wait_all_tasks_blocked
 
-from ._broker import Broker
+from ._broker import Broker, BrokerUnavailable
 from ._history import Message, Presence, Replay, TopicLog
 from ._hub_errors import HubClosed, HubError, TooManySubscriptions, TooManyTopics
 from ._subscription import CloseReason, Sink, Subscription
@@ -82,9 +82,11 @@ class Hub:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            sweeper, flusher = trio.CancelScope(), trio.CancelScope()
+            sweeper, flusher, pinner = trio.CancelScope(), trio.CancelScope(), trio.CancelScope()
             nursery.start_soon(self._sweep, sweeper)
             nursery.start_soon(self._flush, flusher)
+            if self.broker is not None:
+                nursery.start_soon(self._pin, self.broker, pinner)
             task_status.started()
             try:
                 await self._stopping.wait()
@@ -92,6 +94,7 @@ class Hub:
                 self._nursery = None
                 sweeper.cancel()
                 flusher.cancel()
+                pinner.cancel()
                 for sub in list(self._subscriptions()):
                     self._close(sub, CloseReason.HUB_STOPPING)
 
@@ -440,6 +443,20 @@ class Hub:
                     idle = now - log_.last_active > self.idle_topic_ttl
                     if idle and not log_.window and topic not in self._exact:
                         self._logs.forget(topic, log_)
+
+    async def _pin(self, broker: Broker, scope: trio.CancelScope) -> None:
+        """Renew the pins of the topics subscribed to exactly here, so the broker never
+        forgets one to make room while it has a subscriber (as the memory logs don't)."""
+        with scope:
+            while True:
+                await trio.sleep(broker.pin_for / 3)
+                topics = list(self._exact)
+                if not topics:
+                    continue
+                try:
+                    await broker.pin(topics)
+                except BrokerUnavailable as exc:
+                    log.warning("could not renew %d topics' pins: %s", len(topics), exc)
 
 
 def _prefixes(topic: str) -> Iterator[str]:

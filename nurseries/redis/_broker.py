@@ -6,6 +6,9 @@ Keys, under the same hash tag as the job store's (``{canopy}`` by default)::
     {P}:topic:<topic>    hash: epoch, offset (the last one given)
     {P}:log:<topic>      stream of the history window; entry id <offset>-0, fields
                          d (the data as JSON text), k (the conflation key), t (time)
+    {P}:topics           sorted set: the topics kept, by their last use's time
+    {P}:pinned           sorted set: topics with an exact subscriber somewhere, by
+                         when that pin lapses unless renewed
     {P}:fanout           pub/sub channel: one message per pub/sub message
     {P}:fanout:batch     pub/sub channel: a JSON array of the messages of one script
 
@@ -35,9 +38,15 @@ for a stream's first node). So a topic's keys are bounded three ways:
   entry in it is too old to replay anyway;
 - the offsets (``{P}:topic:<topic>``) expire after ``idle_ttl`` without a publish, so a
   client idle longer than the window still hears that it missed nothing;
-- ``{P}:topics``, a sorted set of topics by their last publish (or first resume), holds
-  at most ``max_topics``: each publish forgets the least recently published topics past
-  it, both keys. That topic's next publish starts a new epoch.
+- ``{P}:topics``, a sorted set of topics by their last use, holds at most
+  ``max_topics``: each publish forgets the least recently used topics past it, both
+  keys, and that topic's next publish starts a new epoch. "Used" is published to, or
+  subscribed to exactly, as on the memory broker; and as there, a topic with an exact
+  subscriber is never forgotten. Redis cannot see who subscribes where, so each hub
+  pins its exactly subscribed topics in ``{P}:pinned`` when it subscribes and renews
+  the pins every third of ``pin_for`` (30 s): a process that dies lets its pins lapse.
+  A pinned topic met at the front of the index is moved to its back. When every topic
+  kept is pinned, the index stays over ``max_topics`` (a publish is never refused).
 
 A log that expired or was lost while the offsets stayed keeps its epoch: the offsets
 still count on, and a resume is recovered only if its first missed message is in the
@@ -120,24 +129,32 @@ if #parts > 0 then
     redis.call('PUBLISH', batch, '[' .. table.concat(parts, ',') .. ']')
 end
 -- The index: drop the topics whose offsets expired, then forget the least recently
--- published past the limit (at most 100 a call, should the limit have been lowered).
+-- used past the limit, sparing the pinned (at most 100 looked at a call, should the
+-- limit have been lowered or most topics be pinned).
+local pinned = P .. ':pinned'
 redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. (tonumber(now) - ttl))
 redis.call('EXPIRE', index, ttl)
+redis.call('ZREMRANGEBYSCORE', pinned, '-inf', '(' .. now)  -- lapsed pins
 local forgotten = 0
 local over = redis.call('ZCARD', index) - limit
-if over > 0 then
-    local victims = redis.call('ZPOPMIN', index, math.min(over, 100))
-    for j = 1, #victims, 2 do
-        redis.call('DEL', P .. ':topic:' .. victims[j], P .. ':log:' .. victims[j])
+local looks = math.min(over + 4, 100)  -- a few pinned ones may be met first
+while over > 0 and looks > 0 do
+    looks = looks - 1
+    local victim = redis.call('ZPOPMIN', index)[1]
+    if redis.call('ZSCORE', pinned, victim) then
+        redis.call('ZADD', index, now, victim)  -- subscribed somewhere: in use
+    else
+        redis.call('DEL', P .. ':topic:' .. victim, P .. ':log:' .. victim)
+        forgotten = forgotten + 1
+        over = over - 1
     end
-    forgotten = #victims / 2
 end
 out[#out + 1] = forgotten
 return out
 """
 
 # ARGV: prefix, topic, new epoch ('' = do not create), from ('-' = the newest), count,
-# ttl, time
+# ttl, time, pinned until ('' = do not pin: a read, not a subscription)
 _READ = """
 local P, topic, new_epoch = ARGV[1], ARGV[2], ARGV[3]
 local meta, log = P .. ':topic:' .. topic, P .. ':log:' .. topic
@@ -147,6 +164,10 @@ if not epoch then
     epoch = new_epoch
     redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
     redis.call('EXPIRE', meta, ARGV[6])
+end
+if ARGV[8] ~= '' then  -- an exact subscriber: the topic is in use, and kept
+    redis.call('ZADD', P .. ':pinned', ARGV[8], topic)
+    redis.call('EXPIRE', P .. ':pinned', ARGV[6])
     redis.call('ZADD', P .. ':topics', ARGV[7], topic)  -- bounded by the next publish
 end
 local offset = redis.call('HGET', meta, 'offset')
@@ -159,6 +180,25 @@ end
 return {epoch, offset, entries}
 """
 
+# ARGV: prefix, time, pinned until, ttl, then topics. A pinned topic's offsets live on
+# (as its subscribers may resume) and it moves to the back of the index.
+_PIN = """
+local P, now, until_, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local pinned, index = P .. ':pinned', P .. ':topics'
+for i = 5, #ARGV do
+    local topic = ARGV[i]
+    redis.call('ZADD', pinned, until_, topic)
+    if redis.call('EXPIRE', P .. ':topic:' .. topic, ttl) == 1 then
+        redis.call('ZADD', index, now, topic)
+    end
+end
+redis.call('EXPIRE', pinned, ttl)
+redis.call('EXPIRE', index, ttl)
+return #ARGV - 4
+"""
+
+PIN_BATCH = 1000  # topics per pinning script, so one call never holds Redis long
+
 
 class RedisBroker:
     def __init__(
@@ -168,9 +208,11 @@ class RedisBroker:
         prefix: str = "canopy",
         idle_ttl: float = 3600.0,
         max_topics: int = 100_000,
+        pin_for: float = 30.0,
     ) -> None:
         """``idle_ttl``: seconds a topic's offsets outlive its last publish;
-        ``max_topics``: topics kept in Redis, by every process together."""
+        ``max_topics``: topics kept in Redis, by every process together; ``pin_for``:
+        seconds a subscribed topic stays pinned unless its hub renews the pin."""
         if not prefix or any(c in prefix for c in "{}"):
             raise ValueError("prefix must be non-empty, without braces")
         if max_topics < 1:
@@ -179,6 +221,7 @@ class RedisBroker:
         self.prefix = "{" + prefix + "}"
         self.idle_ttl = _seconds(idle_ttl)
         self.max_topics = max_topics
+        self.pin_for = pin_for
         self.evicted = 0  # topics this process's publishes forgot to make room
         self._route = [f"{self.prefix}:fanout"]
         # See the module's docstring: PUBSUB NUMSUB answers for one node of a cluster.
@@ -233,6 +276,7 @@ class RedisBroker:
                 self._scripts = {
                     "publish": client.register_script(_PUBLISH),
                     "read": client.register_script(_READ),
+                    "pin": client.register_script(_PIN),
                 }
                 self._scripts_for = connection.generation
             return await self._scripts[name](keys=self._route, args=[self.prefix, *args])
@@ -261,9 +305,18 @@ class RedisBroker:
             message.epoch, message.offset = epoch, int(offset)
         return out
 
+    async def pin(self, topics: Sequence[str]) -> None:
+        """Keep ``topics`` (exactly subscribed here) for another ``pin_for`` seconds."""
+        now = time.time()
+        for first in range(0, len(topics), PIN_BATCH):
+            chunk = topics[first : first + PIN_BATCH]
+            await self._call("pin", repr(now), repr(now + self.pin_for), self.idle_ttl, *chunk)
+
     async def _read(
         self, topic: str, start: str, count: int, create: bool
     ) -> tuple[str, int, list[Message]]:
+        """``create``: for a subscriber, which also pins the topic."""
+        now = time.time()
         epoch, offset, entries = await self._call(
             "read",
             topic,
@@ -271,7 +324,8 @@ class RedisBroker:
             start,
             count,
             self.idle_ttl,
-            repr(time.time()),
+            repr(now),
+            repr(now + self.pin_for) if create else "",
         )
         messages = []
         for entry_id, flat in entries:
