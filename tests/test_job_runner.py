@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -175,6 +176,68 @@ async def test_workers_are_started_as_needed_and_kept(store: JobStore, nursery: 
         for job in jobs:
             await wait_for_state(store, job.id, JobState.SUCCEEDED)
     assert workers() == 5
+    worker.shutdown()
+
+
+async def test_jobs_that_never_wait_share_a_worker_and_waiting_ones_get_one_each(
+    store: JobStore, nursery: Any
+) -> None:
+    """A batch of jobs that never wait runs in one worker, one after another (a wake-up
+    per job was 9 % of a no-op job's cost); the runner learns it from the first batch.
+    Jobs that wait, coming after them, are still all under way at once."""
+    registry = TaskRegistry()
+    ran_in: list[Any] = []
+    held: list[int] = []
+    release, all_held = trio.Event(), trio.Event()
+
+    @registry.task("compute")
+    async def compute(args: dict[str, int]) -> int:
+        ran_in.append(trio.lowlevel.current_task())
+        return args["n"] * 2
+
+    @registry.task("held")
+    async def hold(args: dict[str, int]) -> None:
+        held.append(args["n"])
+        if len(held) == 8:
+            all_held.set()
+        await release.wait()
+
+    async def batch(task: str) -> list[Job]:
+        """Eight jobs due together, so that one claim takes them all."""
+        due = time.time() + 0.2
+        return [(await store.enqueue(Job(task, {"n": n}, run_at=due)))[0] for n in range(8)]
+
+    class WorkerSteps(trio.abc.Instrument):
+        """Counts the scheduler's steps of the runner's workers."""
+
+        steps = 0
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            self.steps += task.name.endswith("JobRunner._work")
+
+    worker = runner(store, registry, concurrency=8, poll_interval=0.02)
+    await nursery.start(worker.run)
+    for _round in range(2):  # the first teaches the runner that these do not wait
+        ran_in.clear()
+        steps = WorkerSteps()
+        trio.lowlevel.add_instrument(steps)
+        try:
+            for job in await batch("compute"):
+                await wait_for_state(store, job.id, JobState.SUCCEEDED)
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+    assert len(ran_in) == 8 and len(set(ran_in)) == 1
+    # One worker ran the eight; the one it called found nothing (a worker woken per
+    # job would have been eight steps).
+    assert steps.steps == 2
+
+    jobs = await batch("held")
+    with trio.fail_after(5):
+        await all_held.wait()  # eight at once: none waits behind another
+    assert sorted(held) == list(range(8)) and worker.running == 8
+    release.set()
+    for job in jobs:
+        await wait_for_state(store, job.id, JobState.SUCCEEDED)
     worker.shutdown()
 
 
