@@ -241,6 +241,40 @@ async def test_jobs_that_never_wait_share_a_worker_and_waiting_ones_get_one_each
     worker.shutdown()
 
 
+async def test_jobs_another_process_enqueues_are_polled_for_soon_after_a_busy_spell(
+    make_store: Callable[..., Any], store: JobStore, nursery: Any
+) -> None:
+    """Jobs enqueued elsewhere are not announced here: the runner polls for them. Soon
+    after a claim that found jobs (``min_poll``, then doubling), so a worker process
+    keeping up with a web tier's enqueues does not idle ``poll_interval`` each time the
+    queue runs dry; ``poll_interval`` apart once the queue has stayed empty."""
+    registry = TaskRegistry()
+    done: dict[int, float] = {}
+    last = trio.Event()
+
+    @registry.task("note")
+    async def note(args: dict[str, int]) -> None:
+        done[args["n"]] = trio.current_time()
+        if args["n"] == 2:
+            last.set()
+
+    elsewhere = make_store()  # another process's store over the same data
+    await nursery.start(elsewhere.run)
+    worker = runner(store, registry, concurrency=4, poll_interval=1.0)
+    await nursery.start(worker.run)
+    await elsewhere.enqueue(Job("note", {"n": 0}))
+    await wait_for_state(
+        store, (await elsewhere.enqueue(Job("note", {"n": 1})))[0].id, JobState.SUCCEEDED
+    )
+    await trio.sleep(0.05)  # the queue ran dry a moment ago
+    enqueued = trio.current_time()
+    await elsewhere.enqueue(Job("note", {"n": 2}))
+    with trio.fail_after(5):
+        await last.wait()
+    assert done[2] - enqueued < 0.5  # a poll_interval would be 1 s
+    worker.shutdown()
+
+
 async def test_a_claim_in_flight_holds_its_slots_against_the_writer(
     store: JobStore, nursery: Any
 ) -> None:
