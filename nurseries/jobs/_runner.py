@@ -120,6 +120,8 @@ class JobRunner:
     # both claim, and together they must not lease more than ``concurrency``.
     _reserved: int = field(default=0, init=False)
     _jobs: trio.Nursery | None = field(default=None, init=False)  # open while claiming
+    # The same nursery, until it closes: ready jobs still get workers while they drain.
+    _pool: trio.Nursery | None = field(default=None, init=False)
     # Started jobs not yet taken by a worker, and the workers waiting for one. Workers
     # live as long as the jobs nursery (a task spawned per job cost about a tenth of
     # a no-op job's CPU), and are started as they are first needed, up to
@@ -178,7 +180,7 @@ class JobRunner:
                 upkeep.start_soon(self._sweep)
                 try:
                     async with trio.open_nursery() as jobs:
-                        self._jobs = jobs
+                        self._jobs = self._pool = jobs
                         task_status.started()
                         try:
                             await self._claim_until_stopped()
@@ -188,6 +190,7 @@ class JobRunner:
                             self._called += len(self._idle.unpark_all())
                         jobs.cancel_scope.deadline = trio.current_time() + self.grace
                 finally:
+                    self._pool = None
                     # Cut off (by the grace, or a cancel from outside) before a worker
                     # took them: released like the jobs that were running.
                     while self._ready:
@@ -246,8 +249,8 @@ class JobRunner:
         if wanted <= 0:
             return
         woken = len(self._idle.unpark(count=wanted))
-        while woken < wanted and self._workers < self.concurrency and self._jobs is not None:
-            self._jobs.start_soon(self._work)
+        while woken < wanted and self._workers < self.concurrency and self._pool is not None:
+            self._pool.start_soon(self._work)
             self._workers += 1
             woken += 1
         self._called += woken
