@@ -1,7 +1,8 @@
 """The hub: topics, their logs, and every subscriber's pump, as one supervised service.
 
 Resource handling: the hub's nursery holds a sweeper (history TTLs, idle topics), a
-flusher, and one pump per subscription. ``shutdown()`` closes every subscription with
+flusher, with a broker a pinner (renews the broker's pins on the topics subscribed
+to exactly here), and one pump per subscription. ``shutdown()`` closes every subscription with
 ``HUB_STOPPING`` (each sink hears of it, bounded by ``close_timeout``); ``run``
 returns once the last pump has ended.
 
