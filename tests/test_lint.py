@@ -1,4 +1,4 @@
-"""The code stays ruff-clean and type-checks: both run as part of the suite."""
+"""The code stays ruff-clean, ruff-formatted and type-checks: all run in the suite."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 def test_ruff_is_clean() -> None:
     result = run("ruff", "check", *PACKAGES, "tests", "bench")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_is_clean() -> None:
+    """The examples in docs/ too: ruff formats Python blocks in Markdown."""
+    result = run("ruff", "format", "--check", *PACKAGES, "tests", "bench", "examples", "docs")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
