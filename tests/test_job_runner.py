@@ -241,6 +241,53 @@ async def test_jobs_that_never_wait_share_a_worker_and_waiting_ones_get_one_each
     worker.shutdown()
 
 
+async def test_jobs_claimed_as_the_runner_stops_still_get_a_worker_each(
+    store: JobStore, nursery: Any
+) -> None:
+    """The runner has learnt that jobs do not wait and has two workers; then it claims
+    four that do wait, and is told to stop at that moment. Each still gets a worker
+    and its grace, started while the runner drains, not released unrun."""
+    registry = TaskRegistry()
+    held: list[int] = []
+    release, all_held = trio.Event(), trio.Event()
+
+    @registry.task("compute")
+    async def compute(args: dict[str, int]) -> int:
+        return args["n"]
+
+    @registry.task("held")
+    async def hold(args: dict[str, int]) -> None:
+        held.append(args["n"])
+        if len(held) == 4:
+            all_held.set()
+        await release.wait()
+
+    worker = runner(store, registry, concurrency=4, poll_interval=0.02, grace=5.0)
+    await nursery.start(worker.run)
+    due = time.time() + 0.2
+    jobs = [(await store.enqueue(Job("compute", {"n": n}, run_at=due)))[0] for n in range(2)]
+    for job in jobs:  # two workers; the first ran both: jobs that do not wait
+        await wait_for_state(store, job.id, JobState.SUCCEEDED)
+
+    claim = store.claim
+
+    async def claim_then_stop(*args: Any) -> list[Job]:
+        claimed = await claim(*args)
+        if claimed:
+            worker.shutdown()
+        return claimed
+
+    store.claim = claim_then_stop  # type: ignore[method-assign]
+    due = time.time() + 0.2
+    jobs = [(await store.enqueue(Job("held", {"n": n}, run_at=due)))[0] for n in range(4)]
+    with trio.fail_after(3):
+        await all_held.wait()
+    release.set()
+    for job in jobs:
+        done = await wait_for_state(store, job.id, JobState.SUCCEEDED)
+        assert done.attempts == 1
+
+
 async def test_jobs_another_process_enqueues_are_polled_for_soon_after_a_busy_spell(
     make_store: Callable[..., Any], store: JobStore, nursery: Any
 ) -> None:
