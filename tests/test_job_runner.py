@@ -71,6 +71,32 @@ def count_at_once(
     return counts
 
 
+class Held:
+    """Declares a task ``held`` whose jobs wait for ``release``; ``all_running`` is set
+    once ``count`` of them run at once. ``again()`` starts a new round."""
+
+    def __init__(self, registry: TaskRegistry, count: int) -> None:
+        self.count = count
+        self.again()
+
+        @registry.task("held")
+        async def held(args: dict[str, int]) -> None:
+            self.running.append(args["n"])
+            if len(self.running) == self.count:
+                self.all_running.set()
+            await self.release.wait()
+
+    def again(self) -> None:
+        self.running: list[int] = []
+        self.release, self.all_running = trio.Event(), trio.Event()
+
+
+async def due_together(store: JobStore, task: str, count: int) -> list[Job]:
+    """``count`` jobs of ``task`` due together, so that one claim takes them all."""
+    due = time.time() + 0.2
+    return [(await store.enqueue(Job(task, {"n": n}, run_at=due)))[0] for n in range(count)]
+
+
 async def test_runs_jobs_concurrently_to_success(store: JobStore, nursery: Any) -> None:
     registry = TaskRegistry()
     seen: list[int] = []
@@ -143,15 +169,7 @@ async def test_workers_are_started_as_needed_and_kept(store: JobStore, nursery: 
     """A runner allowed 1,000 jobs at once that is given 5 at a time starts 5 workers
     (not 1,000 idle tasks), and reuses them for the next 5."""
     registry = TaskRegistry()
-    running: list[int] = []
-    release, all_running = trio.Event(), trio.Event()
-
-    @registry.task("held")
-    async def held(args: dict[str, int]) -> None:
-        running.append(args["n"])
-        if len(running) == 5:
-            all_running.set()
-        await release.wait()
+    held = Held(registry, 5)
 
     def workers() -> int:
         tasks: list[Any] = [trio.lowlevel.current_root_task()]
@@ -166,13 +184,12 @@ async def test_workers_are_started_as_needed_and_kept(store: JobStore, nursery: 
     await nursery.start(worker.run)
     assert workers() == 0
     for _round in range(3):
-        running.clear()
-        release, all_running = trio.Event(), trio.Event()
+        held.again()
         jobs = [(await store.enqueue(Job("held", {"n": n})))[0] for n in range(5)]
         with trio.fail_after(5):
-            await all_running.wait()
+            await held.all_running.wait()
         assert workers() == 5
-        release.set()
+        held.release.set()
         for job in jobs:
             await wait_for_state(store, job.id, JobState.SUCCEEDED)
     assert workers() == 5
@@ -187,25 +204,12 @@ async def test_jobs_that_never_wait_share_a_worker_and_waiting_ones_get_one_each
     Jobs that wait, coming after them, are still all under way at once."""
     registry = TaskRegistry()
     ran_in: list[Any] = []
-    held: list[int] = []
-    release, all_held = trio.Event(), trio.Event()
+    held = Held(registry, 8)
 
     @registry.task("compute")
     async def compute(args: dict[str, int]) -> int:
         ran_in.append(trio.lowlevel.current_task())
         return args["n"] * 2
-
-    @registry.task("held")
-    async def hold(args: dict[str, int]) -> None:
-        held.append(args["n"])
-        if len(held) == 8:
-            all_held.set()
-        await release.wait()
-
-    async def batch(task: str) -> list[Job]:
-        """Eight jobs due together, so that one claim takes them all."""
-        due = time.time() + 0.2
-        return [(await store.enqueue(Job(task, {"n": n}, run_at=due)))[0] for n in range(8)]
 
     class WorkerSteps(trio.abc.Instrument):
         """Counts the scheduler's steps of the runner's workers."""
@@ -222,7 +226,7 @@ async def test_jobs_that_never_wait_share_a_worker_and_waiting_ones_get_one_each
         steps = WorkerSteps()
         trio.lowlevel.add_instrument(steps)
         try:
-            for job in await batch("compute"):
+            for job in await due_together(store, "compute", 8):
                 await wait_for_state(store, job.id, JobState.SUCCEEDED)
         finally:
             trio.lowlevel.remove_instrument(steps)
@@ -231,11 +235,11 @@ async def test_jobs_that_never_wait_share_a_worker_and_waiting_ones_get_one_each
     # job would have been eight steps).
     assert steps.steps == 2
 
-    jobs = await batch("held")
+    jobs = await due_together(store, "held", 8)
     with trio.fail_after(5):
-        await all_held.wait()  # eight at once: none waits behind another
-    assert sorted(held) == list(range(8)) and worker.running == 8
-    release.set()
+        await held.all_running.wait()  # eight at once: none waits behind another
+    assert sorted(held.running) == list(range(8)) and worker.running == 8
+    held.release.set()
     for job in jobs:
         await wait_for_state(store, job.id, JobState.SUCCEEDED)
     worker.shutdown()
@@ -248,25 +252,17 @@ async def test_jobs_claimed_as_the_runner_stops_still_get_a_worker_each(
     four that do wait, and is told to stop at that moment. Each still gets a worker
     and its grace, started while the runner drains, not released unrun."""
     registry = TaskRegistry()
-    held: list[int] = []
-    release, all_held = trio.Event(), trio.Event()
+    held = Held(registry, 4)
 
     @registry.task("compute")
     async def compute(args: dict[str, int]) -> int:
         return args["n"]
 
-    @registry.task("held")
-    async def hold(args: dict[str, int]) -> None:
-        held.append(args["n"])
-        if len(held) == 4:
-            all_held.set()
-        await release.wait()
-
     worker = runner(store, registry, concurrency=4, poll_interval=0.02, grace=5.0)
     await nursery.start(worker.run)
-    due = time.time() + 0.2
-    jobs = [(await store.enqueue(Job("compute", {"n": n}, run_at=due)))[0] for n in range(2)]
-    for job in jobs:  # two workers; the first ran both: jobs that do not wait
+    for job in await due_together(
+        store, "compute", 2
+    ):  # two workers; the first ran both: jobs that do not wait
         await wait_for_state(store, job.id, JobState.SUCCEEDED)
 
     claim = store.claim
@@ -278,11 +274,10 @@ async def test_jobs_claimed_as_the_runner_stops_still_get_a_worker_each(
         return claimed
 
     store.claim = claim_then_stop  # type: ignore[method-assign]
-    due = time.time() + 0.2
-    jobs = [(await store.enqueue(Job("held", {"n": n}, run_at=due)))[0] for n in range(4)]
+    jobs = await due_together(store, "held", 4)
     with trio.fail_after(3):
-        await all_held.wait()
-    release.set()
+        await held.all_running.wait()
+    held.release.set()
     for job in jobs:
         done = await wait_for_state(store, job.id, JobState.SUCCEEDED)
         assert done.attempts == 1

@@ -2,9 +2,9 @@
 
 Resource handling: the hub's nursery holds a sweeper (history TTLs, idle topics), a
 flusher, with a broker a pinner (renews the broker's pins on the topics subscribed
-to exactly here), and one pump per subscription. ``shutdown()`` closes every subscription with
-``HUB_STOPPING`` (each sink hears of it, bounded by ``close_timeout``); ``run``
-returns once the last pump has ended.
+to exactly here), and one pump per subscription. ``shutdown()`` closes every
+subscription with ``HUB_STOPPING`` (each sink hears of it, bounded by
+``close_timeout``); ``run`` returns once the last pump has ended.
 
 Error handling: a sink that raises ends only its own subscription. Limits
 (:class:`TooManyTopics`, :class:`TooManySubscriptions`) and :class:`HubClosed`
