@@ -29,6 +29,7 @@ from typing import Any
 
 import trio
 
+from .._doorbell import Doorbell
 from .._group_commit import GroupCommit
 from .._json import json_loads
 from .._sqlite import SqliteDatabase
@@ -80,6 +81,10 @@ assert frozenset(_COLUMNS) == _FIELDS  # _job builds a record from a row alone
 _SELECTED = ", ".join(_COLUMNS)  # what every read selects, in _COLUMNS' order (see _job)
 _WAITING = tuple(sorted(state.value for state in CLAIMABLE))
 _MARKS = ", ".join("?" for _ in _WAITING)
+# The doorbell's messages (nurseries._doorbell): jobs became claimable; a cancel asked
+# for the job whose id follows.
+_ENQUEUED = b"enqueued"
+_CANCEL = b"cancel:"
 # Each write that moves jobs into or out of the waiting states adds what it moved, in
 # the same transaction; each open recounts (see _migrate).
 _ADD_WAITING = """INSERT INTO queue_depth (queue, waiting) VALUES (?, ?)
@@ -263,6 +268,9 @@ class SQLiteJobStore:
             "job", self._write_enqueues, batch_size, error=JobStoreError
         )
         self._events = StoreEvents()
+        # The other processes on this file (a web tier, workers) hear of this one's
+        # enqueues and cancels at once, and it of theirs (see nurseries._doorbell).
+        self.doorbell = Doorbell(path)
         self.on_enqueued = self._events.on_enqueued
         self.on_cancel_requested = self._events.on_cancel_requested
 
@@ -274,11 +282,28 @@ class SQLiteJobStore:
     # -- service -------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        # The database (its connection, closed last) and the enqueue committer.
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.db.run)
-            await nursery.start(self._enqueues.run)
-            task_status.started()
+        # The database (its connection, closed last), the enqueue committer, and the
+        # doorbell's listener.
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.db.run)
+                await nursery.start(self._enqueues.run)
+                await nursery.start(self.doorbell.listen, self._heard)
+                task_status.started()
+        finally:
+            self.doorbell.close()
+
+    def _heard(self, message: bytes) -> None:
+        """Another process's ring: what it did, as if done here."""
+        if message == _ENQUEUED:
+            self._events.enqueued()
+        elif message.startswith(_CANCEL):
+            self._events.cancel_requested(message[len(_CANCEL) :].decode("ascii", "replace"))
+
+    def _claimable(self) -> None:
+        """Jobs became claimable: tell this process's runners and ring the others'."""
+        self._events.enqueued()
+        self.doorbell.ring(_ENQUEUED)
 
     # -- enqueue, group-committed ----------------------------------------------------
 
@@ -288,7 +313,7 @@ class SQLiteJobStore:
     async def _write_enqueues(self, jobs: list[Job]) -> list[tuple[Job, bool] | Exception]:
         outcomes = await self._db(self._insert_batch, jobs)
         if any(isinstance(o, tuple) and o[1] for o in outcomes):
-            self._events.enqueued()
+            self._claimable()
         return outcomes
 
     def _insert_batch(self, jobs: list[Job]) -> list[tuple[Job, bool] | Exception]:
@@ -371,7 +396,14 @@ class SQLiteJobStore:
         return (await self.finish_many([job], owner))[0]
 
     async def finish_many(self, jobs: Sequence[Job], owner: str) -> list[bool]:
-        return await self._db(self._finish_many, list(jobs), owner)
+        written = await self._db(self._finish_many, list(jobs), owner)
+        self._announce_released(jobs, written)
+        return written
+
+    def _announce_released(self, jobs: Sequence[Job], written: list[bool]) -> None:
+        """Jobs a stopping runner gave back run again at once, in any process."""
+        if any(ok and job.state is JobState.QUEUED for job, ok in zip(jobs, written, strict=True)):
+            self._claimable()
 
     def _finish_many(self, jobs: list[Job], owner: str) -> list[bool]:
         rows = _outcome_rows(jobs, owner)
@@ -381,7 +413,11 @@ class SQLiteJobStore:
     async def finish_and_claim(
         self, jobs: Sequence[Job], owner: str, queue: str, limit: int, lease: float
     ) -> tuple[list[bool], list[Job]]:
-        return await self._db(self._finish_and_claim, list(jobs), owner, queue, limit, lease)
+        written, claimed = await self._db(
+            self._finish_and_claim, list(jobs), owner, queue, limit, lease
+        )
+        self._announce_released(jobs, written)
+        return written, claimed
 
     def _finish_and_claim(
         self, jobs: list[Job], owner: str, queue: str, limit: int, lease: float
@@ -396,6 +432,7 @@ class SQLiteJobStore:
         job = await self._db(self._cancel, job_id)
         if job is not None and job.state is JobState.RUNNING:
             self._events.cancel_requested(job_id)  # a runner of this process: now
+            self.doorbell.ring(_CANCEL + job_id.encode())  # another's: now, not at its heartbeat
         return job
 
     def _cancel(self, job_id: str) -> Job | None:
@@ -414,7 +451,10 @@ class SQLiteJobStore:
         return self._get(job_id)
 
     async def retry_dead(self, job_id: str) -> Job | None:
-        return await self._db(self._retry_dead, job_id)
+        job = await self._db(self._retry_dead, job_id)
+        if job is not None and job.state is JobState.QUEUED:
+            self._claimable()
+        return job
 
     def _retry_dead(self, job_id: str) -> Job | None:
         now = time.time()
@@ -440,7 +480,10 @@ class SQLiteJobStore:
         return {queue: (count, oldest) for queue, count, oldest in rows}
 
     async def requeue_expired(self) -> int:
-        return await self._db(self._requeue_expired)
+        requeued = await self._db(self._requeue_expired)
+        if requeued:
+            self._claimable()
+        return requeued
 
     def _requeue_expired(self) -> int:
         now = time.time()

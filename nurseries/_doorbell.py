@@ -1,0 +1,159 @@
+"""A doorbell between the processes that share one SQLite file.
+
+A store rings it after a commit that the other processes should act on at once: jobs
+enqueued, or a cancel asked for a job that may be running elsewhere. Without it, a
+``canopy worker`` hears of a web process's enqueue only at its next poll (up to
+50 ms apart once its queue has been empty) and of a cancel at its next heartbeat
+(0.5 s). The polls and heartbeats stay: a ring is a hint, and a lost one (a full
+socket buffer, a process that began listening a moment ago) costs only that latency.
+
+Each listening process binds a Unix datagram socket in ``<database>.bells/``, under
+a random name. A ring sends one datagram to every socket there but the ringer's own,
+without blocking and without waiting for an answer. A socket that refuses it
+(``ECONNREFUSED``) has no process behind it any more, as one that died leaves its
+file behind, so the ringer removes the file. The directory is listed again at most
+every ``REFRESH`` seconds, so a ring costs a ``sendto`` per listener, not a listing.
+
+Unix socket paths are limited to about 100 bytes: a database whose path is longer
+gets a silent bell (logged once), and polling does the work, as before. So do
+platforms without Unix sockets.
+
+Resource handling: :meth:`Doorbell.listen` runs until cancelled and removes its
+socket file on the way out, even when cancelled; :meth:`Doorbell.close` closes the
+ringing socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+from ._ids import random_hex
+
+__all__ = ["Doorbell"]
+
+log = logging.getLogger("canopy.doorbell")
+
+REFRESH = 0.5  # seconds between listings of the bells directory
+MAX_MESSAGE = 256
+# sun_path is 108 bytes on Linux, 104 on the BSDs; keep to the smaller, with its NUL.
+MAX_PATH = 103
+
+
+class Doorbell:
+    """Rings the other processes that listen on ``path`` (a database file), and
+    hears their rings. A message is a few bytes the caller gives meaning to."""
+
+    def __init__(self, path: str | Path) -> None:
+        database = Path(path).resolve()
+        self.directory = database.with_name(database.name + ".bells")
+        self.rings = 0  # datagrams sent so far, for tests and curiosity
+        self._own: str | None = None  # our socket's file name while listening
+        self._sender: socket.socket | None = None
+        self._targets: list[str] = []
+        self._listed_at = -REFRESH
+        self.enabled = hasattr(socket, "AF_UNIX") and _fits(self.directory / _name())
+        if not self.enabled:
+            log.info(
+                "no doorbell for %s (path too long for a Unix socket): other "
+                "processes' enqueues and cancels are polled for",
+                path,
+            )
+
+    def ring(self, message: bytes) -> None:
+        """Tell every other listener ``message``; never blocks, never raises."""
+        if not self.enabled:
+            return
+        if time.monotonic() - self._listed_at >= REFRESH:
+            self._targets = self._list()
+        if not self._targets:
+            return
+        if self._sender is None:
+            self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sender.setblocking(False)
+        gone = []
+        for target in self._targets:
+            try:
+                self._sender.sendto(message, target)
+                self.rings += 1
+            except (BlockingIOError, InterruptedError):
+                pass  # its buffer is full of rings it has yet to read: it will look
+            except OSError as exc:
+                if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                    gone.append(target)
+                else:
+                    log.debug("doorbell %s: %s", target, exc)
+        for target in gone:
+            self._targets.remove(target)
+            if os.path.basename(target) != self._own:
+                _unlink(target)
+
+    async def listen(
+        self,
+        heard: Callable[[bytes], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Call ``heard`` with each message rung by another process, until cancelled.
+        Rings that came together are read together, each distinct message heard once."""
+        if not self.enabled:
+            task_status.started()
+            await trio.sleep_forever()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            name = _name()
+            path = str(self.directory / name)
+            sock.bind(path)
+            self._own = name
+            self._listed_at = -REFRESH  # list again, now without ourselves
+            try:
+                task_status.started()
+                while True:
+                    await trio.lowlevel.wait_readable(sock)
+                    messages = set()
+                    while True:
+                        try:
+                            messages.add(sock.recv(MAX_MESSAGE))
+                        except (BlockingIOError, InterruptedError):
+                            break
+                    for message in messages:
+                        heard(message)
+            finally:
+                self._own = None
+                _unlink(path)
+
+    def close(self) -> None:
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
+
+    def _list(self) -> list[str]:
+        self._listed_at = time.monotonic()
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        return [str(self.directory / name) for name in names if name != self._own]
+
+
+def _name() -> str:
+    return random_hex(8)
+
+
+def _fits(path: Path) -> bool:
+    return len(os.fsencode(path)) <= MAX_PATH
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
