@@ -386,3 +386,55 @@ async def test_args_read_back_as_json_wrote_them(store: Any) -> None:
     assert first.args == big
     assert [type(n) for n in first.args["big"]] == [int, int, int]
     assert math.isnan(second.args["nan"])
+
+
+class Heard:
+    """What a store's listeners were told, and a wait for the next of it."""
+
+    def __init__(self) -> None:
+        self.claimable = 0
+        self.cancels: list[str] = []
+        self._changed = trio.Event()
+
+    def enqueued(self) -> None:
+        self.claimable += 1
+        self._changed.set()
+
+    def cancel_requested(self, job_id: str) -> None:
+        self.cancels.append(job_id)
+        self._changed.set()
+
+    async def until(self, heard: Callable[[], bool]) -> None:
+        while not heard():
+            self._changed = trio.Event()
+            await self._changed.wait()
+
+
+async def test_another_store_on_the_same_data_hears_of_claimable_jobs_and_cancels(
+    make_store: StoreFactory, store: Any, nursery: trio.Nursery
+) -> None:
+    """Two stores over one database stand for two processes (a web tier and a worker):
+    the worker's store tells its runners at once of jobs the other made claimable
+    (enqueued, released) and of a cancel of a job it runs. SQLite rings a doorbell,
+    Redis publishes; without them the runner would wait for its next poll, and the
+    cancel for its heartbeat."""
+    other = make_store(max_queued=1000)
+    await nursery.start(other.run)
+    heard = Heard()
+    other.on_enqueued(heard.enqueued)
+    other.on_cancel_requested(heard.cancel_requested)
+    with trio.fail_after(3):
+        while not heard.claimable:  # Redis's subscription may take a moment to start
+            await store.enqueue(Job("t"))
+            with trio.move_on_after(0.2):
+                await heard.until(lambda: heard.claimable > 0)
+    (job,) = await store.claim("default", "w1", limit=1, lease=10)
+    before = heard.claimable
+    released = job.moved(JobState.QUEUED, attempts=0, lease_owner=None, lease_expires=None)
+    assert await store.finish(released, "w1")
+    with trio.fail_after(2):
+        await heard.until(lambda: heard.claimable > before)
+    (job,) = await store.claim("default", "w2", limit=1, lease=10)
+    await store.cancel(job.id)
+    with trio.fail_after(2):
+        await heard.until(lambda: job.id in heard.cancels)

@@ -54,6 +54,7 @@ local function file_state(id, old, new, created)
 end
 
 -- A waiting job goes to its priority's stream when due, else to the delayed set.
+local ready = false  -- a job went to a stream: announced at the script's end
 local function place(id, queue, prio, run_at, now)
     redis.call('HINCRBY', P .. ':waiting', queue, 1)
     if tonumber(run_at) > now then
@@ -65,6 +66,13 @@ local function place(id, queue, prio, run_at, now)
         redis.pcall('XGROUP', 'CREATE', stream, 'workers', '0', 'MKSTREAM')
     end
     redis.call('HSET', jkey(id), 'entry', redis.call('XADD', stream, '*', 'id', id))
+    ready = true
+end
+
+-- Every process's store hears it (RedisJobStore), so idle runners claim at once
+-- instead of at their next poll.
+local function announce()
+    if ready then redis.call('PUBLISH', P .. ':ready', '') end
 end
 
 -- Take a waiting job out of line (claimed, cancelled): its stream entry or delay.
@@ -143,6 +151,7 @@ for i = 4, #ARGV do
         out[i - 3] = {'new'}
     end
 end
+announce()
 return out
 """
 )
@@ -245,6 +254,7 @@ for i = 5, #ARGV do
         written[i - 4] = 0
     end
 end
+announce()  -- retries due now, and jobs released by a runner that stopped
 return written
 """
 )
@@ -303,6 +313,7 @@ if job[1] == 'failed' then
     file_state(id, 'failed', 'queued', job[4])
     place(id, job[2], job[3], ARGV[2], tonumber(ARGV[2]))
 end
+announce()
 return record(id)
 """
 )
@@ -331,6 +342,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', '(' .. ARGV[2],
         count = count + 1
     end
 end
+announce()
 -- Forget listed ids whose records expired (terminal results outlive their TTL).
 local horizon = now - tonumber(ARGV[3])
 for _, state in ipairs({'succeeded', 'failed', 'cancelled'}) do

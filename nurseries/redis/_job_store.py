@@ -4,7 +4,9 @@ Same contract as the SQLite store (``nurseries.jobs.JobStore``), different engin
 jobs wait in Redis Streams read by a consumer group (a claim is XREADGROUP, the
 acknowledgement XACK comes only with the outcome), delayed jobs and priorities in
 sorted sets, records in hashes that expire ``result_ttl`` after they end,
-idempotency keys by SET NX, cancel requests over pub/sub. Every change is one Lua
+idempotency keys by SET NX, cancel requests and jobs made claimable announced over
+pub/sub (so runners in any process act at once, not at their next poll or
+heartbeat). Every change is one Lua
 script (``_job_scripts``): atomic, one round trip, and batched like the SQLite
 store (concurrent enqueues are group-committed; outcomes come in batches).
 
@@ -20,7 +22,7 @@ last second of acknowledged jobs if the machine, not just Redis, goes down).
 
 Resource handling: :meth:`RedisJobStore.run` is a service that depends on a
 running :class:`RedisConnection` (which also holds the pub/sub subscription for
-cancel requests). It runs the enqueue committer until cancelled.
+those announcements). It runs the enqueue committer until cancelled.
 """
 
 from __future__ import annotations
@@ -128,8 +130,15 @@ class RedisJobStore:
         self.on_cancel_requested = self._events.on_cancel_requested
         self._running = False
         # Cancel requests from any process, heard as they are published; a heartbeat
-        # finds them too, later, should one be missed (pub/sub is at-most-once).
-        connection.listen({f"{self.prefix}:cancel": self._events.cancel_requested})
+        # finds them too, later, should one be missed (pub/sub is at-most-once). And
+        # jobs made claimable by any process (the scripts announce them on :ready),
+        # for which runners would otherwise wait until their next poll.
+        connection.listen(
+            {
+                f"{self.prefix}:cancel": self._events.cancel_requested,
+                f"{self.prefix}:ready": lambda _: self._events.enqueued(),
+            }
+        )
 
     @property
     def commits(self) -> int:
