@@ -16,7 +16,12 @@ For each system, in one run:
    running up to ``--concurrency`` jobs at once) and drains those N jobs; the rate
    is taken from its first completed job, so process start-up is not counted;
 3. end to end: with that worker running, N more jobs are enqueued and the clock runs
-   until the last is done.
+   until the last is done;
+4. pickup: with that worker idle, ``PICKUPS`` jobs are enqueued one at a time,
+   ``PICKUP_GAP`` apart, and each one's time from enqueue to done is read from the
+   system's own record of the job (Canopy: ``created_at`` to the outcome's
+   ``updated_at``; SAQ: ``queued`` to ``completed``; arq: ``enqueue_time`` to
+   ``finish_time``). The median is printed, and the best peer's over Canopy's.
 
 Every job is checked done by the system's own bookkeeping (arq's queue, SAQ's
 incomplete set, Canopy's job table). Workers run on core 0; the bench and Redis on
@@ -57,6 +62,8 @@ from _procs import free_port, running
 ROOT = Path(__file__).resolve().parent.parent
 PHASE_TIMEOUT = 120.0
 POLL = 0.01
+PICKUPS = 30
+PICKUP_GAP = 0.12  # seconds between them: the worker is idle when each comes
 
 
 @dataclass
@@ -64,6 +71,12 @@ class Rates:
     enqueue: float
     process: float
     end_to_end: float
+    pickup: float  # seconds, the median of PICKUPS jobs
+
+
+# Enqueues one job and, once it is done, returns its enqueue-to-done seconds as the
+# system recorded them.
+Pickup = Callable[[], Awaitable[float]]
 
 
 @dataclass
@@ -142,10 +155,12 @@ async def phases(
     setup: Setup,
     clock: Clock,
     enqueue_all: Callable[[], Awaitable[object]],
+    pickup: Pickup,
     argv: list[str],
     env: dict[str, str] | None = None,
 ) -> Rates:
-    """Enqueue with no worker, start the worker (``argv``) to process, then end to end."""
+    """Enqueue with no worker, start the worker (``argv``) to process, then end to end,
+    then one job at a time."""
     started = time.perf_counter()
     await enqueue_all()
     enqueue_rate = setup.jobs / (time.perf_counter() - started)
@@ -154,7 +169,23 @@ async def phases(
         started = time.perf_counter()
         await enqueue_all()
         end_to_end = setup.jobs / (await clock.drained(started) - started)
-    return Rates(enqueue_rate, process_rate, end_to_end)
+        pickups = []
+        for _ in range(PICKUPS):
+            await clock.sleep(PICKUP_GAP)
+            pickups.append(await pickup())
+    return Rates(enqueue_rate, process_rate, end_to_end, statistics.median(pickups))
+
+
+async def until_done(
+    check: Callable[[], Awaitable[float | None]], sleep: Callable[[float], Awaitable[None]]
+) -> float:
+    """Poll ``check`` (the job's enqueue-to-done seconds once done, else None)."""
+    started = time.perf_counter()
+    while (seconds := await check()) is None:
+        if time.perf_counter() - started > 10:
+            raise RuntimeError("a job was not done within 10 s")
+        await sleep(0.002)
+    return seconds
 
 
 def asyncio_clients(
@@ -184,8 +215,21 @@ def measure_arq(setup: Setup) -> Rates:
             return int(await pool.zcard("arq:queue"))  # a job leaves it once finished
 
         enqueue_all = asyncio_clients(setup, lambda: pool.enqueue_job("noop"))
+
+        async def pickup() -> float:
+            job = await pool.enqueue_job("noop")
+
+            async def check() -> float | None:
+                info = await job.result_info()
+                if info is None:
+                    return None
+                return (info.finish_time - info.enqueue_time).total_seconds()
+
+            return await until_done(check, asyncio.sleep)
+
         argv = [sys.executable, "-m", "arq", "jobs_arq.WorkerSettings"]
-        rates = await phases(setup, Clock(setup, pending, asyncio.sleep), enqueue_all, argv)
+        clock = Clock(setup, pending, asyncio.sleep)
+        rates = await phases(setup, clock, enqueue_all, pickup, argv)
         await pool.aclose()
         return rates
 
@@ -206,8 +250,21 @@ def measure_saq(setup: Setup) -> Rates:
             return await queue.count("incomplete")
 
         enqueue_all = asyncio_clients(setup, lambda: queue.enqueue("noop"))
+
+        async def pickup() -> float:
+            job = await queue.enqueue("noop")
+
+            async def check() -> float | None:
+                await job.refresh()
+                if not job.completed:
+                    return None
+                return (job.completed - job.queued) / 1000  # both in ms since the epoch
+
+            return await until_done(check, asyncio.sleep)
+
         argv = [sys.executable, "-m", "saq", "jobs_saq.settings"]
-        rates = await phases(setup, Clock(setup, pending, asyncio.sleep), enqueue_all, argv)
+        clock = Clock(setup, pending, asyncio.sleep)
+        rates = await phases(setup, clock, enqueue_all, pickup, argv)
         await queue.disconnect()
         return rates
 
@@ -280,7 +337,7 @@ async def canopy_phases(
     open_store: Callable[[], AbstractAsyncContextManager[tuple[Any, Callable[[], Awaitable[int]]]]],
     env: dict[str, str],
 ) -> Rates:
-    from nurseries.jobs import TaskRegistry
+    from nurseries.jobs import JobState, TaskRegistry
 
     registry = TaskRegistry()
 
@@ -300,9 +357,20 @@ async def canopy_phases(
                 for c in split(setup.jobs, setup.enqueuers):
                     clients.start_soon(enqueue, c)
 
+        async def pickup() -> float:
+            job, _ = await store.enqueue(spec.new_job({}))
+
+            async def check() -> float | None:
+                done = await store.get(job.id)
+                if done is None or done.state is not JobState.SUCCEEDED:
+                    return None
+                return float(done.updated_at - done.created_at)
+
+            return await until_done(check, trio.sleep)
+
         clock = Clock(setup, pending, trio.sleep)
         argv = [sys.executable, "-m", "server", "worker"]
-        return await phases(setup, clock, enqueue_all, argv, env)
+        return await phases(setup, clock, enqueue_all, pickup, argv, env)
 
 
 def canopy_rerun_after_sigkill(setup: Setup) -> float:
@@ -413,14 +481,17 @@ def main() -> None:
         name: Rates(
             *(
                 statistics.median(getattr(r, f) for r in rates)
-                for f in ("enqueue", "process", "end_to_end")
+                for f in ("enqueue", "process", "end_to_end", "pickup")
             )
         )
         for name, rates in results.items()
     }
-    print(f"    {'':<13} {'enqueue':>12} {'process':>12} {'end to end':>12}  jobs/s")
+    print(f"    {'':<13} {'enqueue':>12} {'process':>12} {'end to end':>12}  jobs/s   pickup")
     for name, r in medians.items():
-        print(f"    {name:<13} {r.enqueue:>12,.0f} {r.process:>12,.0f} {r.end_to_end:>12,.0f}")
+        print(
+            f"    {name:<13} {r.enqueue:>12,.0f} {r.process:>12,.0f} {r.end_to_end:>12,.0f}"
+            f"  {r.pickup * 1000:>14.1f} ms"
+        )
     peers = [name for name in ("saq", "arq") if name in medians]
     ours = [name for name in ("canopy", "canopy-redis") if name in medians]
     for name in ours if peers else ():
@@ -429,6 +500,10 @@ def main() -> None:
             ratio = getattr(medians[name], field) / getattr(medians[best], field)
             label = field.replace("_", " ")
             print(f"    {name} / best peer ({best}), {label}: {ratio:.1f}x")
+        best = min(peers, key=lambda n: medians[n].pickup)
+        ratio = medians[best].pickup / medians[name].pickup
+        label = f"(over 1: {name} quicker)"
+        print(f"    best peer ({best}) / {name}, pickup time: {ratio:.2f}x {label}")
     if rerun is not None:
         print(f"canopy: a job runs again {rerun:.1f} s after its worker was SIGKILLed")
 
