@@ -76,7 +76,11 @@ class Doorbell:
         if not self._targets:
             return
         if self._sender is None:
-            self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            except OSError as exc:  # out of descriptors, say: the ring is lost, not the commit
+                log.warning("doorbell not rung: %s", exc)
+                return
             self._sender.setblocking(False)
         gone = []
         for target in self._targets:
@@ -103,16 +107,13 @@ class Doorbell:
     ) -> None:
         """Call ``heard`` with each message rung by another process, until cancelled.
         Rings that came together are read together, each distinct message heard once."""
-        if not self.enabled:
+        sock = self._bound() if self.enabled else None
+        if sock is None:  # the others' rings go unheard: this process polls
             task_status.started()
             await trio.sleep_forever()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.setblocking(False)
-            name = _name()
-            path = str(self.directory / name)
-            sock.bind(path)
-            self._own = name
+        with sock:
+            path = sock.getsockname()
+            self._own = os.path.basename(path)
             self._listed_at = -REFRESH  # list again, now without ourselves
             try:
                 task_status.started()
@@ -130,6 +131,22 @@ class Doorbell:
                 self._own = None
                 _unlink(path)
 
+    def _bound(self) -> socket.socket | None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        except OSError as exc:
+            log.warning("no doorbell for %s: %s", self.directory, exc)
+            return None
+        try:
+            sock.setblocking(False)
+            sock.bind(str(self.directory / _name()))
+        except OSError as exc:
+            sock.close()
+            log.warning("no doorbell for %s: %s", self.directory, exc)
+            return None
+        return sock
+
     def close(self) -> None:
         if self._sender is not None:
             self._sender.close()
@@ -139,7 +156,7 @@ class Doorbell:
         self._listed_at = time.monotonic()
         try:
             names = os.listdir(self.directory)
-        except FileNotFoundError:
+        except OSError:  # none yet (no one listens), or not a directory we can read
             return []
         return [str(self.directory / name) for name in names if name != self._own]
 

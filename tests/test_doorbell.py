@@ -116,6 +116,18 @@ async def test_a_path_too_long_for_a_socket_leaves_the_bell_silent(
     assert bell.rings == 0
 
 
+async def test_a_bell_that_cannot_listen_leaves_the_store_polling(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """A bells directory that cannot be made (here a file is in its way) costs the
+    rings, never the store: it starts, and enqueues return as before."""
+    (tmp_path / "jobs.db.bells").write_text("in the way")
+    store = SQLiteJobStore(tmp_path / "jobs.db")
+    await nursery.start(store.run)
+    _, created = await store.enqueue(Job("demo.echo", {}))
+    assert created and store.doorbell.rings == 0
+
+
 async def test_another_store_on_the_file_hears_its_enqueues_and_cancels(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
