@@ -43,6 +43,7 @@ log = logging.getLogger("canopy.doorbell")
 
 REFRESH = 0.5  # seconds between listings of the bells directory
 MAX_MESSAGE = 256
+NAME_BYTES = 8  # a socket's file name: this many random bytes, in hex
 # sun_path is 108 bytes on Linux, 104 on the BSDs; keep to the smaller, with its NUL.
 MAX_PATH = 103
 
@@ -59,7 +60,7 @@ class Doorbell:
         self._sender: socket.socket | None = None
         self._targets: list[str] = []
         self._listed_at = -REFRESH
-        self.enabled = hasattr(socket, "AF_UNIX") and _fits(self.directory / _name())
+        self.enabled = hasattr(socket, "AF_UNIX") and _fits(self.directory)
         if not self.enabled:
             log.info(
                 "no doorbell for %s (path too long for a Unix socket): other "
@@ -94,10 +95,9 @@ class Doorbell:
                     gone.append(target)
                 else:
                     log.debug("doorbell %s: %s", target, exc)
-        for target in gone:
+        for target in gone:  # never our own socket: _list leaves it out
             self._targets.remove(target)
-            if os.path.basename(target) != self._own:
-                _unlink(target)
+            _unlink(target)
 
     async def listen(
         self,
@@ -132,17 +132,15 @@ class Doorbell:
                 _unlink(path)
 
     def _bound(self) -> socket.socket | None:
+        sock = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        except OSError as exc:
-            log.warning("no doorbell for %s: %s", self.directory, exc)
-            return None
-        try:
             sock.setblocking(False)
-            sock.bind(str(self.directory / _name()))
+            sock.bind(str(self.directory / random_hex(NAME_BYTES)))
         except OSError as exc:
-            sock.close()
+            if sock is not None:
+                sock.close()
             log.warning("no doorbell for %s: %s", self.directory, exc)
             return None
         return sock
@@ -161,12 +159,9 @@ class Doorbell:
         return [str(self.directory / name) for name in names if name != self._own]
 
 
-def _name() -> str:
-    return random_hex(8)
-
-
-def _fits(path: Path) -> bool:
-    return len(os.fsencode(path)) <= MAX_PATH
+def _fits(directory: Path) -> bool:
+    """Whether a socket's path in ``directory`` fits in ``sun_path``."""
+    return len(os.fsencode(directory)) + 1 + 2 * NAME_BYTES <= MAX_PATH
 
 
 def _unlink(path: str) -> None:
