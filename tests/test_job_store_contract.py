@@ -191,6 +191,33 @@ async def test_cancel_waiting_at_once_and_flag_running_for_its_worker(store: Any
     assert await store.cancel("missing") is None
 
 
+async def test_a_job_asked_to_cancel_is_not_run_again_when_its_worker_dies(store: Any) -> None:
+    await store.enqueue(Job("t"))
+    (job,) = await store.claim("default", "dead-worker", limit=1, lease=0.2)
+    assert (await store.cancel(job.id)).state is JobState.RUNNING  # answered: asked
+    await trio.sleep(0.3)
+    assert await store.requeue_expired() == 1
+    assert (await store.get(job.id)).state is JobState.CANCELLED
+    assert await store.claim("default", "w2", limit=1, lease=10) == []
+    assert await store.queue_stats() == {}
+
+
+async def test_a_job_asked_to_cancel_is_not_retried_or_released(store: Any) -> None:
+    for n in range(2):
+        await store.enqueue(Job("t", {"n": n}, max_attempts=3))
+    failing, stopping = await store.claim("default", "w1", limit=2, lease=10)
+    for job in (failing, stopping):
+        await store.cancel(job.id)
+    # The cancel came after the runner had decided: a retry due now, and a release.
+    retry = failing.moved(JobState.RETRYING, run_at=time.time(), error="boom")
+    release = stopping.moved(JobState.QUEUED, attempts=0, lease_owner=None, lease_expires=None)
+    assert await store.finish_many([retry, release], "w1") == [True, True]
+    assert {(await store.get(job.id)).state for job in (failing, stopping)} == {JobState.CANCELLED}
+    assert await store.claim("default", "w2", limit=2, lease=10) == []
+    assert await store.queue_stats() == {}
+    assert await store.requeue_expired() == 0
+
+
 async def test_a_store_that_is_not_running_says_so(make_store: StoreFactory) -> None:
     with pytest.raises(JobStoreError, match="not running"):
         await make_store().enqueue(Job("t"))

@@ -154,8 +154,17 @@ def _job(row: sqlite3.Row) -> Job:
 _OUTCOME_COLUMNS = (
     "state attempts run_at result error traceback lease_owner lease_expires updated_at".split()
 )
-_FINISH = f"""UPDATE jobs SET {", ".join(f"{c} = ?" for c in _OUTCOME_COLUMNS)},
-    cancel_requested = 0 WHERE id = ? AND state = 'running' AND lease_owner = ?"""
+# A job asked to cancel while it ran ends cancelled, whatever its runner decided to
+# wait for next (a retry, a release by a runner that stopped): the cancel was
+# answered, and a cancelled job never runs again.
+_FINISH = f"""UPDATE jobs SET {
+    ", ".join(f"{c} = ?{n}" for n, c in enumerate(_OUTCOME_COLUMNS, 1) if c != "state")
+}, state = CASE WHEN cancel_requested = 1 AND ?1 IN ({", ".join(f"'{w}'" for w in _WAITING)})
+        THEN 'cancelled' ELSE ?1 END,
+    cancel_requested = 0
+    WHERE id = ?{len(_OUTCOME_COLUMNS) + 1} AND state = 'running'
+    AND lease_owner = ?{len(_OUTCOME_COLUMNS) + 2}
+    RETURNING state"""
 _INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 
 
@@ -167,11 +176,15 @@ def _outcome_rows(jobs: list[Job], owner: str) -> list[tuple[Any, ...]]:
 def _finish_in(
     conn: sqlite3.Connection, jobs: list[Job], rows: list[tuple[Any, ...]]
 ) -> list[bool]:
-    written = [conn.execute(_FINISH, row).rowcount == 1 for row in rows]
-    waiting = [j.queue for j, ok in zip(jobs, written, strict=True) if ok and j.state in CLAIMABLE]
+    states = [conn.execute(_FINISH, row).fetchall() for row in rows]
+    waiting = [
+        job.queue
+        for job, state in zip(jobs, states, strict=True)
+        if state and state[0][0] in _WAITING
+    ]
     if waiting:  # retries, and jobs released to run again
         _add_waiting(conn, waiting)
-    return written
+    return [bool(state) for state in states]
 
 
 def _claim_in(
@@ -488,6 +501,13 @@ class SQLiteJobStore:
     def _requeue_expired(self) -> int:
         now = time.time()
         with self.db.transaction() as conn:
+            # Its worker died after a cancel was answered: cancelled, not run again.
+            cancelled = conn.execute(
+                """UPDATE jobs SET state = 'cancelled', lease_owner = NULL,
+                       lease_expires = NULL, cancel_requested = 0, updated_at = ?
+                   WHERE state = 'running' AND lease_expires < ? AND cancel_requested = 1""",
+                (now, now),
+            ).rowcount
             requeued = conn.execute(
                 """UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL,
                        updated_at = ?
@@ -495,4 +515,4 @@ class SQLiteJobStore:
                 (now, now),
             ).fetchall()
             _add_waiting(conn, [row[0] for row in requeued])
-        return len(requeued)
+        return cancelled + len(requeued)

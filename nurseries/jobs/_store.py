@@ -119,5 +119,6 @@ class JobStore(Protocol):
         ...
 
     async def requeue_expired(self) -> int:
-        """Make jobs whose lease expired (their worker died) claimable again."""
+        """Make jobs whose lease expired (their worker died) claimable again, or
+        cancelled if a cancel was asked for while they ran; how many there were."""
         ...

@@ -234,8 +234,11 @@ for i = 5, #ARGV do
     local id = outcome.id
     local key = jkey(id)
     local job = redis.call('HMGET', key, 'state', 'lease_owner', 'queue', 'priority', 'entry',
-        'created_at', 'idempotency_key')
+        'created_at', 'idempotency_key', 'cancel')
     if job[1] == 'running' and job[2] == owner then
+        -- Asked to cancel while it ran: cancelled, whatever its runner would wait for
+        -- next (a retry, a release by a runner that stopped). The cancel was answered.
+        if job[8] == '1' and WAITING[outcome.state] then outcome.state = 'cancelled' end
         local stream = stream_of(job[3], job[4])
         redis.call('XACK', stream, 'workers', job[5])  -- acknowledged only now it is done
         redis.call('XDEL', stream, job[5])
@@ -318,7 +321,7 @@ return record(id)
 """
 )
 
-# ARGV: prefix, now, result ttl -> how many expired leases were requeued
+# ARGV: prefix, now, result ttl -> how many expired leases were requeued or cancelled
 REQUEUE_EXPIRED = (
     _PRELUDE
     + """
@@ -330,15 +333,22 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', '(' .. ARGV[2],
     redis.call('ZREM', leases, id)
     local key = jkey(id)
     local job = redis.call('HMGET', key, 'state', 'queue', 'priority', 'entry', 'created_at',
-        'run_at')
+        'run_at', 'cancel', 'idempotency_key')
     if job[1] == 'running' then
         local stream = stream_of(job[2], job[3])
         redis.call('XACK', stream, 'workers', job[4])
         redis.call('XDEL', stream, job[4])
         redis.call('HDEL', key, 'lease_owner', 'lease_expires', 'entry', 'cancel')
-        redis.call('HSET', key, 'state', 'queued', 'updated_at', ARGV[2])
-        file_state(id, 'running', 'queued', job[5])
-        place(id, job[2], job[3], job[6], now)
+        if job[7] == '1' then  -- its worker died after a cancel was answered
+            redis.call('HSET', key, 'state', 'cancelled', 'updated_at', ARGV[2])
+            file_state(id, 'running', 'cancelled', job[5])
+            redis.call('EXPIRE', key, ARGV[3])
+            if job[8] then redis.call('EXPIRE', P .. ':idem:' .. job[8], ARGV[3]) end
+        else
+            redis.call('HSET', key, 'state', 'queued', 'updated_at', ARGV[2])
+            file_state(id, 'running', 'queued', job[5])
+            place(id, job[2], job[3], job[6], now)
+        end
         count = count + 1
     end
 end
