@@ -42,6 +42,13 @@ T = TypeVar("T")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
+def synchronous_level(level: str) -> str:
+    """``level`` as SQLite spells it, or ``ValueError`` if it is not one."""
+    if level.upper() not in SYNCHRONOUS:
+        raise ValueError(f"synchronous: one of {', '.join(SYNCHRONOUS)}")
+    return level.upper()
+
+
 class SqliteDatabase:
     """``read`` and ``write`` run a function in the database's thread with the
     connection open; ``write``'s inside a savepoint of the group's transaction."""
@@ -58,12 +65,10 @@ class SqliteDatabase:
     ) -> None:
         """``migrate`` runs after the schema on every open: for a database made by an
         older release (a column added since, say)."""
-        if synchronous.upper() not in SYNCHRONOUS:
-            raise ValueError(f"synchronous: one of {', '.join(SYNCHRONOUS)}")
         self.path = Path(path)
         self.schema = schema
         self.error = error
-        self.synchronous = synchronous
+        self.synchronous = synchronous_level(synchronous)
         self.migrate = migrate
         self._limiter = trio.CapacityLimiter(1)
         self.write_lock = WriteLock(self.path.with_name(self.path.name + ".write-lock"))
@@ -137,13 +142,23 @@ class SqliteDatabase:
         self.write_lock.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, synchronous: str | None = None) -> Iterator[sqlite3.Connection]:
         """For a function given to ``read``: one write transaction of its own, taking
         the write lock at once, rolled back on any exception. (``write`` makes one per
         group; this is for a store that batches its writes itself.) Every write goes
         through here, so that it queues behind the other processes' on the
-        :class:`WriteLock`."""
+        :class:`WriteLock`.
+
+        ``synchronous`` commits this transaction at another level than the
+        database's: a store's bookkeeping that nobody was promised durability for (a
+        job runner's claims and outcomes) need not wait for an fsync. In WAL mode
+        NORMAL loses nothing when a process is killed; an OS crash or power loss can
+        lose the transactions since the last fsync, never a part of one, and the next
+        commit at FULL makes them durable with it, since the log is synced in order."""
         conn = self.connection()
+        level = None if synchronous in (None, self.synchronous) else synchronous_level(synchronous)
+        if level is not None:
+            conn.execute(f"PRAGMA synchronous={level}")
         self.write_lock.acquire()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -155,6 +170,8 @@ class SqliteDatabase:
                 raise
         finally:
             self.write_lock.release()
+            if level is not None:
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
 
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
         return await trio.to_thread.run_sync(function, *args, limiter=self._limiter)

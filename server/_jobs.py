@@ -104,7 +104,10 @@ def _store(settings: Settings, redis: RedisConnections) -> JobStore:
     sqlite_path = settings.sqlite_path
     if sqlite_path is not None:
         return SQLiteJobStore(
-            sqlite_path, synchronous=settings.sqlite_synchronous, max_queued=settings.max_queued
+            sqlite_path,
+            synchronous=settings.sqlite_synchronous,
+            runner_synchronous=settings.sqlite_runner_synchronous,
+            max_queued=settings.max_queued,
         )
     from nurseries.redis import RedisJobStore
 

@@ -331,6 +331,13 @@ class Settings:
     sqlite_synchronous: str = _setting(
         "FULL", _synchronous, "SQLite synchronous level: FULL (durable), NORMAL or OFF"
     )
+    sqlite_runner_synchronous: str = _setting(
+        "NORMAL",
+        _synchronous,
+        "SQLite synchronous level of the job runner's own writes (claims, leases, "
+        "progress, outcomes, the sweeper's requeues): NORMAL survives a crash of any "
+        "process; FULL also keeps the last outcomes through a power loss",
+    )
     tracing: str = _setting(
         "off",
         _tracing,

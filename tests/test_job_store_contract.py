@@ -375,6 +375,48 @@ async def test_a_sqlite_database_from_before_headers_is_migrated(
     assert (await store.get(job.id)).headers == {"traceparent": "00-abc"}  # type: ignore[union-attr]
 
 
+async def test_a_sqlite_store_commits_what_it_answers_durably_and_its_runners_writes_not(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """Enqueues, cancels and retries are answered after an fsync (``synchronous``);
+    the runner's claims, leases, progress, outcomes and the sweeper's requeues commit
+    at ``runner_synchronous``. Read from the statements SQLite ran."""
+    store = SQLiteJobStore(tmp_path / "jobs.db")
+    await nursery.start(store.run)
+    statements: list[str] = []
+    store.db.connection().set_trace_callback(statements.append)
+
+    def levels() -> list[str]:
+        """The level each transaction since the last call committed at."""
+        level, committed = store.db.synchronous, []
+        for statement in statements:
+            if statement.startswith("PRAGMA synchronous="):
+                level = statement.split("=")[1]
+            elif statement == "COMMIT":
+                committed.append(level)
+        statements.clear()
+        return committed
+
+    job, _ = await store.enqueue(Job("t", max_attempts=1))
+    assert levels() == ["FULL"]
+    (job,) = await store.claim("default", "w1", limit=1, lease=0.2)
+    await store.heartbeat("w1", [job.id], lease=0.2)
+    await store.report_progress(job.id, "w1", {"done": 1})
+    await trio.sleep(0.3)
+    await store.requeue_expired()
+    assert levels() == ["NORMAL"] * 4
+    (job,) = await store.claim("default", "w1", limit=1, lease=10)
+    await store.finish(job.moved(JobState.FAILED, error="boom"), "w1")
+    assert levels() == ["NORMAL"] * 2
+    await store.retry_dead(job.id)
+    await store.cancel(job.id)
+    assert levels() == ["FULL"] * 2
+    assert (await store.get(job.id)).state is JobState.CANCELLED  # type: ignore[union-attr]
+    assert levels() == []  # a read commits nothing
+    pragma = await store.db.read(store.db.connection().execute, "PRAGMA synchronous")
+    assert pragma.fetchone()[0] == 2  # the connection's own level is back
+
+
 async def test_a_sqlite_store_recounts_its_queues_when_it_opens(tmp_path: Path) -> None:
     """The waiting count is rebuilt from the jobs on open: a database from before it was
     kept, or one an older Canopy wrote to without keeping it, is bounded correctly."""

@@ -28,6 +28,7 @@ def test_defaults_then_toml_then_environment(tmp_path: Path) -> None:
         ({"CANOPY_MAX_INFLIGHT": "1.5"}, "CANOPY_MAX_INFLIGHT"),
         ({"CANOPY_ACCESS_LOG": "maybe"}, "CANOPY_ACCESS_LOG"),
         ({"CANOPY_LOG_LEVEL": "loud"}, "CANOPY_LOG_LEVEL"),
+        ({"CANOPY_SQLITE_RUNNER_SYNCHRONOUS": "sometimes"}, "CANOPY_SQLITE_RUNNER_SYNCHRONOUS"),
         ({"CANOPY_NO_SUCH_THING": "1"}, "CANOPY_NO_SUCH_THING"),
         ({"CANOPY_TOPIC_RULES": "chat.*=sometimes"}, "CANOPY_TOPIC_RULES"),
         ({"CANOPY_TOPIC_RULES": "chat.*=latest:-1"}, "CANOPY_TOPIC_RULES"),

@@ -6,6 +6,15 @@ job go in batches: concurrent enqueues are group-committed (see ``nurseries.Grou
 each returning only after its job is committed; outcomes come in batches from the
 runner (:meth:`SQLiteJobStore.finish_many`).
 
+Durable is what was promised: an enqueue, a cancel and a retry commit at
+``synchronous`` (FULL by default) before they are answered. The runner's own writes
+about jobs already accepted (claims, leases, progress, outcomes, the sweeper's
+requeues) commit at ``runner_synchronous`` (NORMAL by default): in WAL mode that
+survives any crash of a process, and an OS crash or power loss can only undo the
+last of them, so that a job is claimed again or runs again; no accepted job is lost.
+The fsync of each outcome batch, which held the write lock the other processes
+wait for, was an eighth of the end-to-end throughput.
+
 Every process that uses the file writes in turn (the write lock), so what a write
 does while it holds the lock is what the processes' writes add up to: rows are
 encoded before the transaction and claimed rows decoded after it, and a queue's
@@ -32,7 +41,7 @@ import trio
 from .._doorbell import Doorbell
 from .._group_commit import GroupCommit
 from .._json import json_loads
-from .._sqlite import SqliteDatabase
+from .._sqlite import SqliteDatabase, synchronous_level
 from ._job import _FIELDS, _STATES, Job, _with_fields
 from ._state import CLAIMABLE, JobState
 from ._store import IdempotencyConflict, JobStoreError, QueueFull
@@ -266,6 +275,7 @@ class SQLiteJobStore:
         path: str | Path,
         *,
         synchronous: str = "FULL",
+        runner_synchronous: str = "NORMAL",
         max_queued: int = 100_000,
         batch_size: int = 500,
     ) -> None:
@@ -273,6 +283,7 @@ class SQLiteJobStore:
         self.db = SqliteDatabase(
             path, _SCHEMA, error=JobStoreError, synchronous=synchronous, migrate=_migrate
         )
+        self.runner_synchronous = synchronous_level(runner_synchronous)
         self.max_queued = max_queued
         self.batch_size = batch_size
         self._db = self.db.read
@@ -370,7 +381,7 @@ class SQLiteJobStore:
         return await self._db(self._claim, queue, owner, limit, lease)
 
     def _claim(self, queue: str, owner: str, limit: int, lease: float) -> list[Job]:
-        with self.db.transaction() as conn:
+        with self.db.transaction(self.runner_synchronous) as conn:
             rows = _claim_in(conn, queue, owner, limit, lease)
         return _claimed(rows)
 
@@ -381,7 +392,7 @@ class SQLiteJobStore:
         if not job_ids:
             return set()
         marks = ", ".join("?" for _ in job_ids)
-        with self.db.transaction() as conn:
+        with self.db.transaction(self.runner_synchronous) as conn:
             conn.execute(
                 f"""UPDATE jobs SET lease_expires = ? WHERE id IN ({marks})
                     AND state = 'running' AND lease_owner = ?""",
@@ -397,7 +408,7 @@ class SQLiteJobStore:
         return await self._db(self._report_progress, job_id, owner, encoded)
 
     def _report_progress(self, job_id: str, owner: str, encoded: str) -> bool:
-        with self.db.transaction() as conn:
+        with self.db.transaction(self.runner_synchronous) as conn:
             cursor = conn.execute(
                 """UPDATE jobs SET progress = ?, updated_at = ?
                    WHERE id = ? AND state = 'running' AND lease_owner = ?""",
@@ -420,7 +431,7 @@ class SQLiteJobStore:
 
     def _finish_many(self, jobs: list[Job], owner: str) -> list[bool]:
         rows = _outcome_rows(jobs, owner)
-        with self.db.transaction() as conn:
+        with self.db.transaction(self.runner_synchronous) as conn:
             return _finish_in(conn, jobs, rows)
 
     async def finish_and_claim(
@@ -436,7 +447,7 @@ class SQLiteJobStore:
         self, jobs: list[Job], owner: str, queue: str, limit: int, lease: float
     ) -> tuple[list[bool], list[Job]]:
         rows = _outcome_rows(jobs, owner)
-        with self.db.transaction() as conn:
+        with self.db.transaction(self.runner_synchronous) as conn:
             written = _finish_in(conn, jobs, rows)
             claimed = _claim_in(conn, queue, owner, limit, lease) if limit > 0 else []
         return written, _claimed(claimed)
@@ -500,7 +511,7 @@ class SQLiteJobStore:
 
     def _requeue_expired(self) -> int:
         now = time.time()
-        with self.db.transaction() as conn:
+        with self.db.transaction(self.runner_synchronous) as conn:
             # Its worker died after a cancel was answered: cancelled, not run again.
             cancelled = conn.execute(
                 """UPDATE jobs SET state = 'cancelled', lease_owner = NULL,
