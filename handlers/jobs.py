@@ -7,13 +7,14 @@ the registry's errors to JSON responses (see docs/API.md).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import trio
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, request
 from quart_schema import document_querystring, document_request, document_response
 
@@ -39,20 +40,58 @@ MAX_BATCH = 1000
 MAX_LIST = 1000
 
 
+# How far ahead a job may be put, and how long one may run: past these an enqueue is
+# more likely a unit mistake (milliseconds for seconds) than a plan.
+MAX_DELAY = 366 * 24 * 3600.0
+MAX_TIMEOUT = 7 * 24 * 3600.0
+MAX_ATTEMPTS = 1000
+_FIELDS = (
+    "task",
+    "args",
+    "queue",
+    "priority",
+    "delay",
+    "run_at",
+    "timeout",
+    "max_attempts",
+    "idempotency_key",
+)
+
+
+def _number(body: dict[str, Any], name: str) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name}: must be a number")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class JobRequest:
+    """An enqueue as a client asks for it. ``None`` takes the task's default;
+    ``run_at`` (Unix seconds) or ``delay`` (seconds from now) puts the job later."""
+
     task: str
     args: dict[str, Any]
     queue: str | None = None
     priority: int | None = None
     delay: float = 0.0
     idempotency_key: str | None = None
+    run_at: float | None = None
+    timeout: float | None = None
+    max_attempts: int | None = None
 
     @classmethod
     def parse(cls, body: Any, idempotency_key: str | None = None) -> JobRequest:
-        """From a JSON object; ValueError names the field that is wrong."""
+        """From a JSON object; ValueError names the field that is wrong. A field it
+        does not know is refused, so that a misspelt one (``"dealy"``) is not quietly
+        left at its default."""
         if not isinstance(body, dict):
             raise ValueError("body: must be a JSON object")
+        for name in body:
+            if name not in _FIELDS:
+                raise ValueError(f"{name}: unknown field; the fields are {', '.join(_FIELDS)}")
         task = body.get("task")
         if not isinstance(task, str) or not task:
             raise ValueError("task: must be a non-empty string")
@@ -65,13 +104,29 @@ class JobRequest:
             not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > 2**31
         ):
             raise ValueError(f"priority: must be an integer from {-(2**31)} to {2**31}")
-        delay = body.get("delay", 0)
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or delay < 0:
-            raise ValueError("delay: must be a non-negative number of seconds")
+        delay = _number(body, "delay") or 0.0
+        if not 0 <= delay <= MAX_DELAY:
+            raise ValueError(f"delay: must be from 0 to {MAX_DELAY:.0f} seconds (366 days)")
+        run_at = _number(body, "run_at")
+        if run_at is not None:
+            if "delay" in body:
+                raise ValueError("run_at: give run_at or delay, not both")
+            if run_at > time.time() + MAX_DELAY:
+                raise ValueError("run_at: at most 366 days from now")
+        timeout = _number(body, "timeout")
+        if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
+            raise ValueError(f"timeout: must be above 0 and at most {MAX_TIMEOUT:.0f} seconds")
+        attempts = body.get("max_attempts")
+        if attempts is not None and (
+            not isinstance(attempts, int)
+            or isinstance(attempts, bool)
+            or not 1 <= attempts <= MAX_ATTEMPTS
+        ):
+            raise ValueError(f"max_attempts: must be an integer from 1 to {MAX_ATTEMPTS}")
         key = body.get("idempotency_key", idempotency_key)
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
             raise ValueError("idempotency_key: must be a string of 1-200 characters")
-        return cls(task, args, queue, priority, float(delay), key)
+        return cls(task, args, queue, priority, delay, key, run_at, timeout, attempts)
 
 
 class JobsService:
@@ -94,11 +149,13 @@ class JobsService:
         spec = self.registry.get(req.task)  # UnknownTask
         return spec.new_job(
             req.args,
-            run_at=time.time() + req.delay,
+            run_at=req.run_at if req.run_at is not None else time.time() + req.delay,
             queue=req.queue or None,
             priority=req.priority,
             idempotency_key=req.idempotency_key,
             headers=self.stamp(req.task) if self.stamp is not None else None,
+            timeout=req.timeout,
+            max_attempts=req.max_attempts,
         )
 
     async def enqueue(self, req: JobRequest) -> tuple[Job, bool]:
@@ -134,11 +191,24 @@ class JobsService:
 class NewJob(BaseModel):
     """What ``POST /jobs`` takes (``JobRequest.parse`` checks it, as for embedders)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     task: str = Field(min_length=1)
     args: dict[str, Any] = Field(default_factory=dict)
-    queue: str | None = Field(None, min_length=1)
-    priority: int | None = Field(None, ge=-(2**31), le=2**31, description="lower runs first")
-    delay: float = Field(0.0, ge=0, description="seconds before it may run")
+    queue: str | None = Field(None, min_length=1, description="the task's, if not given")
+    priority: int | None = Field(
+        None, ge=-(2**31), le=2**31, description="lower runs first; the task's, if not given"
+    )
+    delay: float = Field(0.0, ge=0, le=MAX_DELAY, description="seconds before it may run")
+    run_at: float | None = Field(
+        None, description="Unix time before which it may not run (instead of delay)"
+    )
+    timeout: float | None = Field(
+        None, gt=0, le=MAX_TIMEOUT, description="seconds per attempt; the task's, if not given"
+    )
+    max_attempts: int | None = Field(
+        None, ge=1, le=MAX_ATTEMPTS, description="the task's, if not given"
+    )
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
 
 

@@ -65,13 +65,23 @@ _config_option = click.option("--config", "config_path", default=None, help="As 
 @click.option("--args", "args_json", default="{}", help="JSON object of arguments.")
 @click.option("--delay", type=float, default=0.0, help="Seconds before it may run.")
 @click.option("--key", default=None, help="Idempotency key.")
+@click.option("--queue", default=None, help="Queue (the task's, if not given).")
+@click.option("--priority", type=int, default=None, help="Lower runs first.")
+@click.option("--timeout", type=float, default=None, help="Seconds per attempt.")
+@click.option("--max-attempts", type=int, default=None, help="Attempts before a dead letter.")
 @_config_option
 def enqueue(
-    task: str, args_json: str, delay: float, key: str | None, config_path: str | None
+    task: str,
+    args_json: str,
+    delay: float,
+    key: str | None,
+    config_path: str | None,
+    **defaults: Any,
 ) -> None:
-    """Enqueue TASK and print the stored job."""
+    """Enqueue TASK and print the stored job. What is not given is the task's default."""
     try:
         body = {"task": task, "args": json.loads(args_json), "delay": delay}
+        body.update({name: value for name, value in defaults.items() if value is not None})
         request = JobRequest.parse(body, key)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None

@@ -380,13 +380,34 @@ async def test_failures_retry_then_become_dead_letters(store: JobStore, nursery:
         calls.append(trio.current_time())
         raise ValueError("upstream said no")
 
-    job, _ = await store.enqueue(Job("flaky"))
+    job, _ = await store.enqueue(registry.get("flaky").new_job({}))
+    assert job.max_attempts == 3  # the task's policy
     await nursery.start(runner(store, registry).run)
     dead = await wait_for_state(store, job.id, JobState.FAILED)
     assert dead.attempts == 3 and len(calls) == 3
     assert "upstream said no" in (dead.error or "")
     assert "Traceback" in (dead.traceback or "") and "ValueError" in (dead.traceback or "")
     assert all(later - earlier >= 0.04 for earlier, later in itertools.pairwise(calls))
+
+
+async def test_a_jobs_own_attempts_count_over_its_tasks(store: JobStore, nursery: Any) -> None:
+    """An enqueue that gave ``max_attempts`` keeps it: one attempt here, five there,
+    whatever the task's policy says (three)."""
+    registry = TaskRegistry()
+    calls: dict[str, int] = {}
+
+    @registry.task("flaky", retry=FAST_RETRY)
+    async def flaky(args: dict[str, Any]) -> None:
+        calls[args["name"]] = calls.get(args["name"], 0) + 1
+        raise ValueError("upstream said no")
+
+    spec = registry.get("flaky")
+    once, _ = await store.enqueue(spec.new_job({"name": "once"}, max_attempts=1))
+    five, _ = await store.enqueue(spec.new_job({"name": "five"}, max_attempts=5))
+    await nursery.start(runner(store, registry).run)
+    assert (await wait_for_state(store, once.id, JobState.FAILED)).attempts == 1
+    assert (await wait_for_state(store, five.id, JobState.FAILED)).attempts == 5
+    assert calls == {"once": 1, "five": 5}
 
 
 async def test_timeout_cancels_the_job_and_counts_as_a_failure(
@@ -403,7 +424,7 @@ async def test_timeout_cancels_the_job_and_counts_as_a_failure(
             cancelled.append(True)
             raise
 
-    job, _ = await store.enqueue(Job("slow", timeout=0.2))
+    job, _ = await store.enqueue(Job("slow", timeout=0.2, max_attempts=1))
     await nursery.start(runner(store, registry).run)
     dead = await wait_for_state(store, job.id, JobState.FAILED)
     assert dead.error == "timed out after 0.2 s" and cancelled == [True]
@@ -533,7 +554,7 @@ async def test_state_changes_and_progress_are_published_through_notify(
 
     await hub.subscribe("jobs.*", sink)
     good, _ = await store.enqueue(Job("steps"))
-    bad, _ = await store.enqueue(Job("broken"))
+    bad, _ = await store.enqueue(Job("broken", max_attempts=1))
     await nursery.start(runner(store, registry, notify=publish).run)
     await wait_for_state(store, good.id, JobState.SUCCEEDED)
     await wait_for_state(store, bad.id, JobState.FAILED)

@@ -37,6 +37,8 @@ def test_enqueue_show_list_cancel_retry(tmp_path: Path) -> None:
     assert ok(tmp_path, "jobs", "cancel", job["id"])["state"] == "cancelled"
     refused = canopy(tmp_path, "jobs", "retry", job["id"])  # not a dead letter: unchanged
     assert json.loads(refused.stdout)["state"] == "cancelled"
+    own = ok(tmp_path, "jobs", "enqueue", "demo.echo", "--timeout", "2.5", "--max-attempts", "1")
+    assert (own["timeout"], own["max_attempts"]) == (2.5, 1)
     again = ok(tmp_path, "jobs", "enqueue", "demo.echo", "--key", "k", "--delay", "60")
     assert ok(tmp_path, "jobs", "enqueue", "demo.echo", "--key", "k", "--delay", "60") == again
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import signal
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,27 @@ async def test_enqueue_runs_and_reports_the_result(tmp_path: Path) -> None:
         assert await server.stop() == 0
 
 
+async def test_an_enqueue_may_set_its_own_run_at_timeout_and_attempts(tmp_path: Path) -> None:
+    """The task's defaults are defaults: a job's own timeout and attempts are what its
+    runner keeps to (demo.sleep past a 0.2 s timeout, once: a dead letter at once)."""
+    write_config(tmp_path)
+    async with running_server(tmp_path) as server:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+            body = {"task": "demo.sleep", "args": {"seconds": 5}, "timeout": 0.2}
+            response = await client.post("/jobs", json={**body, "max_attempts": 1})
+            job = response.json()
+            assert (job["timeout"], job["max_attempts"]) == (0.2, 1)
+            dead = await wait_for(client, response.headers["location"], "failed")
+            assert dead["attempts"] == 1 and "timed out after 0.2 s" in dead["error"]
+            later = time.time() + 3600
+            scheduled = await client.post("/jobs", json={"task": "demo.echo", "run_at": later})
+            assert scheduled.json()["state"] == "scheduled"
+            assert scheduled.json()["run_at"] == later
+            past = await client.post("/jobs", json={"task": "demo.echo", "run_at": 1.0})
+            await wait_for(client, past.headers["location"], "succeeded")
+        assert await server.stop() == 0
+
+
 async def test_queue_depth_for_an_autoscaler(tmp_path: Path) -> None:
     write_config(tmp_path)
     async with running_server(tmp_path, env={"CANOPY_RUN_JOBS": "false"}) as server:
@@ -89,14 +111,23 @@ async def test_bad_requests_get_clear_4xx(tmp_path: Path) -> None:
     async with running_server(tmp_path, env=env) as server:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
             cases = [
-                ({"task": "no.such.task"}, 422, "unknown_task"),
-                ({"task": "demo.echo", "args": [1, 2]}, 422, "invalid_field"),
-                ({"task": "demo.echo", "delay": -1}, 422, "invalid_field"),
-                ({"args": {}}, 422, "invalid_field"),
+                ({"task": "no.such.task"}, 422, "unknown_task", "task"),
+                ({"task": "demo.echo", "args": [1, 2]}, 422, "invalid_field", "args"),
+                ({"task": "demo.echo", "delay": -1}, 422, "invalid_field", "delay"),
+                ({"task": "demo.echo", "delay": 1e300}, 422, "invalid_field", "delay"),
+                ({"task": "demo.echo", "dealy": 60}, 422, "invalid_field", "dealy"),
+                ({"task": "demo.echo", "run_at": "tomorrow"}, 422, "invalid_field", "run_at"),
+                ({"task": "demo.echo", "run_at": 1, "delay": 1}, 422, "invalid_field", "run_at"),
+                ({"task": "demo.echo", "timeout": 0}, 422, "invalid_field", "timeout"),
+                ({"task": "demo.echo", "max_attempts": 0}, 422, "invalid_field", "max_attempts"),
+                ({"task": "demo.echo", "max_attempts": 1.5}, 422, "invalid_field", "max_attempts"),
+                ({"args": {}}, 422, "invalid_field", "task"),
             ]
-            for body, status, code in cases:
+            for body, status, code, field in cases:
                 response = await client.post("/jobs", json=body)
-                assert (response.status_code, response.json()["error"]) == (status, code), body
+                answer = response.json()
+                assert (response.status_code, answer["error"]) == (status, code), body
+                assert answer["field"] == field and answer["message"], answer
             response = await client.post("/jobs", content=b"{not json")
             assert response.status_code == 400 and response.json()["error"] == "invalid_json"
             response = await client.post("/jobs", content=b"x" * 5000)

@@ -27,11 +27,11 @@ def check_args(args: Any) -> dict[str, Any]:
     """Arguments as an enqueue must accept them: a JSON object. Checked once, at enqueue,
     not on every state change of the record."""
     if not isinstance(args, dict):
-        raise ValueError("job args must be a JSON object")
+        raise ValueError("args: must be a JSON object")
     try:
         json.dumps(args)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"job args must be JSON: {exc}") from None
+        raise ValueError(f"args: must be JSON: {exc}") from None
     return args
 
 

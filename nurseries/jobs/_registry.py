@@ -45,8 +45,11 @@ class TaskSpec:
         priority: int | None = None,
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
     ) -> Job:
-        """A job of this task with its declared defaults; scheduled if ``run_at`` is later.
+        """A job of this task with its declared defaults, or the ones given in their
+        place; scheduled if ``run_at`` is later.
 
         Built with every field given and without ``Job.__init__``, which sets each of
         the twenty fields through ``object.__setattr__`` (frozen): one per enqueue.
@@ -62,8 +65,8 @@ class TaskSpec:
                 "priority": self.priority if priority is None else priority,
                 "state": JobState.SCHEDULED if run_at > now else JobState.QUEUED,
                 "attempts": 0,
-                "max_attempts": self.retry.max_attempts,
-                "timeout": self.timeout,
+                "max_attempts": self.retry.max_attempts if max_attempts is None else max_attempts,
+                "timeout": self.timeout if timeout is None else timeout,
                 "run_at": run_at,
                 "lease_owner": None,
                 "lease_expires": None,

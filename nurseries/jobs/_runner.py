@@ -443,9 +443,11 @@ def _released(job: Job) -> Job:
 def _failed(job: Job, error: str, trace: str | None, policy: RetryPolicy | None) -> Job:
     """A retry after the policy's backoff while attempts remain, else a dead letter.
 
-    No policy (the task is unknown) means no retry: nothing could ever run it.
+    The job's own ``max_attempts`` counts (its task's, unless the enqueue gave one),
+    so a change to the task's policy does not change jobs already accepted. No policy
+    (the task is unknown) means no retry: nothing could ever run it.
     """
-    if policy is not None and policy.retryable(job.attempts):
+    if policy is not None and job.attempts < job.max_attempts:
         run_at = time.time() + policy.next_retry_delay(job.attempts)
         return _settled(job, JobState.RETRYING, run_at=run_at, error=error, traceback=trace)
     return _settled(job, JobState.FAILED, error=error, traceback=trace)
