@@ -14,6 +14,8 @@ from pathlib import Path
 
 __all__ = ["free_port", "pinned", "raise_fd_limit", "running", "wait_until_up"]
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -50,11 +52,16 @@ def running(
     argv: list[str], port: int | None, cwd: Path, env: dict[str, str], core: int | str = 0
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server on ``core`` until the block ends, then SIGTERM it (ours, by PID).
-    With a ``port``, the block starts once it accepts connections there."""
+    With a ``port``, the block starts once it accepts connections there.
+
+    Canopy's processes (``python -m server``) import this checkout unless ``env`` says
+    otherwise (``--compare-to``), not whichever one is installed: a bench run from a
+    ``git worktree`` measures that worktree's server and worker.
+    """
     process = subprocess.Popen(
         pinned(core, argv),
         cwd=cwd,
-        env=env,
+        env={"PYTHONPATH": str(ROOT), **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         preexec_fn=raise_fd_limit,
