@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import trio
@@ -45,17 +45,6 @@ MAX_LIST = 1000
 MAX_DELAY = 366 * 24 * 3600.0
 MAX_TIMEOUT = 7 * 24 * 3600.0
 MAX_ATTEMPTS = 1000
-_FIELDS = (
-    "task",
-    "args",
-    "queue",
-    "priority",
-    "delay",
-    "run_at",
-    "timeout",
-    "max_attempts",
-    "idempotency_key",
-)
 
 
 def _number(body: dict[str, Any], name: str) -> float | None:
@@ -127,6 +116,10 @@ class JobRequest:
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
             raise ValueError("idempotency_key: must be a string of 1-200 characters")
         return cls(task, args, queue, priority, delay, key, run_at, timeout, attempts)
+
+
+# What an enqueue may say: JobRequest's fields, and nothing else.
+_FIELDS = tuple(field.name for field in fields(JobRequest))
 
 
 class JobsService:

@@ -53,6 +53,13 @@ local function file_state(id, old, new, created)
     redis.call('ZADD', P .. ':state:' .. new, created, id)
 end
 
+-- A job that ended: its record, and its idempotency key if it has one, outlive it by
+-- the result TTL.
+local function expire_ended(key, idempotency_key, ttl)
+    redis.call('EXPIRE', key, ttl)
+    if idempotency_key then redis.call('EXPIRE', P .. ':idem:' .. idempotency_key, ttl) end
+end
+
 -- A waiting job goes to its priority's stream when due, else to the delayed set.
 local ready = false  -- a job went to a stream: announced at the script's end
 local function place(id, queue, prio, run_at, now)
@@ -249,8 +256,7 @@ for i = 5, #ARGV do
         if WAITING[outcome.state] then
             place(id, job[3], job[4], outcome.run_at, now)
         else
-            redis.call('EXPIRE', key, ttl)
-            if job[7] then redis.call('EXPIRE', P .. ':idem:' .. job[7], ttl) end
+            expire_ended(key, job[7], ttl)
         end
         written[i - 4] = 1
     else
@@ -288,8 +294,7 @@ if WAITING[job[1]] then
     redis.call('HDEL', key, 'entry')
     redis.call('HSET', key, 'state', 'cancelled', 'updated_at', ARGV[2])
     file_state(id, job[1], 'cancelled', job[5])
-    redis.call('EXPIRE', key, ttl)
-    if job[6] then redis.call('EXPIRE', P .. ':idem:' .. job[6], ttl) end
+    expire_ended(key, job[6], ttl)
 elseif job[1] == 'running' then
     redis.call('HSET', key, 'cancel', '1')
     redis.call('PUBLISH', P .. ':cancel', id)  -- the running worker hears it at once
@@ -342,8 +347,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', '(' .. ARGV[2],
         if job[7] == '1' then  -- its worker died after a cancel was answered
             redis.call('HSET', key, 'state', 'cancelled', 'updated_at', ARGV[2])
             file_state(id, 'running', 'cancelled', job[5])
-            redis.call('EXPIRE', key, ARGV[3])
-            if job[8] then redis.call('EXPIRE', P .. ':idem:' .. job[8], ARGV[3]) end
+            expire_ended(key, job[8], ARGV[3])
         else
             redis.call('HSET', key, 'state', 'queued', 'updated_at', ARGV[2])
             file_state(id, 'running', 'queued', job[5])
