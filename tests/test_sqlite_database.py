@@ -69,3 +69,56 @@ async def test_a_transaction_commits_at_its_own_synchronous_level(tmp_path: Path
         rows = await db.read(lambda: db.connection().execute("SELECT COUNT(*) FROM t").fetchone())
         assert rows[0] == 2  # the failed one rolled back
         nursery.cancel_scope.cancel()
+
+
+class _Steps(trio.abc.Instrument):
+    """Counts the steps of tasks other than ``watched``'s caller while it is watched."""
+
+    def __init__(self) -> None:
+        self.caller: trio.lowlevel.Task | None = None
+        self.others = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.caller is not None and task is not self.caller:
+            self.others += 1
+
+
+async def test_a_write_waits_for_one_committer_task_not_two(tmp_path: Path) -> None:
+    """A write batch goes to the thread from its committer directly: on a busy event
+    loop each task step on the way waits for a round of every runnable task. Four
+    steps: the committer's three (woken, past the thread limiter's checkpoint, and
+    answering) and Trio's delivery of the thread's result. Through ``read``'s group
+    as well there were six."""
+    db = SqliteDatabase(tmp_path / "t.db", "CREATE TABLE t (n INTEGER)", error=RuntimeError)
+
+    def insert(n: int) -> int:
+        db.connection().execute("INSERT INTO t VALUES (?)", (n,))
+        return n
+
+    steps = _Steps()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(db.run)
+        await db.write(insert, 0)  # the thread exists from here on
+        trio.lowlevel.add_instrument(steps)
+        steps.caller = trio.lowlevel.current_task()
+        assert await db.write(insert, 1) == 1
+        steps.caller = None
+        trio.lowlevel.remove_instrument(steps)
+        nursery.cancel_scope.cancel()
+    assert steps.others <= 4
+
+
+async def test_an_own_hop_raises_the_database_error(tmp_path: Path) -> None:
+    db = SqliteDatabase(tmp_path / "t.db", "CREATE TABLE t (n INTEGER)", error=RuntimeError)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(db.run)
+        hops = db.hops
+        try:
+            await db.hop(lambda: db.connection().execute("SELECT * FROM nowhere"))
+        except RuntimeError as exc:
+            assert str(exc) == "sqlite: no such table: nowhere"
+            assert exc.__cause__ is not None
+        else:
+            raise AssertionError("no error")
+        assert db.hops == hops + 1
+        nursery.cancel_scope.cancel()

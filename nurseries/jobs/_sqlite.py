@@ -342,7 +342,7 @@ class SQLiteJobStore:
         return await self._enqueues.submit(job)
 
     async def _write_enqueues(self, jobs: list[Job]) -> list[tuple[Job, bool] | Exception]:
-        outcomes = await self._db(self._insert_batch, jobs)
+        outcomes = await self.db.hop(self._insert_batch, jobs)
         if any(isinstance(o, tuple) and o[1] for o in outcomes):
             self._claimable()
         return outcomes
