@@ -150,7 +150,7 @@ async def test_slots_are_refilled_as_outcomes_are_written_never_past_the_limit(
     finished: list[int] = []
     original = store.finish_and_claim
 
-    async def recording(*args: Any) -> tuple[list[bool], list[Job]]:
+    async def recording(*args: Any) -> tuple[list[JobState | None], list[Job]]:
         written, claimed = await original(*args)
         finished.append(len(claimed))
         return written, claimed
@@ -573,6 +573,40 @@ async def test_state_changes_and_progress_are_published_through_notify(
     assert [e["state"] for e in events[bad.id]] == ["running", "failed"]
     assert "ValueError" in events[bad.id][-1]["error"]
     hub.shutdown()
+
+
+async def test_a_retry_the_store_recorded_as_cancelled_is_published_as_cancelled(
+    store: JobStore, nursery: Any
+) -> None:
+    """A cancel that comes in after the task failed and before its retry is written
+    ends the job cancelled (the store's rule); the event says so, not ``retrying``."""
+    registry = TaskRegistry()
+
+    @registry.task("flaky", retry=FAST_RETRY)
+    async def flaky(args: dict[str, Any]) -> None:
+        raise ValueError("no")
+
+    events: list[dict[str, Any]] = []
+
+    async def record(job_id: str, event: dict[str, Any]) -> None:
+        events.append(event)
+
+    original = store.finish_and_claim
+
+    async def cancelled_first(jobs: list[Job], *args: Any) -> Any:
+        for job in jobs:
+            await store.cancel(job.id)  # as the runner was about to write the retry
+        return await original(jobs, *args)
+
+    store.finish_and_claim = cancelled_first  # type: ignore[method-assign]
+    job, _ = await store.enqueue(Job("flaky", max_attempts=3))
+    worker = runner(store, registry, notify=record)
+    await nursery.start(worker.run)
+    await wait_for_state(store, job.id, JobState.CANCELLED)
+    await trio.sleep(0.1)
+    assert [e["state"] for e in events] == ["running", "cancelled"]
+    assert (await store.get(job.id)).attempts == 1  # type: ignore[union-attr]
+    worker.shutdown()
 
 
 async def test_the_server_publishes_no_events_of_a_task_declared_without_them(

@@ -144,11 +144,11 @@ async def test_finish_only_by_the_lease_holder(store: Any) -> None:
     await store.enqueue(Job("t"))
     (job,) = await store.claim("default", "w1", limit=1, lease=10)
     done = job.moved(JobState.SUCCEEDED, result={"ok": True})
-    assert not await store.finish(done, "someone-else")
-    assert await store.finish(done, "w1")
+    assert await store.finish(done, "someone-else") is None
+    assert await store.finish(done, "w1") is JobState.SUCCEEDED
     stored = await store.get(job.id)
     assert stored.state is JobState.SUCCEEDED and stored.result == {"ok": True}
-    assert not await store.finish(done, "w1")  # no longer running
+    assert await store.finish(done, "w1") is None  # no longer running
 
 
 async def test_finish_and_claim_writes_outcomes_then_leases_the_next(store: Any) -> None:
@@ -157,14 +157,14 @@ async def test_finish_and_claim_writes_outcomes_then_leases_the_next(store: Any)
     (first,) = await store.claim("default", "w1", limit=1, lease=10)
     done = first.moved(JobState.SUCCEEDED, result=1)
     written, claimed = await store.finish_and_claim([done], "w1", "default", 5, 10)
-    assert written == [True] and len(claimed) == 2
+    assert written == [JobState.SUCCEEDED] and len(claimed) == 2
     assert {job.state for job in claimed} == {JobState.RUNNING}
     assert (await store.get(first.id)).state is JobState.SUCCEEDED
     # Not the lease holder: nothing written; and a limit of 0 leases nothing.
     written, claimed = await store.finish_and_claim(
         [claimed[0].moved(JobState.SUCCEEDED)], "w2", "default", 0, 10
     )
-    assert (written, claimed) == ([False], [])
+    assert (written, claimed) == ([None], [])
     assert (await store.get(first.id)).result == 1
 
 
@@ -211,7 +211,8 @@ async def test_a_job_asked_to_cancel_is_not_retried_or_released(store: Any) -> N
     # The cancel came after the runner had decided: a retry due now, and a release.
     retry = failing.moved(JobState.RETRYING, run_at=time.time(), error="boom")
     release = stopping.moved(JobState.QUEUED, attempts=0, lease_owner=None, lease_expires=None)
-    assert await store.finish_many([retry, release], "w1") == [True, True]
+    recorded = await store.finish_many([retry, release], "w1")
+    assert recorded == [JobState.CANCELLED, JobState.CANCELLED]
     assert {(await store.get(job.id)).state for job in (failing, stopping)} == {JobState.CANCELLED}
     assert await store.claim("default", "w2", limit=2, lease=10) == []
     assert await store.queue_stats() == {}
@@ -299,7 +300,7 @@ async def test_delayed_and_retrying_jobs_are_claimed_once_due(store: Any) -> Non
     await store.enqueue(Job("t", {"n": 2}))
     (first,) = await store.claim("default", "w1", limit=10, lease=10)
     retry = first.moved(JobState.RETRYING, run_at=soon, error="flaky", lease_owner=None)
-    assert await store.finish(retry, "w1")
+    assert await store.finish(retry, "w1") is JobState.RETRYING
     assert (await store.get(first.id)).state is JobState.RETRYING
     assert await store.claim("default", "w1", limit=10, lease=10) == []
     await trio.sleep(0.35)
@@ -312,7 +313,7 @@ async def test_released_lease_runs_again_at_once(store: Any) -> None:
     await store.enqueue(Job("t"))
     (job,) = await store.claim("default", "w1", limit=1, lease=10)
     released = job.moved(JobState.QUEUED, attempts=0, lease_owner=None, lease_expires=None)
-    assert await store.finish(released, "w1")
+    assert await store.finish(released, "w1") is JobState.QUEUED
     (again,) = await store.claim("default", "w2", limit=1, lease=10)
     assert again.id == job.id and again.attempts == 1
 
@@ -500,7 +501,7 @@ async def test_another_store_on_the_same_data_hears_of_claimable_jobs_and_cancel
     (job,) = await store.claim("default", "w1", limit=1, lease=10)
     before = heard.claimable
     released = job.moved(JobState.QUEUED, attempts=0, lease_owner=None, lease_expires=None)
-    assert await store.finish(released, "w1")
+    assert await store.finish(released, "w1") is JobState.QUEUED
     with trio.fail_after(2):
         await heard.until(lambda: heard.claimable > before)
     (job,) = await store.claim("default", "w2", limit=1, lease=10)

@@ -344,7 +344,7 @@ class JobRunner:
                     break
             # Shielded so outcomes are written even while the runner is being
             # cancelled, bounded so a store that hangs cannot hold the stop open.
-            written: list[bool] = []
+            recorded: list[JobState | None] = []
             claimed: list[Job] = []
             # The slots these outcomes hold, and any the claim loop left, are filled in
             # the same write while the runner is claiming: one commit per batch of
@@ -356,7 +356,7 @@ class JobRunner:
             try:
                 with trio.CancelScope(shield=True), trio.move_on_after(FINISH_TIMEOUT):
                     try:
-                        written, claimed = await self.store.finish_and_claim(
+                        recorded, claimed = await self.store.finish_and_claim(
                             [job for job, _ in batch], self.owner, self.queue, want, self.lease
                         )
                     except JobStoreError as exc:
@@ -371,17 +371,19 @@ class JobRunner:
                 else:  # the runner stopped while they were leased: straight back
                     await self._release(claimed)
             self._wake()
-            if not written:  # the store failed: logged above
+            if not recorded:  # the store failed: logged above
                 continue
-            for (outcome, runtime), ok in zip(batch, written, strict=True):
-                if not ok:
+            for (outcome, runtime), state in zip(batch, recorded, strict=True):
+                if state is None:
                     log.warning("lease lost before finishing job %s", outcome.id)
                     continue
                 if self.notify is None:
                     continue
+                # The store's state, not the runner's: a retry or release becomes
+                # ``cancelled`` if a cancel came in as the runner decided on it.
                 event = {
                     "task": outcome.task,
-                    "state": outcome.state.value,
+                    "state": state.value,
                     "attempts": outcome.attempts,
                     "runtime": round(runtime, 6),
                 }

@@ -187,20 +187,24 @@ def _outcome_rows(jobs: list[Job], owner: str) -> list[tuple[Any, ...]]:
 
 def _finish_in(
     conn: sqlite3.Connection, jobs: list[Job], rows: list[tuple[Any, ...]]
-) -> list[bool]:
-    written: list[bool] = []
+) -> list[JobState | None]:
+    recorded: list[JobState | None] = []
     waiting: list[str] = []  # queues of the retries, and of jobs released to run again
     for job, row in zip(jobs, rows, strict=True):
         if job.state not in CLAIMABLE:
-            written.append(conn.execute(_FINISH, row).rowcount == 1)
+            recorded.append(job.state if conn.execute(_FINISH, row).rowcount == 1 else None)
             continue
         state = conn.execute(_FINISH_WAITING, row).fetchall()
-        written.append(bool(state))
-        if state and state[0][0] != "cancelled":
+        if not state:
+            recorded.append(None)
+        elif state[0][0] == JobState.CANCELLED.value:
+            recorded.append(JobState.CANCELLED)
+        else:
+            recorded.append(job.state)
             waiting.append(job.queue)
     if waiting:
         _add_waiting(conn, waiting)
-    return written
+    return recorded
 
 
 def _claim_in(
@@ -423,36 +427,36 @@ class SQLiteJobStore:
             )
         return cursor.rowcount == 1
 
-    async def finish(self, job: Job, owner: str) -> bool:
+    async def finish(self, job: Job, owner: str) -> JobState | None:
         return (await self.finish_many([job], owner))[0]
 
-    async def finish_many(self, jobs: Sequence[Job], owner: str) -> list[bool]:
-        written = await self._db(self._finish_many, list(jobs), owner)
-        self._announce_released(jobs, written)
-        return written
+    async def finish_many(self, jobs: Sequence[Job], owner: str) -> list[JobState | None]:
+        recorded = await self._db(self._finish_many, list(jobs), owner)
+        self._announce_released(recorded)
+        return recorded
 
-    def _announce_released(self, jobs: Sequence[Job], written: list[bool]) -> None:
+    def _announce_released(self, recorded: list[JobState | None]) -> None:
         """Jobs a stopping runner gave back run again at once, in any process."""
-        if any(ok and job.state is JobState.QUEUED for job, ok in zip(jobs, written, strict=True)):
+        if JobState.QUEUED in recorded:
             self._claimable()
 
-    def _finish_many(self, jobs: list[Job], owner: str) -> list[bool]:
+    def _finish_many(self, jobs: list[Job], owner: str) -> list[JobState | None]:
         rows = _outcome_rows(jobs, owner)
         with self.db.transaction(self.runner_synchronous) as conn:
             return _finish_in(conn, jobs, rows)
 
     async def finish_and_claim(
         self, jobs: Sequence[Job], owner: str, queue: str, limit: int, lease: float
-    ) -> tuple[list[bool], list[Job]]:
-        written, claimed = await self._db(
+    ) -> tuple[list[JobState | None], list[Job]]:
+        recorded, claimed = await self._db(
             self._finish_and_claim, list(jobs), owner, queue, limit, lease
         )
-        self._announce_released(jobs, written)
-        return written, claimed
+        self._announce_released(recorded)
+        return recorded, claimed
 
     def _finish_and_claim(
         self, jobs: list[Job], owner: str, queue: str, limit: int, lease: float
-    ) -> tuple[list[bool], list[Job]]:
+    ) -> tuple[list[JobState | None], list[Job]]:
         rows = _outcome_rows(jobs, owner)
         with self.db.transaction(self.runner_synchronous) as conn:
             written = _finish_in(conn, jobs, rows)

@@ -84,18 +84,21 @@ class JobStore(Protocol):
         """Record a running job's progress (any JSON), if ``owner`` holds its lease."""
         ...
 
-    async def finish(self, job: Job, owner: str) -> bool:
-        """Write a claimed job's outcome, if ``owner`` still holds its lease."""
+    async def finish(self, job: Job, owner: str) -> JobState | None:
+        """Write a claimed job's outcome, if ``owner`` still holds its lease: the state
+        recorded, or None if the lease was lost. The state is ``job.state`` except
+        where a cancel was asked for while the job ran and the outcome would have it
+        wait again (a retry, a release): then it is ``cancelled``, and so is the job."""
         ...
 
-    async def finish_many(self, jobs: Sequence[Job], owner: str) -> list[bool]:
+    async def finish_many(self, jobs: Sequence[Job], owner: str) -> list[JobState | None]:
         """:meth:`finish` for several jobs at once (one write where the store can):
-        whether each outcome was written, in order."""
+        each outcome's recorded state, in order."""
         ...
 
     async def finish_and_claim(
         self, jobs: Sequence[Job], owner: str, queue: str, limit: int, lease: float
-    ) -> tuple[list[bool], list[Job]]:
+    ) -> tuple[list[JobState | None], list[Job]]:
         """:meth:`finish_many`, then :meth:`claim` up to ``limit`` jobs (none for 0),
         in one write where the store can: a busy runner's slots change hands without a
         second commit. Atomic where the store makes it so; either way, an outcome is

@@ -230,7 +230,8 @@ return cancel
 """
 )
 
-# ARGV: prefix, now, owner, result ttl, outcome... -> per outcome 1 (written) or 0
+# ARGV: prefix, now, owner, result ttl, outcome... -> per outcome the state recorded, or
+# '' where the lease was lost
 FINISH = (
     _PRELUDE
     + """
@@ -258,9 +259,9 @@ for i = 5, #ARGV do
         else
             expire_ended(key, job[7], ttl)
         end
-        written[i - 4] = 1
+        written[i - 4] = outcome.state
     else
-        written[i - 4] = 0
+        written[i - 4] = ''
     end
 end
 announce()  -- retries due now, and jobs released by a runner that stopped

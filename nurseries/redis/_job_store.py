@@ -232,20 +232,20 @@ class RedisJobStore:
         encoded = _encode(progress)
         return bool(await self._call("PROGRESS", job_id, owner, encoded, repr(time.time())))
 
-    async def finish(self, job: Job, owner: str) -> bool:
+    async def finish(self, job: Job, owner: str) -> JobState | None:
         return (await self.finish_many([job], owner))[0]
 
-    async def finish_many(self, jobs: Sequence[Job], owner: str) -> list[bool]:
+    async def finish_many(self, jobs: Sequence[Job], owner: str) -> list[JobState | None]:
         if not jobs:
             return []
         outcomes = [_encode({"id": job.id, **_strings(job, _OUTCOME_FIELDS)}) for job in jobs]
         ttl = max(1, math.ceil(self.result_ttl))
-        written = await self._call("FINISH", repr(time.time()), owner, ttl, *outcomes)
-        return [bool(w) for w in written]
+        recorded = await self._call("FINISH", repr(time.time()), owner, ttl, *outcomes)
+        return [JobState(state) if state else None for state in recorded]
 
     async def finish_and_claim(
         self, jobs: Sequence[Job], owner: str, queue: str, limit: int, lease: float
-    ) -> tuple[list[bool], list[Job]]:
+    ) -> tuple[list[JobState | None], list[Job]]:
         # Two scripts: Redis has no fsync per call to save, only a round trip.
         written = await self.finish_many(jobs, owner)
         if limit <= 0:
