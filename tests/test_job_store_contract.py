@@ -173,11 +173,16 @@ async def test_expired_leases_are_claimable_again(store: Any) -> None:
     (job,) = await store.claim("default", "dead-worker", limit=1, lease=0.2)
     assert await store.requeue_expired() == 0
     await trio.sleep(0.3)
+    announced = trio.Event()
+    forget = store.on_enqueued(announced.set)
     assert await store.requeue_expired() == 1
+    with trio.fail_after(1):
+        await announced.wait()  # the runners hear of it, and need not poll
+    forget()
     (again,) = await store.claim("default", "w2", limit=1, lease=10)
     assert again.id == job.id and again.attempts == 2 and again.lease_owner == "w2"
     late = job.moved(JobState.SUCCEEDED)
-    assert not await store.finish(late, "dead-worker")  # the old lease is worthless
+    assert await store.finish(late, "dead-worker") is None  # the old lease is worthless
 
 
 async def test_cancel_waiting_at_once_and_flag_running_for_its_worker(store: Any) -> None:
@@ -196,10 +201,15 @@ async def test_a_job_asked_to_cancel_is_not_run_again_when_its_worker_dies(store
     (job,) = await store.claim("default", "dead-worker", limit=1, lease=0.2)
     assert (await store.cancel(job.id)).state is JobState.RUNNING  # answered: asked
     await trio.sleep(0.3)
+    announced: list[None] = []
+    forget = store.on_enqueued(lambda: announced.append(None))
     assert await store.requeue_expired() == 1
     assert (await store.get(job.id)).state is JobState.CANCELLED
     assert await store.claim("default", "w2", limit=1, lease=10) == []
     assert await store.queue_stats() == {}
+    await trio.sleep(0.1)  # Redis announces through pub/sub
+    forget()
+    assert announced == []  # nothing became claimable: no runner is woken for it
 
 
 async def test_a_job_asked_to_cancel_is_not_retried_or_released(store: Any) -> None:

@@ -515,12 +515,12 @@ class SQLiteJobStore:
         return {queue: (count, oldest) for queue, count, oldest in rows}
 
     async def requeue_expired(self) -> int:
-        requeued = await self._db(self._requeue_expired)
-        if requeued:
+        cancelled, requeued = await self._db(self._requeue_expired)
+        if requeued:  # only jobs that run again are news to the runners
             self._claimable()
-        return requeued
+        return cancelled + requeued
 
-    def _requeue_expired(self) -> int:
+    def _requeue_expired(self) -> tuple[int, int]:
         now = time.time()
         with self.db.transaction(self.runner_synchronous) as conn:
             # Its worker died after a cancel was answered: cancelled, not run again.
@@ -537,4 +537,4 @@ class SQLiteJobStore:
                 (now, now),
             ).fetchall()
             _add_waiting(conn, [row[0] for row in requeued])
-        return cancelled + len(requeued)
+        return cancelled, len(requeued)
