@@ -406,12 +406,11 @@ def canopy_rerun_after_sigkill(setup: Setup) -> float:
     job_id = trio.run(enqueue)
     argv = [sys.executable, "-m", "server", "worker"]
     env = {k: v for k, v in setup.env.items() if k != "CANOPY_JOB_CONCURRENCY"}
-    env.setdefault("PYTHONPATH", str(ROOT))  # this checkout's worker, as `running` starts
-    first = subprocess.Popen(argv, cwd=setup.workdir, env=env)  # ours: killed by PID
-    wait_for_attempt(job_id, 1)
-    first.kill()
-    killed = time.perf_counter()
-    first.wait()
+    with running(argv, None, setup.workdir, env, core=setup.worker_cores) as first:
+        wait_for_attempt(job_id, 1)
+        first.kill()  # ours, by PID; `running` then finds it gone
+        killed = time.perf_counter()
+        first.wait()
     with running(argv, None, setup.workdir, env, core=setup.worker_cores):
         wait_for_attempt(job_id, 2)
         return time.perf_counter() - killed
