@@ -51,7 +51,8 @@ async def test_enqueue_runs_and_reports_the_result(tmp_path: Path) -> None:
             assert location == f"/jobs/{response.json()['id']}"
             done = await wait_for(client, location, "succeeded")
             assert done["result"] == {"a": 1} and done["attempts"] == 1
-            # idempotency: the same key returns the original; other args conflict
+            # idempotency: the same key returns the original; other args, or another
+            # way of running it, conflict
             first = await client.post(
                 "/jobs", json={"task": "demo.echo"}, headers={"Idempotency-Key": "k-1"}
             )
@@ -66,6 +67,12 @@ async def test_enqueue_runs_and_reports_the_result(tmp_path: Path) -> None:
             )
             assert conflict.status_code == 409
             assert conflict.json()["error"] == "idempotency_conflict"
+            slower = await client.post(
+                "/jobs",
+                json={"task": "demo.echo", "timeout": 5},
+                headers={"Idempotency-Key": "k-1"},
+            )
+            assert slower.status_code == 409  # run another way: not the same request
         assert await server.stop() == 0
 
 

@@ -59,6 +59,11 @@ def test_job_records_are_immutable_and_round_trip() -> None:
         running.moved(JobState.SUCCEEDED).moved(JobState.QUEUED)
     assert job.same_request(Job("email.send", {"to": "a@example.org"}))
     assert not job.same_request(Job("email.send", {"to": "b@example.org"}))
+    for changed in ({"queue": "bulk"}, {"priority": 1}, {"timeout": 5.0}, {"max_attempts": 1}):
+        other = Job("email.send", {"to": "a@example.org"}, **changed)  # type: ignore[arg-type]
+        assert not job.same_request(other), changed
+    later = Job("email.send", {"to": "a@example.org"}, run_at=job.run_at + 60)
+    assert job.same_request(later)  # a delay counts from each request
 
 
 def test_records_built_without_init_behave_as_built_with_it() -> None:

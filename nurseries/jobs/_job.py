@@ -89,8 +89,17 @@ class Job:
         return _with_fields(data)
 
     def same_request(self, other: Job) -> bool:
-        """Whether an enqueue under the same idempotency key asked for the same thing."""
-        return (self.task, self.args, self.queue) == (other.task, other.args, other.queue)
+        """Whether an enqueue under the same idempotency key asked for the same thing:
+        the same work, run the same way. Not when it may run (a delay is relative to
+        the moment of asking, so a repeat's ``run_at`` differs), nor its headers."""
+        return (
+            self.task == other.task
+            and self.args == other.args
+            and self.queue == other.queue
+            and self.priority == other.priority
+            and self.timeout == other.timeout
+            and self.max_attempts == other.max_attempts
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, the state as its value. Shallow: args, result and progress are
