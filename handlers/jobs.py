@@ -34,7 +34,7 @@ from ._errors import ApiError
 from ._requests import header, json_body
 from ._schema import ErrorBody
 
-__all__ = ["MAX_BATCH", "JobRequest", "JobsService", "create_blueprint"]
+__all__ = ["MAX_BATCH", "JobRequest", "JobsService", "create_blueprint", "page_bound", "page_end"]
 
 MAX_BATCH = 1000
 MAX_LIST = 1000
@@ -234,11 +234,15 @@ class JobOut(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobOut]
+    next: str | None = Field(
+        description="when the page is full: the `before` of the next page, else null"
+    )
 
 
 class ListQuery(BaseModel):
     state: JobState | None = None
     limit: int = Field(100, ge=1, le=MAX_LIST)
+    before: str | None = Field(None, description="a page's `next`: the jobs after it")
 
 
 def _job_body(job: Job) -> dict[str, Any]:
@@ -340,6 +344,7 @@ def create_blueprint(service: JobsService) -> Blueprint:
     async def list_jobs() -> Any:
         state_name = request.args.get("state")
         limit_text = request.args.get("limit", "100")
+        before_text = request.args.get("before")
         try:
             state = JobState(state_name) if state_name else None
         except ValueError:
@@ -347,10 +352,36 @@ def create_blueprint(service: JobsService) -> Blueprint:
             raise ApiError(422, "invalid_field", f"state: one of {states}", field="state") from None
         if not limit_text.isdigit() or not 0 < int(limit_text) <= MAX_LIST:
             raise ApiError(422, "invalid_field", f"limit: 1-{MAX_LIST}", field="limit")
-        jobs = await _store_call(service.store.list_jobs(state, int(limit_text)))
-        return {"jobs": [_job_body(job) for job in jobs]}
+        limit = int(limit_text)
+        try:
+            before = page_bound(before_text) if before_text is not None else None
+        except ValueError as exc:
+            raise ApiError(422, "invalid_field", str(exc), field="before") from None
+        jobs = await _store_call(service.store.list_jobs(state, limit, before))
+        # A full page may have more after it: where the next one starts.
+        more = page_end(jobs[-1]) if len(jobs) == limit else None
+        return {"jobs": [_job_body(job) for job in jobs], "next": more}
 
     return blueprint
+
+
+def page_end(job: Job) -> str:
+    """The ``before`` that continues a list of jobs after ``job``: its creation time
+    (exact, as ``repr`` writes a float) and its id, which orders jobs created at the
+    same time."""
+    return f"{job.created_at!r}_{job.id}"
+
+
+def page_bound(text: str) -> tuple[float, str]:
+    """``page_end``'s text as ``JobStore.list_jobs`` takes it; ValueError if it is not one."""
+    created, _, job_id = text.partition("_")  # a float's repr has no "_"
+    try:
+        at = float(created)
+    except ValueError:
+        at = math.nan
+    if not math.isfinite(at) or not 0 < len(job_id) <= 200:
+        raise ValueError("before: the 'next' of the page before")
+    return at, job_id
 
 
 async def _store_call(call: Any) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 import click
 import trio
 
-from handlers.jobs import JobRequest, JobsService
+from handlers.jobs import JobRequest, JobsService, page_bound, page_end
 from nurseries import Supervisor
 from nurseries.jobs import JobState, JobStoreError, UnknownTask
 
@@ -129,15 +129,29 @@ def retry(job_id: str, config_path: str | None) -> None:
     _run(config_path, action)
 
 
+def _page_bound(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    try:
+        return page_bound(value) if value is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).partition(": ")[2]) from None
+
+
 @jobs_group.command("list")
 @click.option("--state", type=click.Choice([s.value for s in JobState]), default=None)
 @click.option("--limit", type=click.IntRange(1, 1000), default=20)
+@click.option(
+    "--before", callback=_page_bound, help="the jobs after this one (as the last list said)"
+)
 @_config_option
-def list_jobs(state: str | None, limit: int, config_path: str | None) -> None:
-    """List the most recent jobs."""
+def list_jobs(
+    state: str | None, limit: int, before: tuple[float, str] | None, config_path: str | None
+) -> None:
+    """List the most recent jobs, newest first; a full list says on stderr how to go on."""
 
     async def action(service: JobsService) -> Any:
-        jobs = await service.store.list_jobs(JobState(state) if state else None, limit)
+        jobs = await service.store.list_jobs(JobState(state) if state else None, limit, before)
+        if len(jobs) == limit:
+            click.echo(f"canopy: more with --before {page_end(jobs[-1])}", err=True)
         return [job.to_dict() for job in jobs]
 
     _run(config_path, action)

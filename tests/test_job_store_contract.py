@@ -360,6 +360,27 @@ async def test_list_jobs_by_state_newest_first(store: Any) -> None:
     assert len(await store.list_jobs(limit=2)) == 2
 
 
+async def test_list_jobs_pages_through_every_job_once(store: Any) -> None:
+    """Pages of 4 from each page's last job: every job once, newest first, also the
+    ones created at the same instant (ordered by id then)."""
+    same = time.time()
+    made = [Job("t", {"n": n}, created_at=same, updated_at=same) for n in range(6)]
+    made += [Job("t", {"n": n}) for n in range(6, 11)]
+    for job in made:
+        await store.enqueue(job)
+    newest_first = sorted(made, key=lambda job: (job.created_at, job.id), reverse=True)
+    seen: list[str] = []
+    before = None
+    while True:
+        page = await store.list_jobs(JobState.QUEUED, limit=4, before=before)
+        seen += [job.id for job in page]
+        if len(page) < 4:
+            break
+        before = (page[-1].created_at, page[-1].id)
+    assert seen == [job.id for job in newest_first]
+    assert await store.list_jobs(limit=4, before=(same, "")) == []  # nothing older
+
+
 async def test_a_cancel_request_reaches_listeners_of_the_store(store: Any) -> None:
     heard: list[str] = []
     forget = store.on_cancel_requested(heard.append)

@@ -34,6 +34,15 @@ def test_enqueue_show_list_cancel_retry(tmp_path: Path) -> None:
     assert ok(tmp_path, "jobs", "show", job["id"])["id"] == job["id"]
     listed = ok(tmp_path, "jobs", "list", "--state", "scheduled")
     assert [j["id"] for j in listed] == [job["id"]]
+    second = ok(tmp_path, "jobs", "enqueue", "demo.echo", "--args", '{"a": 2}', "--delay", "60")
+    full = canopy(tmp_path, "jobs", "list", "--state", "scheduled", "--limit", "1")
+    assert [j["id"] for j in json.loads(full.stdout)] == [second["id"]]
+    assert full.stderr.startswith("canopy: more with --before ")
+    bound = full.stderr.split()[-1]
+    rest = ok(tmp_path, "jobs", "list", "--state", "scheduled", "--limit", "1", "--before", bound)
+    assert [j["id"] for j in rest] == [job["id"]]
+    assert canopy(tmp_path, "jobs", "list", "--before", "soon").returncode == 2
+    assert ok(tmp_path, "jobs", "cancel", second["id"])["state"] == "cancelled"
     assert ok(tmp_path, "jobs", "cancel", job["id"])["state"] == "cancelled"
     refused = canopy(tmp_path, "jobs", "retry", job["id"])  # not a dead letter: unchanged
     assert json.loads(refused.stdout)["state"] == "cancelled"

@@ -173,6 +173,19 @@ async def test_batch_cancel_and_dead_letter_retry(tmp_path: Path) -> None:
             assert dead["attempts"] == 3 and "always fails" in dead["error"]
             listed = (await client.get("/jobs", params={"state": "failed"})).json()["jobs"]
             assert failing["id"] in [job["id"] for job in listed]
+            # The 200 of the batch, 64 a page, each page from the last one's "next".
+            paged: list[str] = []
+            params: dict[str, str] = {"state": "succeeded", "limit": "64"}
+            while True:
+                page = (await client.get("/jobs", params=params)).json()
+                paged += [job["id"] for job in page["jobs"]]
+                if page["next"] is None:
+                    break
+                params["before"] = page["next"]
+            assert set(ids) <= set(paged) and len(paged) == len(set(paged))
+            for bad in ("yesterday", "nan_x", "1.5", "1.5_"):
+                refused = await client.get("/jobs", params={"before": bad})
+                assert refused.status_code == 422 and refused.json()["field"] == "before"
             retried = await client.post(f"/jobs/{failing['id']}/retry")
             assert retried.status_code == 202 and retried.json()["attempts"] == 0
             done = await client.post(f"/jobs/{ids[0]}/retry")

@@ -124,6 +124,24 @@ async def test_finished_records_and_their_keys_expire_after_the_result_ttl(
     assert [j.id for j in await store.list_jobs()] == [again.id]
 
 
+async def test_a_list_page_fills_past_listings_whose_records_expired(
+    redis_server: RedisServer, prefix: str, nursery: trio.Nursery
+) -> None:
+    """Until the sweeper forgets them, an expired record's listings stay in the indexes;
+    a page skips them and reads on, so a short page still means the end."""
+    store = await open_process(nursery, redis_server.url, prefix, result_ttl=1)
+    for n in range(4):
+        await store.enqueue(Job("t", {"n": n}))
+    old_first, old_second, new_first, new_second = await store.claim("default", "w1", 4, 10)
+    for job in (new_first, new_second):  # the newest end first, and expire first
+        assert await store.finish(job.moved(JobState.SUCCEEDED), "w1")
+    await trio.sleep(1.2)
+    for job in (old_first, old_second):
+        assert await store.finish(job.moved(JobState.SUCCEEDED), "w1")
+    page = await store.list_jobs(JobState.SUCCEEDED, limit=2)
+    assert [job.id for job in page] == [old_second.id, old_first.id]
+
+
 async def test_redis_going_away_is_reported_and_survived_with_nothing_lost(
     tmp_path: Path, prefix: str, nursery: trio.Nursery
 ) -> None:

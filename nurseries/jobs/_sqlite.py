@@ -375,16 +375,30 @@ class SQLiteJobStore:
         )
         return _job(row) if row is not None else None
 
-    async def list_jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
-        return await self._db(self._list, state, limit)
+    async def list_jobs(
+        self,
+        state: JobState | None = None,
+        limit: int = 100,
+        before: tuple[float, str] | None = None,
+    ) -> list[Job]:
+        return await self._db(self._list, state, limit, before)
 
-    def _list(self, state: JobState | None, limit: int) -> list[Job]:
-        sql = f"SELECT {_SELECTED} FROM jobs"
-        params: tuple[str, ...] = ()
+    def _list(
+        self, state: JobState | None, limit: int, before: tuple[float, str] | None
+    ) -> list[Job]:
+        where: list[str] = []
+        params: list[Any] = []
         if state is not None:
-            sql, params = sql + " WHERE state = ?", (state.value,)
+            where.append("state = ?")
+            params.append(state.value)
+        if before is not None:
+            where.append("(created_at, id) < (?, ?)")
+            params.extend(before)
+        sql = f"SELECT {_SELECTED} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         rows = self._connection().execute(
-            sql + " ORDER BY created_at DESC LIMIT ?", (*params, limit)
+            sql + " ORDER BY created_at DESC, id DESC LIMIT ?", (*params, limit)
         )
         return [_job(row) for row in rows]
 

@@ -68,8 +68,16 @@ class JobStore(Protocol):
 
     async def get(self, job_id: str) -> Job | None: ...
 
-    async def list_jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
-        """The most recently created jobs, optionally only those in ``state``."""
+    async def list_jobs(
+        self,
+        state: JobState | None = None,
+        limit: int = 100,
+        before: tuple[float, str] | None = None,
+    ) -> list[Job]:
+        """The most recently created jobs, optionally only those in ``state``, newest
+        first (by ``created_at``, then ``id``). ``before`` pages through them: the
+        ``(created_at, id)`` of the last job of the page before, whose older jobs
+        follow."""
         ...
 
     async def claim(self, queue: str, owner: str, limit: int, lease: float) -> list[Job]:

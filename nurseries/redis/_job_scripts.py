@@ -373,15 +373,34 @@ return count
 """
 )
 
-# ARGV: prefix, index key suffix, limit -> the newest jobs' fields
+# ARGV: prefix, index key suffix, limit, created_at bound and id bound ('' and '' for
+# none) -> the fields of up to limit jobs, newest first, each older than (bound, id): created
+# before the bound, or at it with a lower id. An index entry whose record has expired
+# is passed over, and the scan goes on for the page to fill.
 LIST = (
     _PRELUDE
     + """
-local index = P .. ':' .. ARGV[2]
-local out = {}
-for _, id in ipairs(redis.call('ZREVRANGE', index, 0, tonumber(ARGV[3]) - 1)) do
-    local job = record(id)
-    if job then out[#out + 1] = job end
+local index, limit = P .. ':' .. ARGV[2], tonumber(ARGV[3])
+local bounded = ARGV[4] ~= ''
+local bound, after = bounded and ARGV[4] or '+inf', ARGV[5]
+local below = bounded and tonumber(bound)
+local out, offset = {}, 0
+while #out < limit do
+    local page = redis.call('ZREVRANGEBYSCORE', index, bound, '-inf', 'WITHSCORES',
+        'LIMIT', offset, limit)
+    if #page == 0 then break end
+    for i = 1, #page, 2 do
+        local id = page[i]
+        -- at the bound itself, members come in reverse order of id: older are lower
+        if not bounded or tonumber(page[i + 1]) < below or id < after then
+            local job = record(id)
+            if job then
+                out[#out + 1] = job
+                if #out == limit then break end
+            end
+        end
+    end
+    offset = offset + #page / 2
 end
 return out
 """

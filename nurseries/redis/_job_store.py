@@ -214,9 +214,15 @@ class RedisJobStore:
             raise JobStoreError(f"redis: {exc!r}") from exc
         return _job(flat) if flat else None
 
-    async def list_jobs(self, state: JobState | None = None, limit: int = 100) -> list[Job]:
+    async def list_jobs(
+        self,
+        state: JobState | None = None,
+        limit: int = 100,
+        before: tuple[float, str] | None = None,
+    ) -> list[Job]:
         index = "jobs" if state is None else f"state:{state.value}"
-        return [_job(encoded) for encoded in await self._call("LIST", index, limit)]
+        score, after = ("", "") if before is None else (repr(before[0]), before[1])
+        return [_job(encoded) for encoded in await self._call("LIST", index, limit, score, after)]
 
     async def claim(self, queue: str, owner: str, limit: int, lease: float) -> list[Job]:
         now = time.time()
