@@ -407,6 +407,40 @@ async def test_a_sqlite_database_from_before_headers_is_migrated(
     assert (await store.get(job.id)).headers == {"traceparent": "00-abc"}  # type: ignore[union-attr]
 
 
+async def test_a_sqlite_list_by_state_reads_a_page_not_the_whole_state(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """Listing jobs in one state (the dashboard's dead letters, every second) walks an
+    index on (state, created_at) from the page's start: at 200,000 dead letters a
+    page took 170 ms to sort without it, 0.1-0.4 ms with it. A database made with
+    the index it replaced (on state and lease expiry) loses that one on open."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            _SCHEMA.replace(
+                "jobs_by_state ON jobs (state, created_at)",
+                "jobs_leases ON jobs (state, lease_expires)",
+            )
+        )
+    store = SQLiteJobStore(path)
+    await nursery.start(store.run)
+
+    def plans() -> list[str]:
+        conn = store.db.connection()
+        indexes = [row[1] for row in conn.execute("PRAGMA index_list(jobs)")]
+        assert "jobs_leases" not in indexes
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        store._list(JobState.FAILED, 10, (1.0, "x"))
+        conn.set_trace_callback(None)
+        (select,) = statements
+        return [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {select}")]
+
+    (plan, *sort) = await store.db.read(plans)
+    assert plan.startswith("SEARCH jobs USING INDEX jobs_by_state (state=? AND created_at<?)")
+    assert all("RIGHT PART" in step for step in sort)  # ties only, never the whole state
+
+
 async def test_a_sqlite_store_commits_what_it_answers_durably_and_its_runners_writes_not(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:

@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (queue, state, priority, run_at);
-CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (state, lease_expires);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_at);
 CREATE TABLE IF NOT EXISTS queue_depth (
     queue TEXT PRIMARY KEY,
     waiting INTEGER NOT NULL  -- jobs queued, scheduled or retrying: what the bound counts
@@ -123,6 +123,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
     columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
     if "headers" not in columns:  # a database made before jobs carried headers
         conn.execute("ALTER TABLE jobs ADD COLUMN headers TEXT")
+    # jobs_by_state (the schema's) took its place: a database made before has both.
+    conn.execute("DROP INDEX IF EXISTS jobs_leases")
     # Recounted at every open, in a write transaction of its own so that it is exact:
     # a database from before queue_depth gets its counts, and one that a process of
     # an older Canopy wrote to (without keeping them) gets them right again.
