@@ -413,7 +413,8 @@ async def test_a_sqlite_list_by_state_reads_a_page_not_the_whole_state(
     """Listing jobs in one state (the dashboard's dead letters, every second) walks an
     index on (state, created_at) from the page's start: at 200,000 dead letters a
     page took 170 ms to sort without it, 0.1-0.4 ms with it. A database made with
-    the index it replaced (on state and lease expiry) loses that one on open."""
+    the index it replaced (on state and lease expiry) loses that one on open; the
+    sweeper's has running jobs only."""
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as conn:
         conn.executescript(
@@ -439,6 +440,19 @@ async def test_a_sqlite_list_by_state_reads_a_page_not_the_whole_state(
     (plan, *sort) = await store.db.read(plans)
     assert plan.startswith("SEARCH jobs USING INDEX jobs_by_state (state=? AND created_at<?)")
     assert all("RIGHT PART" in step for step in sort)  # ties only, never the whole state
+
+    def sweep_plans() -> list[str]:
+        conn = store.db.connection()
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        store._requeue_expired()
+        conn.set_trace_callback(None)
+        updates = [sql for sql in statements if sql.lstrip().startswith("UPDATE")]
+        return [row[3] for sql in updates for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+
+    # The sweeper seeks expired leases among running jobs only.
+    sweeps = await store.db.read(sweep_plans)
+    assert sweeps == ["SEARCH jobs USING INDEX jobs_running (lease_expires<?)"] * 2
 
 
 async def test_a_sqlite_store_commits_what_it_answers_durably_and_its_runners_writes_not(

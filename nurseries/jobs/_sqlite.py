@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (queue, state, priority, run_at);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_at);
+CREATE INDEX IF NOT EXISTS jobs_running ON jobs (lease_expires) WHERE state = 'running';
 CREATE TABLE IF NOT EXISTS queue_depth (
     queue TEXT PRIMARY KEY,
     waiting INTEGER NOT NULL  -- jobs queued, scheduled or retrying: what the bound counts
@@ -123,7 +124,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
     if "headers" not in columns:  # a database made before jobs carried headers
         conn.execute("ALTER TABLE jobs ADD COLUMN headers TEXT")
-    # jobs_by_state (the schema's) took its place: a database made before has both.
+    # jobs_by_state and jobs_running (the schema's) took its place.
     conn.execute("DROP INDEX IF EXISTS jobs_leases")
     # Recounted at every open, in a write transaction of its own so that it is exact:
     # a database from before queue_depth gets its counts, and one that a process of
@@ -540,15 +541,19 @@ class SQLiteJobStore:
         now = time.time()
         with self.db.transaction(self.runner_synchronous) as conn:
             # Its worker died after a cancel was answered: cancelled, not run again.
+            # Both statements seek the expired leases in jobs_running, which holds
+            # running jobs only (the planner, without statistics, picks jobs_by_state
+            # and reads every running job, from every worker, each sweep).
             cancelled = conn.execute(
-                """UPDATE jobs SET state = 'cancelled', lease_owner = NULL,
-                       lease_expires = NULL, cancel_requested = 0, updated_at = ?
+                """UPDATE jobs INDEXED BY jobs_running SET state = 'cancelled',
+                       lease_owner = NULL, lease_expires = NULL, cancel_requested = 0,
+                       updated_at = ?
                    WHERE state = 'running' AND lease_expires < ? AND cancel_requested = 1""",
                 (now, now),
             ).rowcount
             requeued = conn.execute(
-                """UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires = NULL,
-                       updated_at = ?
+                """UPDATE jobs INDEXED BY jobs_running SET state = 'queued', lease_owner = NULL,
+                       lease_expires = NULL, updated_at = ?
                    WHERE state = 'running' AND lease_expires < ? RETURNING queue""",
                 (now, now),
             ).fetchall()
