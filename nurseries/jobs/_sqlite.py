@@ -476,9 +476,9 @@ class SQLiteJobStore:
     ) -> tuple[list[JobState | None], list[Job]]:
         rows = _outcome_rows(jobs, owner)
         with self.db.transaction(self.runner_synchronous) as conn:
-            written = _finish_in(conn, jobs, rows)
+            recorded = _finish_in(conn, jobs, rows)
             claimed = _claim_in(conn, queue, owner, limit, lease) if limit > 0 else []
-        return written, _claimed(claimed)
+        return recorded, _claimed(claimed)
 
     async def cancel(self, job_id: str) -> Job | None:
         job = await self._db(self._cancel, job_id)

@@ -236,7 +236,7 @@ FINISH = (
     _PRELUDE
     + """
 local now, owner, ttl = tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local written = {}
+local recorded = {}
 for i = 5, #ARGV do
     local outcome = cjson.decode(ARGV[i])
     local id = outcome.id
@@ -259,13 +259,13 @@ for i = 5, #ARGV do
         else
             expire_ended(key, job[7], ttl)
         end
-        written[i - 4] = outcome.state
+        recorded[i - 4] = outcome.state
     else
-        written[i - 4] = ''
+        recorded[i - 4] = ''
     end
 end
 announce()  -- retries due now, and jobs released by a runner that stopped
-return written
+return recorded
 """
 )
 

@@ -253,14 +253,14 @@ class RedisJobStore:
         self, jobs: Sequence[Job], owner: str, queue: str, limit: int, lease: float
     ) -> tuple[list[JobState | None], list[Job]]:
         # Two scripts: Redis has no fsync per call to save, only a round trip.
-        written = await self.finish_many(jobs, owner)
+        recorded = await self.finish_many(jobs, owner)
         if limit <= 0:
-            return written, []
+            return recorded, []
         try:
-            return written, await self.claim(queue, owner, limit, lease)
+            return recorded, await self.claim(queue, owner, limit, lease)
         except JobStoreError as exc:  # the outcomes are written; the claim loop retries
             log.warning("claim after finishing failed: %s", exc)
-            return written, []
+            return recorded, []
 
     async def cancel(self, job_id: str) -> Job | None:
         ttl = max(1, math.ceil(self.result_ttl))
