@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import trio
@@ -121,4 +122,24 @@ async def test_an_own_hop_raises_the_database_error(tmp_path: Path) -> None:
         else:
             raise AssertionError("no error")
         assert db.hops == hops + 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_none_is_bound_through_the_adapter_registry(tmp_path: Path) -> None:
+    """sqlite3 looks up an adapter for every parameter that is not an int, float or
+    str; for None, with no adapter registered, the lookup goes on to attributes that
+    None lacks, formatting an AttributeError each time (eight per enqueued job). The
+    registered adapter ends it at the first step, and binds NULL as before."""
+    adapter = sqlite3.adapters[(type(None), sqlite3.PrepareProtocol)]
+    assert adapter(None) is None
+    db = SqliteDatabase(tmp_path / "t.db", "CREATE TABLE t (a, b)", error=RuntimeError)
+
+    def round_trip() -> list[tuple[object, ...]]:
+        conn = db.connection()
+        conn.execute("INSERT INTO t VALUES (?, ?)", (None, "x"))
+        return [tuple(row) for row in conn.execute("SELECT a IS NULL, typeof(a), b FROM t")]
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(db.run)
+        assert await db.read(round_trip) == [(1, "null", "x")]
         nursery.cancel_scope.cancel()
