@@ -72,19 +72,29 @@ class JobRequest:
     max_attempts: int | None = None
 
     @classmethod
-    def parse(cls, body: Any, idempotency_key: str | None = None) -> JobRequest:
+    def parse(
+        cls, body: Any, idempotency_key: str | None = None, *, decoded: bool = False
+    ) -> JobRequest:
         """From a JSON object; ValueError names the field that is wrong. A field it
         does not know is refused, so that a misspelt one (``"dealy"``) is not quietly
-        left at its default."""
+        left at its default.
+
+        ``decoded`` says the body was parsed from JSON text (as over HTTP): its args
+        are JSON already, so they are not encoded once more to find out (2-3 µs of
+        every ``POST /jobs``)."""
         if not isinstance(body, dict):
             raise ValueError("body: must be a JSON object")
-        for name in body:
-            if name not in _FIELDS:
-                raise ValueError(f"{name}: unknown field; the fields are {', '.join(_FIELDS)}")
+        if not _FIELD_SET.issuperset(body):
+            name = next(name for name in body if name not in _FIELD_SET)
+            raise ValueError(f"{name}: unknown field; the fields are {', '.join(_FIELDS)}")
         task = body.get("task")
         if not isinstance(task, str) or not task:
             raise ValueError("task: must be a non-empty string")
-        args = check_args(body.get("args", {}))
+        args = body.get("args", {})
+        if not decoded:
+            args = check_args(args)
+        elif not isinstance(args, dict):
+            raise ValueError("args: must be a JSON object")
         queue = body.get("queue")
         if queue is not None and (not isinstance(queue, str) or not queue):
             raise ValueError("queue: must be a non-empty string")
@@ -120,6 +130,7 @@ class JobRequest:
 
 # What an enqueue may say: JobRequest's fields, and nothing else.
 _FIELDS = tuple(field.name for field in fields(JobRequest))
+_FIELD_SET = frozenset(_FIELDS)
 
 
 class JobsService:
@@ -259,7 +270,7 @@ def _store_error(exc: JobStoreError) -> ApiError:
 
 def _parse(body: Any, key: str | None) -> JobRequest:
     try:
-        return JobRequest.parse(body, key)
+        return JobRequest.parse(body, key, decoded=True)
     except ValueError as exc:
         field, _, message = str(exc).partition(": ")
         raise ApiError(422, "invalid_field", message or str(exc), field=field) from None

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import fields
 from typing import Any
 
 import pytest
 
+from handlers.jobs import JobRequest
 from nurseries.jobs import (
     ACTIVE,
     CLAIMABLE,
@@ -85,6 +87,12 @@ def test_records_built_without_init_behave_as_built_with_it() -> None:
         Job.from_dict({**job.to_dict(), "nope": 1})
     with pytest.raises(ValueError):
         Job.from_dict({**job.to_dict(), "state": "lost"})
+    # A record's dict is in field order however the record was built (a store's row
+    # has the id first), so every answer lists a job's fields alike.
+    shuffled = Job.from_dict(dict(reversed(list(running.to_dict().items()))))
+    assert shuffled == running and next(iter(vars(shuffled))) == "updated_at"
+    assert list(shuffled.to_dict()) == [field.name for field in fields(Job)]
+    assert shuffled.to_dict()["state"] == "running"
 
 
 def test_a_task_builds_its_jobs_as_the_constructor_would() -> None:
@@ -124,6 +132,24 @@ def test_args_must_be_a_json_object() -> None:
         check_args([1, 2])
     with pytest.raises(ValueError, match="must be JSON"):
         check_args({"when": object()})
+
+
+def test_an_enqueue_request_checks_its_args_unless_they_were_decoded_from_json() -> None:
+    """Over HTTP the body was parsed from JSON, so its args are not encoded again to
+    check them; everything else is checked the same either way."""
+    assert JobRequest.parse({"task": "t", "args": {"n": 1}}).args == {"n": 1}
+    with pytest.raises(ValueError, match="args: must be JSON"):
+        JobRequest.parse({"task": "t", "args": {"when": object()}})
+    for decoded in (False, True):
+        with pytest.raises(ValueError, match="args: must be a JSON object"):
+            JobRequest.parse({"task": "t", "args": [1]}, decoded=decoded)
+        with pytest.raises(ValueError, match="dealy: unknown field"):
+            JobRequest.parse({"task": "t", "dealy": 1}, decoded=decoded)
+        with pytest.raises(ValueError, match="task: must be"):
+            JobRequest.parse({"args": {}}, decoded=decoded)
+        assert JobRequest.parse({"task": "t"}, "k", decoded=decoded) == JobRequest(
+            "t", {}, idempotency_key="k"
+        )
 
 
 def test_retry_policy_backoff_and_jitter() -> None:
