@@ -24,6 +24,13 @@ __all__ = [
 ]
 
 
+def _current() -> Any:
+    """The request behind Quart's ``request`` proxy. Each attribute read through the
+    proxy first fails on the proxy itself (formatting an AttributeError) before the
+    proxy forwards it: about 4,500 instructions, twice in every ``POST /jobs``."""
+    return request._get_current_object()  # type: ignore[attr-defined]
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -45,7 +52,7 @@ async def read_json() -> Any:
     refused: ``NaN`` and ``Infinity`` (Python's json takes them; JSON has neither),
     and nesting too deep to parse. A body over the limit is still 413.
     """
-    data = cast(bytes, await request.get_data(as_text=False))
+    data = cast(bytes, await _current().get_data(as_text=False))
     try:
         return json_loads(data, _decode_bytes)
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -54,7 +61,7 @@ async def read_json() -> Any:
 
 def header(name: bytes) -> str | None:
     """The current request's first ``name`` header (see ``first_header``)."""
-    value = first_header(request.scope["headers"], name)
+    value = first_header(_current().scope["headers"], name)
     return None if value is None else value.decode("latin-1")
 
 
@@ -70,7 +77,8 @@ def bearer_token(headers: Any, args: Any) -> str | None:
 def verified_grants(issuer: TokenIssuer, missing: str) -> Grants:
     """What the request's token grants, where a token is required: 401
     ``invalid_token`` saying ``missing`` without one, or why it is refused."""
-    token = bearer_token(request.headers, request.args)
+    current = _current()
+    token = bearer_token(current.headers, current.args)
     if token is None:
         raise ApiError(401, "invalid_token", missing)
     try:
@@ -97,7 +105,7 @@ async def json_object() -> dict[str, Any]:
 
 def int_arg(name: str, default: int, low: int, high: int) -> int:
     """A whole-number query argument in [low, high], or 422 naming it."""
-    raw = request.args.get(name)
+    raw = _current().args.get(name)
     if raw is None:
         return default
     if not raw.isdigit() or not low <= int(raw) <= high:

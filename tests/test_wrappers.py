@@ -8,6 +8,7 @@ import functools
 import io
 import json
 import re
+import sys
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import given, settings
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from handlers._requests import header, read_json
 from server import Settings, create_app
 from server._access_log import AccessLog
 from server._wrappers import CanopyRequest
@@ -183,3 +185,27 @@ def test_a_json_response_reads_back_as_what_json_would_have_written(value: Any) 
     expected = json.dumps(value)
     assert json.loads(text) == json.loads(expected)
     assert repr(json.loads(text)) == repr(json.loads(expected))  # 1.0 stays a float
+
+
+async def test_the_request_helpers_read_the_request_past_quarts_proxy() -> None:
+    """``read_json`` and ``header`` (every ``POST /jobs``) take the request from behind
+    the ``request`` proxy once, not an attribute at a time through it: each attribute
+    read through the proxy fails on the proxy first, formatting an AttributeError."""
+    app = create_app(Settings(run_jobs=False))
+    through_proxy: list[str] = []
+
+    def watch(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code.co_filename.endswith("werkzeug/local.py"):
+            through_proxy.append(frame.f_code.co_name)
+
+    async with app.test_request_context(
+        "/jobs", method="POST", data=b'{"a": 1}', headers={"Idempotency-Key": "k"}
+    ):
+        sys.setprofile(watch)
+        try:
+            body = await read_json()
+            key = header(b"idempotency-key")
+        finally:
+            sys.setprofile(None)
+    assert (body, key) == ({"a": 1}, "k")
+    assert through_proxy == ["_get_current_object"] * 2
