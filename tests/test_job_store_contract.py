@@ -391,6 +391,42 @@ async def test_a_cancel_request_reaches_listeners_of_the_store(store: Any) -> No
     forget()
 
 
+async def test_an_enqueued_record_keeps_every_field_it_came_with(store: Any) -> None:
+    """A record that has run (an embedder giving one back) is stored with its result,
+    error, progress and lease fields, in the same batch as a fresh one."""
+    fresh = Job("t", {"n": 1})
+    given = Job("t", {"n": 2}, result={"r": [1]}, error="boom", traceback="tb", progress=0.5)
+    given = Job.from_dict({**given.to_dict(), "lease_owner": "w9", "lease_expires": 5.0})
+    stored: dict[str, Job] = {}
+
+    async def enqueue(job: Job) -> None:
+        stored[job.id], _ = await store.enqueue(job)
+
+    async with trio.open_nursery() as nursery:
+        for job in (fresh, given):
+            nursery.start_soon(enqueue, job)
+    for job in (fresh, given):
+        assert await store.get(job.id) == job == stored[job.id]
+
+
+async def test_a_sqlite_insert_leaves_out_what_a_fresh_job_has_not_got(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """sqlite3 binds a None only after an adapter lookup: a fresh job's row leaves out
+    the six columns it gets as it runs (NULL by default)."""
+    store = SQLiteJobStore(tmp_path / "jobs.db")
+    await nursery.start(store.run)
+    statements: list[str] = []
+    store.db.connection().set_trace_callback(statements.append)
+    await store.enqueue(Job("t"))
+    store.db.connection().set_trace_callback(None)
+    (insert,) = [sql for sql in statements if sql.startswith("INSERT INTO jobs")]
+    columns = insert.split("(")[1].split(")")[0].split(", ")
+    assert "task" in columns and "headers" in columns
+    for column in ("lease_owner", "lease_expires", "result", "error", "traceback", "progress"):
+        assert column not in columns
+
+
 async def test_a_sqlite_database_from_before_headers_is_migrated(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
