@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import trio
 from quart import Response, request
@@ -116,6 +116,22 @@ class CanopyApp(QuartTrio):
         if code is not None and code.co_flags & inspect.CO_COROUTINE:
             return func
         return super().ensure_async(func)
+
+    async def make_response(self, result: Any) -> ResponseTypes:
+        # A view's JSON answer, ``value``, ``(value, status)`` or ``(value, status,
+        # headers)``, is built at once (CompactJSONProvider.answer); anything else
+        # goes Quart's way.
+        value, status, headers = result, 200, None
+        if type(result) is tuple:
+            if len(result) == 2 and type(result[1]) is int:
+                value, status = result
+            elif len(result) == 3 and type(result[1]) is int and type(result[2]) is dict:
+                value, status, headers = result
+            else:
+                return await super().make_response(result)
+        if type(value) is dict or type(value) is list:
+            return cast(CompactJSONProvider, self.json).answer(value, status, headers)
+        return await super().make_response(result)
 
     def create_url_adapter(self, request: Any) -> Any:
         if request is None:

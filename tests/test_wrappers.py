@@ -209,3 +209,37 @@ async def test_the_request_helpers_read_the_request_past_quarts_proxy() -> None:
             sys.setprofile(None)
     assert (body, key) == ({"a": 1}, "k")
     assert through_proxy == ["_get_current_object"] * 2
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        {"a": 1},
+        [1, "two"],
+        ({"job": "x"}, 202),
+        ({"job": "x"}, 202, {"Location": "/jobs/x"}),
+        ([], 201, {"Content-Type": "application/vnd.x+json", "X-A": "1"}),
+        ({"e": 1}, 599),
+    ],
+)
+async def test_a_json_answer_is_the_response_quart_would_have_made(result: Any) -> None:
+    """The app builds a view's JSON answer at once (``CompactJSONProvider.answer``):
+    the same status, headers in the same order and body as Quart's ``make_response``,
+    and the same attributes, so after-request hooks and the sender see no difference."""
+    app = create_app(Settings(access_log=False))
+    async with app.app_context():
+        fast: Any = await app.make_response(result)
+        quart: Any = await super(type(app), app).make_response(result)
+    assert type(fast) is type(quart)
+    assert vars(fast).keys() == vars(quart).keys()
+    assert (fast.status, fast.status_code) == (quart.status, quart.status_code)
+    assert list(fast.headers.items()) == list(quart.headers.items())
+    assert await fast.get_data() == await quart.get_data()
+    assert vars(fast.response) == vars(quart.response)
+
+
+async def test_a_json_answer_refuses_a_header_that_werkzeug_refuses() -> None:
+    app = create_app(Settings(access_log=False))
+    async with app.app_context():
+        with pytest.raises(ValueError, match="newline"):
+            await app.make_response(({"a": 1}, 200, {"Location": "/x\r\nSet-Cookie: a=b"}))
