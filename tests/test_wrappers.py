@@ -243,3 +243,72 @@ async def test_a_json_answer_refuses_a_header_that_werkzeug_refuses() -> None:
     async with app.app_context():
         with pytest.raises(ValueError, match="newline"):
             await app.make_response(({"a": 1}, 200, {"Location": "/x\r\nSet-Cookie: a=b"}))
+
+
+def _scope(**changes: Any) -> dict[str, Any]:
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/jobs",
+        "root_path": "",
+        "query_string": b"a=1",
+        "client": ("127.0.0.1", 5000),
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/json"),
+            (b"x-forwarded-for", b"10.0.0.1"),
+            (b"x-forwarded-for", b"10.0.0.2"),
+            (b"accept", b"caf\xe9/*"),
+        ],
+        "extensions": {},
+    }
+    return scope | changes
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        _scope(),
+        _scope(http_version="1.0"),
+        _scope(http_version="1.0", headers=[(b"host", b"example.com")]),
+        _scope(client=None, headers=[]),
+        _scope(root_path="/api", path="/api/jobs"),
+        _scope(root_path="/api", path="/elsewhere"),
+        _scope(path="http://example.com/jobs?x=1"),
+    ],
+)
+async def test_a_request_from_the_transport_is_the_request_quart_would_have_made(
+    scope: dict[str, Any],
+) -> None:
+    """``CanopyHTTPConnection`` lists the request's headers at once, without
+    ``Headers.add``: the same headers in the same order, and the same request."""
+    app = create_app(Settings(access_log=False))
+    connection = app.asgi_http_class(app, scope)
+    fast = connection._request_from_scope(_no_send)
+    quart = connection._create_request_from_scope(_no_send)
+    assert type(fast) is type(quart)
+    assert list(fast.headers.items()) == list(quart.headers.items())
+    forwarded = [v.decode() for k, v in scope["headers"] if k == b"x-forwarded-for"]
+    assert fast.headers.getlist("X-Forwarded-For") == forwarded
+    for attribute in ("method", "scheme", "path", "root_path", "query_string", "http_version"):
+        assert getattr(fast, attribute) == getattr(quart, attribute), attribute
+    assert (fast.max_content_length, fast.body_timeout) == (
+        quart.max_content_length,
+        quart.body_timeout,
+    )
+    assert fast.scope is quart.scope
+
+
+def test_header_titles_are_remembered_up_to_a_bound() -> None:
+    from server._asgi import _MAX_TITLES, _TITLES, _title
+
+    assert _title(b"content-type") == "Content-Type"
+    for n in range(_MAX_TITLES * 2):
+        assert _title(b"x-name-%d" % n) == f"X-Name-{n}"
+    assert len(_TITLES) <= _MAX_TITLES
+
+
+async def _no_send(message: Any) -> None:
+    raise AssertionError("nothing is sent here")
