@@ -76,7 +76,7 @@ class CanopyHTTPConnection(TrioASGIHTTPConnection):
         for name, value in scope["headers"]:
             items.append((_title(name), value.decode("latin1")))
         headers = Headers()
-        headers._list = items  # type: ignore[attr-defined]
+        headers._list = items
         if scope["http_version"] < "1.1":
             headers.setdefault("Host", self.app.config["SERVER_NAME"] or "")
         path = scope["path"]
