@@ -25,9 +25,10 @@ from quart.signals import websocket_received
 from quart.wrappers import Request
 from quart.wrappers.response import DataBody, Response
 from quart_trio.asgi import TrioASGIHTTPConnection, TrioASGIWebsocketConnection
-from werkzeug.datastructures import Headers
 
 from handlers import ApiError, first_header
+
+from ._wrappers import listed_headers
 
 __all__ = [
     "CANCEL_ON_DISCONNECT",
@@ -75,8 +76,7 @@ class CanopyHTTPConnection(TrioASGIHTTPConnection):
         items = [("Remote-Addr", (scope.get("client") or ["<local>"])[0])]
         for name, value in scope["headers"]:
             items.append((_title(name), value.decode("latin1")))
-        headers = Headers()
-        headers._list = items
+        headers = listed_headers(items)
         if scope["http_version"] < "1.1":
             headers.setdefault("Host", self.app.config["SERVER_NAME"] or "")
         path = scope["path"]

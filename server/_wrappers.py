@@ -19,7 +19,26 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
 from werkzeug.utils import get_content_type
 
-__all__ = ["CachedRequestContext", "CanopyRequest", "CompactJSONProvider", "RouteCache"]
+__all__ = [
+    "CachedRequestContext",
+    "CanopyRequest",
+    "CompactJSONProvider",
+    "RouteCache",
+    "listed_headers",
+]
+
+
+def listed_headers(items: list[tuple[str, str]]) -> Headers:
+    """werkzeug ``Headers`` holding ``items`` as they are, in order.
+
+    ``Headers(items)`` puts each one in through ``add``, which checks the value for
+    line breaks: for headers that are known clean already (our own, or what h11 and
+    h2 parsed) that is the cost without the use. The list is werkzeug's own
+    ``_list``: the one place Canopy relies on it.
+    """
+    headers = Headers()
+    headers._list = items
+    return headers
 
 
 class _LazyLock:
@@ -148,8 +167,9 @@ class CompactJSONProvider(DefaultJSONProvider):
         data = body.encode() if isinstance(body, str) else body
         response_class: Any = self._app.response_class
         response = response_class.__new__(response_class)
-        listed = Headers()
-        listed._list = [("Content-Type", self._content_type), ("Content-Length", str(len(data)))]
+        listed = listed_headers(
+            [("Content-Type", self._content_type), ("Content-Length", str(len(data)))]
+        )
         if headers:
             for name, header in headers.items():
                 listed.set(name, header)

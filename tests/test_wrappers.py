@@ -20,6 +20,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from handlers._requests import header, read_json
 from server import Settings, create_app
 from server._access_log import AccessLog
+from server._asgi import _MAX_TITLES, _TITLES, _title
 from server._wrappers import CanopyRequest
 
 from .json_values import json_values
@@ -302,8 +303,6 @@ async def test_a_request_from_the_transport_is_the_request_quart_would_have_made
 
 
 def test_header_titles_are_remembered_up_to_a_bound() -> None:
-    from server._asgi import _MAX_TITLES, _TITLES, _title
-
     assert _title(b"content-type") == "Content-Type"
     for n in range(_MAX_TITLES * 2):
         assert _title(b"x-name-%d" % n) == f"X-Name-{n}"
