@@ -22,6 +22,7 @@ from typing import Any
 import trio
 from hypercorn.config import Config
 
+from server import Settings, create_app
 from server._http import HTTPService
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "http_request",
     "http_request_response",
     "running_server",
+    "serving_app_in_process",
     "serving_in_process",
     "write_config",
 ]
@@ -168,6 +170,16 @@ async def serving_in_process(app: Any) -> AsyncIterator[int]:
         binds = await nursery.start(http.run)
         yield int(binds[0].rsplit(":", 1)[1])
         http.shutdown()
+
+
+@asynccontextmanager
+async def serving_app_in_process() -> AsyncIterator[int]:
+    """Canopy's app served in this process without its services' tree (the lifespan
+    does not start it) or access log, for tests of the request path alone; the port."""
+    app = create_app(Settings(access_log=False))
+    app.runtime.lifespan_owns_tree = False
+    async with serving_in_process(app) as port:
+        yield port
 
 
 async def http_request(

@@ -8,17 +8,15 @@ flight each collection walked all of them (see ``server._process.tune_gc``).
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 
 import pytest
 import trio
 from hypercorn.protocol.http_stream import HTTPStream
 
-from server import Settings, create_app
 from server._transport import Connection, _AppCall
 
-from .e2e import http_request, serving_in_process
+from .e2e import http_request, serving_app_in_process
 
 REQUESTS = 40
 
@@ -39,15 +37,6 @@ def _alive(kind: type) -> int:
     return sum(1 for obj in gc.get_objects() if type(obj) is kind)
 
 
-@asynccontextmanager
-async def _serving() -> AsyncIterator[int]:
-    """Canopy's HTTP service in this process (so its objects can be counted): the port."""
-    app = create_app(Settings(access_log=False))
-    app.runtime.lifespan_owns_tree = False
-    async with serving_in_process(app) as port:
-        yield port
-
-
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
@@ -61,7 +50,7 @@ async def _serving() -> AsyncIterator[int]:
 async def test_requests_leave_no_cycles(
     collector_off: None, method: str, path: str, body: bytes
 ) -> None:
-    async with _serving() as port:
+    async with serving_app_in_process() as port:
         async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
             await http_request(stream, method, path, body)  # warm: caches, first-use objects
             before = (_alive(_AppCall), _alive(HTTPStream))
@@ -75,7 +64,7 @@ async def test_requests_leave_no_cycles(
 
 
 async def test_closed_connections_leave_no_cycles(collector_off: None) -> None:
-    async with _serving() as port:
+    async with serving_app_in_process() as port:
         for _ in range(REQUESTS // 4):
             async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
                 status, _, _ = await http_request(stream, "GET", "/demo/hello")

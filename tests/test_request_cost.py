@@ -13,28 +13,24 @@ from __future__ import annotations
 import pytest
 import trio
 
-from server import Settings, create_app
-
-from .e2e import http_request, serving_in_process
+from .e2e import http_request, serving_app_in_process
 
 REQUESTS = 50
 
 
 class _SchedulerCount(trio.abc.Instrument):
-    """Tasks spawned, and steps of tasks other than ``client``, while ``counting``."""
+    """Tasks spawned, and steps of tasks other than ``client``, while installed."""
 
     def __init__(self, client: trio.lowlevel.Task) -> None:
         self.client = client
-        self.counting = False
         self.spawned = 0
         self.steps = 0
 
     def task_spawned(self, task: trio.lowlevel.Task) -> None:
-        if self.counting:
-            self.spawned += 1
+        self.spawned += 1
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if self.counting and task is not self.client:
+        if task is not self.client:
             self.steps += 1
 
 
@@ -49,19 +45,15 @@ class _SchedulerCount(trio.abc.Instrument):
 async def test_a_request_spawns_no_task_and_takes_two_steps(
     method: str, path: str, body: bytes
 ) -> None:
-    app = create_app(Settings(access_log=False))
-    app.runtime.lifespan_owns_tree = False
     count = _SchedulerCount(trio.lowlevel.current_task())
-    async with serving_in_process(app) as port:
+    async with serving_app_in_process() as port:
         async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
             await http_request(stream, method, path, body)  # warm: caches, first-use objects
             trio.lowlevel.add_instrument(count)
             try:
-                count.counting = True
                 for _ in range(REQUESTS):
                     status, _, _ = await http_request(stream, method, path, body)
                     assert status in (200, 404)
-                count.counting = False
             finally:
                 trio.lowlevel.remove_instrument(count)
     assert count.spawned == 0
