@@ -66,7 +66,9 @@ def _client(port: int, request: bytes, count: int, failures: list[str]) -> None:
                 failures.append(status.decode(errors="replace").strip())
 
 
-def _send(port: int, request: bytes, total: int) -> None:
+def _send(port: int, request: bytes, total: int) -> int:
+    """Send ``total`` requests (rounded down to a multiple of the connections), spread
+    over the connections; how many were sent."""
     failures: list[str] = []
     share = total // CONNECTIONS
     threads = [
@@ -79,6 +81,7 @@ def _send(port: int, request: bytes, total: int) -> None:
         thread.join()
     if failures:
         raise RuntimeError(f"{len(failures)} requests failed, the first: {failures[0]}")
+    return share * CONNECTIONS
 
 
 def count(checkout: Path, load: str, requests: int) -> list[float]:
@@ -119,7 +122,7 @@ def count(checkout: Path, load: str, requests: int) -> list[float]:
             request = REQUESTS[load]
             _send(port, request, 400)  # warm-up: imports, caches, the store's first pages
             _control("-i", "on", process.pid)
-            _send(port, request, requests)
+            sent = _send(port, request, requests)
             _control("-i", "off", process.pid)
             _control("-d", process.pid)
         finally:
@@ -127,7 +130,6 @@ def count(checkout: Path, load: str, requests: int) -> list[float]:
             process.wait(timeout=60)
         # The dump taken while counting: callgrind.out.1-01 (the main thread), -02, ...
         # The files written at exit count nothing, as counting was off by then.
-        sent = requests // CONNECTIONS * CONNECTIONS
         per_thread = []
         for part in sorted(Path(tmp).glob("callgrind.out.1-*")):
             found = re.search(r"^totals: (\d+)", part.read_text(), re.M)
