@@ -12,9 +12,44 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["free_port", "pinned", "raise_fd_limit", "running", "wait_until_up"]
+__all__ = [
+    "ROOT",
+    "canopy_module",
+    "free_port",
+    "import_root",
+    "pinned",
+    "raise_fd_limit",
+    "running",
+    "wait_until_up",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def import_root(checkout: Path) -> Path:
+    """A folder that, put first on ``sys.path``, imports Canopy from ``checkout``.
+
+    Installed, the checkout's folders are mapped to ``canopy.*`` (pyproject's
+    package-dir), which a path entry cannot say: the checkout's ``build/`` gets a tree
+    of links laid out as the installed package. A checkout from before the mapping
+    imports its folders by their own names, from its root."""
+    face = checkout / "server" / "canopy"
+    if not face.is_dir():
+        return checkout
+    tree = checkout / "build" / "import-root"
+    package = tree / "canopy"
+    shutil.rmtree(tree, ignore_errors=True)
+    package.mkdir(parents=True)
+    for module in face.glob("*.py"):
+        (package / module.name).symlink_to(module)
+    for layer in ("server", "handlers", "nurseries"):
+        (package / layer).symlink_to(checkout / layer)
+    return tree
+
+
+def canopy_module(checkout: Path) -> str:
+    """What ``python -m`` runs as the ``canopy`` command in ``checkout``."""
+    return "canopy" if (checkout / "server" / "canopy").is_dir() else "server"
 
 
 def free_port() -> int:
@@ -54,14 +89,14 @@ def running(
     """Run a server on ``core`` until the block ends, then SIGTERM it (ours, by PID).
     With a ``port``, the block starts once it accepts connections there.
 
-    Canopy's processes (``python -m server``) import this checkout unless ``env`` says
+    Canopy's processes (``python -m canopy``) import this checkout unless ``env`` says
     otherwise (``--compare-to``), not whichever one is installed: a bench run from a
     ``git worktree`` measures that worktree's server and worker.
     """
     process = subprocess.Popen(
         pinned(core, argv),
         cwd=cwd,
-        env={"PYTHONPATH": str(ROOT), **env},
+        env={"PYTHONPATH": str(import_root(ROOT)), **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         preexec_fn=raise_fd_limit,

@@ -52,7 +52,7 @@ class Server:
 def servers(workdir: Path, redis_url: str | None) -> list[Server]:
     python = sys.executable
     uvicorn = [python, "-m", "uvicorn", "fanout_starlette:app", "--port", "{port}"]
-    canopy = [python, "-m", "server", "serve", "--bind", "127.0.0.1:{port}"]
+    canopy = [python, "-m", "canopy", "serve", "--bind", "127.0.0.1:{port}"]
     found = [
         Server("canopy", canopy, True),
         Server("starlette+uvicorn[standard]", [*uvicorn, "--log-level", "warning"], False),

@@ -20,7 +20,7 @@ is bounded: rounds x loads x servers x seconds, plus start-up.
 Each server's CPU per request (user and system time from ``/proc/<pid>/stat`` over the
 measured run, divided by its requests) is printed too: steadier than req/s when the
 host drifts. ``--compare-to DIR`` adds Canopy from another checkout (a ``git
-worktree`` of an older commit, say), run the same way with ``PYTHONPATH=DIR``, so
+worktree`` of an older commit, say), run the same way from that checkout's files, so
 a change is measured against its base in the same minutes.
 """
 
@@ -38,7 +38,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _procs import free_port, pinned, raise_fd_limit, running
+from _procs import canopy_module, free_port, import_root, pinned, raise_fd_limit, running
 
 ROOT = Path(__file__).resolve().parent.parent
 LOADS = {
@@ -67,11 +67,12 @@ class Server:
 def servers(workdir: Path, compare_to: Path | None = None) -> list[Server]:
     python = sys.executable
     uvicorn = [python, "-m", "uvicorn", "fastapi_app:app", "--port", "{port}", "--workers", "1"]
-    canopy = [python, "-m", "server", "serve", "--bind", "127.0.0.1:{port}"]
+    canopy = [python, "-m", "canopy", "serve", "--bind", "127.0.0.1:{port}"]
     other = []
     if compare_to is not None:
-        env = {"PYTHONPATH": str(compare_to)}
-        other = [Server(f"canopy@{compare_to.name}", canopy, workdir, env)]
+        env = {"PYTHONPATH": str(import_root(compare_to))}
+        argv = [python, "-m", canopy_module(compare_to), *canopy[3:]]
+        other = [Server(f"canopy@{compare_to.name}", argv, workdir, env)]
     # Uvicorn's defaults otherwise (backlog 2048, access log on), as Canopy runs with its own,
     # in every load: until 2026-12-02 load (c) ran Canopy without its log, Uvicorn with its.
     return [
@@ -150,9 +151,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5, help="per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--loads", default="ab", help="which loads to run: any of a, b, c")
-    parser.add_argument(
-        "--compare-to", type=Path, help="also run Canopy from this checkout (PYTHONPATH)"
-    )
+    parser.add_argument("--compare-to", type=Path, help="also run Canopy from this checkout")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/http_requests.py needs wrk: apt-get install wrk")

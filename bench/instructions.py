@@ -35,7 +35,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from _procs import free_port, wait_until_up
+from _procs import canopy_module, free_port, import_root, wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 8
@@ -92,7 +92,7 @@ def count(checkout: Path, load: str, requests: int) -> list[float]:
         out = Path(tmp) / "callgrind.out"
         env = {
             **os.environ,
-            "PYTHONPATH": str(checkout),
+            "PYTHONPATH": str(import_root(checkout)),
             "PYTHONHASHSEED": "0",
             "CANOPY_TICKER_RATE": "0",
             "CANOPY_RUN_JOBS": "false",
@@ -108,7 +108,7 @@ def count(checkout: Path, load: str, requests: int) -> list[float]:
             f"--callgrind-out-file={out}",
             sys.executable,
             "-m",
-            "server",
+            canopy_module(checkout),
             "serve",
             "--bind",
             f"127.0.0.1:{port}",

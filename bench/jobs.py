@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from _procs import free_port, running
+from _procs import free_port, import_root, running
 
 ROOT = Path(__file__).resolve().parent.parent
 PHASE_TIMEOUT = 120.0
@@ -276,8 +276,8 @@ def measure_saq(setup: Setup) -> Rates:
 
 def measure_canopy(setup: Setup) -> Rates:
     """Canopy on its embedded default, SQLite with ``synchronous=FULL``."""
-    sys.path.insert(0, str(ROOT))
-    from nurseries.jobs import SQLiteJobStore
+    sys.path.insert(0, str(import_root(ROOT)))
+    from canopy.nurseries.jobs import SQLiteJobStore
 
     database = setup.workdir / "canopy" / "canopy.db"
     shutil.rmtree(database.parent, ignore_errors=True)
@@ -305,8 +305,8 @@ def measure_canopy(setup: Setup) -> Rates:
 
 def measure_canopy_redis(setup: Setup) -> Rates:
     """Canopy with ``CANOPY_STORE=redis://...``: the same redis-server as the peers."""
-    sys.path.insert(0, str(ROOT))
-    from nurseries.redis import RedisConnection, RedisJobStore
+    sys.path.insert(0, str(import_root(ROOT)))
+    from canopy.nurseries.redis import RedisConnection, RedisJobStore
 
     url = f"redis://127.0.0.1:{setup.redis_port}/0"
 
@@ -337,7 +337,7 @@ async def canopy_phases(
     open_store: Callable[[], AbstractAsyncContextManager[tuple[Any, Callable[[], Awaitable[int]]]]],
     env: dict[str, str],
 ) -> Rates:
-    from nurseries.jobs import JobState, TaskRegistry
+    from canopy.nurseries.jobs import JobState, TaskRegistry
 
     registry = TaskRegistry()
 
@@ -369,14 +369,14 @@ async def canopy_phases(
             return await until_done(check, trio.sleep)
 
         clock = Clock(setup, pending, trio.sleep)
-        argv = [sys.executable, "-m", "server", "worker"]
+        argv = [sys.executable, "-m", "canopy", "worker"]
         return await phases(setup, clock, enqueue_all, pickup, argv, env)
 
 
 def canopy_rerun_after_sigkill(setup: Setup) -> float:
     """Seconds from SIGKILL of the worker running a job to the job running again."""
-    sys.path.insert(0, str(ROOT))
-    from nurseries.jobs import Job, SQLiteJobStore
+    sys.path.insert(0, str(import_root(ROOT)))
+    from canopy.nurseries.jobs import Job, SQLiteJobStore
 
     database = setup.workdir / "canopy" / "canopy.db"
     shutil.rmtree(database.parent, ignore_errors=True)
@@ -404,7 +404,7 @@ def canopy_rerun_after_sigkill(setup: Setup) -> float:
             time.sleep(POLL)
 
     job_id = trio.run(enqueue)
-    argv = [sys.executable, "-m", "server", "worker"]
+    argv = [sys.executable, "-m", "canopy", "worker"]
     env = {k: v for k, v in setup.env.items() if k != "CANOPY_JOB_CONCURRENCY"}
     with running(argv, None, setup.workdir, env, core=setup.worker_cores) as first:
         wait_for_attempt(job_id, 1)

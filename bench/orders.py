@@ -35,8 +35,8 @@ import httpx
 import trio
 from _procs import free_port, raise_fd_limit, running
 
-from handlers.topics import TokenIssuer
-from handlers.topics.client import TopicMessage, connect_topics
+from canopy.handlers.topics import TokenIssuer
+from canopy.handlers.topics.client import TopicMessage, connect_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 2000.0
@@ -187,7 +187,7 @@ def main() -> None:
         "CANOPY_SUBSCRIBER_QUEUE": "100000",
     }
     shutil.copy(ROOT / "hypercorn.toml", workdir)
-    argv = [sys.executable, "-m", "server", "serve", "--bind", f"127.0.0.1:{port}"]
+    argv = [sys.executable, "-m", "canopy", "serve", "--bind", f"127.0.0.1:{port}"]
     if len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {1})  # the load on core 1, the server on core 0
     try:

@@ -28,14 +28,14 @@ from typing import Any
 
 import trio
 
-from handlers.jobs import JobsService
-from handlers.orders import OrdersService, OrderStore, SimulatedGateway
-from nurseries import Supervisor
-from nurseries.fanout import Hub, Item, Message, Subscription
-from nurseries.jobs import JobRunner, SQLiteJobStore, TaskRegistry
-from server import Settings
-from server._jobs import _notify
-from server._process import tune_gc
+from canopy.handlers.jobs import JobsService
+from canopy.handlers.orders import OrdersService, OrderStore, SimulatedGateway
+from canopy.nurseries import Supervisor
+from canopy.nurseries.fanout import Hub, Item, Message, Subscription
+from canopy.nurseries.jobs import JobRunner, SQLiteJobStore, TaskRegistry
+from canopy.server import Settings
+from canopy.server._jobs import _notify
+from canopy.server._process import tune_gc
 
 SKU = "bench-sku"
 

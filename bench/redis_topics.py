@@ -7,7 +7,7 @@ Usage (from the repository root, with ``redis-server`` on the PATH)::
 Every job and order publishes to a topic of its own (``jobs.{id}``), so a busy
 deployment makes new topics at its job rate. This publishes ``--topics`` such
 topics, two messages each (running, then succeeded), 64 topics to a script as the
-runner's batches do, through :class:`nurseries.redis.RedisBroker` into a
+runner's batches do, through :class:`canopy.nurseries.redis.RedisBroker` into a
 redis-server it starts on a free port in a temp dir (no persistence, stopped by its
 PID). It prints, at every third of the way, the keys Redis holds, its memory above
 the empty server's, the topics forgotten to make room, and the publish rate.
@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 
 import trio
-from _procs import free_port, running
+from _procs import free_port, import_root, running
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(import_root(ROOT)))
 
-from nurseries.fanout import TopicRule  # noqa: E402
-from nurseries.redis import RedisBroker, RedisConnection  # noqa: E402
+from canopy.nurseries.fanout import TopicRule  # noqa: E402
+from canopy.nurseries.redis import RedisBroker, RedisConnection  # noqa: E402
 
 BATCH = 64
 

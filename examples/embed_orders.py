@@ -18,11 +18,11 @@ from typing import Any
 
 import trio
 
-from handlers.jobs import JobsService
-from handlers.orders import OrdersService, OrderStore, SimulatedGateway
-from nurseries import Supervisor
-from nurseries.fanout import Hub, Item, Message, Subscription
-from nurseries.jobs import JobRunner, SQLiteJobStore, TaskRegistry
+from canopy.handlers.jobs import JobsService
+from canopy.handlers.orders import OrdersService, OrderStore, SimulatedGateway
+from canopy.nurseries import Supervisor
+from canopy.nurseries.fanout import Hub, Item, Message, Subscription
+from canopy.nurseries.jobs import JobRunner, SQLiteJobStore, TaskRegistry
 
 
 class Printer:

@@ -1,7 +1,7 @@
 """Canopy's capabilities: each a pure-Trio service plus a thin Quart blueprint over it.
 
 Everything here is imported when first used, so that a Trio program embedding a
-service (``from handlers.orders import OrdersService``) imports no web stack.
+service (``from canopy.handlers.orders import OrdersService``) imports no web stack.
 """
 
 from typing import TYPE_CHECKING

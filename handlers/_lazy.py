@@ -1,6 +1,6 @@
 """Lazy attributes for a package (PEP 562), so that embedding a service costs no web stack.
 
-``handlers.orders.OrdersService`` must import in a plain Trio program without Quart,
+``canopy.handlers.orders.OrdersService`` must import in a plain Trio program without Quart,
 Hypercorn or werkzeug; only ``create_blueprint`` (and the web-only modules) need them.
 A package lists those names here, and each is imported the first time it is read.
 """

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from quart import request
 
-from nurseries import json_loads
+from canopy.nurseries import json_loads
 
 from ._errors import ApiError
 from ._headers import first_header

@@ -22,7 +22,7 @@ from typing import Any
 import trio
 from quart import Blueprint, request
 
-from nurseries.fanout import Hub, HubError
+from canopy.nurseries.fanout import Hub, HubError
 
 from ._errors import ApiError
 from .topics import Grants, InvalidToken, TopicsService
@@ -77,7 +77,7 @@ def _grants(service: TopicsService) -> Grants:
 
 def create_blueprint(service: TopicsService) -> Blueprint:
     blueprint = Blueprint("dashboard", __name__)
-    page = (resources.files("handlers") / "pages" / "dashboard.html").read_text()
+    page = (resources.files("canopy.handlers") / "pages" / "dashboard.html").read_text()
 
     @blueprint.get("/dashboard")
     async def dashboard() -> tuple[str, int, dict[str, str]]:

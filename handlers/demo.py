@@ -16,7 +16,7 @@ from typing import Any
 import trio
 from quart import Blueprint, request, websocket
 
-from nurseries import first_completed, gather
+from canopy.nurseries import first_completed, gather
 
 from ._errors import ApiError
 from ._requests import json_object
@@ -98,7 +98,7 @@ def create_blueprint(service: DemoService) -> Blueprint:
         while True:
             await websocket.send(await websocket.receive())
 
-    page = (resources.files("handlers") / "pages" / "topics.html").read_text()
+    page = (resources.files("canopy.handlers") / "pages" / "topics.html").read_text()
 
     @blueprint.get("/topics")
     async def topics_page() -> tuple[str, int, dict[str, str]]:

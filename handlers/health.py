@@ -13,7 +13,7 @@ from typing import Any
 
 from quart import Blueprint
 
-from nurseries import ServiceStatus
+from canopy.nurseries import ServiceStatus
 
 __all__ = ["HealthService", "create_blueprint"]
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, request
 from quart_schema import document_querystring, document_request, document_response
 
-from nurseries.jobs import (
+from canopy.nurseries.jobs import (
     IdempotencyConflict,
     Job,
     JobState,

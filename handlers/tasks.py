@@ -6,7 +6,7 @@ from typing import Any
 
 import trio
 
-from nurseries.jobs import RetryPolicy, TaskRegistry
+from canopy.nurseries.jobs import RetryPolicy, TaskRegistry
 
 __all__ = ["MAX_SLEEP", "register_examples"]
 

@@ -36,7 +36,7 @@ from quart.wrappers import Request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from handlers import (
+from canopy.handlers import (
     DEADLINE_ATTRIBUTE,
     ApiError,
     dashboard,
@@ -50,7 +50,7 @@ from handlers import (
     ticker,
     topics,
 )
-from nurseries import InflightLimit, Overloaded, Supervisor
+from canopy.nurseries import InflightLimit, Overloaded, Supervisor
 
 from ._access_log import AccessLog, RequestIds
 from ._asgi import CanopyHTTPConnection, CanopyWebsocketConnection
@@ -284,7 +284,7 @@ class CanopyApp(QuartTrio):
 def _request_id(headers: Iterable[tuple[bytes, bytes]], ids: RequestIds) -> str:
     """The client's X-Request-ID if it is sane, else a new one.
 
-    Read from the ASGI scope (see ``handlers.first_header``).
+    Read from the ASGI scope (see ``canopy.handlers.first_header``).
     """
     given = first_header(headers, b"x-request-id")
     if given is not None and _REQUEST_ID.fullmatch(text := given.decode("latin-1")):
@@ -397,7 +397,7 @@ def create_app(settings: Settings) -> CanopyApp:
 
     @app.before_serving
     async def _start_tree() -> None:
-        # Under plain ``hypercorn server.asgi:app`` the tree lives in the app's nursery;
+        # Under plain ``hypercorn canopy.server.asgi:app`` the tree lives in the app's nursery;
         # under ``canopy serve`` Canopy's root nursery owns it and this does nothing.
         if app.runtime.lifespan_owns_tree:
             await app.nursery.start(tree.run)

@@ -26,7 +26,7 @@ from quart.wrappers import Request
 from quart.wrappers.response import DataBody, Response
 from quart_trio.asgi import TrioASGIHTTPConnection, TrioASGIWebsocketConnection
 
-from handlers import ApiError, first_header
+from canopy.handlers import ApiError, first_header
 
 from ._wrappers import listed_headers
 
@@ -206,7 +206,7 @@ class CanopyWebsocketConnection(TrioASGIWebsocketConnection):
     def _create_websocket_from_scope(self, send: Any) -> Any:
         websocket = super()._create_websocket_from_scope(send)
         # The raw ASGI send, for handlers that use an extension Quart does not know
-        # (handlers.topics sends pre-encoded frames with it).
+        # (canopy.handlers.topics sends pre-encoded frames with it).
         websocket.asgi_send = send  # type: ignore[attr-defined]
         return websocket
 

@@ -8,7 +8,7 @@ from functools import partial
 
 import click
 
-from nurseries import ChildSpec, Supervisor
+from canopy.nurseries import ChildSpec, Supervisor
 
 from ._app import create_app
 from ._bench_cli import bench_command
@@ -50,7 +50,8 @@ def serve_command(
     config, settings = load_or_exit(config_path, bind)
     configure_logging(settings.log_level)
     config.accesslog = None
-    config.errorlog = "canopy.hypercorn"  # routed through our JSON logging
+    # A logger, not a name: Hypercorn opens a log file named by any string but "-".
+    config.errorlog = logging.getLogger("canopy.hypercorn")
     parent = None
     if listen_fds:  # one of the pool's workers: serve what the parent bound
         inherit_sockets(config, listen_fds)

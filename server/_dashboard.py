@@ -3,7 +3,7 @@
 Rates are differences between two snapshots, so they need no counters of their own:
 requests per second and their latency (mean and 99th percentile, from the latency
 histogram's buckets), and job outcomes per second, from the Prometheus counters in
-:class:`~server._metrics.Metrics`. Queue depths and dead letters come from the job
+:class:`~canopy.server._metrics.Metrics`. Queue depths and dead letters come from the job
 store (two calls per snapshot), the tree from the supervisor, topics from the hub.
 """
 
@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from handlers.topics import TopicsService
-from nurseries import InflightLimit, ServiceStatus
-from nurseries.jobs import JobState, JobStore, JobStoreError
+from canopy.handlers.topics import TopicsService
+from canopy.nurseries import InflightLimit, ServiceStatus
+from canopy.nurseries.jobs import JobState, JobStore, JobStoreError
 
 from ._metrics import Metrics
 

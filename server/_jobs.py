@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from handlers import jobs, tasks
-from handlers.orders import OrdersService, OrderStore, SimulatedGateway
-from nurseries import Supervisor
-from nurseries.fanout import Hub, HubError
-from nurseries.jobs import (
+from canopy.handlers import jobs, tasks
+from canopy.handlers.orders import OrdersService, OrderStore, SimulatedGateway
+from canopy.nurseries import Supervisor
+from canopy.nurseries.fanout import Hub, HubError
+from canopy.nurseries.jobs import (
     JobRunner,
     JobStore,
     Notify,
@@ -109,7 +109,7 @@ def _store(settings: Settings, redis: RedisConnections) -> JobStore:
             runner_synchronous=settings.sqlite_runner_synchronous,
             max_queued=settings.max_queued,
         )
-    from nurseries.redis import RedisJobStore
+    from canopy.nurseries.redis import RedisJobStore
 
     return RedisJobStore(
         redis.get(settings.store_url),

@@ -10,9 +10,9 @@ from typing import Any
 import click
 import trio
 
-from handlers.jobs import JobRequest, JobsService, page_bound, page_end
-from nurseries import Supervisor
-from nurseries.jobs import JobState, JobStoreError, UnknownTask
+from canopy.handlers.jobs import JobRequest, JobsService, page_bound, page_end
+from canopy.nurseries import Supervisor
+from canopy.nurseries.jobs import JobState, JobStoreError, UnknownTask
 
 from ._jobs import add_jobs
 from ._redis import RedisConnections

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
-from handlers.topics.client import TopicMessage, connect_topics
+from canopy.handlers.topics.client import TopicMessage, connect_topics
 
 __all__ = ["SCENARIOS", "LoadError", "Plan", "Result", "check_target", "run"]
 

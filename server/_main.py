@@ -22,7 +22,7 @@ from typing import Any
 import trio
 from hypercorn.config import Config
 
-from nurseries import Supervisor
+from canopy.nurseries import Supervisor
 
 from ._app import CanopyApp
 from ._http import HTTPService

@@ -28,9 +28,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from handlers.topics import TopicsService
-from nurseries import InflightLimit, ServiceStatus
-from nurseries.jobs import Job, JobStore
+from canopy.handlers.topics import TopicsService
+from canopy.nurseries import InflightLimit, ServiceStatus
+from canopy.nurseries.jobs import Job, JobStore
 
 from ._metrics_live import LiveValues, MetricsRefresher
 
@@ -118,7 +118,7 @@ class Metrics:
         self._child(self.jobs, job.task, "enqueued").inc()
 
     async def job_event(self, job_id: str, event: dict[str, Any]) -> None:
-        """A runner's event (see nurseries.jobs.JobRunner's ``notify``)."""
+        """A runner's event (see canopy.nurseries.jobs.JobRunner's ``notify``)."""
         task, state = event.get("task", "unknown"), event.get("state")
         if state == "running":
             if "attempts" in event:

@@ -27,8 +27,8 @@ from typing import Literal
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from handlers.topics import TopicsService
-from nurseries import InflightLimit, ServiceState, ServiceStatus
+from canopy.handlers.topics import TopicsService
+from canopy.nurseries import InflightLimit, ServiceState, ServiceStatus
 
 __all__ = ["REFRESH_INTERVAL", "LiveValues", "MetricsRefresher"]
 

@@ -13,7 +13,7 @@ import click
 from hypercorn.config import Config
 from hypercorn.utils import repr_socket_addr
 
-from nurseries import Supervisor
+from canopy.nurseries import Supervisor
 
 from ._main import run_tree
 from ._metrics import MULTIPROCESS_ENV

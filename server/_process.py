@@ -1,4 +1,4 @@
-"""Process-wide tuning applied by ``canopy serve`` (and ``server.asgi``) before serving."""
+"""Process-wide tuning applied by ``canopy serve`` (and ``canopy.server.asgi``) before serving."""
 
 from __future__ import annotations
 

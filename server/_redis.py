@@ -1,7 +1,7 @@
 """Redis connections for the app's tree: one per URL, shared by the job store and the
 fan-out broker when they name the same server.
 
-Each connection runs under a supervisor of its own (``nurseries.redis.redis_supervisor``)
+Each connection runs under a supervisor of its own (``canopy.nurseries.redis.redis_supervisor``)
 that reconnects with backoff for as long as Redis is away and reports not ready
 meanwhile. It is added to the services when first asked for, so it starts before the
 service that asked (the hub or the job store) and stops after it.
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nurseries import Supervisor
+from canopy.nurseries import Supervisor
 
 from ._settings import Settings
 
 if TYPE_CHECKING:
-    from nurseries.redis import RedisConnection
+    from canopy.nurseries.redis import RedisConnection
 
 __all__ = ["RedisConnections"]
 
@@ -31,7 +31,7 @@ class RedisConnections:
         connection = self._by_url.get(url)
         if connection is None:
             # Imported here: coredis takes a third of a second to import.
-            from nurseries.redis import RedisConnection, redis_supervisor
+            from canopy.nurseries.redis import RedisConnection, redis_supervisor
 
             connection = self._by_url[url] = RedisConnection(url)
             name = "redis" if len(self._by_url) == 1 else f"redis-{len(self._by_url)}"

@@ -6,10 +6,10 @@ store; so each is stopped before its store, and both before the hub.
 
 from __future__ import annotations
 
-from handlers.support import SupportService, SupportStore
-from handlers.ticker import AlertStore, RandomWalk, TickerService
-from handlers.topics import TopicsService
-from nurseries import Supervisor
+from canopy.handlers.support import SupportService, SupportStore
+from canopy.handlers.ticker import AlertStore, RandomWalk, TickerService
+from canopy.handlers.topics import TopicsService
+from canopy.nurseries import Supervisor
 
 from ._settings import Settings
 

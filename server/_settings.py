@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from handlers.tasks import register_examples
-from nurseries.fanout import (
+from canopy.handlers.tasks import register_examples
+from canopy.nurseries.fanout import (
     InvalidTopic,
     SlowConsumerPolicy,
     TopicRule,
     check_pattern,
     check_topic,
 )
-from nurseries.jobs import Periodic, TaskRegistry
+from canopy.nurseries.jobs import Periodic, TaskRegistry
 
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
 
@@ -97,7 +97,7 @@ STORE_SCHEMES = ("sqlite", "redis", "rediss", "unix", "redis+cluster", "redis+se
 
 def _store_url(value: Any) -> str:
     """'' (SQLite under data_dir), sqlite:///relative.db, sqlite:////absolute.db, or a
-    Redis URL as ``nurseries.redis`` reads them."""
+    Redis URL as ``canopy.nurseries.redis`` reads them."""
     text = str(value).strip()
     if not text:
         return ""
@@ -228,7 +228,7 @@ def _topic_rules(value: Any) -> tuple[RuleSpec, ...]:
 
 def _schedules(value: Any) -> tuple[Periodic, ...]:
     """``NAME=TASK@every:SECONDS`` or ``NAME=TASK@CRON`` (five fields, UTC), separated
-    by ``;``; the tasks are the server's own (``handlers.tasks``)."""
+    by ``;``; the tasks are the server's own (``canopy.handlers.tasks``)."""
     if isinstance(value, tuple) and all(isinstance(p, Periodic) for p in value):
         return value
     known = TaskRegistry()

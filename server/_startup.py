@@ -10,7 +10,7 @@ import click
 import trio
 from hypercorn.config import Config
 
-from nurseries import SupervisorGaveUp
+from canopy.nurseries import SupervisorGaveUp
 
 from ._config import default_config_path, load_config
 from ._main import ForcedShutdown

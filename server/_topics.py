@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from handlers.topics import TokenIssuer, TopicsService
-from nurseries import Supervisor
-from nurseries.fanout import Broker, Hub, TopicRule, TopicRules
+from canopy.handlers.topics import TokenIssuer, TopicsService
+from canopy.nurseries import Supervisor
+from canopy.nurseries.fanout import Broker, Hub, TopicRule, TopicRules
 
 from ._redis import RedisConnections
 from ._settings import Settings
@@ -18,7 +18,7 @@ def add_topics(services: Supervisor, settings: Settings, redis: RedisConnections
     rules = [spec.rule(default) for spec in settings.topic_rules]
     broker: Broker | None = None
     if not settings.broker.startswith("memory://"):
-        from nurseries.redis import RedisBroker
+        from canopy.nurseries.redis import RedisBroker
 
         connection = redis.get(settings.broker)
         # Offsets outlive every window, so a resume after a quiet spell is answered.

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from nurseries.jobs import Job
+from canopy.nurseries.jobs import Job
 
 __all__ = ["Tracing", "tracing_for"]
 

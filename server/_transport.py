@@ -185,7 +185,7 @@ async def _finished(message: Any) -> None:
 
     Left as a cycle, each request's stream and call (with their scope, buffers and
     bound methods, about fifteen objects) stayed in memory until the cyclic collector
-    ran, and each collection walked them (see ``server._process.tune_gc``).
+    ran, and each collection walked them (see ``canopy.server._process.tune_gc``).
     """
     raise RuntimeError("the response is finished; nothing more can be sent")
 

@@ -17,7 +17,7 @@ from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from wsproto.connection import ConnectionState
 from wsproto.events import TextMessage
 
-from handlers.topics import FRAMES_EXTENSION
+from canopy.handlers.topics import FRAMES_EXTENSION
 
 __all__ = ["CanopyWSStream", "install"]
 

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import trio
 from prometheus_client import multiprocess
 
-from nurseries import Backoff, RestartIntensity
+from canopy.nurseries import Backoff, RestartIntensity
 
 from ._metrics import MULTIPROCESS_ENV
 
@@ -45,7 +45,7 @@ KILL_AFTER = 2.0  # after the pool is cancelled: SIGTERM again, then SIGKILL thi
 
 
 def worker_argv(config_path: str | None, fds: Sequence[tuple[str, int]]) -> list[str]:
-    argv = [sys.executable, "-m", "server", "serve"]
+    argv = [sys.executable, "-m", "canopy", "serve"]
     if config_path is not None:
         argv += ["--config", config_path]
     for kind, fd in fds:

@@ -1,4 +1,4 @@
-"""The ASGI app for ``hypercorn --config hypercorn.toml server.asgi:app``.
+"""The ASGI app for ``hypercorn --config hypercorn.toml canopy.server.asgi:app``.
 
 Served this way, Hypercorn's own trio worker handles connections and its stock
 shutdown; ``canopy serve`` adds Canopy's drain (see docs/OPERATIONS.md).

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from nurseries.jobs import SQLiteJobStore
+from canopy.nurseries.jobs import SQLiteJobStore
 
 from .redis_server import RedisServer, running_redis
 
@@ -39,7 +39,7 @@ async def make_store(
     ``nursery``). Tests that take it run against both."""
     if request.param == "sqlite":
         return lambda **options: SQLiteJobStore(tmp_path / "jobs.db", **options)
-    from nurseries.redis import RedisConnection, RedisJobStore
+    from canopy.nurseries.redis import RedisConnection, RedisJobStore
 
     redis: RedisServer = request.getfixturevalue("redis_server")
     connection = RedisConnection(redis.url)

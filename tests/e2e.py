@@ -22,8 +22,8 @@ from typing import Any
 import trio
 from hypercorn.config import Config
 
-from server import Settings, create_app
-from server._http import HTTPService
+from canopy.server import Settings, create_app
+from canopy.server._http import HTTPService
 
 __all__ = [
     "ResponseReader",
@@ -133,7 +133,7 @@ async def running_server(
     started_line: str | None = None,
 ) -> AsyncIterator[ServerProcess]:
     """Start the server in ``cwd``; on exit make sure the process (ours) has ended."""
-    command = list(argv or [sys.executable, "-m", "server", "serve"])
+    command = list(argv or [sys.executable, "-m", "canopy", "serve"])
     # No market feed unless a test asks for one: it is background load for every other.
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "CANOPY_TICKER_RATE": "0", **(env or {})}
     process = await trio.lowlevel.open_process(

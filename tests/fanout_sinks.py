@@ -8,7 +8,7 @@ from typing import Any
 import trio
 import trio.testing
 
-from nurseries.fanout import CloseReason, Item, Message, Presence, Subscription
+from canopy.nurseries.fanout import CloseReason, Item, Message, Presence, Subscription
 
 
 class RecordingSink:

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from werkzeug.routing import Map, Rule
 
-from server import Settings, create_app
-from server._wrappers import RouteCache
+from canopy.server import Settings, create_app
+from canopy.server._wrappers import RouteCache
 
 
 def test_route_cache_remembers_matches_not_failures() -> None:
@@ -114,7 +114,7 @@ async def test_without_hooks_a_request_skips_quarts_steps_but_keeps_their_effect
 
     @app.get("/refused")
     async def refused() -> None:
-        from handlers import ApiError
+        from canopy.handlers import ApiError
 
         raise ApiError(409, "conflict", "no")
 

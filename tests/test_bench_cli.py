@@ -29,7 +29,7 @@ async def counter(base: str, name: str, **labels: str) -> float:
 
 
 async def bench(base: str, *args: str) -> dict[str, Any]:
-    argv = [sys.executable, "-m", "server", "bench", *args, "--url", base, "--json"]
+    argv = [sys.executable, "-m", "canopy", "bench", *args, "--url", base, "--json"]
     done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
     assert done.returncode == 0, done.stderr.decode()
     return json.loads(done.stdout)  # type: ignore[no-any-return]
@@ -71,7 +71,7 @@ async def test_plot_and_refusals(tmp_path: Path) -> None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert await server.stop() == 0
     remote = await trio.run_process(
-        [sys.executable, "-m", "server", "bench", "http-get", "--url", "http://192.0.2.1:8000"],
+        [sys.executable, "-m", "canopy", "bench", "http-get", "--url", "http://192.0.2.1:8000"],
         capture_stdout=True,
         capture_stderr=True,
         check=False,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import trio
 
-from nurseries import InflightLimit, Overloaded, first_completed, gather
+from canopy.nurseries import InflightLimit, Overloaded, first_completed, gather
 
 
 async def value_after(delay: float, value: Any, log: list[str] | None = None) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from handlers.topics import TokenIssuer
+from canopy.handlers.topics import TokenIssuer
 
 from .browser import chromium
 from .e2e import running_server, write_config

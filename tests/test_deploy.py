@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from server import create_app, load_config
+from canopy.server import create_app, load_config
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from nurseries._doorbell import Doorbell
-from nurseries.jobs import Job, JobRunner, JobState, SQLiteJobStore, TaskRegistry
+from canopy.nurseries._doorbell import Doorbell
+from canopy.nurseries.jobs import Job, JobRunner, JobState, SQLiteJobStore, TaskRegistry
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="Unix sockets")
@@ -177,7 +177,7 @@ async def test_a_runner_takes_another_stores_job_at_once_without_polling(
 
 ENQUEUE_ONE = """
 import sys, trio
-from nurseries.jobs import Job, SQLiteJobStore
+from canopy.nurseries.jobs import Job, SQLiteJobStore
 
 async def main():
     store = SQLiteJobStore(sys.argv[1])

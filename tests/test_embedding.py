@@ -28,15 +28,19 @@ async def test_the_embedding_example_places_and_confirms_an_order(tmp_path: Path
     imported = {
         line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))
     }
-    assert not {name.split(".")[0] for name in imported} & {"quart", "hypercorn", "server"}
+    assert not {".".join(name.split(".")[:2]) for name in imported} & {
+        "quart",
+        "hypercorn",
+        "canopy.server",
+    }
 
 
 SERVICES = (
-    "handlers.orders",
-    "handlers.support",
-    "handlers.ticker",
-    "handlers.topics",
-    "handlers.tasks",
+    "canopy.handlers.orders",
+    "canopy.handlers.support",
+    "canopy.handlers.ticker",
+    "canopy.handlers.topics",
+    "canopy.handlers.tasks",
 )
 
 
@@ -46,10 +50,10 @@ def test_the_services_import_without_the_web_stack() -> None:
     probe = (
         "import sys, importlib\n"
         f"for name in {SERVICES!r}: importlib.import_module(name)\n"
-        "import handlers\n"
+        "import canopy.handlers\n"
         "web = ('quart', 'hypercorn', 'werkzeug')\n"
         "print(sorted(m for m in web if m in sys.modules))\n"
-        "handlers.orders.create_blueprint\n"
+        "canopy.handlers.orders.create_blueprint\n"
         "print(sorted(m for m in web if m in sys.modules))\n"
     )
     done = subprocess.run(

@@ -5,18 +5,17 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import handlers
-import nurseries
-import nurseries.fanout
-import nurseries.jobs
-import nurseries.redis
-import server
+import canopy.handlers.topics
+import canopy.nurseries.fanout
+import canopy.nurseries.jobs
+import canopy.nurseries.redis
+import canopy.server
 
 ROOT = Path(__file__).parent.parent
 
 
 def test_public_api_is_pinned() -> None:
-    assert sorted(nurseries.__all__) == sorted(
+    assert sorted(canopy.nurseries.__all__) == sorted(
         [
             "ACTIVE",
             "TERMINAL",
@@ -42,7 +41,7 @@ def test_public_api_is_pinned() -> None:
             "sortable_id",
         ]
     )
-    assert sorted(handlers.__all__) == sorted(
+    assert sorted(canopy.handlers.__all__) == sorted(
         [
             "DEADLINE_ATTRIBUTE",
             "ApiError",
@@ -60,7 +59,7 @@ def test_public_api_is_pinned() -> None:
             "topics",
         ]
     )
-    assert sorted(server.__all__) == sorted(
+    assert sorted(canopy.server.__all__) == sorted(
         [
             "CanopyApp",
             "ForcedShutdown",
@@ -74,7 +73,7 @@ def test_public_api_is_pinned() -> None:
             "serve",
         ]
     )
-    assert sorted(nurseries.jobs.__all__) == sorted(
+    assert sorted(canopy.nurseries.jobs.__all__) == sorted(
         [
             "ACTIVE",
             "CLAIMABLE",
@@ -103,7 +102,7 @@ def test_public_api_is_pinned() -> None:
             "tick_key",
         ]
     )
-    assert sorted(nurseries.fanout.__all__) == sorted(
+    assert sorted(canopy.nurseries.fanout.__all__) == sorted(
         [
             "MAX_TOPIC_LENGTH",
             "Broker",
@@ -130,7 +129,7 @@ def test_public_api_is_pinned() -> None:
             "pattern_matches",
         ]
     )
-    assert sorted(handlers.topics.__all__) == sorted(
+    assert sorted(canopy.handlers.topics.__all__) == sorted(
         [
             "CLOSE_GOING_AWAY",
             "CLOSE_POLICY",
@@ -150,7 +149,7 @@ def test_public_api_is_pinned() -> None:
             "create_blueprint",
         ]
     )
-    assert sorted(nurseries.redis.__all__) == sorted(
+    assert sorted(canopy.nurseries.redis.__all__) == sorted(
         [
             "RedisBroker",
             "RedisConnection",
@@ -161,33 +160,53 @@ def test_public_api_is_pinned() -> None:
         ]
     )
     packages = (
-        nurseries,
-        nurseries.jobs,
-        nurseries.fanout,
-        nurseries.redis,
-        handlers,
-        handlers.topics,
-        server,
+        canopy.nurseries,
+        canopy.nurseries.jobs,
+        canopy.nurseries.fanout,
+        canopy.nurseries.redis,
+        canopy.handlers,
+        canopy.handlers.topics,
+        canopy.server,
     )
     for package in packages:
         for name in package.__all__:
             assert hasattr(package, name), f"{package.__name__}.{name}"
 
 
-def imported_roots(package: str) -> set[str]:
+def imported_roots(folder: str) -> set[str]:
+    """What the modules under ``folder`` import, by top-level package; Canopy's own
+    packages by their second part (``canopy.server``), the face as ``canopy``."""
     roots = set()
-    for path in (ROOT / package).rglob("*.py"):
+    for path in (ROOT / folder).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
-                roots.update(alias.name.split(".")[0] for alias in node.names)
+                roots.update(_root(alias.name) for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                roots.add(node.module.split(".")[0])
+                if node.module == "canopy":
+                    roots.update(_root(f"canopy.{alias.name}") for alias in node.names)
+                else:
+                    roots.add(_root(node.module))
     return roots
 
 
+def _root(name: str) -> str:
+    parts = name.split(".")
+    if parts[0] == "canopy" and len(parts) > 1 and parts[1] in LAYERS:
+        return ".".join(parts[:2])
+    return parts[0]
+
+
+LAYERS = ("server", "handlers", "nurseries")
+
+
 def test_nurseries_is_pure_trio() -> None:
-    forbidden = {"quart", "quart_trio", "hypercorn", "handlers", "server", "werkzeug"}
-    assert not imported_roots("nurseries") & forbidden
+    forbidden = {"quart", "quart_trio", "hypercorn", "werkzeug"}
+    assert not imported_roots("nurseries") & {
+        *forbidden,
+        "canopy",
+        "canopy.handlers",
+        "canopy.server",
+    }
 
 
 def test_only_nurseries_redis_imports_coredis() -> None:
@@ -195,11 +214,17 @@ def test_only_nurseries_redis_imports_coredis() -> None:
     import subprocess
     import sys
 
-    code = "import server.asgi, sys; print('coredis' in sys.modules)"
+    code = "import canopy.server.asgi, sys; print('coredis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "False", out.stderr
 
 
 def test_handlers_never_import_server() -> None:
-    assert "server" not in imported_roots("handlers")
-    assert "hypercorn" not in imported_roots("handlers")
+    assert not imported_roots("handlers") & {"canopy.server", "canopy", "hypercorn"}
+
+
+def test_nothing_imports_the_folders_by_their_own_names() -> None:
+    """Installed, the folders exist only as ``canopy.*``: a bare ``import server`` works
+    from a checkout's root by accident and nowhere else."""
+    for folder in (*LAYERS, "tests", "bench", "examples"):
+        assert not imported_roots(folder) & set(LAYERS), folder

@@ -9,7 +9,7 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from nurseries.fanout import (
+from canopy.nurseries.fanout import (
     CloseReason,
     Hub,
     HubClosed,

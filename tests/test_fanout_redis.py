@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import trio
 
-from nurseries.fanout import (
+from canopy.nurseries.fanout import (
     BrokerUnavailable,
     CloseReason,
     Hub,
@@ -21,7 +21,7 @@ from nurseries.fanout import (
     TopicRule,
     TopicRules,
 )
-from nurseries.redis import RedisBroker, RedisConnection, client_for_url
+from canopy.nurseries.redis import RedisBroker, RedisConnection, client_for_url
 
 from .fanout_sinks import RecordingSink
 from .redis_server import RedisServer

@@ -21,7 +21,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from nurseries.fanout import Hub, Subscription, TopicRule, TopicRules
+from canopy.nurseries.fanout import Hub, Subscription, TopicRule, TopicRules
 
 from .fanout_sinks import RecordingSink, settle
 

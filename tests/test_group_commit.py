@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from nurseries import GroupCommit
-from nurseries.jobs import JobStoreError
+from canopy.nurseries import GroupCommit
+from canopy.nurseries.jobs import JobStoreError
 
 
 def slow_commit(batch_size: int) -> tuple[GroupCommit[int, int], list[list[int]]]:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from nurseries import random_hex, sortable_id
+from canopy.nurseries import random_hex, sortable_id
 
 
 def test_ids_have_the_length_asked_for_and_do_not_repeat() -> None:

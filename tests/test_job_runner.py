@@ -14,8 +14,8 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from nurseries.fanout import Hub
-from nurseries.jobs import (
+from canopy.nurseries.fanout import Hub
+from canopy.nurseries.jobs import (
     Job,
     JobContext,
     JobRunner,
@@ -24,7 +24,7 @@ from nurseries.jobs import (
     RetryPolicy,
     TaskRegistry,
 )
-from server._jobs import _notify
+from canopy.server._jobs import _notify
 
 from .fanout_sinks import RecordingSink
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 
-from nurseries.jobs import (
+from canopy.nurseries.jobs import (
     IdempotencyConflict,
     Job,
     JobState,
@@ -20,7 +20,7 @@ from nurseries.jobs import (
     QueueFull,
     SQLiteJobStore,
 )
-from nurseries.jobs._sqlite import _SCHEMA
+from canopy.nurseries.jobs._sqlite import _SCHEMA
 
 StoreFactory = Callable[..., Any]  # see make_store in conftest
 

@@ -13,7 +13,7 @@ from .e2e import write_config
 
 def canopy(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "server", *args],
+        [sys.executable, "-m", "canopy", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from handlers.topics import TokenIssuer
+from canopy.handlers.topics import TokenIssuer
 
 from .e2e import running_server, write_config
 
@@ -196,7 +196,7 @@ async def test_batch_cancel_and_dead_letter_retry(tmp_path: Path) -> None:
 async def test_separate_worker_runs_jobs_and_hears_a_cancel_over_http(tmp_path: Path) -> None:
     write_config(tmp_path)
     web_env = {"CANOPY_RUN_JOBS": "false"}
-    worker_argv = [sys.executable, "-m", "server", "worker"]
+    worker_argv = [sys.executable, "-m", "canopy", "worker"]
     async with (
         running_server(tmp_path, env=web_env) as web,
         running_server(tmp_path, argv=worker_argv, wait_for="worker started") as worker,
@@ -221,7 +221,7 @@ async def test_sigkilled_workers_lose_no_job(tmp_path: Path) -> None:
     write_config(tmp_path)
     concurrency, kills = 16, 3
     env = {"CANOPY_JOB_LEASE": "1", "CANOPY_JOB_CONCURRENCY": str(concurrency)}
-    worker_argv = [sys.executable, "-m", "server", "worker"]
+    worker_argv = [sys.executable, "-m", "canopy", "worker"]
     rng = random.Random(1234)
     async with running_server(tmp_path, env={**env, "CANOPY_RUN_JOBS": "false"}) as web:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web.port}") as client:
@@ -260,7 +260,7 @@ async def test_sigkilled_workers_lose_no_job(tmp_path: Path) -> None:
 async def test_sigterm_releases_a_long_jobs_lease_to_the_next_worker(tmp_path: Path) -> None:
     write_config(tmp_path)
     env = {"CANOPY_SERVICE_GRACE": "0.5", "CANOPY_JOB_LEASE": "10"}
-    worker_argv = [sys.executable, "-m", "server", "worker"]
+    worker_argv = [sys.executable, "-m", "canopy", "worker"]
     async with running_server(tmp_path, env={**env, "CANOPY_RUN_JOBS": "false"}) as web:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web.port}") as client:
             long = await client.post("/jobs", json={"task": "demo.sleep", "args": {"seconds": 30}})

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from handlers.jobs import JobRequest
-from nurseries.jobs import (
+from canopy.handlers.jobs import JobRequest
+from canopy.nurseries.jobs import (
     ACTIVE,
     CLAIMABLE,
     TERMINAL,

@@ -1,4 +1,4 @@
-"""``nurseries.json_loads`` reads every text as ``json.loads`` does, value and type."""
+"""``canopy.nurseries.json_loads`` reads every text as ``json.loads`` does, value and type."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nurseries import json_loads
+from canopy.nurseries import json_loads
 
 from .json_values import json_values
 

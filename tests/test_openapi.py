@@ -13,8 +13,8 @@ import httpx
 import trio
 from pydantic import BaseModel
 
-from handlers.topics import TokenIssuer
-from server import create_app, load_settings
+from canopy.handlers.topics import TokenIssuer
+from canopy.server import create_app, load_settings
 
 from .e2e import running_server, write_config
 
@@ -100,7 +100,7 @@ def test_schema_names_are_unique() -> None:
     silently share one schema (a history message once turned into a chat message)."""
     names: dict[str, str] = {}
     for module in BLUEPRINT_MODULES:
-        loaded = importlib.import_module(f"handlers.{module}")
+        loaded = importlib.import_module(f"canopy.handlers.{module}")
         for value in vars(loaded).values():
             if (
                 isinstance(value, type)

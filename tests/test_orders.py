@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import trio
 
-from handlers.orders import Order, OrdersService, OrderState, OrderStore, SimulatedGateway
-from handlers.topics import TokenIssuer
-from handlers.topics.client import TopicMessage, connect_topics
-from nurseries.jobs import Job, JobContext
+from canopy.handlers.orders import Order, OrdersService, OrderState, OrderStore, SimulatedGateway
+from canopy.handlers.topics import TokenIssuer
+from canopy.handlers.topics.client import TopicMessage, connect_topics
+from canopy.nurseries.jobs import Job, JobContext
 
 from .e2e import running_server, write_config
 
@@ -139,7 +139,7 @@ async def test_500_concurrent_orders_for_100_in_stock(tmp_path: Path) -> None:
 async def test_sigkilled_workers_neither_lose_nor_double_charge_an_order(tmp_path: Path) -> None:
     write_config(tmp_path)
     env = {**ENV, "CANOPY_JOB_LEASE": "1"}
-    worker_argv = [sys.executable, "-m", "server", "worker"]
+    worker_argv = [sys.executable, "-m", "canopy", "worker"]
     rng = random.Random(7)
     async with running_server(tmp_path, env={**env, "CANOPY_RUN_JOBS": "false"}) as web:
         base = f"http://127.0.0.1:{web.port}"
@@ -167,7 +167,7 @@ async def test_sigkilled_workers_neither_lose_nor_double_charge_an_order(tmp_pat
 
 def test_order_ids_begin_with_the_time() -> None:
     """The orders, reservations and charges indexes, and the step jobs' idempotency
-    keys, grow at their end (see nurseries.sortable_id)."""
+    keys, grow at their end (see canopy.nurseries.sortable_id)."""
     now_ms = time.time_ns() // 1_000_000
     order_id = Order("c1", "EUR", [], 0, "k").id
     assert 0 <= int(order_id[:12], 16) - now_ms < 1000

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from nurseries.jobs import (
+from canopy.nurseries.jobs import (
     Periodic,
     PeriodicScheduler,
     SQLiteJobStore,

@@ -89,7 +89,7 @@ def test_a_redis_that_is_down_at_start_fails_the_start_in_one_line(tmp_path: Pat
     write_config(tmp_path)
     env = {**os.environ, "CANOPY_STORE": f"redis://127.0.0.1:{free_port()}/0"}
     result = subprocess.run(
-        [sys.executable, "-m", "server", "serve"],
+        [sys.executable, "-m", "canopy", "serve"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import trio
 
-from nurseries import ServiceState, Supervisor
-from nurseries.jobs import Job, JobRunner, JobState, JobStoreError, TaskRegistry
-from nurseries.redis import RedisConnection, RedisJobStore, redis_supervisor
+from canopy.nurseries import ServiceState, Supervisor
+from canopy.nurseries.jobs import Job, JobRunner, JobState, JobStoreError, TaskRegistry
+from canopy.nurseries.redis import RedisConnection, RedisJobStore, redis_supervisor
 
 from .redis_server import RedisServer
 
@@ -185,7 +185,7 @@ def test_cluster_and_sentinel_urls_make_coredis_clients_of_their_kind() -> None:
     """Built, not connected: no cluster or Sentinel runs here (docs/DEPLOY.md)."""
     import coredis
 
-    from nurseries.redis import client_for_url
+    from canopy.nurseries.redis import client_for_url
 
     sentinel = client_for_url("redis+sentinel://h1:26379,h2:26380/mymaster/2")
     assert sentinel.connection_pool.service_name == "mymaster"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,8 @@ async def test_deadline_gives_504_and_route_deadline_applies(tmp_path: Path) -> 
             assert response.status_code == 504
             assert 1.9 < trio.current_time() - started < 4.0
         assert await server.stop() == 0
+    # Hypercorn's error log goes through Canopy's logging: no log file of its own
+    assert sorted(os.listdir(tmp_path)) == ["hypercorn.toml", "var"]
 
 
 async def test_overload_sheds_with_503_and_retry_after(tmp_path: Path) -> None:
@@ -119,7 +122,7 @@ async def test_request_id_is_echoed_and_logged(tmp_path: Path) -> None:
 def test_invalid_setting_exits_2_with_one_line(tmp_path: Path) -> None:
     write_config(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "server", "serve"],
+        [sys.executable, "-m", "canopy", "serve"],
         cwd=tmp_path,
         env={"CANOPY_REQUEST_TIMEOUT": "soon", "PATH": "/usr/bin:/bin"},
         capture_output=True,
@@ -134,7 +137,14 @@ def test_invalid_setting_exits_2_with_one_line(tmp_path: Path) -> None:
 
 async def test_plain_hypercorn_serves_the_app(tmp_path: Path) -> None:
     write_config(tmp_path)
-    argv = [sys.executable, "-m", "hypercorn", "--config", "hypercorn.toml", "server.asgi:app"]
+    argv = [
+        sys.executable,
+        "-m",
+        "hypercorn",
+        "--config",
+        "hypercorn.toml",
+        "canopy.server.asgi:app",
+    ]
     async with running_server(tmp_path, argv=argv, started_line="Running on http://") as server:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
             response = await client.get("/readyz")

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import trio
 
-from handlers.topics.client import TopicMessage, Unrecovered, connect_topics
+from canopy.handlers.topics.client import TopicMessage, Unrecovered, connect_topics
 
 from .e2e import ServerProcess, running_server, write_config
 from .nginx_server import running_nginx
@@ -46,7 +46,7 @@ class Instance:
                     await trio.sleep(0.05)
 
     async def _run(self, task_status: trio.TaskStatus[ServerProcess]) -> None:
-        argv = [sys.executable, "-m", "server", "serve", "--bind", f"127.0.0.1:{self.port}"]
+        argv = [sys.executable, "-m", "canopy", "serve", "--bind", f"127.0.0.1:{self.port}"]
         async with running_server(self.cwd, env=self.env, argv=argv) as server:
             task_status.started(server)
             await self._stop.wait()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from nurseries import Backoff, RestartIntensity, RestartPolicy
-from nurseries.fanout import SlowConsumerPolicy, TopicRule
-from server import Settings, SettingsError, load_config, load_settings
+from canopy.nurseries import Backoff, RestartIntensity, RestartPolicy
+from canopy.nurseries.fanout import SlowConsumerPolicy, TopicRule
+from canopy.server import Settings, SettingsError, load_config, load_settings
 
 
 def test_defaults_then_toml_then_environment(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_restart_policy_and_backoff_are_plain_functions() -> None:
 def test_request_content_length_follows_werkzeug_rules() -> None:
     from werkzeug.sansio.utils import get_content_length
 
-    from server._wrappers import CanopyRequest
+    from canopy.server._wrappers import CanopyRequest
 
     cases = [
         [],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import trio
 
-from nurseries import SqliteDatabase
+from canopy.nurseries import SqliteDatabase
 
 
 async def test_concurrent_reads_share_a_thread_hop(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 
-from nurseries import (
+from canopy.nurseries import (
     Backoff,
     RestartIntensity,
     RestartPolicy,

@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from handlers.support import (
+from canopy.handlers.support import (
     Agent,
     AgentLoad,
     ConversationClosed,
@@ -25,9 +25,9 @@ from handlers.support import (
     agent_topic,
     plan_assignments,
 )
-from handlers.topics import Forbidden, Grants, TokenIssuer
-from nurseries import Supervisor
-from nurseries.fanout import CloseReason, Hub, Subscription
+from canopy.handlers.topics import Forbidden, Grants, TokenIssuer
+from canopy.nurseries import Supervisor
+from canopy.nurseries.fanout import CloseReason, Hub, Subscription
 
 from .fanout_sinks import RecordingSink
 

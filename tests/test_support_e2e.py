@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import trio
 
-from handlers.topics import TokenIssuer
-from handlers.topics.client import (
+from canopy.handlers.topics import TokenIssuer
+from canopy.handlers.topics.client import (
     ClientSubscription,
     PresenceEvent,
     TopicMessage,

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from handlers.ticker import (
+from canopy.handlers.ticker import (
     Alert,
     AlertBook,
     AlertState,
@@ -23,8 +23,8 @@ from handlers.ticker import (
     TickerService,
     TooManyAlerts,
 )
-from nurseries import Supervisor
-from nurseries.fanout import Hub
+from canopy.nurseries import Supervisor
+from canopy.nurseries.fanout import Hub
 
 from .fanout_sinks import RecordingSink
 

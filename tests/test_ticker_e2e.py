@@ -13,8 +13,8 @@ import httpx
 import trio
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
-from handlers.topics import TokenIssuer
-from handlers.topics.client import TopicMessage, connect_topics
+from canopy.handlers.topics import TokenIssuer
+from canopy.handlers.topics.client import TopicMessage, connect_topics
 
 from .e2e import rss, running_server, write_config
 

@@ -15,8 +15,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
-from handlers.topics import TokenIssuer
-from handlers.topics.client import TopicMessage, TopicsError, Unrecovered, connect_topics
+from canopy.handlers.topics import TokenIssuer
+from canopy.handlers.topics.client import TopicMessage, TopicsError, Unrecovered, connect_topics
 
 from .e2e import ServerProcess, rss, running_server, write_config
 

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from server import Settings, create_app
+from canopy.server import Settings, create_app
 
 EXPORTER = InMemorySpanExporter()
 
@@ -96,6 +96,9 @@ async def test_with_tracing_off_nothing_is_traced_and_nothing_imported(
     assert (await response.get_json())["headers"] is None
     app.runtime.tree.shutdown()
     assert EXPORTER.get_finished_spans() == ()
-    code = "import server.asgi, sys; print(any(m.startswith('opentelemetry') for m in sys.modules))"
+    code = (
+        "import canopy.server.asgi, sys;"
+        " print(any(m.startswith('opentelemetry') for m in sys.modules))"
+    )
     out = await trio.run_process([sys.executable, "-c", code], capture_stdout=True)
     assert out.stdout.strip() == b"False"

@@ -7,8 +7,8 @@ from typing import Any
 from hypercorn.config import Config
 from hypercorn.protocol.events import Request
 
-from handlers.topics import FRAMES_EXTENSION
-from server._websocket import CanopyWSStream
+from canopy.handlers.topics import FRAMES_EXTENSION
+from canopy.server._websocket import CanopyWSStream
 
 
 class RecordingTaskGroup:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from handlers.topics.client import TopicMessage, connect_topics
+from canopy.handlers.topics.client import TopicMessage, connect_topics
 
 from .e2e import running_server, write_config
 from .redis_server import RedisServer
@@ -41,7 +41,7 @@ async def pids_answering(base: str, count: int = 40) -> set[int]:
 def test_more_than_one_worker_needs_a_shared_broker(tmp_path: Path) -> None:
     write_config(tmp_path, workers=2)
     result = subprocess.run(
-        [sys.executable, "-m", "server", "serve"],
+        [sys.executable, "-m", "canopy", "serve"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from handlers._requests import header, read_json
-from server import Settings, create_app
-from server._access_log import AccessLog
-from server._asgi import _MAX_TITLES, _TITLES, _title
-from server._wrappers import CanopyRequest
+from canopy.handlers._requests import header, read_json
+from canopy.server import Settings, create_app
+from canopy.server._access_log import AccessLog
+from canopy.server._asgi import _MAX_TITLES, _TITLES, _title
+from canopy.server._wrappers import CanopyRequest
 
 from .json_values import json_values
 

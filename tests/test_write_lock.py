@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nurseries._write_lock import WriteLock
+from canopy.nurseries._write_lock import WriteLock
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
 

@@ -12,7 +12,7 @@ from typing import Protocol
 
 import trio
 
-from nurseries import random_hex
+from canopy.nurseries import random_hex
 
 __all__ = ["GatewayUnavailable", "PaymentDeclined", "PaymentGateway", "SimulatedGateway"]
 

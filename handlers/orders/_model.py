@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from nurseries import sortable_id
+from canopy.nurseries import sortable_id
 
 from .._invalid import InvalidInput
 

@@ -26,7 +26,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nurseries.jobs import JobContext, RetryPolicy, TaskRegistry
+from canopy.nurseries.jobs import JobContext, RetryPolicy, TaskRegistry
 
 from ._gateway import GatewayUnavailable, PaymentDeclined, PaymentGateway
 from ._model import Order, OrderState, validate_order

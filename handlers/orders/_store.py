@@ -22,7 +22,7 @@ from pathlib import Path
 
 import trio
 
-from nurseries import SqliteDatabase
+from canopy.nurseries import SqliteDatabase
 
 from ._model import Order, OrderState
 

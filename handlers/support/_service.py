@@ -28,7 +28,7 @@ from typing import Any
 
 import trio
 
-from nurseries.fanout import Hub, HubError, Item, Presence, Subscription
+from canopy.nurseries.fanout import Hub, HubError, Item, Presence, Subscription
 
 from ..topics import Forbidden, Grants, TokenIssuer
 from ._assign import AgentLoad, plan_assignments

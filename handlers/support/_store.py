@@ -16,7 +16,7 @@ from pathlib import Path
 
 import trio
 
-from nurseries import SqliteDatabase
+from canopy.nurseries import SqliteDatabase
 
 from ._model import Agent, ChatMessage, Conversation, ConversationState
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint
 from quart_schema import document_response
 
-from nurseries.fanout import InvalidTopic, check_topic
+from canopy.nurseries.fanout import InvalidTopic, check_topic
 
 from .._errors import ApiError
 from .._requests import verified_grants

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from nurseries import random_hex
+from canopy.nurseries import random_hex
 
 from .._invalid import InvalidInput
 

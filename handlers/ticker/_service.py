@@ -28,7 +28,7 @@ from typing import Any
 
 import trio
 
-from nurseries.fanout import Hub, HubError
+from canopy.nurseries.fanout import Hub, HubError
 
 from ._book import AlertBook
 from ._model import Alert, Direction, InvalidAlert, Tick, alerts_topic, check_threshold, tick_topic

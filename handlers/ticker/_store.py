@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trio
 
-from nurseries import SqliteDatabase
+from canopy.nurseries import SqliteDatabase
 
 from ._model import Alert, AlertState, Direction
 

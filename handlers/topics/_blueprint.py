@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from quart import Blueprint, request, websocket
 from quart_schema import document_querystring, document_request, document_response
 
-from nurseries.fanout import BrokerUnavailable, HubError, InvalidTopic
+from canopy.nurseries.fanout import BrokerUnavailable, HubError, InvalidTopic
 
 from .._errors import ApiError
 from .._requests import bearer_token, read_json

@@ -21,7 +21,7 @@ from typing import Any
 
 import jwt
 
-from nurseries.fanout import InvalidTopic, check_pattern
+from canopy.nurseries.fanout import InvalidTopic, check_pattern
 
 __all__ = ["Grants", "InvalidToken", "TokenIssuer", "covers"]
 

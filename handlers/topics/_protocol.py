@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from nurseries.fanout import Message, Presence
+from canopy.nurseries.fanout import Message, Presence
 
 __all__ = [
     "CLOSE_GOING_AWAY",

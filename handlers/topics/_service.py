@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from nurseries.fanout import Hub, Message, Replay, check_topic
+from canopy.nurseries.fanout import Hub, Message, Replay, check_topic
 
 from ._grants import Grants, TokenIssuer
 

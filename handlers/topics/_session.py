@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import trio
 import trio.lowlevel
 
-from nurseries.fanout import (
+from canopy.nurseries.fanout import (
     BrokerUnavailable,
     CloseReason,
     HubError,

@@ -1,9 +1,9 @@
 """Where a hub's topics live when several processes share them.
 
-Without a broker a :class:`~nurseries.fanout.Hub` keeps each topic's log in memory
+Without a broker a :class:`~canopy.nurseries.fanout.Hub` keeps each topic's log in memory
 and offers a published message to its own subscribers at once. With one, the broker
 assigns offsets and keeps history where every process sees them (Redis:
-``nurseries.redis.RedisBroker``), and hands every message published anywhere, this
+``canopy.nurseries.redis.RedisBroker``), and hands every message published anywhere, this
 process included, back to each attached hub, which offers it to its subscribers.
 Offsets are then global: a client may resume on any process.
 """

@@ -19,7 +19,7 @@ class InvalidTransition(ValueError):
 
 
 def new_job_id() -> str:
-    """A job's id: time first (:func:`nurseries.sortable_id`), so the id index grows
+    """A job's id: time first (:func:`canopy.nurseries.sortable_id`), so the id index grows
     at its end, and ids sort by when the jobs were made."""
     return sortable_id()
 

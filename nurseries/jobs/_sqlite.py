@@ -92,7 +92,7 @@ assert frozenset(_COLUMNS) == _FIELDS  # _job builds a record from a row alone
 _SELECTED = ", ".join(_COLUMNS)  # what every read selects, in _COLUMNS' order (see _job)
 _WAITING = tuple(sorted(state.value for state in CLAIMABLE))
 _MARKS = ", ".join("?" for _ in _WAITING)
-# The doorbell's messages (nurseries._doorbell): jobs became claimable; a cancel asked
+# The doorbell's messages (canopy.nurseries._doorbell): jobs became claimable; a cancel asked
 # for the job whose id follows.
 _ENQUEUED = b"enqueued"
 _CANCEL = b"cancel:"
@@ -130,7 +130,7 @@ class _Rows:
 _row = _Rows(_COLUMNS)
 # What a job gets as it runs: unset in every job enqueued through a JobsService. Its
 # row leaves them out and SQLite stores NULL, as sqlite3 binds a None only after an
-# adapter lookup (see nurseries._sqlite): six fewer per job.
+# adapter lookup (see canopy.nurseries._sqlite): six fewer per job.
 _RUN_COLUMNS = ("lease_owner", "lease_expires", "result", "error", "traceback", "progress")
 _run_values = operator.itemgetter(*_RUN_COLUMNS)
 _NOT_RUN = (None,) * len(_RUN_COLUMNS)
@@ -337,7 +337,7 @@ class SQLiteJobStore:
         )
         self._events = StoreEvents()
         # The other processes on this file (a web tier, workers) hear of this one's
-        # enqueues and cancels at once, and it of theirs (see nurseries._doorbell).
+        # enqueues and cancels at once, and it of theirs (see canopy.nurseries._doorbell).
         self.doorbell = Doorbell(path)
         self.on_enqueued = self._events.on_enqueued
         self.on_cancel_requested = self._events.on_cancel_requested

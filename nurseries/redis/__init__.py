@@ -1,6 +1,6 @@
 """Redis behind the job store and the fan-out broker, through coredis.
 
-Imported on its own (``import nurseries.redis``), not by ``nurseries``: coredis takes
+Imported on its own (``import canopy.nurseries.redis``), not by ``nurseries``: coredis takes
 a third of a second to import, which a deployment on SQLite need not pay.
 """
 

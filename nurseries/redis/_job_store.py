@@ -1,6 +1,6 @@
 """The job store for several processes and machines: Redis, through coredis.
 
-Same contract as the SQLite store (``nurseries.jobs.JobStore``), different engine:
+Same contract as the SQLite store (``canopy.nurseries.jobs.JobStore``), different engine:
 jobs wait in Redis Streams read by a consumer group (a claim is XREADGROUP, the
 acknowledgement XACK comes only with the outcome), delayed jobs and priorities in
 sorted sets, records in hashes that expire ``result_ttl`` after they end,

@@ -1,0 +1,70 @@
+"""Installed, Canopy is one import name: ``canopy``, its layers ``canopy.server``,
+``canopy.handlers`` and ``canopy.nurseries`` mapped from the repository's folders."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+LAYERS = ("server", "handlers", "nurseries")
+
+
+def test_every_folder_of_code_is_a_listed_package() -> None:
+    """setuptools installs only the packages pyproject lists: a new subpackage left
+    out of the list would be missing from every wheel, and work in a checkout."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {"canopy"}
+    for layer in LAYERS:
+        for init in (ROOT / layer).rglob("__init__.py"):
+            parts = init.parent.relative_to(ROOT).parts
+            if parts[:2] != ("server", "canopy"):
+                folders.add(".".join(("canopy", *parts)))
+    assert sorted(setuptools["packages"]) == sorted(folders)
+    assert setuptools["package-dir"]["canopy"] == "server/canopy"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel pip builds from this checkout, installed on its own into a folder."""
+    target = tmp_path_factory.mktemp("site")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps"]
+    done = subprocess.run(
+        [*pip, "--target", str(target), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return target
+
+
+def test_the_wheel_adds_one_import_name(installed: Path) -> None:
+    names = {path.name for path in installed.iterdir() if not path.name.endswith(".dist-info")}
+    assert names == {"canopy", "bin"}
+    assert (installed / "canopy" / "handlers" / "pages" / "dashboard.html").is_file()
+    assert not (installed / "canopy" / "server" / "canopy").exists()
+
+
+def test_only_canopy_imports_from_the_wheel(installed: Path, tmp_path: Path) -> None:
+    """Run where no checkout is on the path: ``server`` and ``handlers`` are the user's
+    names to take, and ``python -m canopy`` is the command."""
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "import importlib.util, canopy, canopy.server, canopy.handlers.orders\n"
+        "print(canopy.__file__.startswith(sys.argv[1]))\n"
+        "print([n for n in ('server', 'handlers', 'nurseries') if importlib.util.find_spec(n)])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", probe, str(installed)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["True", "[]"]
