@@ -180,7 +180,7 @@ def main() -> None:
         "CANOPY_DATA_DIR": str(workdir / "var"),
         "CANOPY_ACCESS_LOG": "false",
         "CANOPY_TICKER_RATE": "0",
-        "CANOPY_PAYMENT_LATENCY": "0",
+        "CANOPY_ORDERS_PAYMENT_LATENCY": "0",
         "CANOPY_MAX_INFLIGHT": "8192",
         "CANOPY_MAX_QUEUED": "10000000",
         # One listener hears every order's four events: room to never be a slow consumer.

@@ -34,7 +34,8 @@ from canopy.nurseries import Supervisor
 from canopy.nurseries.fanout import Hub, Item, Message, Subscription
 from canopy.nurseries.jobs import JobRunner, SQLiteJobStore, TaskRegistry
 from canopy.server import Settings
-from canopy.server._jobs import _notify
+from canopy.server._capability import hub_publisher
+from canopy.server._jobs import notify_for
 from canopy.server._process import tune_gc
 
 SKU = "bench-sku"
@@ -71,16 +72,17 @@ async def measure(data: Path, args: argparse.Namespace) -> tuple[Outcomes, float
     job_store = SQLiteJobStore(data / "jobs.db")
     order_store = OrderStore(data / "orders.db")
     registry = TaskRegistry()
-    orders = OrdersService(order_store, SimulatedGateway(latency=0), publish=hub.publish)
-    orders.register_tasks(registry)
     jobs = JobsService(job_store, registry)
-    orders.enqueue = jobs.enqueue_task
+    orders = OrdersService(
+        order_store, SimulatedGateway(latency=0), publish=hub.publish, enqueue=jobs.enqueue_task
+    )  # each step enqueues the next
+    orders.register_tasks(registry)
 
     tree = Supervisor("bench")
     tree.add("hub", hub, grace=1)
     tree.add("job_store", job_store, grace=1)
     tree.add("order_store", order_store, grace=1)
-    notify = _notify(hub, None, registry)  # the server's: job events to jobs.{id}
+    notify = notify_for(hub_publisher(hub), None, registry)  # the server's: job events to jobs.{id}
     runner = JobRunner(job_store, registry, concurrency=args.concurrency, notify=notify)
     tree.add("job_runner", runner, grace=2)
     outcomes = Outcomes(args.orders)

@@ -50,10 +50,11 @@ async def main(data: Path) -> None:
     job_store = SQLiteJobStore(data / "jobs.db")
     order_store = OrderStore(data / "orders.db")
     registry = TaskRegistry()
-    orders = OrdersService(order_store, SimulatedGateway(), publish=hub.publish)
-    orders.register_tasks(registry)
     jobs = JobsService(job_store, registry)
-    orders.enqueue = jobs.enqueue_task
+    orders = OrdersService(
+        order_store, SimulatedGateway(), publish=hub.publish, enqueue=jobs.enqueue_task
+    )  # each step enqueues the next
+    orders.register_tasks(registry)
 
     # The same tree the server builds, without the web layer: started in this order,
     # stopped in reverse.

@@ -147,7 +147,6 @@ class JobsService:
         # Called with the task's name as each job is built; what it returns travels
         # with the job as its headers (the server's tracing puts the trace context).
         self.stamp = stamp
-        self.orders: Any = None  # the orders service sharing this queue, when there is one
 
     def build(self, req: JobRequest) -> Job:
         spec = self.registry.get(req.task)  # UnknownTask

@@ -36,34 +36,16 @@ from quart.wrappers import Request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from canopy.handlers import (
-    DEADLINE_ATTRIBUTE,
-    ApiError,
-    dashboard,
-    demo,
-    error_body,
-    first_header,
-    health,
-    jobs,
-    orders,
-    support,
-    ticker,
-    topics,
-)
+from canopy.handlers import DEADLINE_ATTRIBUTE, ApiError, error_body, first_header
+from canopy.handlers.jobs import JobsService
+from canopy.handlers.topics import TopicsService
 from canopy.nurseries import InflightLimit, Overloaded, Supervisor
 
 from ._access_log import AccessLog, RequestIds
 from ._asgi import CanopyHTTPConnection, CanopyWebsocketConnection
-from ._dashboard import DashboardSnapshot
-from ._jobs import add_jobs
-from ._metrics import CONTENT_TYPE, Metrics, route_label
-from ._openapi import install_openapi
-from ._redis import RedisConnections
-from ._reference import add_support, add_ticker
+from ._metrics import Metrics, route_label
 from ._settings import Settings
-from ._topics import add_topics
-from ._tracing import Tracing, tracing_for
-from ._websocket import install as install_websocket_stream
+from ._tracing import Tracing
 from ._wrappers import (
     CachedRequestContext,
     CanopyRequest,
@@ -73,7 +55,7 @@ from ._wrappers import (
     RouteCache,
 )
 
-__all__ = ["CanopyApp", "Runtime", "create_app"]
+__all__ = ["CanopyApp", "Runtime"]
 
 error_log = logging.getLogger("canopy.error")
 
@@ -94,6 +76,8 @@ class Runtime:
     metrics: Metrics | None = None
     tracing: Tracing | None = None
     lifespan_owns_tree: bool = True
+    jobs: JobsService | None = None
+    topics: TopicsService | None = None  # None in a worker whose broker is its own memory
 
 
 class CanopyApp(QuartTrio):
@@ -324,14 +308,18 @@ async def _http_error(error: HTTPException) -> ResponseReturnValue:
 
 
 async def _unhandled_error(error: Exception) -> ResponseReturnValue:
+    """A bug in a view: 500, with the request id the log line has too (the
+    traceback is for the log alone)."""
+    request_id = getattr(request, "canopy_request_id", None)
     error_log.error(
         "unhandled error in %s %s",
         request.method,
         request.path,
         exc_info=error,
-        extra={"request_id": getattr(request, "canopy_request_id", None)},
+        extra={"request_id": request_id},
     )
-    return _error_response(ApiError(500, "internal_error", "the server failed; see its logs"))
+    message = "the server failed; its log has this request's id"
+    return _error_response(ApiError(500, "internal_error", message, request_id=request_id))
 
 
 def _version() -> str:
@@ -339,73 +327,3 @@ def _version() -> str:
         return importlib.metadata.version("canopy-server")
     except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
         return "0+unknown"
-
-
-def create_app(settings: Settings) -> CanopyApp:
-    """Assemble the app and its supervision tree; nothing runs until it is served."""
-    install_websocket_stream()  # pre-encoded frames for topics (see server/_websocket.py)
-    app = CanopyApp("canopy")
-    app.route_cache = RouteCache()
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_size
-    services = Supervisor("services")
-    tree = Supervisor("canopy")
-    tree.add("services", services, grace=settings.service_grace)
-    limit = InflightLimit(settings.max_inflight, retry_after=settings.retry_after)
-    access_log = AccessLog()
-    services.add("access_log", access_log, grace=1.0)
-    app.runtime = Runtime(settings, tree, services, limit, access_log, RequestIds())
-    app.runtime.tracing = tracing_for(settings.tracing)
-    redis = RedisConnections(services, settings)
-    topics_service = add_topics(services, settings, redis)
-    support_service = add_support(services, settings, topics_service)
-    ticker_service = add_ticker(services, settings, topics_service)
-    metrics = Metrics(limit, tree.status, topics_service)
-    app.runtime.metrics = metrics
-    jobs_service = add_jobs(
-        services,
-        settings,
-        redis,
-        run_jobs=settings.run_jobs,
-        hub=topics_service.hub,
-        observe=metrics.job_event,
-        tracing=app.runtime.tracing,
-    )
-    jobs_service.on_enqueued = metrics.job_enqueued
-    metrics.store = jobs_service.store
-    snapshot = DashboardSnapshot(metrics, limit, tree.status, topics_service, lambda: metrics.store)
-    services.add("dashboard", dashboard.DashboardFeed(topics_service.hub, snapshot), grace=1.0)
-    if (refresher := metrics.refresher()) is not None:
-        services.add("metrics", refresher, grace=1.0)
-
-    app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(Exception, _unhandled_error)
-
-    @app.get("/metrics")
-    async def metrics_route() -> tuple[bytes, int, dict[str, str]]:
-        """Prometheus text format (server/_metrics.py says what is counted)."""
-        return await metrics.render(), 200, {"Content-Type": CONTENT_TYPE}
-
-    install_openapi(app, _version())
-    app.register_blueprint(health.create_blueprint(health.HealthService(tree.status)))
-    app.register_blueprint(demo.create_blueprint(demo.DemoService()))
-    app.register_blueprint(jobs.create_blueprint(jobs_service))
-    app.register_blueprint(orders.create_blueprint(jobs_service.orders))
-    app.register_blueprint(topics.create_blueprint(topics_service))
-    app.register_blueprint(support.create_blueprint(support_service))
-    app.register_blueprint(ticker.create_blueprint(ticker_service, topics_service.issuer))
-    app.register_blueprint(dashboard.create_blueprint(topics_service))
-
-    @app.before_serving
-    async def _start_tree() -> None:
-        # Under plain ``hypercorn canopy.server.asgi:app`` the tree lives in the app's nursery;
-        # under ``canopy serve`` Canopy's root nursery owns it and this does nothing.
-        if app.runtime.lifespan_owns_tree:
-            await app.nursery.start(tree.run)
-
-    @app.after_serving
-    async def _stop_tree() -> None:
-        if app.runtime.lifespan_owns_tree:
-            tree.shutdown()
-            await tree.wait_stopped()
-
-    return app

@@ -7,6 +7,7 @@ import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from hypercorn.config import Config
 
@@ -42,22 +43,38 @@ def default_config_path(environ: Mapping[str, str] | None = None) -> str | None:
 
 
 def load_config(
-    path: str | None, binds: Sequence[str] = (), environ: Mapping[str, str] | None = None
+    path: str | None,
+    binds: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    sections: Mapping[str, type[Any]] | None = None,
 ) -> tuple[Config, Settings]:
-    """Read both configurations from ``path`` (TOML); raise SettingsError on a bad value."""
-    settings = load_settings(path, environ)
+    """Read both configurations from ``path`` (TOML), Canopy's with the app's
+    ``sections``; raise SettingsError on a bad value."""
+    settings = load_settings(path, environ, sections)
     config: Config
     if path is None:
         config = CanopyConfig()
     else:
         try:
             config = CanopyConfig.from_toml(path)
+            with open(path, "rb") as file:
+                _check_keys(tomllib.load(file), path)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SettingsError(f"{path}: cannot load ({exc})") from None
     if binds:
         config.bind = list(binds)
     _check_hypercorn(config)
     return config, settings
+
+
+def _check_keys(table: Mapping[str, Any], path: str) -> None:
+    """Hypercorn takes any key as an attribute and never reads a misspelt one; Canopy's
+    own settings are refused when misspelt, and so are Hypercorn's."""
+    for key in table:
+        if key != "canopy" and not hasattr(Config, key):
+            raise SettingsError(
+                f"{key}: unknown Hypercorn setting in {path} (Canopy's own go in [canopy])"
+            )
 
 
 def _check_hypercorn(config: Config) -> None:

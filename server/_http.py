@@ -28,9 +28,14 @@ from hypercorn.utils import repr_socket_addr, wrap_app
 from ._listen import Listener, accept_loop
 from ._transport import Connection
 
-__all__ = ["HTTPService"]
+__all__ = ["CannotListen", "HTTPService"]
 
 log = logging.getLogger("canopy.http")
+
+
+class CannotListen(OSError):
+    """An address to serve cannot be bound (in use, not this host's, not allowed);
+    the message names it, and is all an operator needs."""
 
 
 class HTTPService:
@@ -112,7 +117,11 @@ class HTTPService:
             connection.drain(self.drain_linger)
 
     def _listen(self) -> tuple[list[Listener], list[str]]:
-        sockets = self.config.create_sockets()
+        try:
+            sockets = self.config.create_sockets()
+        except OSError as exc:
+            where = ", ".join([*self.config.bind, *self.config.insecure_bind])
+            raise CannotListen(f"cannot listen on {where}: {exc.strerror or exc}") from None
         ssl_context = self.config.create_ssl_context() if sockets.secure_sockets else None
         listeners: list[Listener] = []
         binds = []
@@ -125,7 +134,7 @@ class HTTPService:
                 listeners.append(Listener(sock, context))
                 binds.append(f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}")
         if not listeners:
-            raise OSError("nothing to listen on: no bind is configured")
+            raise CannotListen("nothing to listen on: no bind is configured")
         return listeners, binds
 
 

@@ -11,39 +11,49 @@ import click
 import trio
 
 from canopy.handlers.jobs import JobRequest, JobsService, page_bound, page_end
-from canopy.nurseries import Supervisor
 from canopy.nurseries.jobs import JobState, JobStoreError, UnknownTask
 
-from ._jobs import add_jobs
-from ._redis import RedisConnections
-from ._startup import load_or_exit
+from ._capability import Mode
+from ._startup import boot_or_exit, find_app, load_or_exit
 
 __all__ = ["jobs_group"]
 
 
 def _run(config_path: str | None, action: Callable[[JobsService], Awaitable[Any]]) -> None:
-    """Open the store, run ``action`` against it, print its JSON; exit 1 on failure."""
-    _config, settings = load_or_exit(config_path)
-    holder = Supervisor("cli")
-    service = add_jobs(holder, settings, RedisConnections(holder, settings), run_jobs=False)
+    """Open the app's store, run ``action`` against it, print its JSON; exit 1 on
+    failure. The app says which tasks there are; nothing of it runs but the store."""
+    app, spec = find_app(_given_app(), config_path)
+    _config, settings = load_or_exit(config_path, app=app)
+    boot_or_exit(app, spec, settings, Mode.ADMIN)
+    tree, service = app.runtime.tree, app.jobs.service
 
     async def main() -> Any:
         # The action's own errors are caught here, inside, so that they do not reach
         # the operator wrapped in the nursery's exception group.
         async with trio.open_nursery() as nursery:
-            await nursery.start(holder.run)
+            await nursery.start(tree.run)
             try:
                 return await action(service)
             except (JobStoreError, UnknownTask, ValueError) as exc:
                 return exc
             finally:
-                holder.shutdown()
+                tree.shutdown()
 
     result = trio.run(main)
     if isinstance(result, Exception):
         click.echo(f"canopy: {type(result).__name__}: {result}", err=True)
         sys.exit(1)
     click.echo(json.dumps(result, indent=2, default=str))
+
+
+def _given_app() -> str | None:
+    """``canopy jobs --app MODULE:APP ...``: the group's option, read from a command."""
+    context: click.Context | None = click.get_current_context()
+    while context is not None:
+        if "app" in context.params:
+            return context.params["app"]
+        context = context.parent
+    return None
 
 
 def _found(job: Any, job_id: str) -> Any:
@@ -53,7 +63,10 @@ def _found(job: Any, job_id: str) -> Any:
 
 
 @click.group("jobs")
-def jobs_group() -> None:
+@click.option(
+    "--app", "app", default=None, metavar="MODULE:APP", help="Whose tasks (default: as serve)."
+)
+def jobs_group(app: str | None) -> None:
     """Inspect and manage background jobs in the store."""
 
 

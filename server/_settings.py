@@ -2,8 +2,11 @@
 
 Hypercorn's settings (bind, keep-alive, graceful_timeout, TLS...) stay in Hypercorn's
 own ``Config``, read from the same TOML file; this module holds only what Canopy adds.
-Every value is parsed once at start-up, and a bad one raises :class:`SettingsError`
-naming the setting, which the CLI prints as one line before exiting with code 2.
+An app and each capability it includes may declare settings of their own, a section:
+a dataclass of :func:`setting` fields, read from ``[canopy.<section>]`` and
+``CANOPY_<SECTION>_<NAME>``. Every value is parsed once at start-up, and a bad one
+raises :class:`SettingsError` naming the setting, which the CLI prints as one line
+before exiting with code 2.
 """
 
 from __future__ import annotations
@@ -11,23 +14,30 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from canopy.handlers.tasks import register_examples
 from canopy.nurseries.fanout import (
     InvalidTopic,
     SlowConsumerPolicy,
     TopicRule,
     check_pattern,
-    check_topic,
 )
-from canopy.nurseries.jobs import Periodic, TaskRegistry
+from canopy.nurseries.jobs import Periodic
 
-__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "load_settings"]
+__all__ = [
+    "ENV_PREFIX",
+    "Settings",
+    "SettingsError",
+    "describe",
+    "load_settings",
+    "section_prefix",
+    "setting",
+]
 
 ENV_PREFIX = "CANOPY_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -166,28 +176,6 @@ def _patterns(value: Any) -> tuple[str, ...]:
         raise ValueError(f"must be topic patterns: {exc}") from None
 
 
-def _symbols(value: Any) -> tuple[tuple[str, float], ...]:
-    """``SYMBOL=START_PRICE,...`` (each symbol a topic segment: ``ticker.{symbol}``)."""
-    if isinstance(value, tuple):
-        return value
-    items = value.split(",") if isinstance(value, str) else value
-    symbols = []
-    for item in items:
-        name, _, price = str(item).strip().partition("=")
-        bad = ValueError(f"must be SYMBOL=START_PRICE,... (bad: {item!r})")
-        try:
-            check_topic(f"ticker.{name}")  # one segment of letters, digits and _-:@
-            start = float(price)
-        except ValueError:  # InvalidTopic is one
-            raise bad from None
-        if "." in name or not 0 < start < float("inf"):
-            raise bad
-        symbols.append((name, start))
-    if not symbols:
-        raise ValueError("must name at least one SYMBOL=START_PRICE")
-    return tuple(symbols)
-
-
 class RuleSpec(NamedTuple):
     """A topic rule as configured: a window left out takes the configured default."""
 
@@ -228,11 +216,9 @@ def _topic_rules(value: Any) -> tuple[RuleSpec, ...]:
 
 def _schedules(value: Any) -> tuple[Periodic, ...]:
     """``NAME=TASK@every:SECONDS`` or ``NAME=TASK@CRON`` (five fields, UTC), separated
-    by ``;``; the tasks are the server's own (``canopy.handlers.tasks``)."""
+    by ``;``. Whether each task exists is the app's to say, when it is assembled."""
     if isinstance(value, tuple) and all(isinstance(p, Periodic) for p in value):
         return value
-    known = TaskRegistry()
-    register_examples(known)
     items = value.split(";") if isinstance(value, str) else value
     schedules: dict[str, Periodic] = {}
     for item in items:
@@ -244,9 +230,6 @@ def _schedules(value: Any) -> tuple[Periodic, ...]:
         name, task, when = name.strip(), task.strip(), when.strip()
         if not name or not task or not when:
             raise ValueError(f"must be NAME=TASK@every:SECONDS or NAME=TASK@CRON (bad: {text!r})")
-        if task not in known:
-            names = ", ".join(spec.name for spec in known)
-            raise ValueError(f"{name}: must name a known task ({names}), not {task!r}")
         if name in schedules:
             raise ValueError(f"{name}: must be scheduled once")
         try:
@@ -266,7 +249,10 @@ def _secret(value: Any) -> str:
     return text
 
 
-def _setting(default: Any, parse: Callable[[Any], Any], doc: str) -> Any:
+def setting(default: Any, parse: Callable[[Any], Any], doc: str) -> Any:
+    """A field of a settings dataclass: its default, the function that reads a value
+    from the config file or the environment (raising ValueError, whose message says
+    what the value "must" be), and one line for ``canopy settings``."""
     return field(default=default, metadata={"parse": parse, "doc": doc})
 
 
@@ -274,145 +260,118 @@ def _setting(default: Any, parse: Callable[[Any], Any], doc: str) -> Any:
 class Settings:
     """What an operator can tune; each field maps to ``CANOPY_<NAME>``."""
 
-    request_timeout: float = _setting(
+    request_timeout: float = setting(
         30.0, _positive_float, "default deadline of a request, in seconds (504 when it passes)"
     )
-    max_inflight: int = _setting(
+    max_inflight: int = setting(
         4096, _positive_int, "requests served at once before new ones get 503 + Retry-After"
     )
-    retry_after: int = _setting(1, _positive_int, "Retry-After seconds sent with a 503")
-    max_body_size: int = _setting(1_048_576, _positive_int, "largest request body, in bytes")
-    drain_linger: float = _setting(
+    retry_after: int = setting(1, _positive_int, "Retry-After seconds sent with a 503")
+    max_body_size: int = setting(1_048_576, _positive_int, "largest request body, in bytes")
+    drain_linger: float = setting(
         1.0,
         _non_negative_float,
         "during a drain, how long idle keep-alive connections stay open to answer "
         "with 'Connection: close' instead of being reset",
     )
-    service_grace: float = _setting(
+    service_grace: float = setting(
         10.0, _positive_float, "grace of each background service when stopping, in seconds"
     )
-    data_dir: str = _setting("var", str, "directory for embedded data (SQLite and the like)")
-    log_level: str = _setting("info", _log_level, "debug, info, warning or error")
-    access_log: bool = _setting(True, _boolean, "one JSON line per request on stdout")
-    run_jobs: bool = _setting(
+    data_dir: str = setting("var", str, "directory for embedded data (SQLite and the like)")
+    log_level: str = setting("info", _log_level, "debug, info, warning or error")
+    access_log: bool = setting(True, _boolean, "one JSON line per request on stdout")
+    run_jobs: bool = setting(
         True, _boolean, "run jobs in the server too (false: leave them to 'canopy worker')"
     )
-    job_concurrency: int = _setting(64, _positive_int, "jobs run at once by this process")
-    job_lease: float = _setting(
+    job_concurrency: int = setting(64, _positive_int, "jobs run at once by this process")
+    job_lease: float = setting(
         10.0, _positive_float, "seconds a claimed job stays leased without a heartbeat"
     )
-    max_queued: int = _setting(100_000, _positive_int, "waiting jobs per queue before 429")
-    schedules: tuple[Periodic, ...] = _setting(
+    max_queued: int = setting(100_000, _positive_int, "waiting jobs per queue before 429")
+    schedules: tuple[Periodic, ...] = setting(
         (),
         _schedules,
         "periodic jobs, as NAME=TASK@every:SECONDS or NAME=TASK@CRON (UTC), separated "
         "by ';'; one job per tick however many processes run them",
     )
-    store: str = _setting(
+    store: str = setting(
         "",
         _store_url,
         "where jobs are kept: sqlite:///PATH (default: canopy.db in data_dir) or "
         "redis://HOST:PORT/DB (also rediss://, redis+cluster://, redis+sentinel://)",
     )
-    broker: str = _setting(
+    broker: str = setting(
         "memory://",
         _broker_url,
         "where topics' offsets and history live: memory:// (this process) or "
         "redis://HOST:PORT/DB, shared by every instance (offsets are then global)",
     )
-    redis_prefix: str = _setting(
+    redis_prefix: str = setting(
         "canopy", _redis_prefix, "prefix of Canopy's Redis keys (one hash tag, {PREFIX})"
     )
-    job_result_ttl: float = _setting(
+    job_result_ttl: float = setting(
         7 * 24 * 3600.0,
         _positive_float,
         "seconds Redis keeps a finished job's record (SQLite keeps them all)",
     )
-    sqlite_synchronous: str = _setting(
+    sqlite_synchronous: str = setting(
         "FULL", _synchronous, "SQLite synchronous level: FULL (durable), NORMAL or OFF"
     )
-    sqlite_runner_synchronous: str = _setting(
+    sqlite_runner_synchronous: str = setting(
         "NORMAL",
         _synchronous,
         "SQLite synchronous level of the job runner's own writes (claims, leases, "
         "progress, outcomes, the sweeper's requeues): NORMAL survives a crash of any "
         "process; FULL also keeps the last outcomes through a power loss",
     )
-    tracing: str = _setting(
+    tracing: str = setting(
         "off",
         _tracing,
         "OpenTelemetry spans for requests, enqueues and job runs: off, on (to the "
         "process's TracerProvider, e.g. from opentelemetry-instrument) or console "
         "(spans on stderr; needs opentelemetry-sdk)",
     )
-    gc_threshold: int = _setting(
+    gc_threshold: int = setting(
         200_000,
         _non_negative_int,
         "allocations between young-generation garbage collections (0: Python's default)",
     )
 
-    payment_latency: float = _setting(
-        0.0, _non_negative_float, "seconds the simulated payment gateway takes per charge"
-    )
-    payment_failure_rate: float = _setting(
-        0.0, _fraction, "share of simulated charges that fail transiently (retried)"
-    )
-    payment_decline_rate: float = _setting(
-        0.0, _fraction, "share of simulated charges declined (the order fails, stock released)"
-    )
-    support_reassign_after: float = _setting(
-        15.0,
-        _positive_float,
-        "seconds a support agent may be disconnected before their conversations are "
-        "given to other agents",
-    )
-    ticker_symbols: tuple[tuple[str, float], ...] = _setting(
-        (("BTC-USD", 60000.0), ("ETH-USD", 3000.0), ("AAPL", 190.0), ("MSFT", 420.0),
-         ("EUR-USD", 1.08)),
-        _symbols,
-        "the simulated market feed's symbols and starting prices, SYMBOL=PRICE,...",
-    )  # fmt: skip
-    ticker_rate: float = _setting(
-        50.0,
-        _non_negative_float,
-        "price updates per second in all from the simulated feed (0: no feed)",
-    )
-    topics_secret: str = _setting(
+    topics_secret: str = setting(
         "", _secret, "HMAC secret (32+ bytes) that signs topic tokens (empty: anonymous only)"
     )
-    anonymous_subscribe: tuple[str, ...] = _setting(
-        ("demo.*", "public.*", "ticker.*"),
+    anonymous_subscribe: tuple[str, ...] | None = setting(
+        None,
         _patterns,
-        "topic patterns anyone may subscribe to (comma-separated)",
+        "topic patterns anyone may subscribe to (comma-separated), in place of those "
+        "the app declares with subscribe='anyone'",
     )
-    anonymous_publish: tuple[str, ...] = _setting(
-        ("demo.*",), _patterns, "topic patterns anyone may publish to (comma-separated)"
+    anonymous_publish: tuple[str, ...] | None = setting(
+        None,
+        _patterns,
+        "topic patterns anyone may publish to (comma-separated), in place of those the "
+        "app declares with publish='anyone'",
     )
-    topic_rules: tuple[RuleSpec, ...] = _setting(
-        (
-            RuleSpec("ticker.*", SlowConsumerPolicy.LATEST),
-            # A conversation resumes after a long absence; a typing indicator matters
-            # only while it is fresh, and only the newest per participant.
-            RuleSpec("support.*", SlowConsumerPolicy.DISCONNECT, 1000, 3600.0),
-            RuleSpec("typing.*", SlowConsumerPolicy.LATEST, 1, 30.0),
-        ),
+    topic_rules: tuple[RuleSpec, ...] = setting(
+        (),
         _topic_rules,
         "per-topic slow-consumer policy and history, as PATTERN=POLICY[:SIZE[:TTL]],... "
-        "with POLICY disconnect, drop_oldest or latest",
+        "with POLICY disconnect, drop_oldest or latest; over the app's own for a pattern "
+        "both name",
     )
-    history_size: int = _setting(100, _non_negative_int, "messages kept per topic for resume")
-    history_ttl: float = _setting(300.0, _positive_float, "seconds a message is kept for resume")
-    subscriber_queue: int = _setting(
+    history_size: int = setting(100, _non_negative_int, "messages kept per topic for resume")
+    history_ttl: float = setting(300.0, _positive_float, "seconds a message is kept for resume")
+    subscriber_queue: int = setting(
         256, _positive_int, "messages queued per subscriber before its slow-consumer policy applies"
     )
-    flush_interval: float = _setting(
+    flush_interval: float = setting(
         0.005,
         _non_negative_float,
         "seconds a delivery may wait, while the server is busy, for more to join it in "
         "one write (no wait when idle; 0: never wait)",
     )
-    ws_max_subscriptions: int = _setting(100, _positive_int, "subscriptions per WebSocket")
-    max_topics: int = _setting(
+    ws_max_subscriptions: int = setting(100, _positive_int, "subscriptions per WebSocket")
+    max_topics: int = setting(
         100_000,
         _positive_int,
         "topics a process keeps a log for; past it, the least recently used topic with no "
@@ -420,10 +379,20 @@ class Settings:
         "the topics Redis keeps for all processes, forgotten the same way",
     )
 
+    # The sections the app and its capabilities declared, by name: each a dataclass
+    # of ``setting`` fields (``App(settings=...)``, ``Capability.settings``).
+    sections: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
     @classmethod
     def describe(cls) -> dict[str, str]:
         """Setting name -> documentation, for ``canopy settings`` and the docs."""
-        return {f.name: f.metadata["doc"] for f in dataclasses.fields(cls)}
+        return describe(cls)
+
+    def section(self, name: str, kind: type[Any]) -> Any:
+        """The section ``name`` as loaded, or its defaults where none was (settings
+        made in code rather than loaded)."""
+        found = self.sections.get(name)
+        return kind() if found is None else found
 
     @property
     def data_path(self) -> Path:
@@ -441,10 +410,23 @@ class Settings:
         return Path(rest[1:]) if scheme == "sqlite" else None
 
 
-def _parse(name: str, value: Any, source: str) -> Any:
-    parse = Settings.__dataclass_fields__[name].metadata["parse"]
+def describe(kind: type[Any]) -> dict[str, str]:
+    """A settings dataclass's setting names -> their documentation."""
+    return {f.name: f.metadata["doc"] for f in _fields(kind).values()}
+
+
+def _fields(kind: type[Any]) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(kind) if "parse" in f.metadata}
+
+
+def section_prefix(section: str) -> str:
+    """``CANOPY_SHOP_`` for the section ``shop`` (``my-app``: ``CANOPY_MY_APP_``)."""
+    return f"{ENV_PREFIX}{re.sub(r'[^A-Za-z0-9]', '_', section).upper()}_"
+
+
+def _parse(setting: dataclasses.Field[Any], value: Any, source: str) -> Any:
     try:
-        return parse(value)
+        return setting.metadata["parse"](value)
     except (TypeError, ValueError) as exc:
         reason = str(exc) if "must" in str(exc) else "has the wrong type"
         raise SettingsError(f"{source}: {reason} (got {value!r})") from None
@@ -453,28 +435,81 @@ def _parse(name: str, value: Any, source: str) -> Any:
 def load_settings(
     toml_path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
+    sections: Mapping[str, type[Any]] | None = None,
 ) -> Settings:
-    """Merge defaults, the TOML file's ``[canopy]`` table and ``CANOPY_*`` variables."""
+    """Merge defaults, the TOML file's ``[canopy]`` table and ``CANOPY_*`` variables,
+    for Canopy's own settings and for each of ``sections`` (name -> dataclass)."""
     environ = os.environ if environ is None else environ
-    known = Settings.__dataclass_fields__
+    sections = dict(sections or {})
+    _check_sections(sections)
+    known = _fields(Settings)
     values: dict[str, Any] = {}
+    section_values: dict[str, dict[str, Any]] = {name: {} for name in sections}
     if toml_path is not None:
+        where = os.fspath(toml_path)
         for name, value in _read_table(toml_path).items():
-            if name not in known:
-                raise SettingsError(f"[canopy] {name}: unknown setting in {os.fspath(toml_path)}")
-            values[name] = _parse(name, value, f"[canopy] {name}")
+            if name in sections:
+                section_values[name] = _read_section(name, sections[name], value, where)
+            elif name in known:
+                values[name] = _parse(known[name], value, f"[canopy] {name}")
+            elif name not in _NOT_SETTINGS_IN_TOML:
+                raise SettingsError(f"[canopy] {name}: unknown setting in {where}")
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX) or key in _NOT_SETTINGS:
             continue
         name = key[len(ENV_PREFIX) :].lower()
-        if name not in known:
-            raise SettingsError(f"{key}: unknown setting (see 'canopy settings')")
-        values[name] = _parse(name, value, key)
-    return Settings(**values)
+        if name in known:
+            values[name] = _parse(known[name], value, key)
+            continue
+        section, setting_name = _owner(key, sections)
+        fields = _fields(sections[section])
+        section_values[section][setting_name] = _parse(fields[setting_name], value, key)
+    built = {name: kind(**section_values[name]) for name, kind in sections.items()}
+    return Settings(**values, sections=built)
 
 
-# Environment variables with our prefix that select files rather than hold settings.
-_NOT_SETTINGS = frozenset({"CANOPY_CONFIG"})
+def _read_section(name: str, kind: type[Any], table: Any, where: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise SettingsError(f"[canopy.{name}]: must be a table in {where}")
+    fields = _fields(kind)
+    values = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise SettingsError(f"[canopy.{name}] {key}: unknown setting in {where}")
+        values[key] = _parse(fields[key], value, f"[canopy.{name}] {key}")
+    return values
+
+
+def _owner(key: str, sections: Mapping[str, type[Any]]) -> tuple[str, str]:
+    """The section and setting that ``CANOPY_...`` names, or SettingsError."""
+    for section, kind in sections.items():
+        prefix = section_prefix(section)
+        name = key[len(prefix) :].lower()
+        if key.startswith(prefix) and name in _fields(kind):
+            return section, name
+    raise SettingsError(f"{key}: unknown setting (see 'canopy settings')")
+
+
+def _check_sections(sections: Mapping[str, type[Any]]) -> None:
+    """A section whose variables would be Canopy's own, or another section's, is an
+    error of the app's, said at start-up rather than found by an operator later."""
+    taken = {f"{ENV_PREFIX}{name.upper()}": "Canopy's own" for name in _fields(Settings)}
+    for section, kind in sections.items():
+        if section in _fields(Settings):
+            raise SettingsError(f"[canopy.{section}]: the section has a setting's name")
+        if not dataclasses.is_dataclass(kind):
+            raise SettingsError(f"[canopy.{section}]: its settings must be a dataclass")
+        for name in _fields(kind):
+            key = f"{section_prefix(section)}{name.upper()}"
+            if key in taken:
+                raise SettingsError(f"{key}: both {taken[key]} and [canopy.{section}] {name}")
+            taken[key] = f"[canopy.{section}] {name}"
+
+
+# Environment variables with our prefix that select what to run rather than hold
+# settings, and the same in the [canopy] table.
+_NOT_SETTINGS = frozenset({"CANOPY_CONFIG", "CANOPY_APP"})
+_NOT_SETTINGS_IN_TOML = frozenset({"app"})
 
 
 def _read_table(toml_path: str | os.PathLike[str]) -> dict[str, Any]:

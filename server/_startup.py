@@ -1,4 +1,5 @@
-"""What every ``canopy`` command does first and last: load settings, run, exit."""
+"""What every ``canopy`` command does first and last: find the app, load settings,
+assemble, run, exit; each mistake said in one line with its own exit code."""
 
 from __future__ import annotations
 
@@ -12,25 +13,67 @@ from hypercorn.config import Config
 
 from canopy.nurseries import SupervisorGaveUp
 
+from ._application import App
+from ._capability import Mode
 from ._config import default_config_path, load_config
+from ._declared import AppError
+from ._http import CannotListen
+from ._loader import SHOWCASE, AppNotFound, app_spec, load_app
 from ._main import ForcedShutdown
 from ._process import tune_gc
 from ._settings import Settings, SettingsError
 
-__all__ = ["load_or_exit", "run_process"]
+__all__ = ["boot_or_exit", "find_app", "load_or_exit", "run_process"]
 
 log = logging.getLogger("canopy")
 
 
-def load_or_exit(config_path: str | None, binds: Sequence[str] = ()) -> tuple[Config, Settings]:
-    """Both configurations, with the data directory made; a bad setting exits 2 in one line."""
+def find_app(given: str | None, config_path: str | None) -> tuple[App, str]:
+    """The app (see ``_loader.app_spec``) and the string that named it. One that is not
+    found exits 2 in one line; one whose module fails to import shows its traceback
+    and exits 1, and a mistake in its declarations exits 1 in one line."""
+    spec = app_spec(given, config_path or default_config_path())
     try:
-        config, settings = load_config(config_path or default_config_path(), binds)
+        return load_app(spec), spec
+    except AppNotFound as exc:
+        click.echo(f"canopy: app not found: {exc}", err=True)
+        sys.exit(2)
+    except AppError as exc:
+        click.echo(f"canopy: in the app {spec}: {exc}", err=True)
+        sys.exit(1)
+
+
+def load_or_exit(
+    config_path: str | None, binds: Sequence[str] = (), app: App | None = None
+) -> tuple[Config, Settings]:
+    """Both configurations, with the app's sections, the data directory made; a bad
+    setting exits 2 in one line."""
+    try:
+        config, settings = load_config(
+            config_path or default_config_path(), binds, sections=app.sections() if app else {}
+        )
         settings.data_path.mkdir(parents=True, exist_ok=True)
     except (SettingsError, OSError) as exc:
         click.echo(f"canopy: invalid setting: {exc}", err=True)
         sys.exit(2)
+    except AppError as exc:
+        click.echo(f"canopy: {exc}", err=True)
+        sys.exit(1)
     return config, settings
+
+
+def boot_or_exit(app: App, spec: str, settings: Settings, mode: Mode) -> None:
+    """Assemble the app; say which app this is first, and how it is open."""
+    what = "Canopy's showcase (every capability)" if spec == SHOWCASE else spec
+    log.info("app %s", what, extra={"app": spec, "mode": mode.value})
+    try:
+        app.boot(settings, mode=mode)
+    except SettingsError as exc:
+        click.echo(f"canopy: invalid setting: {exc}", err=True)
+        sys.exit(2)
+    except AppError as exc:
+        click.echo(f"canopy: in the app {spec}: {exc}", err=True)
+        sys.exit(1)
 
 
 def run_process(settings: Settings, main: Callable[[], Awaitable[object]]) -> None:
@@ -43,13 +86,29 @@ def run_process(settings: Settings, main: Callable[[], Awaitable[object]]) -> No
         try:
             trio.run(main)
         except* SupervisorGaveUp as group:
-            log.error("a service failed", exc_info=group)
             gave_up.extend(_leaves(group))
+            listen = _cannot_listen(gave_up[0])
+            if listen is None:
+                log.error("a service failed", exc_info=group)
+            else:  # said whole in one line: a traceback would bury it
+                click.echo(f"canopy: {listen}", err=True)
+                log.error("%s", listen)
+                sys.exit(1)
     except ForcedShutdown:
         sys.exit(1)
     if gave_up:
         click.echo(f"canopy: {_innermost(gave_up[0])}", err=True)
         sys.exit(1)
+
+
+def _cannot_listen(exc: SupervisorGaveUp) -> CannotListen | None:
+    cause: BaseException | None = exc
+    while isinstance(cause, SupervisorGaveUp | BaseExceptionGroup):
+        if isinstance(cause, BaseExceptionGroup):
+            cause = cause.exceptions[0] if len(cause.exceptions) == 1 else None
+        else:
+            cause = cause.__cause__
+    return cause if isinstance(cause, CannotListen) else None
 
 
 def _leaves(group: BaseExceptionGroup[SupervisorGaveUp]) -> list[SupervisorGaveUp]:

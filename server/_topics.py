@@ -1,21 +1,37 @@
-"""Putting the fan-out hub in the supervision tree, configured from the settings."""
+"""Putting the fan-out hub in the supervision tree: the app's topic rules, and the
+operator's settings over them."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from canopy.handlers.topics import TokenIssuer, TopicsService
 from canopy.nurseries import Supervisor
 from canopy.nurseries.fanout import Broker, Hub, TopicRule, TopicRules
 
+from ._declared import TopicDecl
 from ._redis import RedisConnections
 from ._settings import Settings
 
 __all__ = ["add_topics"]
 
 
-def add_topics(services: Supervisor, settings: Settings, redis: RedisConnections) -> TopicsService:
-    """The hub, on the broker ``CANOPY_BROKER`` names (its Redis connection first)."""
+def add_topics(
+    services: Supervisor,
+    settings: Settings,
+    redis: RedisConnections,
+    declared: Sequence[TopicDecl],
+) -> TopicsService:
+    """The hub, on the broker ``CANOPY_BROKER`` names (its Redis connection first).
+
+    A pattern the operator's ``CANOPY_TOPIC_RULES`` names takes their rule in place of
+    the app's; ``CANOPY_ANONYMOUS_*``, when set, replace what the app opened to anyone."""
     default = TopicRule(history_size=settings.history_size, history_ttl=settings.history_ttl)
-    rules = [spec.rule(default) for spec in settings.topic_rules]
+    operators = [spec.rule(default) for spec in settings.topic_rules]
+    overridden = {rule.pattern for rule in operators}
+    rules = [
+        decl.with_defaults(default) for decl in declared if decl.rule.pattern not in overridden
+    ] + operators
     broker: Broker | None = None
     if not settings.broker.startswith("memory://"):
         from canopy.nurseries.redis import RedisBroker
@@ -37,7 +53,11 @@ def add_topics(services: Supervisor, settings: Settings, redis: RedisConnections
         broker=broker,
     )
     services.add("hub", hub, grace=settings.service_grace)
-    issuer = TokenIssuer(
-        settings.topics_secret, settings.anonymous_subscribe, settings.anonymous_publish
-    )
+    subscribe = settings.anonymous_subscribe
+    if subscribe is None:
+        subscribe = tuple(d.rule.pattern for d in declared if d.subscribe == "anyone")
+    publish = settings.anonymous_publish
+    if publish is None:
+        publish = tuple(d.rule.pattern for d in declared if d.publish == "anyone")
+    issuer = TokenIssuer(settings.topics_secret, subscribe, publish)
     return TopicsService(hub, issuer, settings.ws_max_subscriptions)

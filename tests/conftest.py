@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
+import sysconfig
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +17,8 @@ import trio
 from canopy.nurseries.jobs import SQLiteJobStore
 
 from .redis_server import RedisServer, running_redis
+
+ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -46,3 +51,29 @@ async def make_store(
     await nursery.start(connection.run)
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     return lambda **options: RedisJobStore(connection, prefix=prefix, **options)
+
+
+@pytest.fixture(scope="session")
+def installed_canopy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel pip builds from this checkout, installed on its own into a folder."""
+    target = tmp_path_factory.mktemp("site")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps"]
+    done = subprocess.run(
+        [*pip, "--target", str(target), str(ROOT)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return target
+
+
+@pytest.fixture(scope="session")
+def fresh_python(tmp_path_factory: pytest.TempPathFactory, installed_canopy: Path) -> Path:
+    """A new venv's python with Canopy from its wheel and nothing of this checkout:
+    its site-packages lists the wheel's folder, then the packages Canopy depends on
+    (this venv's, where pip put them; the editable install of Canopy there is not
+    activated, as a listed folder's own .pth files are not read)."""
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    dependencies = sysconfig.get_paths()["purelib"]
+    (site / "canopy-under-test.pth").write_text(f"{installed_canopy}\n{dependencies}\n")
+    return venv / "bin" / "python"

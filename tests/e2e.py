@@ -22,8 +22,9 @@ from typing import Any
 import trio
 from hypercorn.config import Config
 
-from canopy.server import Settings, create_app
+from canopy.server import Settings
 from canopy.server._http import HTTPService
+from canopy.showcase import create_app
 
 __all__ = [
     "ResponseReader",
@@ -131,11 +132,15 @@ async def running_server(
     argv: Sequence[str] | None = None,
     wait_for: str = "listening",
     started_line: str | None = None,
+    showcase: bool = True,
 ) -> AsyncIterator[ServerProcess]:
-    """Start the server in ``cwd``; on exit make sure the process (ours) has ended."""
+    """Start the server in ``cwd``; on exit make sure the process (ours) has ended.
+    The showcase's market feed is off (``showcase=False`` for another app, which has
+    no such setting)."""
     command = list(argv or [sys.executable, "-m", "canopy", "serve"])
     # No market feed unless a test asks for one: it is background load for every other.
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "CANOPY_TICKER_RATE": "0", **(env or {})}
+    quiet = {"CANOPY_TICKER_RATE": "0"} if showcase else {}
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **quiet, **(env or {})}
     process = await trio.lowlevel.open_process(
         command, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -176,7 +181,7 @@ async def serving_in_process(app: Any) -> AsyncIterator[int]:
 async def serving_app_in_process() -> AsyncIterator[int]:
     """Canopy's app served in this process without its services' tree (the lifespan
     does not start it) or access log, for tests of the request path alone; the port."""
-    app = create_app(Settings(access_log=False))
+    app = create_app().boot(Settings(access_log=False))
     app.runtime.lifespan_owns_tree = False
     async with serving_in_process(app) as port:
         yield port

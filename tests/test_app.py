@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from werkzeug.routing import Map, Rule
 
-from canopy.server import Settings, create_app
+from canopy.server import Settings
 from canopy.server._wrappers import RouteCache
+from canopy.showcase import create_app
 
 
 def test_route_cache_remembers_matches_not_failures() -> None:
@@ -32,7 +33,7 @@ def test_route_cache_remembers_matches_not_failures() -> None:
 
 @pytest.fixture
 def app() -> Any:
-    application = create_app(Settings(access_log=False))
+    application = create_app().boot(Settings(access_log=False))
     application.runtime.lifespan_owns_tree = False
     return application
 
@@ -72,7 +73,11 @@ async def test_a_bug_in_a_view_is_a_json_500_and_logged(
 
     response = await app.test_client().get("/broken", headers={"X-Request-ID": "r-1"})
     assert response.status_code == 500
-    assert (await response.get_json())["error"] == "internal_error"
+    assert (await response.get_json()) == {
+        "error": "internal_error",
+        "message": "the server failed; its log has this request's id",
+        "request_id": "r-1",
+    }
     assert response.headers["X-Request-ID"] == "r-1"
     record = next(r for r in caplog.records if r.name == "canopy.error")
     assert record.request_id == "r-1"  # type: ignore[attr-defined]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from canopy.server import create_app, load_config
+from canopy.server import load_config
+from canopy.showcase import create_app
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"
@@ -17,7 +18,7 @@ DEPLOY = ROOT / "deploy"
 
 def routes() -> set[str]:
     _config, settings = load_config(None, environ={})
-    app = create_app(settings)
+    app = create_app().boot(settings)
     return {rule.rule for rule in app.url_map.iter_rules()}
 
 

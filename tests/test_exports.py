@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
+import types
 from pathlib import Path
 
+import canopy
 import canopy.handlers.topics
 import canopy.nurseries.fanout
 import canopy.nurseries.jobs
@@ -61,16 +65,26 @@ def test_public_api_is_pinned() -> None:
     )
     assert sorted(canopy.server.__all__) == sorted(
         [
+            "App",
+            "AppError",
+            "AppNotFound",
+            "Assembly",
             "CanopyApp",
+            "Capability",
             "ForcedShutdown",
             "HTTPService",
+            "Jobs",
+            "Mode",
             "Runtime",
             "Settings",
             "SettingsError",
-            "create_app",
+            "Task",
+            "Topics",
+            "load_app",
             "load_config",
             "load_settings",
             "serve",
+            "setting",
         ]
     )
     assert sorted(canopy.nurseries.jobs.__all__) == sorted(
@@ -173,11 +187,73 @@ def test_public_api_is_pinned() -> None:
             assert hasattr(package, name), f"{package.__name__}.{name}"
 
 
+def test_the_face_is_pinned() -> None:
+    """What a user imports: ``canopy.X``, each name there, each reporting itself so."""
+    assert sorted(canopy.__all__) == sorted(
+        [
+            "ApiError",
+            "App",
+            "AppError",
+            "Assembly",
+            "Backoff",
+            "CanopyError",
+            "Capability",
+            "ChildSpec",
+            "HubError",
+            "IdempotencyConflict",
+            "Job",
+            "JobContext",
+            "JobState",
+            "JobStoreError",
+            "Message",
+            "Overloaded",
+            "QueueFull",
+            "RestartIntensity",
+            "RestartPolicy",
+            "Retry",
+            "Service",
+            "ServiceState",
+            "ServiceStatus",
+            "Settings",
+            "SettingsError",
+            "SlowConsumerPolicy",
+            "Supervisor",
+            "SupervisorGaveUp",
+            "Task",
+            "UnknownTask",
+            "capabilities",
+            "first_completed",
+            "gather",
+            "reference",
+            "setting",
+            "testing",
+        ]
+    )
+    for name in canopy.__all__:
+        value = getattr(canopy, name)
+        if not isinstance(value, types.ModuleType):
+            assert f"{value.__module__}.{value.__qualname__}" == f"canopy.{name}"
+    assert repr(canopy.App) == "<class 'canopy.App'>"
+    assert repr(canopy.Retry(max_attempts=2)).startswith("Retry(max_attempts=2")
+
+
+def test_importing_canopy_imports_no_web_stack() -> None:
+    """A Trio program that uses the core or embeds a service pays for no Quart."""
+    code = (
+        "import sys, canopy, canopy.nurseries.jobs;"
+        " print(sorted(m for m in ('quart', 'hypercorn', 'werkzeug') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
 def imported_roots(folder: str) -> set[str]:
     """What the modules under ``folder`` import, by top-level package; Canopy's own
     packages by their second part (``canopy.server``), the face as ``canopy``."""
     roots = set()
     for path in (ROOT / folder).rglob("*.py"):
+        if path.is_relative_to(ROOT / "tests" / "project") and folder != "tests/project":
+            continue  # a user's project, with names of its own
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 roots.update(_root(alias.name) for alias in node.names)
@@ -211,10 +287,7 @@ def test_nurseries_is_pure_trio() -> None:
 
 def test_only_nurseries_redis_imports_coredis() -> None:
     """coredis takes a third of a second to import: a SQLite deployment never pays it."""
-    import subprocess
-    import sys
-
-    code = "import canopy.server.asgi, sys; print('coredis' in sys.modules)"
+    code = "import canopy.showcase, sys; print('coredis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.strip() == "False", out.stderr
 
@@ -228,3 +301,8 @@ def test_nothing_imports_the_folders_by_their_own_names() -> None:
     from a checkout's root by accident and nowhere else."""
     for folder in (*LAYERS, "tests", "bench", "examples"):
         assert not imported_roots(folder) & set(LAYERS), folder
+
+
+def test_the_users_project_under_test_has_its_own_server_and_handlers() -> None:
+    """tests/project is a user's, and takes those names on purpose (test_cli_app.py)."""
+    assert imported_roots("tests/project") >= {"server", "handlers", "canopy"}

@@ -24,7 +24,8 @@ from canopy.nurseries.jobs import (
     RetryPolicy,
     TaskRegistry,
 )
-from canopy.server._jobs import _notify
+from canopy.server._capability import hub_publisher
+from canopy.server._jobs import notify_for
 
 from .fanout_sinks import RecordingSink
 
@@ -635,7 +636,9 @@ async def test_the_server_publishes_no_events_of_a_task_declared_without_them(
 
     noisy, _ = await store.enqueue(Job("loud"))
     silent, _ = await store.enqueue(Job("quiet"))
-    await nursery.start(runner(store, registry, notify=_notify(hub, observe, registry)).run)
+    await nursery.start(
+        runner(store, registry, notify=notify_for(hub_publisher(hub), observe, registry)).run
+    )
     await wait_for_state(store, noisy.id, JobState.SUCCEEDED)
     await wait_for_state(store, silent.id, JobState.SUCCEEDED)
     await trio.sleep(0.1)

@@ -14,7 +14,8 @@ import trio
 from pydantic import BaseModel
 
 from canopy.handlers.topics import TokenIssuer
-from canopy.server import create_app, load_settings
+from canopy.server import load_settings
+from canopy.showcase import create_app
 
 from .e2e import running_server, write_config
 
@@ -36,7 +37,7 @@ def _path(rule: str) -> str:
 
 
 async def test_every_http_route_is_in_the_document(tmp_path: Path) -> None:
-    app = create_app(load_settings(None, {"CANOPY_DATA_DIR": str(tmp_path / "var")}))
+    app = create_app().boot(load_settings(None, {"CANOPY_DATA_DIR": str(tmp_path / "var")}))
     routes = {
         (_path(rule.rule), method)
         for rule in app.url_map.iter_rules()

@@ -175,7 +175,7 @@ def test_order_ids_begin_with_the_time() -> None:
 
 async def test_a_declined_charge_releases_the_stock(tmp_path: Path) -> None:
     write_config(tmp_path)
-    env = {**ENV, "CANOPY_PAYMENT_DECLINE_RATE": "1"}
+    env = {**ENV, "CANOPY_ORDERS_PAYMENT_DECLINE_RATE": "1"}
     async with running_server(tmp_path, env=env) as server:
         base = f"http://127.0.0.1:{server.port}"
         async with httpx.AsyncClient(base_url=base) as client:
@@ -191,7 +191,7 @@ async def test_a_declined_charge_releases_the_stock(tmp_path: Path) -> None:
 
 async def test_transient_gateway_failures_are_retried_and_charge_once(tmp_path: Path) -> None:
     write_config(tmp_path)
-    env = {**ENV, "CANOPY_PAYMENT_FAILURE_RATE": "0.5"}
+    env = {**ENV, "CANOPY_ORDERS_PAYMENT_FAILURE_RATE": "0.5"}
     async with running_server(tmp_path, env=env) as server:
         base = f"http://127.0.0.1:{server.port}"
         async with httpx.AsyncClient(base_url=base) as client:
@@ -216,13 +216,12 @@ async def test_a_charge_repeated_after_a_crash_charges_once(tmp_path: Path, nurs
     store = OrderStore(tmp_path / "orders.db")
     await nursery.start(store.run)
     gateway = SimulatedGateway()
-    service = OrdersService(store, gateway)
     steps: list[str] = []
 
     async def enqueue(task: str, args: dict[str, Any], key: str) -> None:
         steps.append(task)
 
-    service.enqueue = enqueue
+    service = OrdersService(store, gateway, enqueue=enqueue)
     await store.set_stock("kiwi", 3)
     placed, _ = await service.place(order(sku="kiwi"), "x1")
     await service._reserve({"order_id": placed.id})

@@ -8,8 +8,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).parent.parent
 LAYERS = ("server", "handlers", "nurseries")
 
@@ -28,29 +26,16 @@ def test_every_folder_of_code_is_a_listed_package() -> None:
     assert setuptools["package-dir"]["canopy"] == "server/canopy"
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel pip builds from this checkout, installed on its own into a folder."""
-    target = tmp_path_factory.mktemp("site")
-    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps"]
-    done = subprocess.run(
-        [*pip, "--target", str(target), str(ROOT)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    return target
-
-
-def test_the_wheel_adds_one_import_name(installed: Path) -> None:
-    names = {path.name for path in installed.iterdir() if not path.name.endswith(".dist-info")}
+def test_the_wheel_adds_one_import_name(installed_canopy: Path) -> None:
+    names = {
+        path.name for path in installed_canopy.iterdir() if not path.name.endswith(".dist-info")
+    }
     assert names == {"canopy", "bin"}
-    assert (installed / "canopy" / "handlers" / "pages" / "dashboard.html").is_file()
-    assert not (installed / "canopy" / "server" / "canopy").exists()
+    assert (installed_canopy / "canopy" / "handlers" / "pages" / "dashboard.html").is_file()
+    assert not (installed_canopy / "canopy" / "server" / "canopy").exists()
 
 
-def test_only_canopy_imports_from_the_wheel(installed: Path, tmp_path: Path) -> None:
+def test_only_canopy_imports_from_the_wheel(installed_canopy: Path, tmp_path: Path) -> None:
     """Run where no checkout is on the path: ``server`` and ``handlers`` are the user's
     names to take, and ``python -m canopy`` is the command."""
     probe = (
@@ -60,7 +45,7 @@ def test_only_canopy_imports_from_the_wheel(installed: Path, tmp_path: Path) -> 
         "print([n for n in ('server', 'handlers', 'nurseries') if importlib.util.find_spec(n)])\n"
     )
     done = subprocess.run(
-        [sys.executable, "-I", "-c", probe, str(installed)],
+        [sys.executable, "-I", "-c", probe, str(installed_canopy)],
         cwd=tmp_path,
         capture_output=True,
         text=True,

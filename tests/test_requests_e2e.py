@@ -143,7 +143,7 @@ async def test_plain_hypercorn_serves_the_app(tmp_path: Path) -> None:
         "hypercorn",
         "--config",
         "hypercorn.toml",
-        "canopy.server.asgi:app",
+        "canopy.showcase:app",
     ]
     async with running_server(tmp_path, argv=argv, started_line="Running on http://") as server:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from canopy import reference
 from canopy.nurseries import Backoff, RestartIntensity, RestartPolicy
 from canopy.nurseries.fanout import SlowConsumerPolicy, TopicRule
-from canopy.server import Settings, SettingsError, load_config, load_settings
+from canopy.server import Settings, SettingsError, load_config, load_settings, setting
+from canopy.showcase import create_app
 
 
 def test_defaults_then_toml_then_environment(tmp_path: Path) -> None:
@@ -33,7 +36,6 @@ def test_defaults_then_toml_then_environment(tmp_path: Path) -> None:
         ({"CANOPY_TOPIC_RULES": "chat.*=sometimes"}, "CANOPY_TOPIC_RULES"),
         ({"CANOPY_TOPIC_RULES": "chat.*=latest:-1"}, "CANOPY_TOPIC_RULES"),
         ({"CANOPY_TOPICS_SECRET": "short"}, "CANOPY_TOPICS_SECRET"),
-        ({"CANOPY_SCHEDULES": "x=no.such.task@every:5"}, "CANOPY_SCHEDULES"),
         ({"CANOPY_SCHEDULES": "x=demo.echo@61 * * * *"}, "CANOPY_SCHEDULES"),
         ({"CANOPY_SCHEDULES": "x=demo.echo@every:0"}, "CANOPY_SCHEDULES"),
         ({"CANOPY_SCHEDULES": "x=demo.echo@every:1;x=demo.echo@every:2"}, "CANOPY_SCHEDULES"),
@@ -44,6 +46,62 @@ def test_bad_values_name_the_setting(environ: dict[str, str], named: str) -> Non
     with pytest.raises(SettingsError, match=named) as info:
         load_settings(None, environ)
     assert "\n" not in str(info.value)
+
+
+def test_a_schedule_names_a_task_of_the_app(tmp_path: Path) -> None:
+    """Which tasks there are is the app's to say: checked as it is assembled."""
+    settings = load_settings(None, {"CANOPY_SCHEDULES": "x=no.such.task@every:5"})
+    with pytest.raises(SettingsError, match=r"CANOPY_SCHEDULES: x: .*demo\.echo.*no\.such\.task"):
+        create_app().boot(settings)
+
+
+@dataclass(frozen=True)
+class ShopSettings:
+    greeting: str = setting("hello", str, "what the shop says")
+    discount: float = setting(0.0, float, "a fraction off")
+
+
+def test_sections_of_the_app_and_its_capabilities(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('[canopy]\nlog_level = "debug"\n[canopy.shop]\ngreeting = "hi"\n')
+    environ = {"CANOPY_SHOP_DISCOUNT": "0.5", "CANOPY_TICKER_RATE": "3"}
+    sections = {"shop": ShopSettings, "ticker": reference.ticker.settings}
+    settings = load_settings(toml, environ, sections)
+    assert settings.log_level == "debug"
+    assert settings.section("shop", ShopSettings) == ShopSettings("hi", 0.5)
+    assert settings.sections["ticker"].rate == 3.0
+    # settings made in code have every section's defaults
+    assert Settings().section("shop", ShopSettings) == ShopSettings()
+
+
+@pytest.mark.parametrize(
+    ("toml", "environ", "named"),
+    [
+        ("", {"CANOPY_SHOP_DISCOUNT": "lots"}, "CANOPY_SHOP_DISCOUNT: has the wrong type"),
+        ("", {"CANOPY_SHOP_NOPE": "1"}, "CANOPY_SHOP_NOPE: unknown setting"),
+        ("[canopy.shop]\nnope = 1\n", {}, r"\[canopy.shop\] nope: unknown setting"),
+        ("[canopy]\nshop = 1\n", {}, r"\[canopy.shop\]: must be a table"),
+        # a capability the app does not include has no settings to set
+        ("", {"CANOPY_TICKER_RATE": "5"}, "CANOPY_TICKER_RATE: unknown setting"),
+        ("[canopy.ticker]\nrate = 5\n", {}, r"\[canopy\] ticker: unknown setting"),
+    ],
+)
+def test_bad_sections_name_the_setting(
+    tmp_path: Path, toml: str, environ: dict[str, str], named: str
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(SettingsError, match=named):
+        load_settings(path, environ, {"shop": ShopSettings})
+
+
+def test_a_section_may_not_shadow_a_setting() -> None:
+    @dataclass(frozen=True)
+    class Job:
+        lease: float = setting(1.0, float, "clashes with CANOPY_JOB_LEASE")
+
+    with pytest.raises(SettingsError, match="CANOPY_JOB_LEASE: both Canopy's own and"):
+        load_settings(None, {}, {"job": Job})
 
 
 def test_bad_toml_and_hypercorn_settings(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from canopy.server import Settings, create_app
+from canopy.server import Settings
+from canopy.showcase import create_app
 
 EXPORTER = InMemorySpanExporter()
 
@@ -32,7 +33,7 @@ async def test_a_request_its_job_and_the_run_are_one_trace(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     EXPORTER.clear()
-    app = create_app(Settings(access_log=False, data_dir=str(tmp_path), tracing="on"))
+    app = create_app().boot(Settings(access_log=False, data_dir=str(tmp_path), tracing="on"))
     app.runtime.lifespan_owns_tree = False
     await nursery.start(app.runtime.tree.run)
     client = app.test_client()
@@ -67,7 +68,7 @@ async def test_a_failing_job_marks_its_span_as_an_error(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     EXPORTER.clear()
-    app = create_app(Settings(access_log=False, data_dir=str(tmp_path), tracing="on"))
+    app = create_app().boot(Settings(access_log=False, data_dir=str(tmp_path), tracing="on"))
     app.runtime.lifespan_owns_tree = False
     await nursery.start(app.runtime.tree.run)
     client = app.test_client()
@@ -87,7 +88,7 @@ async def test_with_tracing_off_nothing_is_traced_and_nothing_imported(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     EXPORTER.clear()
-    app = create_app(Settings(access_log=False, data_dir=str(tmp_path)))
+    app = create_app().boot(Settings(access_log=False, data_dir=str(tmp_path)))
     assert app.runtime.tracing is None
     app.runtime.lifespan_owns_tree = False
     await nursery.start(app.runtime.tree.run)
@@ -97,7 +98,7 @@ async def test_with_tracing_off_nothing_is_traced_and_nothing_imported(
     app.runtime.tree.shutdown()
     assert EXPORTER.get_finished_spans() == ()
     code = (
-        "import canopy.server.asgi, sys;"
+        "import canopy.showcase, sys;"
         " print(any(m.startswith('opentelemetry') for m in sys.modules))"
     )
     out = await trio.run_process([sys.executable, "-c", code], capture_stdout=True)

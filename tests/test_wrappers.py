@@ -18,10 +18,11 @@ from werkzeug.datastructures import Headers
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from canopy.handlers._requests import header, read_json
-from canopy.server import Settings, create_app
+from canopy.server import Settings
 from canopy.server._access_log import AccessLog
 from canopy.server._asgi import _MAX_TITLES, _TITLES, _title
 from canopy.server._wrappers import CanopyRequest
+from canopy.showcase import create_app
 
 from .json_values import json_values
 
@@ -96,7 +97,7 @@ async def test_a_form_is_parsed_under_its_lazily_made_lock() -> None:
 
 
 async def test_ensure_async_passes_coroutine_functions_and_wraps_the_rest() -> None:
-    app = create_app(Settings(access_log=False))
+    app = create_app().boot(Settings(access_log=False))
 
     async def coroutine_view() -> int:
         return 1
@@ -149,7 +150,7 @@ async def test_json_responses_say_what_json_said() -> None:
     class Tags(dict[str, Any]):
         pass
 
-    app = create_app(Settings(access_log=False))
+    app = create_app().boot(Settings(access_log=False))
 
     async def body(value: Any) -> str:
         async with app.app_context():
@@ -175,7 +176,7 @@ async def test_json_responses_say_what_json_said() -> None:
 
 @functools.cache
 def _encoder() -> Any:
-    return create_app(Settings(access_log=False)).json._encode  # type: ignore[attr-defined]
+    return create_app().boot(Settings(access_log=False)).json._encode  # type: ignore[attr-defined]
 
 
 @settings(max_examples=200, deadline=None)
@@ -192,7 +193,7 @@ async def test_the_request_helpers_read_the_request_past_quarts_proxy() -> None:
     """``read_json`` and ``header`` (every ``POST /jobs``) take the request from behind
     the ``request`` proxy once, not an attribute at a time through it: each attribute
     read through the proxy fails on the proxy first, formatting an AttributeError."""
-    app = create_app(Settings(run_jobs=False))
+    app = create_app().boot(Settings(run_jobs=False))
     through_proxy: list[str] = []
 
     def watch(frame: Any, event: str, arg: Any) -> None:
@@ -227,7 +228,7 @@ async def test_a_json_answer_is_the_response_quart_would_have_made(result: Any) 
     """The app builds a view's JSON answer at once (``CompactJSONProvider.answer``):
     the same status, headers in the same order and body as Quart's ``make_response``,
     and the same attributes, so after-request hooks and the sender see no difference."""
-    app = create_app(Settings(access_log=False))
+    app = create_app().boot(Settings(access_log=False))
     async with app.app_context():
         fast: Any = await app.make_response(result)
         quart: Any = await super(type(app), app).make_response(result)
@@ -240,7 +241,7 @@ async def test_a_json_answer_is_the_response_quart_would_have_made(result: Any) 
 
 
 async def test_a_json_answer_refuses_a_header_that_werkzeug_refuses() -> None:
-    app = create_app(Settings(access_log=False))
+    app = create_app().boot(Settings(access_log=False))
     async with app.app_context():
         with pytest.raises(ValueError, match="newline"):
             await app.make_response(({"a": 1}, 200, {"Location": "/x\r\nSet-Cookie: a=b"}))
@@ -285,7 +286,7 @@ async def test_a_request_from_the_transport_is_the_request_quart_would_have_made
 ) -> None:
     """``CanopyHTTPConnection`` lists the request's headers at once, without
     ``Headers.add``: the same headers in the same order, and the same request."""
-    app = create_app(Settings(access_log=False))
+    app = create_app().boot(Settings(access_log=False))
     connection = app.asgi_http_class(app, scope)
     fast = connection._request_from_scope(_no_send)
     quart = connection._create_request_from_scope(_no_send)

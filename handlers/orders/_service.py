@@ -54,11 +54,12 @@ class OrdersService:
         gateway: PaymentGateway,
         *,
         publish: Publish | None = None,
+        enqueue: Enqueue | None = None,
     ) -> None:
         self.store = store
         self.gateway = gateway
         self.publish = publish
-        self.enqueue: Enqueue | None = None  # the job queue; set when the jobs are wired
+        self.enqueue = enqueue  # the job queue: each step enqueues the next
 
     # -- placing and reading -----------------------------------------------------------
 

@@ -1,0 +1,184 @@
+"""Assembling an app: its declarations and the loaded settings become a supervision tree.
+
+Shape, serving (a worker has no access log, metrics or routes, and a hub only on a
+shared broker; ``canopy jobs`` runs the job store alone)::
+
+    Supervisor "canopy"
+      services                      stopped in reverse, each within its grace
+        access_log
+        redis connections           when a store or broker is on Redis
+        hub                         fan-out
+        job_store
+        <each capability's services, in the order they were included>
+        <the app's own services>
+        job_runner                  when this process runs jobs
+        scheduler                   when there are periodic jobs
+        metrics                     multiprocess refresher, with workers = N
+      http                          added by ``serve``: the first to stop
+
+So a task finds the store, the hub and every service running when it starts, and
+every service outlives the jobs that use it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from werkzeug.exceptions import HTTPException
+
+from canopy.handlers import health
+from canopy.handlers.jobs import JobsService
+from canopy.handlers.topics import TopicsService
+from canopy.nurseries import InflightLimit, Supervisor
+from canopy.nurseries.jobs import TaskRegistry
+
+from ._access_log import AccessLog, RequestIds
+from ._app import CanopyApp, Runtime, _http_error, _unhandled_error, _version
+from ._capability import Assembly, Mode
+from ._declared import AppError, Declared, where
+from ._jobs import add_runner, add_store, notify_for, schedules_for
+from ._metrics import CONTENT_TYPE, Metrics
+from ._openapi import install_openapi
+from ._redis import RedisConnections
+from ._settings import Settings
+from ._topics import add_topics
+from ._tracing import tracing_for
+from ._websocket import install as install_websocket_stream
+
+__all__ = ["assemble"]
+
+
+def assemble(app: CanopyApp, declared: Declared, settings: Settings, mode: Mode) -> Runtime:
+    """The tree of ``app`` and what it ``declared``, for ``mode``; nothing runs until it
+    is served."""
+    serving = mode is Mode.SERVE
+    services = Supervisor("services")
+    tree = Supervisor("canopy" if serving else "canopy-worker")
+    tree.add("services", services, grace=settings.service_grace + (0 if serving else 2))
+    limit = InflightLimit(settings.max_inflight, retry_after=settings.retry_after)
+    runtime = Runtime(settings, tree, services, limit, AccessLog(), RequestIds())
+    runtime.tracing = tracing_for(settings.tracing)
+    if serving:
+        services.add("access_log", runtime.access_log, grace=1.0)
+    redis = RedisConnections(services, settings)
+    runtime.topics = _topics(declared, mode, services, settings, redis)
+    if serving:
+        assert runtime.topics is not None
+        runtime.metrics = Metrics(limit, tree.status, runtime.topics)
+    registry = _registry(declared)
+    store = add_store(services, settings, redis)
+    runtime.jobs = JobsService(
+        store,
+        registry,
+        on_enqueued=runtime.metrics.job_enqueued if runtime.metrics else None,
+        stamp=runtime.tracing.stamp if runtime.tracing is not None else None,
+    )
+    if runtime.metrics is not None:
+        runtime.metrics.store = store
+    assembly = Assembly(
+        app, settings, mode, services, redis, runtime.jobs, registry, runtime.topics, runtime
+    )
+    for capability in declared.capabilities:
+        _install(capability, assembly, declared)
+    _add_services(declared, assembly)
+    schedules = schedules_for(declared.periodic, settings, registry)
+    if mode is Mode.WORKER or (serving and settings.run_jobs):
+        observe = runtime.metrics.job_event if runtime.metrics else None
+        publish = assembly.publisher() if serving else None
+        notify = notify_for(publish, observe, registry)
+        add_runner(
+            services, settings, store, registry, schedules, notify=notify, tracing=runtime.tracing
+        )
+    if serving:
+        _serve_web(app, runtime)
+    return runtime
+
+
+def _topics(
+    declared: Declared,
+    mode: Mode,
+    services: Supervisor,
+    settings: Settings,
+    redis: RedisConnections,
+) -> TopicsService | None:
+    """A worker has a hub only where one reaches the serving processes' subscribers:
+    on a shared broker."""
+    if mode is Mode.ADMIN or (mode is Mode.WORKER and settings.broker.startswith("memory://")):
+        return None
+    return add_topics(services, settings, redis, declared.topics)
+
+
+def _registry(declared: Declared) -> TaskRegistry:
+    registry = TaskRegistry()
+    for task in declared.tasks.values():
+        task.register(registry)
+    return registry
+
+
+def _install(capability: Any, assembly: Assembly, declared: Declared) -> None:
+    """A capability's install, its clashes with the app's names said as such."""
+    before = {spec.name for spec in assembly.registry}
+    try:
+        capability.install(assembly)
+    except ValueError as exc:
+        clash = re.search(r"task '([^']+)' is already registered", str(exc))
+        if clash and clash.group(1) in before:
+            task = declared.tasks[clash.group(1)]
+            raise AppError(
+                f"task {clash.group(1)!r} is declared twice: {where(task.function)} and "
+                f"by the capability {capability!r}"
+            ) from None
+        raise
+
+
+def _add_services(declared: Declared, assembly: Assembly) -> None:
+    for service in declared.services.values():
+        if not (assembly.serving or (assembly.mode is Mode.WORKER and service.worker)):
+            continue
+        try:
+            assembly.add_service(
+                service.name, service, grace=service.grace, restart=service.restart
+            )
+        except ValueError:  # the supervisor's duplicate child name
+            raise AppError(
+                f"service {service.name!r} is declared twice: {where(service.function)} "
+                "and by Canopy or a capability the app includes"
+            ) from None
+
+
+def _serve_web(app: CanopyApp, runtime: Runtime) -> None:
+    """What every served app has: the request pipeline's error answers, health,
+    metrics and the OpenAPI document; then no route may be declared twice."""
+    install_websocket_stream()  # pre-encoded frames for topics (see server/_websocket.py)
+    app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_size
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unhandled_error)
+    metrics = runtime.metrics
+    assert metrics is not None
+    if (refresher := metrics.refresher()) is not None:
+        runtime.services.add("metrics", refresher, grace=1.0)
+
+    @app.get("/metrics")
+    async def metrics_route() -> tuple[bytes, int, dict[str, str]]:
+        """Prometheus text format (server/_metrics.py says what is counted)."""
+        return await metrics.render(), 200, {"Content-Type": CONTENT_TYPE}
+
+    install_openapi(app, _version())
+    app.register_blueprint(health.create_blueprint(health.HealthService(runtime.tree.status)))
+    _check_routes(app)
+
+
+def _check_routes(app: CanopyApp) -> None:
+    """Werkzeug serves the first of two rules for one path and method and never the
+    second: a route declared twice is a start-up error naming both."""
+    seen: dict[tuple[str, str], str] = {}
+    for rule in app.url_map.iter_rules():
+        path = re.sub(r"<(?:([^:>]+):)?[^>]+>", lambda m: f"<{m.group(1) or 'string'}>", rule.rule)
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            first = seen.setdefault((path, method), rule.endpoint)
+            if first != rule.endpoint:
+                raise AppError(
+                    f"route {method} {rule.rule} is declared twice: by {first!r} and by "
+                    f"{rule.endpoint!r}"
+                )

@@ -1,0 +1,3 @@
+"""The project's own ``server`` module: a name Canopy must not take."""
+
+NAME = "the shop's own server module"

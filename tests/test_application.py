@@ -1,0 +1,221 @@
+"""A user's app on Canopy: what it declares, assembled and served through canopy.testing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import trio
+
+import canopy
+from canopy import capabilities, reference
+from canopy.testing import serve_app
+
+
+@dataclass(frozen=True)
+class ShopSettings:
+    greeting: str = canopy.setting("hello", str, "what the shop says")
+
+
+def shop() -> canopy.App:
+    """A small app, as a user would write it; a new one for each test."""
+    app = canopy.App("shop", settings=ShopSettings)
+    app.include(capabilities.topics_api)
+    app.topics("shop.orders.*", policy="drop_oldest", history=500, subscribe="anyone")
+    started = trio.Event()
+
+    @app.get("/hello/<name>")
+    async def hello(name: str) -> dict[str, str]:
+        return {"said": f"{app.settings.greeting} {name}"}
+
+    @app.task("shop.email", retry=canopy.Retry(max_attempts=3, base=0.01, cap=0.01), timeout=5)
+    async def email(args: dict[str, Any], ctx: canopy.JobContext) -> dict[str, Any]:
+        if args.get("fail_first") and ctx.job.attempts == 1:
+            raise RuntimeError("the mail server hung up")
+        await ctx.progress({"sent": 1})
+        return {"to": args["to"], "attempt": ctx.job.attempts}
+
+    @app.post("/emails")
+    async def send() -> tuple[dict[str, str], int]:
+        job = await email.enqueue({"to": "ann@example.com"}, idempotency_key="welcome-ann")
+        return {"job": job.id}, 202
+
+    @app.post("/orders/<int:number>")
+    async def order(number: int) -> dict[str, int]:
+        message = await app.topics.publish(f"shop.orders.{number}", {"number": number})
+        return {"offset": message.offset}
+
+    @app.service("price-feed", restart="transient", grace=1)
+    async def feed(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        started.set()
+        await trio.sleep_forever()
+
+    app.extensions["started"] = started
+    return app
+
+
+async def test_routes_tasks_services_and_settings_of_a_users_app() -> None:
+    app = shop()
+    async with serve_app(app, sections={"shop": ShopSettings("hi")}) as served:
+        response = await served.http.get("/hello/ann")
+        assert response.json() == {"said": "hi ann"}
+        assert response.headers["X-Request-ID"]
+        # what the app did not include is not there
+        assert (await served.http.get("/demo/quote/x")).status_code == 404
+        assert (await served.http.post("/jobs", json={"task": "shop.email"})).status_code == 404
+        ready = (await served.http.get("/readyz")).json()
+        services = ready["tree"]["children"][0]["children"]
+        names = [child["name"] for child in services]
+        assert names == ["access_log", "hub", "job_store", "price-feed", "job_runner"]
+        assert app.extensions["started"].is_set()
+
+        response = await served.http.post("/emails")
+        assert response.status_code == 202
+        job_id = response.json()["job"]
+        again = await served.http.post("/emails")  # the same idempotency key
+        assert again.json()["job"] == job_id
+        with trio.fail_after(10):
+            await served.run_jobs()
+            job = await app.jobs.wait(job_id)
+        assert job.state is canopy.JobState.SUCCEEDED
+        assert job.result == {"to": "ann@example.com", "attempt": 1}
+
+
+async def test_a_task_retries_and_its_outcome_can_be_awaited() -> None:
+    app = shop()
+    async with serve_app(app):
+        job = await app.jobs.enqueue("shop.email", {"to": "bo@example.com", "fail_first": True})
+        with trio.fail_after(10):
+            done = await app.jobs.wait(job.id)
+        assert (done.state, done.attempts) == (canopy.JobState.SUCCEEDED, 2)
+        assert done.result == {"to": "bo@example.com", "attempt": 2}
+        with pytest.raises(canopy.UnknownTask):
+            await app.jobs.enqueue("shop.nope", {})
+        with pytest.raises(ValueError, match="delay: must be"):
+            await app.jobs.enqueue("shop.email", {}, delay=-1)
+
+
+async def test_the_apps_topic_rule_applies() -> None:
+    app = shop()
+    async with serve_app(app) as served:
+        async with served.topics() as client, client.subscribe("shop.orders.*") as subscription:
+            response = await served.http.post("/orders/7")
+            assert response.json() == {"offset": 1}
+            with trio.fail_after(5):
+                item = await subscription.receive()
+            assert (item.topic, item.data) == ("shop.orders.7", {"number": 7})
+        # anyone may subscribe, as declared; publishing takes a token
+        response = await served.http.post("/topics/shop.orders.8/messages", json={"data": 1})
+        assert response.status_code == 403
+        history = await served.http.get("/topics/shop.orders.7/history")
+        assert history.status_code == 200
+
+
+async def test_periodic_jobs_tick() -> None:
+    app = canopy.App("ticks")
+    ticks: list[float] = []
+    two = trio.Event()
+
+    @app.periodic("ticks.beat", every=0.2)
+    async def beat(args: dict[str, Any]) -> None:
+        ticks.append(trio.current_time())
+        if len(ticks) == 2:
+            two.set()
+
+    async with serve_app(app):
+        with trio.fail_after(10):
+            await two.wait()
+    assert 0.1 < ticks[1] - ticks[0] < 0.5
+
+
+async def test_a_reference_service_is_a_capability_like_any_other() -> None:
+    app = canopy.App("shop")
+    app.include(reference.orders)
+    async with serve_app(app, sections={"orders": reference.orders.settings()}) as served:
+        assert (await served.http.put("/stock/apple", json={"available": 3})).status_code == 200
+        item = {"sku": "apple", "quantity": 1, "unit_price": 250}
+        body = {"customer": "c", "currency": "EUR", "items": [item]}
+        response = await served.http.post("/orders", json=body, headers={"Idempotency-Key": "k"})
+        assert response.status_code == 202, response.text
+        with trio.fail_after(10):
+            await served.run_jobs()
+        order = (await served.http.get(f"/orders/{response.json()['id']}")).json()
+        assert order["state"] == "confirmed"
+
+
+def test_two_declarations_of_one_name_are_refused_naming_both() -> None:
+    app = canopy.App("dup")
+
+    @app.task("dup.task")
+    async def first(args: dict[str, Any]) -> None: ...
+
+    with pytest.raises(canopy.AppError, match=r"'dup.task' is declared twice: .*first.*second"):
+
+        @app.task("dup.task")
+        async def second(args: dict[str, Any]) -> None: ...
+
+    @app.service("svc")
+    async def one() -> None: ...
+
+    with pytest.raises(canopy.AppError, match=r"service 'svc' is declared twice: .*one.*two"):
+
+        @app.service("svc")
+        async def two() -> None: ...
+
+
+def test_a_route_declared_twice_is_a_start_up_error(tmp_path: Any) -> None:
+    app = canopy.App("routes")
+
+    @app.get("/x/<a>")
+    async def one(a: str) -> dict[str, str]:
+        return {}
+
+    @app.get("/x/<b>")
+    async def two(b: str) -> dict[str, str]:
+        return {}
+
+    with pytest.raises(canopy.AppError, match=r"route GET /x/<b> is declared twice: by 'one'"):
+        app.boot(canopy.Settings(data_dir=str(tmp_path)))
+
+
+def test_a_task_that_clashes_with_a_capabilitys_is_refused(tmp_path: Any) -> None:
+    app = canopy.App("clash")
+    app.include(reference.demo)
+
+    @app.task("demo.echo")
+    async def echo(args: dict[str, Any]) -> None: ...
+
+    with pytest.raises(canopy.AppError, match=r"'demo.echo' is declared twice: .*echo.*demo"):
+        app.boot(canopy.Settings(data_dir=str(tmp_path)))
+
+
+def test_what_an_app_offers_before_it_is_served() -> None:
+    app = shop()
+    with pytest.raises(canopy.AppError, match="not assembled yet"):
+        _ = app.jobs.service
+    with pytest.raises(canopy.AppError, match="name 'my app'"):
+        canopy.App("my app")
+    with pytest.raises(canopy.AppError, match="restart must be"):
+        app.service("x", restart="sometimes")
+    with pytest.raises(canopy.AppError, match="give cron= or every="):
+        app.periodic("p")
+    with pytest.raises(canopy.AppError, match=r"cron '61 \* \* \* \*'"):
+        app.periodic("p", cron="61 * * * *")
+    with pytest.raises(canopy.AppError, match="must be an async def"):
+        app.task("sync")(lambda args: None)
+
+
+async def test_one_app_is_served_again_once_stopped() -> None:
+    """A module's app serves test after test: each assembly starts from what the app
+    declared, on its own store, and a running app is not assembled again."""
+    app = shop()
+    for greeting in ("hi", "hey"):
+        async with serve_app(app, sections={"shop": ShopSettings(greeting)}) as served:
+            assert (await served.http.get("/hello/ann")).json() == {"said": f"{greeting} ann"}
+            assert (await served.http.get("/metrics")).status_code == 200
+            with pytest.raises(canopy.AppError, match="is running: stop it"):
+                app.boot(canopy.Settings())
+            job = await app.jobs.enqueue("shop.email", {"to": greeting})
+            assert [j.id for j in await app.jobs.service.store.list_jobs()] == [job.id]
