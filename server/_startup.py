@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import click
 import trio
@@ -28,37 +29,45 @@ __all__ = ["boot_or_exit", "find_app", "load_or_exit", "run_process"]
 log = logging.getLogger("canopy")
 
 
-def find_app(given: str | None, config_path: str | None) -> tuple[App, str]:
-    """The app (see ``_loader.app_spec``) and the string that named it. One that is not
-    found exits 2 in one line; one whose module fails to import shows its traceback
-    and exits 1, and a mistake in its declarations exits 1 in one line."""
-    spec = app_spec(given, config_path or default_config_path())
+@contextmanager
+def _one_line(spec: str | None = None) -> Iterator[None]:
+    """The start-up mistakes a user meets first, each said in one line on stderr with
+    its exit code: a setting (2), an app not found (2), the app's declarations (1)."""
     try:
-        return load_app(spec), spec
+        yield
+    except SettingsError as exc:
+        click.echo(f"canopy: invalid setting: {exc}", err=True)
+        sys.exit(2)
     except AppNotFound as exc:
         click.echo(f"canopy: app not found: {exc}", err=True)
         sys.exit(2)
     except AppError as exc:
-        click.echo(f"canopy: in the app {spec}: {exc}", err=True)
+        click.echo(f"canopy: in the app {spec}: {exc}" if spec else f"canopy: {exc}", err=True)
         sys.exit(1)
+
+
+def find_app(given: str | None, config_path: str | None) -> tuple[App, str]:
+    """The app (see ``_loader.app_spec``) and the string that named it. An exception
+    raised while its module is imported shows its traceback (exit 1)."""
+    spec = app_spec(given, config_path or default_config_path())
+    with _one_line(spec):
+        app = load_app(spec)
+    return app, spec
 
 
 def load_or_exit(
     config_path: str | None, binds: Sequence[str] = (), app: App | None = None
 ) -> tuple[Config, Settings]:
-    """Both configurations, with the app's sections, the data directory made; a bad
-    setting exits 2 in one line."""
-    try:
+    """Both configurations, with the app's sections, the data directory made."""
+    with _one_line():
         config, settings = load_config(
             config_path or default_config_path(), binds, sections=app.sections() if app else {}
         )
-        settings.data_path.mkdir(parents=True, exist_ok=True)
-    except (SettingsError, OSError) as exc:
-        click.echo(f"canopy: invalid setting: {exc}", err=True)
-        sys.exit(2)
-    except AppError as exc:
-        click.echo(f"canopy: {exc}", err=True)
-        sys.exit(1)
+        try:
+            settings.data_path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            where = settings.data_path
+            raise SettingsError(f"CANOPY_DATA_DIR: cannot make {where} ({exc.strerror})") from None
     return config, settings
 
 
@@ -66,14 +75,8 @@ def boot_or_exit(app: App, spec: str, settings: Settings, mode: Mode) -> None:
     """Assemble the app; say which app this is first, and how it is open."""
     what = "Canopy's showcase (every capability)" if spec == SHOWCASE else spec
     log.info("app %s", what, extra={"app": spec, "mode": mode.value})
-    try:
+    with _one_line(spec):
         app.boot(settings, mode=mode)
-    except SettingsError as exc:
-        click.echo(f"canopy: invalid setting: {exc}", err=True)
-        sys.exit(2)
-    except AppError as exc:
-        click.echo(f"canopy: in the app {spec}: {exc}", err=True)
-        sys.exit(1)
 
 
 def run_process(settings: Settings, main: Callable[[], Awaitable[object]]) -> None:

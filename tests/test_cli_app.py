@@ -227,3 +227,34 @@ def test_canopy_token_mints_what_the_server_verifies(tmp_path: Path) -> None:
     bad = canopy(tmp_path, "token", "ops", "-s", "a..b", env=env)
     assert bad.returncode == 2
     assert "invalid topic 'a..b'" in bad.stderr
+
+
+def test_a_data_dir_that_cannot_be_made_names_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    done = canopy(tmp_path, "serve", env={"CANOPY_DATA_DIR": str(tmp_path / "file" / "var")})
+    assert done.returncode == 2
+    assert done.stderr.startswith("canopy: invalid setting: CANOPY_DATA_DIR: cannot make ")
+    assert done.stderr.count("\n") == 1
+
+
+async def test_hypercorn_serves_a_users_app_with_its_tree(project: Path) -> None:
+    """Under Hypercorn's own worker the app assembles itself in its lifespan, from
+    the same config file and environment."""
+    (project / "hypercorn.toml").write_text('bind = ["127.0.0.1:0"]\nworker_class = "trio"\n')
+    argv = [sys.executable, "-m", "hypercorn", "--config", "hypercorn.toml", "shop:app"]
+    env = {"CANOPY_SHOP_GREETING": "hey"}
+    async with running_server(
+        project, argv=argv, env=env, started_line="Running on http://", showcase=False
+    ) as server:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+            assert (await client.get("/hello/bo")).json()["said"] == "hey, bo"
+            tree = (await client.get("/readyz")).json()["tree"]
+            assert "price-feed" in [child["name"] for child in tree["children"][0]["children"]]
+
+
+async def test_without_an_app_the_showcase_is_served_and_says_so(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "canopy", "serve", "--bind", "127.0.0.1:0"]
+    async with running_server(tmp_path, argv=argv) as server:
+        assert server.logs[0]["msg"] == "app Canopy's showcase (every capability)"
+        assert server.logs[0]["app"] == "canopy.showcase:app"
+        assert await server.stop() == 0
