@@ -3,6 +3,7 @@
 Usage (from the repository root; needs ``apt-get install valgrind``)::
 
     python bench/instructions.py [--load c] [--requests 2000] [--rounds 3] [--compare-to DIR]
+    python bench/instructions.py --load a --user-app
 
 This machine's throughput drifts by 10-15 % over a minute, and a change worth 1-2 %
 of a request is lost in that. Callgrind counts the instructions the whole server
@@ -16,10 +17,12 @@ three is steady: the same code in two checkouts, three runs each, came out 0.06 
 apart. A change is measured against its base (``--compare-to``: a ``git worktree`` of
 the base commit) by the ratio of their counts, with ``--rounds 3``.
 
-Loads as in ``http_requests.py``: (a) ``GET /demo/hello``; (c) ``POST /jobs`` into
-a fresh SQLite store (no runner). The simulated ticker feed and the job runner are
-off, so only requests are counted. Bounded: under callgrind the server runs about
-50 times slower; 2,000 requests take about 30 s a checkout.
+Loads as in ``http_requests.py``: (a) ``GET /demo/hello``; (c) ``POST /jobs`` into a
+fresh SQLite store (no runner). ``--user-app`` counts, beside the showcase, a user's
+app (``bench/user_app.py``) whose own route answers load (a) the same way. The
+simulated ticker feed and the job runner are off, so only requests are counted.
+Bounded: under callgrind the server runs about 50 times slower; 2,000 requests take
+about 30 s a checkout.
 """
 
 from __future__ import annotations
@@ -84,17 +87,22 @@ def _send(port: int, request: bytes, total: int) -> int:
     return share * CONNECTIONS
 
 
-def count(checkout: Path, load: str, requests: int) -> list[float]:
+def count(checkout: Path, load: str, requests: int, app: str | None = None) -> list[float]:
     """Instructions per request of the server run from ``checkout``, one figure per
-    thread: the event loop's first, then the store's and any other worker threads'."""
+    thread: the event loop's first, then the store's and any other worker threads'.
+    ``app``: a user's app to serve (from bench/), not the showcase."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
+        # the showcase's ticker feed off; a user's app has no such setting
+        which = {"CANOPY_APP": app} if app else {"CANOPY_TICKER_RATE": "0"}
+        if app:
+            shutil.copy(ROOT / "bench" / f"{app.split(':')[0]}.py", tmp)
         env = {
             **os.environ,
+            **which,
             "PYTHONPATH": str(import_root(checkout)),
             "PYTHONHASHSEED": "0",
-            "CANOPY_TICKER_RATE": "0",
             "CANOPY_RUN_JOBS": "false",
             "CANOPY_MAX_QUEUED": "10000000",
             "CANOPY_MAX_INFLIGHT": "8192",
@@ -152,16 +160,25 @@ def main() -> None:
         "--rounds", type=int, default=3, help="runs per checkout (the lowest counts)"
     )
     parser.add_argument("--compare-to", type=Path, help="another checkout, counted the same way")
+    parser.add_argument(
+        "--user-app",
+        action="store_true",
+        help="also count bench/user_app.py, a user's app with the same route (load a)",
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("bench/instructions.py needs valgrind: apt-get install valgrind")
-    checkouts = {"canopy": ROOT}
+    if args.user_app and args.load != "a":
+        sys.exit("--user-app has the route of load (a) alone")
+    checkouts: dict[str, tuple[Path, str | None]] = {"canopy": (ROOT, None)}
     if args.compare_to is not None:
-        checkouts[f"canopy@{args.compare_to.name}"] = args.compare_to.resolve()
+        checkouts[f"canopy@{args.compare_to.name}"] = (args.compare_to.resolve(), None)
+    if args.user_app:
+        checkouts["user app"] = (ROOT, "user_app:app")
     counts: dict[str, list[list[float]]] = {name: [] for name in checkouts}
     for _ in range(args.rounds):
-        for name, checkout in checkouts.items():
-            counts[name].append(count(checkout, args.load, args.requests))
+        for name, (checkout, app) in checkouts.items():
+            counts[name].append(count(checkout, args.load, args.requests, app))
     request = REQUESTS[args.load].split(b" HTTP")[0].decode()
     print(f"({args.load}) {request}, {args.requests} requests over {CONNECTIONS} connections")
     # The event loop's count is the steady one: the store's thread does more or less
@@ -179,10 +196,15 @@ def main() -> None:
             f" {total[name] / 1000:>7,.1f}k instructions/request  (runs, loop + others: {listed})"
         )
     if args.compare_to is not None:
-        base = next(reversed(counts))
+        base = f"canopy@{args.compare_to.name}"
         print(
             f"    canopy / {base}: loop {loop['canopy'] / loop[base]:.4f},"
             f" all threads {total['canopy'] / total[base]:.4f}"
+        )
+    if args.user_app:
+        print(
+            f"    user app / canopy: loop {loop['user app'] / loop['canopy']:.4f},"
+            f" all threads {total['user app'] / total['canopy']:.4f}"
         )
 
 
