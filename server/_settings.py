@@ -47,17 +47,27 @@ class SettingsError(ValueError):
     """An invalid setting; the message names it and says what was expected."""
 
 
+def _number(value: Any, expected: str) -> float:
+    """``value`` as a number, or ValueError saying what was expected."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(expected) from None
+
+
 def _positive_float(value: Any) -> float:
-    number = float(value)
+    expected = "must be a positive number of seconds"
+    number = _number(value, expected)
     if not number > 0 or number == float("inf"):
-        raise ValueError("must be a positive number of seconds")
+        raise ValueError(expected)
     return number
 
 
 def _non_negative_float(value: Any) -> float:
-    number = float(value)
+    expected = "must be zero or a positive number of seconds"
+    number = _number(value, expected)
     if not number >= 0 or number == float("inf"):
-        raise ValueError("must be zero or a positive number of seconds")
+        raise ValueError(expected)
     return number
 
 
@@ -65,7 +75,10 @@ def _whole_number(minimum: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError("must be a whole number")
-        number = int(value)
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError("must be a whole number") from None
         if number < minimum:
             raise ValueError(f"must be at least {minimum}")
         return number
@@ -78,7 +91,7 @@ _non_negative_int = _whole_number(0)
 
 
 def _fraction(value: Any) -> float:
-    number = float(value)
+    number = _number(value, "must be a fraction from 0 to 1")
     if not 0.0 <= number <= 1.0:
         raise ValueError("must be a fraction from 0 to 1")
     return number
@@ -249,11 +262,13 @@ def _secret(value: Any) -> str:
     return text
 
 
-def setting(default: Any, parse: Callable[[Any], Any], doc: str) -> Any:
+def setting(default: Any, parse: Callable[[Any], Any], doc: str, *, secret: bool = False) -> Any:
     """A field of a settings dataclass: its default, the function that reads a value
     from the config file or the environment (raising ValueError, whose message says
-    what the value "must" be), and one line for ``canopy settings``."""
-    return field(default=default, metadata={"parse": parse, "doc": doc})
+    what the value "must" be), and one line for ``canopy settings``. A ``secret``'s
+    value is never printed, not even when it is refused."""
+    metadata = {"parse": parse, "doc": doc, "secret": secret}
+    return field(default=default, repr=not secret, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -338,7 +353,10 @@ class Settings:
     )
 
     topics_secret: str = setting(
-        "", _secret, "HMAC secret (32+ bytes) that signs topic tokens (empty: anonymous only)"
+        "",
+        _secret,
+        "HMAC secret (32+ bytes) that signs topic tokens (empty: anonymous only)",
+        secret=True,
     )
     anonymous_subscribe: tuple[str, ...] | None = setting(
         None,
@@ -429,7 +447,12 @@ def _parse(setting: dataclasses.Field[Any], value: Any, source: str) -> Any:
         return setting.metadata["parse"](value)
     except (TypeError, ValueError) as exc:
         reason = str(exc) if "must" in str(exc) else "has the wrong type"
-        raise SettingsError(f"{source}: {reason} (got {value!r})") from None
+        got = (
+            f"{len(str(value))} characters, not shown"
+            if setting.metadata["secret"]
+            else repr(value)
+        )
+        raise SettingsError(f"{source}: {reason} (got {got})") from None
 
 
 def load_settings(

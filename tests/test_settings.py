@@ -185,3 +185,35 @@ def test_schedules_by_interval_and_by_cron() -> None:
     assert (beat.name, beat.task, beat.every, beat.cron) == ("beat", "demo.echo", 30.0, None)
     assert (nightly.name, nightly.task, nightly.every) == ("nightly", "demo.sleep", None)
     assert nightly.cron == "0 3 * * *"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("CANOPY_REQUEST_TIMEOUT", "abc", "must be a positive number of seconds"),
+        ("CANOPY_DRAIN_LINGER", "soon", "must be zero or a positive number of seconds"),
+        ("CANOPY_MAX_INFLIGHT", "many", "must be a whole number"),
+        ("CANOPY_HISTORY_SIZE", "[]", "must be a whole number"),
+        ("CANOPY_FLUSH_INTERVAL", "nan", "must be zero or a positive number of seconds"),
+    ],
+)
+def test_a_bad_value_says_what_is_expected(name: str, value: str, expected: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(None, {name: value})
+    assert str(info.value) == f"{name}: {expected} (got {value!r})"
+
+
+def test_a_refused_secret_is_not_printed_back() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(None, {"CANOPY_TOPICS_SECRET": "hunter2-short"})
+    assert "hunter2" not in str(info.value)
+    assert str(info.value) == (
+        "CANOPY_TOPICS_SECRET: must be at least 32 bytes (HS256 needs a key as long as its"
+        " hash) (got 13 characters, not shown)"
+    )
+
+
+def test_a_secret_is_not_in_the_settings_repr() -> None:
+    settings = load_settings(None, {"CANOPY_TOPICS_SECRET": "k" * 40})
+    assert settings.topics_secret == "k" * 40
+    assert "kkkk" not in repr(settings)
