@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, cast
 
 from quart import request
 
-from canopy.nurseries import json_loads
+from canopy.nurseries import strict_json_loads
 
 from ._errors import ApiError
 from ._headers import first_header
@@ -31,19 +30,6 @@ def _current() -> Any:
     return request._get_current_object()  # type: ignore[attr-defined]
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-# One decoder for every body: ``json.loads`` with any option builds a new one per call.
-_decode = json.JSONDecoder(parse_constant=_no_constants).decode
-
-
-def _decode_bytes(data: bytes) -> Any:
-    # What json.loads does with bytes: UTF-8, -16 or -32, told apart by the first bytes.
-    return _decode(data.decode(json.detect_encoding(data), "surrogatepass"))
-
-
 async def read_json() -> Any:
     """The body as JSON, whatever its Content-Type, or 400 ``invalid_json``.
 
@@ -54,7 +40,7 @@ async def read_json() -> Any:
     """
     data = cast(bytes, await _current().get_data(as_text=False))
     try:
-        return json_loads(data, _decode_bytes)
+        return strict_json_loads(data)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, "invalid_json", "the body must be JSON (UTF-8)") from None
 

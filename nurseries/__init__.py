@@ -7,14 +7,15 @@ service start protocol (:class:`Service`), restart policies, load shedding
 SQLite database behind ``trio.to_thread`` (:class:`SqliteDatabase`), random ids that
 cost no system call each (:func:`random_hex`, and :func:`sortable_id`, time first for
 an index that grows at its end), and JSON decoded by orjson
-wherever it reads exactly what ``json`` reads (:func:`json_loads`).
+wherever it reads exactly what ``json`` reads (:func:`json_loads`, and
+:func:`strict_json_loads` for what clients send).
 """
 
 from ._concurrency import first_completed, gather
 from ._errors import CanopyError, Overloaded, SupervisorGaveUp
 from ._group_commit import GroupCommit
 from ._ids import random_hex, sortable_id
-from ._json import json_loads
+from ._json import json_loads, strict_json_loads
 from ._limits import InflightLimit
 from ._restart import Backoff, RestartIntensity, RestartPolicy
 from ._service import Drainable, Service
@@ -45,4 +46,5 @@ __all__ = [
     "json_loads",
     "random_hex",
     "sortable_id",
+    "strict_json_loads",
 ]

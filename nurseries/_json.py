@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["json_loads"]
+__all__ = ["json_loads", "strict_json_loads"]
 
 _DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 _LONG_RUN = b"0" * 19
@@ -34,3 +34,24 @@ def json_loads(data: str | bytes, fallback: Callable[[Any], Any] = json.loads) -
         except orjson.JSONDecodeError:
             pass
     return fallback(data)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# One decoder for every call: ``json.loads`` with any option builds a new one per call.
+_decode = json.JSONDecoder(parse_constant=_no_constants).decode
+
+
+def _decode_any(data: str | bytes) -> Any:
+    if isinstance(data, bytes):  # as json.loads: UTF-8, -16 or -32, by the first bytes
+        data = data.decode(json.detect_encoding(data), "surrogatepass")
+    return _decode(data)
+
+
+def strict_json_loads(data: str | bytes) -> Any:
+    """JSON as RFC 8259 has it, for what clients send: ``NaN`` and ``Infinity``
+    (which ``json`` reads, and no other parser does) are refused with ValueError, as
+    is what is not JSON; nesting too deep raises RecursionError."""
+    return json_loads(data, _decode_any)

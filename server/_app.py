@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any, cast
 
 import trio
-from quart import Response, request
+from quart import Response, has_websocket_context, request, websocket
 from quart.ctx import RequestContext
 from quart.globals import _cv_app, _cv_request, request_ctx
 from quart.signals import (
@@ -32,7 +32,7 @@ from quart.signals import (
     request_tearing_down,
 )
 from quart.typing import ResponseReturnValue, ResponseTypes
-from quart.wrappers import Request
+from quart.wrappers import Request, Websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -91,6 +91,12 @@ class CanopyApp(QuartTrio):
 
     def request_context(self, request: Request) -> RequestContext:
         return CachedRequestContext(self, request)
+
+    async def handle_websocket(self, websocket: Websocket) -> Any:
+        # An id as a request has: the log line of a session's failure carries it.
+        ids = self.runtime.request_ids
+        websocket.canopy_request_id = _request_id(websocket.scope["headers"], ids)  # type: ignore[attr-defined]
+        return await super().handle_websocket(websocket)
 
     def ensure_async(self, func: Any) -> Any:
         # Quart asks this of every view, hook and session method on every request, and
@@ -307,9 +313,13 @@ async def _http_error(error: HTTPException) -> ResponseReturnValue:
     return _error_response(error)
 
 
-async def _unhandled_error(error: Exception) -> ResponseReturnValue:
+async def _unhandled_error(error: Exception) -> ResponseReturnValue | None:
     """A bug in a view: 500, with the request id the log line has too (the
-    traceback is for the log alone)."""
+    traceback is for the log alone). In a WebSocket session, the session ends with
+    1011 instead: there is no request to answer."""
+    if has_websocket_context():
+        await _websocket_failed(error)
+        return None
     request_id = getattr(request, "canopy_request_id", None)
     error_log.error(
         "unhandled error in %s %s",
@@ -320,6 +330,16 @@ async def _unhandled_error(error: Exception) -> ResponseReturnValue:
     )
     message = "the server failed; its log has this request's id"
     return _error_response(ApiError(500, "internal_error", message, request_id=request_id))
+
+
+async def _websocket_failed(error: Exception) -> None:
+    error_log.error(
+        "unhandled error in WebSocket %s",
+        websocket.path,
+        exc_info=error,
+        extra={"request_id": getattr(websocket, "canopy_request_id", None)},
+    )
+    await websocket.close(1011, "internal error")
 
 
 def _version() -> str:

@@ -153,7 +153,8 @@ def _serve_web(app: CanopyApp, runtime: Runtime) -> None:
     install_websocket_stream()  # pre-encoded frames for topics (see server/_websocket.py)
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_size
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(Exception, _unhandled_error)
+    # None in a WebSocket session, which the handler has closed: Quart sends nothing.
+    app.register_error_handler(Exception, _unhandled_error)  # type: ignore[arg-type]
     metrics = runtime.metrics
     assert metrics is not None
     if (refresher := metrics.refresher()) is not None:

@@ -219,3 +219,38 @@ async def test_one_app_is_served_again_once_stopped() -> None:
                 app.boot(canopy.Settings())
             job = await app.jobs.enqueue("shop.email", {"to": greeting})
             assert [j.id for j in await app.jobs.service.store.list_jobs()] == [job.id]
+
+
+async def test_a_bug_in_a_websocket_ends_it_with_1011_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from quart import websocket
+    from trio_websocket import ConnectionClosed, wrap_client_stream
+
+    app = canopy.App("ws")
+
+    @app.websocket("/boom")
+    async def boom() -> None:
+        await websocket.accept()
+        await websocket.receive()
+        raise RuntimeError("a bug in a socket")
+
+    async with serve_app(app) as served:
+        # The stream is ours to close: trio-websocket's own client leaves its socket
+        # unclosed when the server ends the session.
+        stream = await trio.open_tcp_stream("127.0.0.1", served.port)
+        async with stream, trio.open_nursery() as nursery:
+            headers = [("X-Request-ID", "ws-1")]
+            ws = await wrap_client_stream(
+                nursery, stream, "127.0.0.1", "/boom", extra_headers=headers
+            )
+            await ws.send_message("go")
+            with trio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            nursery.cancel_scope.cancel()
+        assert closed.value.reason.code == 1011
+        assert (await served.http.get("/healthz")).status_code == 200
+    record = next(r for r in caplog.records if r.name == "canopy.error")
+    assert record.getMessage() == "unhandled error in WebSocket /boom"
+    assert record.request_id == "ws-1"  # type: ignore[attr-defined]
+    assert record.exc_info is not None and "a bug in a socket" in str(record.exc_info[1])

@@ -43,6 +43,7 @@ def test_public_api_is_pinned() -> None:
             "json_loads",
             "random_hex",
             "sortable_id",
+            "strict_json_loads",
         ]
     )
     assert sorted(canopy.handlers.__all__) == sorted(

@@ -136,6 +136,12 @@ async def test_bad_frames_get_error_frames_and_the_connection_stays_open(tmp_pat
                 json.dumps({"op": "subscribe", "topic": "demo.x", "token": "forged"}),
                 "invalid_token",
             ),
+            # not JSON, though Python's json reads them: never fanned out
+            ('{"op": "publish", "topic": "demo.x", "data": NaN}', "invalid_json"),
+            ('{"op": "publish", "topic": "demo.x", "data": [Infinity]}', "invalid_json"),
+            ('{"op": "publish", "topic": "demo.x", "data": -Infinity}', "invalid_json"),
+            ("[" * 1000 + "]" * 1000, "invalid_json"),  # nesting past any parser's depth
+            ('{"op": "ping", "x": ' + "[" * 5000 + "]" * 5000 + "}", "invalid_json"),
         ]
         for frame, code in cases:
             await ws.send_message(frame)

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from canopy.nurseries import strict_json_loads
 from canopy.nurseries.fanout import Message, Presence
 
 __all__ = [
@@ -89,8 +90,8 @@ def parse(frame: str | bytes) -> Operation:
     if isinstance(frame, bytes):
         raise ProtocolError("binary_frame", "frames must be JSON text, not binary")
     try:
-        body = json.loads(frame)
-    except ValueError:
+        body = strict_json_loads(frame)
+    except (ValueError, RecursionError):  # NaN and Infinity too: no browser reads them
         raise ProtocolError("invalid_json", "the frame is not valid JSON") from None
     if not isinstance(body, dict):
         raise ProtocolError("invalid_json", "a frame must be a JSON object")
