@@ -246,3 +246,28 @@ async def test_a_burst_of_publishes_is_answered_in_order(tmp_path: Path) -> None
             got = [json.loads(await listener.get_message()) for _ in frames]
             assert [m["data"] for m in got] == list(range(200))
             assert [m["offset"] for m in got] == offsets
+
+
+async def test_a_bad_token_at_connect_is_told_at_once(tmp_path: Path) -> None:
+    """Malformed, signed with another secret or expired, in the query or the header:
+    the first frame says so, and the connection goes on with the anonymous grants."""
+    other = TokenIssuer("another-secret-that-is-long-enough-for-hs256")
+    bad = {
+        "malformed": "forged",
+        "signed elsewhere": other.issue("eve", subscribe=["orders.*"]),
+        "expired": TokenIssuer(SECRET).issue("ann", subscribe=["orders.*"], ttl=-60),
+    }
+    async with server_in(tmp_path) as server:
+        for what, token in bad.items():
+            for resource, headers in (
+                (f"/ws?token={token}", []),
+                ("/ws", [("Authorization", f"Bearer {token}")]),
+            ):
+                async with raw_ws(server.port, resource, extra_headers=headers) as ws:
+                    with trio.fail_after(5):
+                        first = json.loads(await ws.get_message())
+                    assert (first["type"], first["code"]) == ("error", "invalid_token"), what
+                    assert first["message"].endswith("; connected anonymously")
+                    assert await call(ws, {"op": "ping"}) == {"type": "pong"}
+                    denied = await call(ws, {"op": "subscribe", "topic": "orders.1"})
+                    assert denied["code"] == "forbidden"

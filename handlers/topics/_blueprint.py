@@ -36,6 +36,7 @@ class _QuartSocket:
         self._asgi_send = getattr(ws, "asgi_send", None)
         if FRAMES_EXTENSION not in ws.scope.get("extensions", {}):
             self._asgi_send = None
+        self._accepted = False
 
     async def receive(self) -> str | bytes:
         return await self._ws.receive()
@@ -45,6 +46,11 @@ class _QuartSocket:
             for frame in frames:
                 await self._ws.send(frame)
             return
+        if not self._accepted:
+            # Quart accepts on a send or receive of its own; frames sent past it, before
+            # the handshake, the transport would drop (a first frame, say).
+            await self._ws.accept()
+            self._accepted = True
         encoded = b"".join(
             f.encoded() if isinstance(f, Frame) else encode_text_frame(f) for f in frames
         )
