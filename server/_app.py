@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any, cast
 
 import trio
-from quart import Response, has_websocket_context, request, websocket
+from quart import Response, current_app, has_websocket_context, request, websocket
 from quart.ctx import RequestContext
 from quart.globals import _cv_app, _cv_request, request_ctx
 from quart.signals import (
@@ -34,7 +34,7 @@ from quart.signals import (
 from quart.typing import ResponseReturnValue, ResponseTypes
 from quart.wrappers import Request, Websocket
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from canopy.handlers import DEADLINE_ATTRIBUTE, ApiError, error_body, first_header
 from canopy.handlers.jobs import JobsService
@@ -42,7 +42,7 @@ from canopy.handlers.topics import TopicsService
 from canopy.nurseries import InflightLimit, Overloaded, Supervisor
 
 from ._access_log import AccessLog, RequestIds
-from ._asgi import CanopyHTTPConnection, CanopyWebsocketConnection
+from ._asgi import CanopyHTTPConnection, CanopyWebsocketConnection, body_too_large
 from ._metrics import Metrics, route_label
 from ._settings import Settings
 from ._tracing import Tracing
@@ -310,6 +310,8 @@ def _dumps(body: dict[str, Any]) -> str:
 
 
 async def _http_error(error: HTTPException) -> ResponseReturnValue:
+    if isinstance(error, RequestEntityTooLarge):  # Quart's own check (plain Hypercorn)
+        error = body_too_large(current_app.config["MAX_CONTENT_LENGTH"])
     return _error_response(error)
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "TRANSPORT_EXTENSION",
     "CanopyHTTPConnection",
     "CanopyWebsocketConnection",
+    "body_too_large",
 ]
 
 TRANSPORT_EXTENSION = "canopy.transport"
@@ -56,9 +57,7 @@ class CanopyHTTPConnection(TrioASGIHTTPConnection):
             return
         if outcome is _Body.TOO_LARGE:
             request.body.set_complete()
-            request.canopy_rejection = ApiError(  # type: ignore[attr-defined]
-                413, "body_too_large", f"request body exceeds {limit} bytes"
-            )
+            request.canopy_rejection = body_too_large(limit)  # type: ignore[attr-defined]
         response = await self.app.handle_request(request)
         if isinstance(response, Response) and isinstance(response.response, DataBody):
             await _send_whole(send, response)
@@ -112,6 +111,18 @@ def _title(name: bytes) -> str:
         if len(_TITLES) < _MAX_TITLES:
             _TITLES[name] = title
     return title
+
+
+def body_too_large(limit: int) -> ApiError:
+    """The 413 of a body over ``limit`` bytes, on any server. The connection cannot
+    serve another request: the rest of this one's body may still be on its way (the
+    transport reads it only to discard it)."""
+    return ApiError(
+        413,
+        "body_too_large",
+        f"request body exceeds {limit} bytes",
+        headers={"Connection": "close"},
+    )
 
 
 class _Body(enum.Enum):

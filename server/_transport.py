@@ -44,6 +44,10 @@ log = logging.getLogger("canopy.transport")
 
 MAX_RECV = 2**16
 SEND_TIMEOUT = 30.0
+# After the server closes a connection (a response with Connection: close, one sent
+# before the request's body ended), how long it reads and discards what the client
+# still sends, so that the close does not reset the response away (see _linger).
+LINGER = 2.0
 SHUTDOWN_CLOSE_CODE = 1001
 SHUTDOWN_CLOSE_REASON = "server shutting down"
 
@@ -56,7 +60,7 @@ class _Inbox:
     on the common path a request's body is already queued when the app asks for it.
     """
 
-    __slots__ = ("_getter", "_items", "_limit", "_putters")
+    __slots__ = ("_closed", "_getter", "_items", "_last", "_limit", "_putters")
 
     def __init__(self, limit: int) -> None:
         # A list, not a deque: it holds at most ``limit`` (Hypercorn's
@@ -66,13 +70,31 @@ class _Inbox:
         self._limit = max(1, limit)
         self._getter: trio.Event | None = None
         self._putters: trio.lowlevel.ParkingLot | None = None
+        self._closed = False
+        self._last: Any = None
 
     @property
     def full(self) -> bool:
         return len(self._items) >= self._limit
 
+    def close(self, last: Any = None) -> None:
+        """Nothing more will be read from here (a response is complete, or the call is
+        over): what comes now, the rest of a body the app refused, is dropped, a put
+        waiting for room returns, and a get has ``last``."""
+        self._closed = True
+        self._last = last
+        self._items.clear()
+        if self._putters is not None:
+            self._putters.unpark_all()
+        if self._getter is not None:
+            self._getter.set()
+
     async def put(self, message: Any) -> None:
+        if self._closed:
+            return
         while len(self._items) >= self._limit:
+            if self._closed:
+                return
             if self._putters is None:
                 self._putters = trio.lowlevel.ParkingLot()
             await self._putters.park()
@@ -86,6 +108,8 @@ class _Inbox:
         # Several tasks may wait (a WebSocket view can receive from more than one):
         # they share the event, and those that find nothing when it fires wait again.
         while not self._items:
+            if self._closed:
+                return self._last
             if self._getter is None:
                 self._getter = trio.Event()
             await self._getter.wait()
@@ -135,6 +159,7 @@ class _AppCall:
 
     async def send(self, message: Any) -> None:
         if message is None:
+            self._inbox.close()
             self.connection.uncork()
             await self._send(None)
             # The stream holds our ``put`` and we its ``app_send``: a reference cycle
@@ -148,6 +173,9 @@ class _AppCall:
             self.connection.cork()
         elif kind == "http.response.body" and not message.get("more_body", False):
             self.responded = True
+            # What the client still sends is not for the app: Hypercorn's own
+            # http.disconnect must not wait behind the body chunks that filled the queue.
+            self._inbox.close(_DISCONNECT)
         await self._send(message)
         if kind != "http.response.start":
             self.connection.uncork()
@@ -178,6 +206,9 @@ class _AppCall:
             cancel()
         else:
             self._on_disconnect = cancel
+
+
+_DISCONNECT = {"type": "http.disconnect"}
 
 
 async def _finished(message: Any) -> None:
@@ -329,6 +360,7 @@ class Connection:
         self._drain_deadline = math.inf
         self._read_scope: trio.CancelScope | None = None
         self._closed = False
+        self._lingering = False  # closed by the server, reading on to discard (_linger)
         self._corked = False
         self._pending: list[bytes] = []
         self._fd = -1  # the socket's descriptor, for writes that need no await
@@ -427,7 +459,7 @@ class Connection:
     def _apply_drain_deadline(self) -> None:
         # While draining, an idle connection lingers until the drain deadline; a busy
         # one has until its request is done (bounded by the server's grace).
-        if self._draining and self._read_scope is not None:
+        if self._draining and self._read_scope is not None and not self._lingering:
             self._read_scope.deadline = self._drain_deadline if self._idle else math.inf
 
     async def _read_loop(self) -> None:
@@ -441,6 +473,8 @@ class Connection:
                     break
                 if not data:
                     break
+                if self._lingering:
+                    continue  # the server has closed: what the client still sends is dropped
                 await self.protocol.handle(RawData(data))
                 await self.run_deferred()
                 if self._draining and self._idle:
@@ -514,7 +548,7 @@ class Connection:
         elif kind is Closed:
             self._corked = False
             await self.flush()
-            await self._close()
+            await self._linger()
             await self.protocol.handle(Closed())
 
     def cork(self) -> None:
@@ -560,6 +594,22 @@ class Connection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return False
         return not scope.cancelled_caught
+
+    async def _linger(self) -> None:
+        """The server's close: the end of writing (a FIN), then reading on, discarding,
+        until the client closes or ``LINGER`` has passed. Closing a socket with unread
+        input makes the kernel answer with a reset, which discards what the client has
+        not read yet: a 413 sent before the body ended never arrived. TLS has no
+        half-close: closed at once, as before."""
+        if self._fd < 0 or self._read_scope is None:
+            await self._close()
+            return
+        try:
+            cast(trio.SocketStream, self.stream).socket.shutdown(trio.socket.SHUT_WR)
+        except OSError:
+            pass  # the peer has gone already; the read sees it
+        self._lingering = True
+        self._read_scope.deadline = min(self._read_scope.deadline, trio.current_time() + LINGER)
 
     async def _close(self) -> None:
         if self._closed:

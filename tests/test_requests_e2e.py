@@ -154,4 +154,8 @@ async def test_plain_hypercorn_serves_the_app(tmp_path: Path) -> None:
             assert [child["name"] for child in tree["children"]] == ["services"]
             response = await client.get("/demo/hello")
             assert response.json() == {"hello": "world"}
+            # a body over the limit: the same answer as under canopy serve
+            response = await client.post("/jobs", content=b"x" * 1_048_600)
+            assert (response.status_code, response.json()["error"]) == (413, "body_too_large")
+            assert response.headers["connection"] == "close"
         assert await server.stop() == 0
