@@ -55,7 +55,9 @@ def assemble(app: CanopyApp, declared: Declared, settings: Settings, mode: Mode)
     serving = mode is Mode.SERVE
     services = Supervisor("services")
     tree = Supervisor("canopy" if serving else "canopy-worker")
-    tree.add("services", services, grace=settings.service_grace + (0 if serving else 2))
+    # More than the runner's own grace (the jobs', then the release of their leases):
+    # cut off by this deadline first, a stop left its running jobs leased.
+    tree.add("services", services, grace=settings.service_grace + 2)
     limit = InflightLimit(settings.max_inflight, retry_after=settings.retry_after)
     runtime = Runtime(settings, tree, services, limit, AccessLog(), RequestIds())
     runtime.tracing = tracing_for(settings.tracing)

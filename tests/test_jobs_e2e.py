@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import sys
@@ -344,3 +345,22 @@ async def test_past_its_topic_limit_a_server_still_publishes_new_jobs_events(
             assert evicted >= 40  # 60 + 1 job topics, and one for demo.fresh, in 20 places
     refused = [e for e in server.logs if "publish" in e.get("msg", "")]
     assert refused == []
+
+
+async def test_canopy_serve_releases_its_running_jobs_when_it_drains(tmp_path: Path) -> None:
+    """As a worker does: the grace, then the lease released, so the job runs again at
+    once wherever jobs run next, not after its lease expires."""
+    write_config(tmp_path)
+    env = {"CANOPY_SERVICE_GRACE": "0.5", "CANOPY_JOB_LEASE": "30"}
+    async with running_server(tmp_path, env=env) as web:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web.port}") as client:
+            long = await client.post("/jobs", json={"task": "demo.sleep", "args": {"seconds": 30}})
+            await wait_for(client, long.headers["location"], "running")
+        assert await web.stop() == 0
+    shown = await trio.run_process(
+        [sys.executable, "-m", "canopy", "jobs", "show", long.json()["id"]],
+        cwd=tmp_path,
+        capture_stdout=True,
+    )
+    released = json.loads(shown.stdout)
+    assert (released["state"], released["lease_owner"]) == ("queued", None)
