@@ -61,6 +61,13 @@ def bench_command(
     orders (place an order, wait until it is confirmed), ws (WebSocket subscribers and
     an HTTP publisher; latency is publish to delivery).
     """
+    if plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:  # said now, not after the whole run
+            raise click.UsageError(
+                "--plot needs matplotlib: pip install 'canopy-server[plot]'"
+            ) from None
     try:
         payload = json.loads(body)
     except ValueError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,11 +20,27 @@ from ._startup import boot_or_exit, find_app, load_or_exit
 __all__ = ["jobs_group"]
 
 
-def _run(config_path: str | None, action: Callable[[JobsService], Awaitable[Any]]) -> None:
-    """Open the app's store, run ``action`` against it, print its JSON; exit 1 on
-    failure. The app says which tasks there are; nothing of it runs but the store."""
+def _run(
+    config_path: str | None,
+    action: Callable[[JobsService], Awaitable[Any]],
+    *,
+    existing: bool = True,
+    render: Callable[[Any], str] | None = None,
+) -> None:
+    """Open the app's store, run ``action`` against it, print what it returns
+    (``render``: JSON unless said); exit 1 on failure, in a sentence. The app says which
+    tasks there are; nothing of it runs but the store. Only an enqueue makes a store:
+    the others (``existing``) look for one, and say where they looked."""
     app, spec = find_app(_given_app(), config_path)
-    _config, settings = load_or_exit(config_path, app=app)
+    _config, settings = load_or_exit(config_path, app=app, make_data_dir=not existing)
+    path = settings.sqlite_path
+    if existing and path is not None and not path.exists():
+        click.echo(
+            f"canopy: no job store at {path.absolute()}: run this where the server runs, or"
+            " give its --config or CANOPY_DATA_DIR",
+            err=True,
+        )
+        sys.exit(1)
     boot_or_exit(app, spec, settings, Mode.ADMIN)
     tree, service = app.runtime.tree, app.jobs.service
 
@@ -41,9 +58,21 @@ def _run(config_path: str | None, action: Callable[[JobsService], Awaitable[Any]
 
     result = trio.run(main)
     if isinstance(result, Exception):
-        click.echo(f"canopy: {type(result).__name__}: {result}", err=True)
+        click.echo(f"canopy: {_sentence(result, service)}", err=True)
         sys.exit(1)
-    click.echo(json.dumps(result, indent=2, default=str))
+    click.echo((render or _as_json)(result))
+
+
+def _as_json(result: Any) -> str:
+    return json.dumps(result, indent=2, default=str)
+
+
+def _sentence(error: Exception, service: JobsService) -> str:
+    """What went wrong, for an operator: no Python class names."""
+    if isinstance(error, UnknownTask):
+        known = ", ".join(sorted(spec.name for spec in service.registry)) or "none"
+        return f"no task {error.args[0]!r}; the app's tasks are {known}"
+    return str(error)
 
 
 def _given_app() -> str | None:
@@ -93,7 +122,11 @@ def enqueue(
 ) -> None:
     """Enqueue TASK and print the stored job. What is not given is the task's default."""
     try:
-        body = {"task": task, "args": json.loads(args_json), "delay": delay}
+        args = json.loads(args_json)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON ({exc})", param_hint="'--args'") from None
+    try:
+        body = {"task": task, "args": args, "delay": delay}
         body.update({name: value for name, value in defaults.items() if value is not None})
         request = JobRequest.parse(body, key)
     except ValueError as exc:
@@ -103,7 +136,7 @@ def enqueue(
         job, _created = await service.enqueue(request)
         return job.to_dict()
 
-    _run(config_path, action)
+    _run(config_path, action, existing=False)
 
 
 @jobs_group.command("show")
@@ -155,9 +188,14 @@ def _page_bound(_ctx: click.Context, _param: click.Parameter, value: str | None)
 @click.option(
     "--before", callback=_page_bound, help="the jobs after this one (as the last list said)"
 )
+@click.option("--json", "as_json", is_flag=True, help="JSON, for scripts (default: a table).")
 @_config_option
 def list_jobs(
-    state: str | None, limit: int, before: tuple[float, str] | None, config_path: str | None
+    state: str | None,
+    limit: int,
+    before: tuple[float, str] | None,
+    as_json: bool,
+    config_path: str | None,
 ) -> None:
     """List the most recent jobs, newest first; a full list says on stderr how to go on."""
 
@@ -167,4 +205,21 @@ def list_jobs(
             click.echo(f"canopy: more with --before {page_end(jobs[-1])}", err=True)
         return [job.to_dict() for job in jobs]
 
-    _run(config_path, action)
+    _run(config_path, action, render=_as_json if as_json else _table)
+
+
+def _table(jobs: list[dict[str, Any]]) -> str:
+    """One line a job, for people: which, what, how it went, when."""
+    rows = [["ID", "TASK", "STATE", "ATTEMPTS", "CREATED", "ERROR"]]
+    for job in jobs:
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(job["created_at"]))
+        error = job["error"].splitlines()[0][:60] if job["error"] else "-"
+        attempts = f"{job['attempts']}/{job['max_attempts']}"
+        rows.append([job["id"], job["task"], job["state"], attempts, created, error])
+    widths = [max(len(row[n]) for row in rows) for n in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(
+            [*(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)), row[-1]]
+        )
+        for row in rows
+    )

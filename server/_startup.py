@@ -56,15 +56,21 @@ def find_app(given: str | None, config_path: str | None) -> tuple[App, str]:
 
 
 def load_or_exit(
-    config_path: str | None, binds: Sequence[str] = (), app: App | None = None
+    config_path: str | None,
+    binds: Sequence[str] = (),
+    app: App | None = None,
+    *,
+    make_data_dir: bool = True,
 ) -> tuple[Config, Settings]:
-    """Both configurations, with the app's sections, the data directory made."""
+    """Both configurations, with the app's sections, the data directory made (unless
+    the command only reads what is there)."""
     with _one_line():
         config, settings = load_config(
             config_path or default_config_path(), binds, sections=app.sections() if app else {}
         )
         try:
-            settings.data_path.mkdir(parents=True, exist_ok=True)
+            if make_data_dir:
+                settings.data_path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             where = settings.data_path
             raise SettingsError(f"CANOPY_DATA_DIR: cannot make {where} ({exc.strerror})") from None

@@ -32,14 +32,28 @@ def test_enqueue_show_list_cancel_retry(tmp_path: Path) -> None:
     job = ok(tmp_path, "jobs", "enqueue", "demo.echo", "--args", '{"a": 1}', "--delay", "60")
     assert job["state"] == "scheduled" and job["args"] == {"a": 1}
     assert ok(tmp_path, "jobs", "show", job["id"])["id"] == job["id"]
-    listed = ok(tmp_path, "jobs", "list", "--state", "scheduled")
+    listed = ok(tmp_path, "jobs", "list", "--state", "scheduled", "--json")
     assert [j["id"] for j in listed] == [job["id"]]
+    table = canopy(tmp_path, "jobs", "list", "--state", "scheduled").stdout.splitlines()
+    assert table[0].split() == ["ID", "TASK", "STATE", "ATTEMPTS", "CREATED", "ERROR"]
+    assert table[1].split()[:4] == [job["id"], "demo.echo", "scheduled", "0/5"]
     second = ok(tmp_path, "jobs", "enqueue", "demo.echo", "--args", '{"a": 2}', "--delay", "60")
-    full = canopy(tmp_path, "jobs", "list", "--state", "scheduled", "--limit", "1")
+    full = canopy(tmp_path, "jobs", "list", "--state", "scheduled", "--limit", "1", "--json")
     assert [j["id"] for j in json.loads(full.stdout)] == [second["id"]]
     assert full.stderr.startswith("canopy: more with --before ")
     bound = full.stderr.split()[-1]
-    rest = ok(tmp_path, "jobs", "list", "--state", "scheduled", "--limit", "1", "--before", bound)
+    rest = ok(
+        tmp_path,
+        "jobs",
+        "list",
+        "--state",
+        "scheduled",
+        "--limit",
+        "1",
+        "--before",
+        bound,
+        "--json",
+    )
     assert [j["id"] for j in rest] == [job["id"]]
     assert canopy(tmp_path, "jobs", "list", "--before", "soon").returncode == 2
     assert ok(tmp_path, "jobs", "cancel", second["id"])["state"] == "cancelled"
@@ -54,12 +68,46 @@ def test_enqueue_show_list_cancel_retry(tmp_path: Path) -> None:
 
 def test_errors_are_one_line_and_nonzero(tmp_path: Path) -> None:
     write_config(tmp_path)
-    for args, needle in (
-        (("jobs", "enqueue", "no.such"), "UnknownTask"),
-        (("jobs", "show", "missing"), "no job missing"),
+    assert canopy(tmp_path, "jobs", "enqueue", "demo.echo").returncode == 0  # a store
+    for args, said in (
+        (
+            ("jobs", "enqueue", "no.such"),
+            "canopy: no task 'no.such'; the app's tasks are demo.echo, demo.fail, demo.sleep,"
+            " orders.charge, orders.confirm, orders.reserve\n",
+        ),
+        (("jobs", "show", "missing"), "canopy: no job missing\n"),
+        (("jobs", "cancel", "missing"), "canopy: no job missing\n"),
     ):
         result = canopy(tmp_path, *args)
-        assert result.returncode == 1
-        assert len(result.stderr.strip().splitlines()) == 1 and needle in result.stderr
+        assert (result.returncode, result.stderr) == (1, said)
     result = canopy(tmp_path, "jobs", "enqueue", "demo.echo", "--args", "[1]")
     assert result.returncode == 2 and "JSON object" in result.stderr
+    result = canopy(tmp_path, "jobs", "enqueue", "demo.echo", "--args", "notjson")
+    assert result.returncode == 2
+    assert "Invalid value for '--args': not JSON" in result.stderr
+
+
+def test_a_command_that_reads_jobs_creates_no_store(tmp_path: Path) -> None:
+    """Run from the wrong directory, it says where it looked, and leaves no ./var."""
+    for args in (("list",), ("show", "x"), ("cancel", "x"), ("retry", "x")):
+        result = canopy(tmp_path, "jobs", *args)
+        assert result.returncode == 1
+        assert result.stderr == (
+            f"canopy: no job store at {tmp_path / 'var' / 'canopy.db'}: run this where the"
+            " server runs, or give its --config or CANOPY_DATA_DIR\n"
+        )
+        assert not (tmp_path / "var").exists()
+
+
+def test_bench_plot_without_matplotlib_stops_before_the_load(tmp_path: Path) -> None:
+    hide = "import sys; sys.modules['matplotlib'] = None; from canopy.server._cli import main;"
+    result = subprocess.run(
+        [sys.executable, "-c", hide + " main()", "bench", "http-get", "--plot", "out.png"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "--plot needs matplotlib: pip install 'canopy-server[plot]'" in result.stderr
+    assert result.stdout == ""
