@@ -271,3 +271,22 @@ async def test_a_bad_token_at_connect_is_told_at_once(tmp_path: Path) -> None:
                     assert await call(ws, {"op": "ping"}) == {"type": "pong"}
                     denied = await call(ws, {"op": "subscribe", "topic": "orders.1"})
                     assert denied["code"] == "forbidden"
+
+
+async def test_a_grant_covers_its_prefix_and_nothing_beside_it(tmp_path: Path) -> None:
+    """``orders.*`` is ``orders.`` and below: not ``ordersX.1``, not ``orders`` itself."""
+    token = TokenIssuer(SECRET).issue("c", subscribe=["orders.*"], publish=["orders.*"])
+    async with server_in(tmp_path) as server:
+        for topic, status in (("orders.1", 202), ("ordersX.1", 403), ("orders", 403)):
+            answer, _ = await post(server.port, f"/topics/{topic}/messages", {"data": 1}, token)
+            assert answer == status, topic
+        async with raw_ws(server.port, f"/ws?token={token}") as ws:
+            for topic, kind in (
+                ("orders.1", "subscribed"),
+                ("ordersX.1", "error"),
+                ("orders", "error"),
+            ):
+                reply = await call(ws, {"op": "subscribe", "topic": topic})
+                assert reply["type"] == kind, topic
+                if kind == "error":
+                    assert reply["code"] == "forbidden"
