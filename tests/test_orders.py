@@ -237,3 +237,36 @@ async def test_a_charge_repeated_after_a_crash_charges_once(tmp_path: Path, nurs
     assert again == "already paid" and gateway.calls == 2
     assert (await store.get(placed.id)).state is OrderState.PAID  # type: ignore[union-attr]
     assert steps == ["orders.reserve", "orders.charge", "orders.confirm", "orders.confirm"]
+
+
+async def test_two_charge_steps_at_once_charge_and_record_once(
+    tmp_path: Path, nursery: Any
+) -> None:
+    """A lease that expires while the gateway is slow gives the charge step to a second
+    runner while the first still runs it: both reach the gateway and both record, and
+    there must be one charge (the gateway's key, and the charges table's key)."""
+    store = OrderStore(tmp_path / "orders.db")
+    await nursery.start(store.run)
+    gateway = SimulatedGateway(latency=0.05)
+
+    async def enqueue(task: str, args: dict[str, Any], key: str) -> None:
+        pass
+
+    service = OrdersService(store, gateway, enqueue=enqueue)
+    await store.set_stock("fig", 1)
+    placed, _ = await service.place(order(sku="fig"), "twice")
+    await service._reserve({"order_id": placed.id})
+    references: list[str] = []
+
+    async def charge_step(attempt: int) -> None:
+        job = Job("orders.charge", {"order_id": placed.id}, attempts=attempt)
+        context = JobContext(job, None, f"runner-{attempt}")  # type: ignore[arg-type]
+        references.append(await service._charge({"order_id": placed.id}, context))
+
+    async with trio.open_nursery() as both:
+        both.start_soon(charge_step, 1)
+        both.start_soon(charge_step, 2)
+    assert gateway.calls == 2 and len(gateway.charged) == 1
+    assert await store.charges(placed.id) == 1
+    assert (await store.get(placed.id)).state is OrderState.PAID  # type: ignore[union-attr]
+    assert references[0] == references[1] or "already paid" in references
