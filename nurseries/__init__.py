@@ -13,6 +13,7 @@ wherever it reads exactly what ``json`` reads (:func:`json_loads`, and
 
 from ._concurrency import first_completed, gather
 from ._errors import CanopyError, Overloaded, SupervisorGaveUp
+from ._failures import RepeatingFailure
 from ._group_commit import GroupCommit
 from ._ids import random_hex, sortable_id
 from ._json import json_loads, strict_json_loads
@@ -33,6 +34,7 @@ __all__ = [
     "GroupCommit",
     "InflightLimit",
     "Overloaded",
+    "RepeatingFailure",
     "RestartIntensity",
     "RestartPolicy",
     "Service",

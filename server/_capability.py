@@ -18,7 +18,7 @@ from quart import Blueprint
 
 from canopy.handlers.jobs import JobsService
 from canopy.handlers.topics import TopicsService
-from canopy.nurseries import RestartPolicy, Service, Supervisor
+from canopy.nurseries import RepeatingFailure, RestartPolicy, Service, Supervisor
 from canopy.nurseries.fanout import Hub, HubError
 from canopy.nurseries.jobs import TaskRegistry
 
@@ -99,10 +99,14 @@ def hub_publisher(hub: Hub) -> Publish:
     """Events to ``hub``: one it refuses (its broker is away, or it is full) costs
     the event, never the work that announced it, and one line in the log."""
 
+    failures = RepeatingFailure(log, "events not published")
+
     async def publish(topic: str, data: dict[str, Any]) -> None:
         try:
             await hub.publish(topic, data)
         except HubError as exc:
-            log.warning("event to %s not published: %s", topic, exc)
+            failures.failed(f"{topic}: {exc}")
+        else:
+            failures.succeeded()
 
     return publish

@@ -81,6 +81,11 @@ async def test_a_redis_restart_mid_load_loses_no_accepted_job(tmp_path: Path) ->
                         await trio.sleep(0.2)
             assert codes.get(0, 0) == 0  # the server itself never stopped answering
             assert await server.stop() == 0
+            # The outage in the log: when it started, with its cause, and when it ended,
+            # not a line per failed claim.
+            claims = [e["msg"] for e in server.logs if e["msg"].startswith("claim failed")]
+            assert 2 <= len(claims) <= 3, claims
+            assert claims[-1].startswith("claim failed: works again after ")
     finally:
         redis.stop(signal.SIGKILL)
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import trio
 
+from canopy.nurseries import RepeatingFailure
 from canopy.nurseries.fanout import Hub, HubError
 
 from ._book import AlertBook
@@ -64,6 +65,7 @@ class TickerService:
         self.latest: dict[str, Tick] = {}
         self.book = AlertBook()
         self.published = 0  # ticks
+        self._publish_failures = RepeatingFailure(log, "ticks not published")
         self.notified = 0  # alert notices
         self._stop = trio.CancelScope()
 
@@ -166,6 +168,7 @@ class TickerService:
                 [(tick_topic(t.symbol), t.to_dict(), t.symbol) for t in batch]
             )
         except HubError as exc:  # a market feed moves on: the next tick supersedes this one
-            log.warning("ticks not published: %s", exc)
+            self._publish_failures.failed(exc)
             return
+        self._publish_failures.succeeded()
         self.published += len(batch)

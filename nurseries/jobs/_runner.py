@@ -38,6 +38,7 @@ from typing import Any
 
 import trio
 
+from .._failures import RepeatingFailure
 from ._job import Job
 from ._registry import TaskRegistry, UnknownTask
 from ._retry import RetryPolicy
@@ -129,7 +130,18 @@ class JobRunner:
     _ready: deque[_Running] = field(default_factory=deque, init=False)
     _idle: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot, init=False)
     _workers: int = field(default=0, init=False)
-    _called: int = field(default=0, init=False)  # workers woken or started, not running yet
+    _called: int = field(default=0, init=False)
+    # While the store is away every loop fails each turn: said when it starts, counted
+    # now and then, and said when it ends (see RepeatingFailure).
+    _claim_failures: RepeatingFailure = field(
+        default_factory=lambda: RepeatingFailure(log, "claim failed"), init=False
+    )
+    _heartbeat_failures: RepeatingFailure = field(
+        default_factory=lambda: RepeatingFailure(log, "heartbeat failed"), init=False
+    )
+    _sweep_failures: RepeatingFailure = field(
+        default_factory=lambda: RepeatingFailure(log, "sweep failed"), init=False
+    )  # workers woken or started, not running yet
     _executing: int = field(default=0, init=False)  # workers inside a job (so, waiting in it)
     _arrivals: int = field(default=0, init=False)  # workers that came when called, so far
     # Whether jobs wait inside (so each needs its own worker), as the last ones did;
@@ -215,8 +227,10 @@ class JobRunner:
             try:
                 claimed = await self.store.claim(self.queue, self.owner, free, self.lease)
             except JobStoreError as exc:
-                log.warning("claim failed: %s", exc)
+                self._claim_failures.failed(exc)
                 claimed = []
+            else:
+                self._claim_failures.succeeded()
             finally:
                 self._reserved -= free
             self._start(claimed)
@@ -417,8 +431,9 @@ class JobRunner:
             try:
                 cancelled = await self.store.heartbeat(self.owner, ids, self.lease)
             except JobStoreError as exc:
-                log.warning("heartbeat failed: %s", exc)
+                self._heartbeat_failures.failed(exc)
                 continue
+            self._heartbeat_failures.succeeded()
             for job_id in cancelled:
                 self._cancel_requested(job_id)
 
@@ -428,7 +443,9 @@ class JobRunner:
             try:
                 await self.store.requeue_expired()
             except JobStoreError as exc:
-                log.warning("sweep failed: %s", exc)
+                self._sweep_failures.failed(exc)
+            else:
+                self._sweep_failures.succeeded()
 
 
 def _settled(job: Job, state: JobState, **changes: Any) -> Job:
