@@ -185,13 +185,17 @@ async def test_a_cancelled_alert_does_not_fire_and_owners_have_a_bound(tmp_path:
         inbox = RecordingSink()
         await hub.subscribe("alerts.carol", inbox)
         first = await service.add_alert("carol", "X", 10, "above")
-        await service.add_alert("carol", "X", 20, "above")
+        second = await service.add_alert("carol", "X", 20, "above")
         with pytest.raises(TooManyAlerts):
             await service.add_alert("carol", "X", 30, "above")
-        assert await service.cancel_alert(first) is not None
-        await source.play("X", 15.0)
-        await trio.sleep(0.2)
-        assert inbox.messages == []
+        cancelled = await service.cancel_alert(first)
+        assert cancelled is not None and cancelled.state is AlertState.CANCELLED
+        # Past the cancelled alert's price, then the other's: only the other fires, and
+        # the first price was seen by then (the feed is in order).
+        await source.play("X", 15.0, 25.0)
+        await notified(service, 1)
+        assert [m.data["alert"]["id"] for m in inbox.messages] == [second.id]
+        assert (await service.store.get(first.id)).state is AlertState.CANCELLED  # type: ignore[union-attr]
 
 
 async def test_a_restarted_service_starts_with_a_fresh_book_and_scope(tmp_path: Path) -> None:
