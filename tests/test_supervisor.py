@@ -182,6 +182,31 @@ async def test_transient_and_temporary_policies(autojump_clock: Any) -> None:
         sup.shutdown()
 
 
+async def test_a_transient_child_that_finishes_is_not_restarted(autojump_clock: Any) -> None:
+    """TRANSIENT restarts a crash, not a clean exit: the work is done."""
+
+    class OneShot:
+        runs = 0
+
+        async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            OneShot.runs += 1
+            task_status.started()
+            await trio.sleep(1)
+
+    sup = Supervisor("root", backoff=Backoff(initial=1.0))
+    sup.add("once", OneShot(), restart=RestartPolicy.TRANSIENT)
+    sup.add("steady", Drainer("steady", []))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        await trio.sleep(10)
+        status = {c.name: c for c in sup.status().children}
+        assert OneShot.runs == 1
+        assert (status["once"].state, status["once"].restarts) == (ServiceState.STOPPED, 0)
+        assert status["steady"].state is ServiceState.RUNNING
+        assert sup.state is ServiceState.RUNNING
+        sup.shutdown()
+
+
 async def test_first_start_failure_fails_supervisor_and_stops_started_children(
     autojump_clock: Any,
 ) -> None:
@@ -225,11 +250,17 @@ async def test_nested_supervisors_report_and_stop_leaves_first(autojump_clock: A
 
 
 async def test_shutdown_before_run_completes_cleanly(autojump_clock: Any) -> None:
+    """Asked to stop before it ran: it starts nothing, waits for nothing, and says so."""
+    events: list[tuple[float, str]] = []
     sup = Supervisor("root")
-    sup.add("a", Drainer("a", []))
+    sup.add("a", Drainer("a", events))
     sup.shutdown()
     await sup.run()
     assert sup.state is ServiceState.STOPPED
+    assert events == []  # the child never ran
+    assert trio.current_time() == 0
+    (child,) = sup.status().children
+    assert (child.state, child.restarts) == (ServiceState.STOPPED, 0)
 
 
 async def test_stop_requested_during_start_up_still_reports_started(autojump_clock: Any) -> None:
