@@ -452,6 +452,31 @@ async def test_cancelling_a_running_job_within_a_second(store: JobStore, nursery
     assert (await store.get(job.id)).state is JobState.CANCELLED  # type: ignore[union-attr]
 
 
+async def test_a_cancel_whose_push_is_lost_arrives_with_the_heartbeat(
+    store: JobStore, nursery: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The push that carries a cancel (this process's event, the SQLite doorbell,
+    Redis pub/sub) can be lost; the heartbeat's answer then carries it, within a
+    heartbeat (a third of the lease, at most half a second)."""
+    monkeypatch.setattr(store, "on_cancel_requested", lambda listener: lambda: None)
+    registry = TaskRegistry()
+    started = trio.Event()
+
+    @registry.task("long")
+    async def long(args: dict[str, Any]) -> None:
+        started.set()
+        await trio.sleep(30)
+
+    job, _ = await store.enqueue(Job("long"))
+    await nursery.start(runner(store, registry).run)
+    await started.wait()
+    asked = trio.current_time()
+    await store.cancel(job.id)
+    done = await wait_for_state(store, job.id, JobState.CANCELLED)
+    assert trio.current_time() - asked < 1.5
+    assert done.attempts == 1
+
+
 async def test_graceful_stop_releases_the_lease_for_the_next_runner(
     store: JobStore, nursery: Any
 ) -> None:
