@@ -129,6 +129,18 @@ class ServiceDecl:
             await self.function()
 
 
+def _add_once(
+    declared: dict[str, Any], kind: str, name: str, item: Any, function: Callable[..., Any]
+) -> None:
+    """Declare ``item`` under ``name`` once: an async function, not a name taken."""
+    if not inspect.iscoroutinefunction(function):
+        raise AppError(f"{kind} {name!r}: {where(function)} must be an async def")
+    if name in declared:
+        first = declared[name].function
+        raise AppError(f"{kind} {name!r} is declared twice: {where(first)} and {where(function)}")
+    declared[name] = item
+
+
 @dataclass(eq=False)
 class Declared:
     """Everything an app declared, in the order it was declared."""
@@ -140,25 +152,10 @@ class Declared:
     capabilities: list[Any] = field(default_factory=list)
 
     def add_task(self, task: Task) -> None:
-        if not inspect.iscoroutinefunction(task.function):
-            raise AppError(f"task {task.name!r}: {where(task.function)} must be an async def")
-        if task.name in self.tasks:
-            first = self.tasks[task.name].function
-            raise AppError(
-                f"task {task.name!r} is declared twice: {where(first)} and {where(task.function)}"
-            )
-        self.tasks[task.name] = task
+        _add_once(self.tasks, "task", task.name, task, task.function)
 
     def add_service(self, service: ServiceDecl) -> None:
-        if not inspect.iscoroutinefunction(service.function):
-            raise AppError(f"service {service.name!r}: {where(service.function)} must be async")
-        if service.name in self.services:
-            first = self.services[service.name].function
-            raise AppError(
-                f"service {service.name!r} is declared twice: "
-                f"{where(first)} and {where(service.function)}"
-            )
-        self.services[service.name] = service
+        _add_once(self.services, "service", service.name, service, service.function)
 
     @staticmethod
     def schedule(
