@@ -29,9 +29,11 @@ from .redis_server import RedisServer
 RULES = TopicRules(default=TopicRule(history_size=1000, history_ttl=60))
 
 
-async def open_hub(nursery: trio.Nursery, url: str, prefix: str, **options: Any) -> Hub:
+async def open_hub(
+    nursery: trio.Nursery, url: str, prefix: str, rules: TopicRules = RULES, **options: Any
+) -> Hub:
     connection = RedisConnection(url)
-    hub = Hub(RULES, broker=RedisBroker(connection, prefix=prefix), **options)
+    hub = Hub(rules, broker=RedisBroker(connection, prefix=prefix), **options)
     await nursery.start(connection.run)
     await nursery.start(hub.run)
     return hub
@@ -390,3 +392,45 @@ async def test_a_malformed_batch_is_ignored_and_the_next_heard(
     assert there.messages[0].offset == 1
     # Each of the two hubs: two batches refused whole, two entries of the third.
     assert sum("malformed fan-out" in r.message for r in caplog.records) == 2 * 4
+
+
+@pytest.mark.parametrize("broker", ["memory", "redis"])
+async def test_the_resume_window_is_the_same_on_both_brokers(
+    broker: str, request: pytest.FixtureRequest, nursery: trio.Nursery
+) -> None:
+    """``history_size`` and ``history_ttl`` bound what a resume recovers, alike on both.
+    On Redis the stream is trimmed by length, and on a topic that stays active (its
+    key refreshed by each publish) only the age check ages messages out: a broker
+    without it would pass the memory hub's own test and fail this one."""
+    rules = TopicRules(
+        [
+            TopicRule("short.*", history_size=3, history_ttl=60.0),
+            TopicRule("aged.*", history_size=100, history_ttl=1.0),
+        ]
+    )
+    if broker == "memory":
+        hub = Hub(rules)
+        await nursery.start(hub.run)
+    else:
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        hub = await open_hub(nursery, redis.url, f"win-{uuid.uuid4().hex[:8]}", rules)
+    for n in range(1, 6):
+        await hub.publish("short.a", n)
+    page = await hub.history("short.a")
+    assert [m.offset for m in page.messages] == [3, 4, 5]
+    kept = await hub.history("short.a", since=2, epoch=page.epoch)
+    assert kept.recovered and [m.offset for m in kept.messages] == [3, 4, 5]
+    trimmed = await hub.history("short.a", since=1, epoch=page.epoch)
+    assert not trimmed.recovered and trimmed.messages == []
+
+    for n in range(1, 4):
+        await hub.publish("aged.a", n)
+    await trio.sleep(0.7)
+    epoch = (await hub.publish("aged.a", 4)).epoch  # the topic stays active
+    await trio.sleep(0.6)  # 1 to 3 are past the TTL now, 4 is not
+    for since, recovered in ((1, False), (3, True)):
+        sink = RecordingSink()
+        resumed = await hub.subscribe("aged.a", sink, since=since, epoch=epoch)
+        assert resumed.replay is not None and resumed.replay.recovered is recovered, since
+        if recovered:  # the replay goes to the subscriber, then live messages follow
+            await until(lambda: sink.offsets == [4])  # noqa: B023 (awaited at once)
