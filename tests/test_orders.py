@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import trio
 
+from canopy.handlers.jobs import JobsService
 from canopy.handlers.orders import Order, OrdersService, OrderState, OrderStore, SimulatedGateway
 from canopy.handlers.topics import TokenIssuer
 from canopy.handlers.topics.client import TopicMessage, connect_topics
-from canopy.nurseries.jobs import Job, JobContext
+from canopy.nurseries.jobs import Job, JobContext, JobRunner, SQLiteJobStore, TaskRegistry
 
 from .e2e import running_server, write_config
 
@@ -270,3 +271,74 @@ async def test_two_charge_steps_at_once_charge_and_record_once(
     assert await store.charges(placed.id) == 1
     assert (await store.get(placed.id)).state is OrderState.PAID  # type: ignore[union-attr]
     assert references[0] == references[1] or "already paid" in references
+
+
+async def test_a_charge_step_whose_lease_expires_runs_twice_and_charges_once(
+    tmp_path: Path, nursery: Any
+) -> None:
+    """Under two runners: one is stalled mid-charge (its heartbeats stopped, as a frozen
+    process's do), its lease expires while the gateway is slow, and the other runner's
+    sweeper gives the charge step to the other, which charges too. Once both steps have
+    recorded: one charge, and the order went on to confirmed."""
+    jobs_db = tmp_path / "jobs.db"
+    stalled_store, other_store = SQLiteJobStore(jobs_db), SQLiteJobStore(jobs_db)
+    order_store = OrderStore(tmp_path / "orders.db")
+    for store in (stalled_store, other_store, order_store):
+        await nursery.start(store.run)
+
+    async def no_heartbeat(owner: str, job_ids: Any, lease: float) -> set[str]:
+        return set()
+
+    stalled_store.heartbeat = no_heartbeat  # type: ignore[method-assign]
+    claim, finish_and_claim = stalled_store.claim, stalled_store.finish_and_claim
+
+    async def claim_until_frozen(queue: str, owner: str, limit: int, lease: float) -> Any:
+        return [] if gateway.calls else await claim(queue, owner, limit, lease)
+
+    async def finish_until_frozen(
+        jobs: Any, owner: str, queue: str, limit: int, lease: float
+    ) -> Any:
+        return await finish_and_claim(jobs, owner, queue, 0 if gateway.calls else limit, lease)
+
+    # Frozen once it is charging: it claims nothing more.
+    stalled_store.claim = claim_until_frozen  # type: ignore[method-assign]
+    stalled_store.finish_and_claim = finish_until_frozen  # type: ignore[method-assign]
+    recorded = trio.Semaphore(0)
+    record_charge = order_store.record_charge
+
+    async def counted(*args: Any) -> Order | None:
+        try:
+            return await record_charge(*args)
+        finally:
+            recorded.release()
+
+    order_store.record_charge = counted  # type: ignore[method-assign]
+    gateway = SimulatedGateway(latency=1.5)
+    registry = TaskRegistry()
+    jobs = JobsService(other_store, registry)
+    service = OrdersService(order_store, gateway, enqueue=jobs.enqueue_task)
+    service.register_tasks(registry)
+    fast = {"lease": 0.3, "poll_interval": 0.02}
+    await nursery.start(JobRunner(stalled_store, registry, sweep_interval=3600, **fast).run)
+    await order_store.set_stock("plum", 1)
+    placed, _ = await service.place(order(sku="plum"), "two-runners")
+    with trio.fail_after(10):
+        while True:  # the stalled runner is charging: the gateway holds it
+            if gateway.calls == 1:
+                break
+            await trio.sleep(0.02)
+        await nursery.start(JobRunner(other_store, registry, sweep_interval=0.1, **fast).run)
+        for _ in range(2):  # both steps charged and recorded
+            await recorded.acquire()
+        final = await _settled_in(order_store, placed.id)
+    assert gateway.calls == 2 and len(gateway.charged) == 1  # charged twice, once in effect
+    assert await order_store.charges(placed.id) == 1
+    assert final.state is OrderState.CONFIRMED
+
+
+async def _settled_in(store: OrderStore, order_id: str) -> Order:
+    while True:
+        found = await store.get(order_id)
+        if found is not None and found.state in (OrderState.CONFIRMED, OrderState.FAILED):
+            return found
+        await trio.sleep(0.05)
