@@ -15,11 +15,14 @@ from typing import Any
 import httpx
 import trio
 
+import canopy
+from canopy import reference
 from canopy.handlers.jobs import JobsService
 from canopy.handlers.orders import Order, OrdersService, OrderState, OrderStore, SimulatedGateway
 from canopy.handlers.topics import TokenIssuer
 from canopy.handlers.topics.client import TopicMessage, connect_topics
 from canopy.nurseries.jobs import Job, JobContext, JobRunner, SQLiteJobStore, TaskRegistry
+from canopy.testing import serve_app
 
 from .e2e import running_server, write_config
 
@@ -174,39 +177,39 @@ def test_order_ids_begin_with_the_time() -> None:
     assert 0 <= int(order_id[:12], 16) - now_ms < 1000
 
 
-async def test_a_declined_charge_releases_the_stock(tmp_path: Path) -> None:
-    write_config(tmp_path)
-    env = {**ENV, "CANOPY_ORDERS_PAYMENT_DECLINE_RATE": "1"}
-    async with running_server(tmp_path, env=env) as server:
-        base = f"http://127.0.0.1:{server.port}"
-        async with httpx.AsyncClient(base_url=base) as client:
-            await client.put("/stock/plum", json={"available": 5})
+def orders_app() -> canopy.App:
+    """An app with the orders capability alone, as a user's app would include it."""
+    app = canopy.App("shop")
+    app.include(reference.orders)
+    return app
+
+
+async def test_a_declined_charge_releases_the_stock() -> None:
+    declining = reference.orders.settings(payment_decline_rate=1.0)  # type: ignore[misc]
+    async with serve_app(orders_app(), sections={"orders": declining}) as served:
+        client = served.http
+        await client.put("/stock/plum", json={"available": 5})
+        placed = await client.post(
+            "/orders", json=order(sku="plum", quantity=2), headers={"Idempotency-Key": "d1"}
+        )
+        done = await settled(client, placed.json()["id"])
+        assert done["state"] == "failed" and done["reason"].startswith("payment declined")
+        assert (await client.get("/stock/plum")).json()["available"] == 5
+
+
+async def test_transient_gateway_failures_are_retried_and_charge_once() -> None:
+    failing = reference.orders.settings(payment_failure_rate=0.5)  # type: ignore[misc]
+    async with serve_app(orders_app(), sections={"orders": failing}) as served:
+        client = served.http
+        await client.put("/stock/fig", json={"available": 100})
+        ids = []
+        for n in range(10):
             placed = await client.post(
-                "/orders", json=order(sku="plum", quantity=2), headers={"Idempotency-Key": "d1"}
+                "/orders", json=order(sku="fig"), headers={"Idempotency-Key": f"t{n}"}
             )
-            done = await settled(client, placed.json()["id"])
-            assert done["state"] == "failed" and done["reason"].startswith("payment declined")
-            assert (await client.get("/stock/plum")).json()["available"] == 5
-        assert await server.stop() == 0
-
-
-async def test_transient_gateway_failures_are_retried_and_charge_once(tmp_path: Path) -> None:
-    write_config(tmp_path)
-    env = {**ENV, "CANOPY_ORDERS_PAYMENT_FAILURE_RATE": "0.5"}
-    async with running_server(tmp_path, env=env) as server:
-        base = f"http://127.0.0.1:{server.port}"
-        async with httpx.AsyncClient(base_url=base) as client:
-            await client.put("/stock/fig", json={"available": 100})
-            ids = []
-            for n in range(10):
-                placed = await client.post(
-                    "/orders", json=order(sku="fig"), headers={"Idempotency-Key": f"t{n}"}
-                )
-                ids.append(placed.json()["id"])
-            states = [(await settled(client, order_id))["state"] for order_id in ids]
-        assert await server.stop() == 0
-    with sqlite3.connect(tmp_path / "var" / "orders.db") as db:
-        charges = dict(db.execute("SELECT order_id, COUNT(*) FROM charges GROUP BY order_id"))
+            ids.append(placed.json()["id"])
+        states = [(await settled(client, order_id))["state"] for order_id in ids]
+        charges = charges_per_order(served.data_dir)
     confirmed = [i for i, s in zip(ids, states, strict=True) if s == "confirmed"]
     assert len(confirmed) >= 8  # five attempts each at a 50 % failure rate
     assert all(charges[i] == 1 for i in confirmed)

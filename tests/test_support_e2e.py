@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import trio
 
+import canopy
+from canopy import reference
 from canopy.handlers.topics import TokenIssuer
 from canopy.handlers.topics.client import (
     ClientSubscription,
@@ -16,6 +18,7 @@ from canopy.handlers.topics.client import (
     TopicMessage,
     connect_topics,
 )
+from canopy.testing import serve_app
 
 from .e2e import running_server, write_config
 
@@ -161,66 +164,67 @@ async def _customer_talks(
     raise AssertionError("unreachable")
 
 
-async def test_bad_requests_get_clear_errors(tmp_path: Path) -> None:
-    write_config(tmp_path)
-    async with running_server(tmp_path, env=ENV) as server:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
-            opened = await http.post("/support/conversations", json={"customer": "bob"})
-            conversation, token = opened.json()["conversation"], opened.json()["token"]
-            messages = f"/support/conversations/{conversation['id']}/messages"
-            stranger = TokenIssuer(SECRET).issue("customer:eve", subscribe=["support.*"])
-            cases = [
-                (await http.post("/support/conversations", content=b"{nope"), 400, "invalid_json"),
-                (
-                    await http.post("/support/conversations", json={"customer": "a b"}),
-                    422,
-                    "invalid_field",
-                ),
-                (await http.post(messages, json={"text": "hi"}), 401, "invalid_token"),
-                (await http.post(messages, json={"text": ""}), 401, "invalid_token"),
-                (await http.put("/support/agents/ana", content=b"{"), 401, "invalid_token"),
-                (
-                    await http.post(messages, json={"text": "hi"}, headers=bearer("x.y.z")),
-                    401,
-                    "invalid_token",
-                ),
-                (
-                    await http.post(messages, json={"text": "hi"}, headers=bearer(stranger)),
-                    403,
-                    "forbidden",
-                ),
-                (await http.post(messages, json={"text": ""}, headers=bearer(token)), 422, None),
-                (
-                    await http.get("/support/conversations/c-none", headers=bearer(token)),
-                    404,
-                    "not_found",
-                ),
-                (
-                    await http.put(
-                        "/support/agents/ana", json={"available": True}, headers=bearer(token)
-                    ),
-                    403,
-                    "forbidden",
-                ),
-            ]
-            for response, status, code in cases:
-                assert response.status_code == status, (response.request.url, response.text)
-                assert code is None or response.json()["error"] == code
-            closed = await http.post(
-                f"/support/conversations/{conversation['id']}/close", headers=bearer(token)
-            )
-            assert closed.json()["state"] == "closed"
-            late = await http.post(messages, json={"text": "hello?"}, headers=bearer(token))
-            assert (late.status_code, late.json()["error"]) == (409, "conversation_closed")
-        assert await server.stop() == 0
+def support_app() -> canopy.App:
+    """An app with support chat alone, as a user's app would include it."""
+    app = canopy.App("desk")
+    app.include(reference.support)
+    return app
 
 
-async def test_without_a_topics_secret_support_says_what_it_needs(tmp_path: Path) -> None:
-    write_config(tmp_path)
-    env = {key: value for key, value in ENV.items() if key != "CANOPY_TOPICS_SECRET"}
-    async with running_server(tmp_path, env=env) as server:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
-            response = await http.post("/support/conversations", json={"customer": "bob"})
-        assert response.status_code == 503
-        assert "CANOPY_TOPICS_SECRET" in response.json()["message"]
-        assert await server.stop() == 0
+async def test_bad_requests_get_clear_errors() -> None:
+    async with serve_app(support_app(), topics_secret=SECRET) as served:
+        http = served.http
+        opened = await http.post("/support/conversations", json={"customer": "bob"})
+        conversation, token = opened.json()["conversation"], opened.json()["token"]
+        messages = f"/support/conversations/{conversation['id']}/messages"
+        stranger = TokenIssuer(SECRET).issue("customer:eve", subscribe=["support.*"])
+        cases = [
+            (await http.post("/support/conversations", content=b"{nope"), 400, "invalid_json"),
+            (
+                await http.post("/support/conversations", json={"customer": "a b"}),
+                422,
+                "invalid_field",
+            ),
+            (await http.post(messages, json={"text": "hi"}), 401, "invalid_token"),
+            (await http.post(messages, json={"text": ""}), 401, "invalid_token"),
+            (await http.put("/support/agents/ana", content=b"{"), 401, "invalid_token"),
+            (
+                await http.post(messages, json={"text": "hi"}, headers=bearer("x.y.z")),
+                401,
+                "invalid_token",
+            ),
+            (
+                await http.post(messages, json={"text": "hi"}, headers=bearer(stranger)),
+                403,
+                "forbidden",
+            ),
+            (await http.post(messages, json={"text": ""}, headers=bearer(token)), 422, None),
+            (
+                await http.get("/support/conversations/c-none", headers=bearer(token)),
+                404,
+                "not_found",
+            ),
+            (
+                await http.put(
+                    "/support/agents/ana", json={"available": True}, headers=bearer(token)
+                ),
+                403,
+                "forbidden",
+            ),
+        ]
+        for response, status, code in cases:
+            assert response.status_code == status, (response.request.url, response.text)
+            assert code is None or response.json()["error"] == code
+        closed = await http.post(
+            f"/support/conversations/{conversation['id']}/close", headers=bearer(token)
+        )
+        assert closed.json()["state"] == "closed"
+        late = await http.post(messages, json={"text": "hello?"}, headers=bearer(token))
+        assert (late.status_code, late.json()["error"]) == (409, "conversation_closed")
+
+
+async def test_without_a_topics_secret_support_says_what_it_needs() -> None:
+    async with serve_app(support_app()) as served:
+        response = await served.http.post("/support/conversations", json={"customer": "bob"})
+    assert response.status_code == 503
+    assert "CANOPY_TOPICS_SECRET" in response.json()["message"]
