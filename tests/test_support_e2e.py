@@ -1,16 +1,16 @@
-"""Support chat through a real server: an agent and a customer on two WebSockets, the
-customer drops and comes back, and the conversation resumes without a gap."""
+"""Support chat served as a user's app would serve it (canopy.testing, a real socket): an
+agent and a customer on two WebSockets, the customer drops and comes back, and the
+conversation resumes without a gap; and the errors a client meets."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 
 import canopy
-from canopy import reference
+from canopy import capabilities, reference
 from canopy.handlers.topics import TokenIssuer
 from canopy.handlers.topics.client import (
     ClientSubscription,
@@ -20,14 +20,7 @@ from canopy.handlers.topics.client import (
 )
 from canopy.testing import serve_app
 
-from .e2e import running_server, write_config
-
 SECRET = "support-e2e-secret-".ljust(40, "x")
-ENV = {
-    "CANOPY_TOPICS_SECRET": SECRET,
-    "CANOPY_RUN_JOBS": "false",
-    "CANOPY_ACCESS_LOG": "false",
-}
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -51,13 +44,10 @@ async def next_presence(sub: ClientSubscription) -> tuple[str, str]:
                 return event.event, event.client
 
 
-async def test_a_conversation_between_two_websocket_clients_across_a_disconnect(
-    tmp_path: Path,
-) -> None:
-    write_config(tmp_path)
-    async with running_server(tmp_path, env=ENV) as server:
-        base = f"http://127.0.0.1:{server.port}"
-        ws_url = f"ws://127.0.0.1:{server.port}/ws"
+async def test_a_conversation_between_two_websocket_clients_across_a_disconnect() -> None:
+    async with serve_app(support_app(), topics_secret=SECRET) as served:
+        base = served.base_url
+        ws_url = f"ws://127.0.0.1:{served.port}/ws"
         # What the staff login would hand agent Ana:
         agent_token = TokenIssuer(SECRET).issue("agent:ana", subscribe=["support.agents.ana"])
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
@@ -128,7 +118,6 @@ async def test_a_conversation_between_two_websocket_clients_across_a_disconnect(
                 (3, "agent", "found it"),
                 (4, "agent", "it arrives tomorrow"),
             ]
-        assert await server.stop() == 0
 
 
 async def _customer_talks(
@@ -165,8 +154,10 @@ async def _customer_talks(
 
 
 def support_app() -> canopy.App:
-    """An app with support chat alone, as a user's app would include it."""
+    """An app with support chat and the topics endpoint it talks over, as a user's app
+    would include them."""
     app = canopy.App("desk")
+    app.include(capabilities.topics_api)
     app.include(reference.support)
     return app
 

@@ -1,5 +1,6 @@
-"""The ticker through a real server: a stalled subscriber gets the newest prices when it
-reads again, not a backlog, while the server's memory stays flat; alerts over HTTP."""
+"""The ticker: through a real server process, a stalled subscriber gets the newest
+prices when it reads again, not a backlog, while the process's memory stays flat;
+served as a user's app would serve it (canopy.testing), alerts over HTTP and /ws."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ import httpx
 import trio
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
+import canopy
+from canopy import capabilities, reference
 from canopy.handlers.topics import TokenIssuer
 from canopy.handlers.topics.client import TopicMessage, connect_topics
+from canopy.testing import serve_app
 
 from .e2e import rss, running_server, write_config
 
@@ -78,15 +82,24 @@ async def test_a_stalled_subscriber_gets_the_latest_price_and_memory_stays_flat(
         nursery.cancel_scope.cancel()
 
 
-async def test_alerts_fire_once_and_reach_their_owner(tmp_path: Path) -> None:
-    write_config(tmp_path)
+def ticker_app() -> canopy.App:
+    """An app with the ticker and the topics endpoint, as a user's app would have them."""
+    app = canopy.App("market")
+    app.include(capabilities.topics_api)
+    app.include(reference.ticker)
+    return app
+
+
+async def test_alerts_fire_once_and_reach_their_owner() -> None:
     token = TokenIssuer(SECRET).issue("trader-1", subscribe=["alerts.trader-1"])
     headers = {"Authorization": f"Bearer {token}"}
-    async with running_server(tmp_path, env=ENV) as server:
-        base = f"http://127.0.0.1:{server.port}"
+    feed = reference.ticker.settings(  # type: ignore[misc]
+        symbols=(("A", 100.0), ("B", 200.0), ("C", 300.0), ("D", 400.0)), rate=RATE
+    )
+    async with serve_app(ticker_app(), sections={"ticker": feed}, topics_secret=SECRET) as served:
         async with (
-            httpx.AsyncClient(base_url=base, headers=headers) as http,
-            connect_topics(f"ws://127.0.0.1:{server.port}/ws", token=token) as client,
+            httpx.AsyncClient(base_url=served.base_url, headers=headers) as http,
+            connect_topics(f"ws://127.0.0.1:{served.port}/ws", token=token) as client,
             client.subscribe("alerts.trader-1") as inbox,
         ):
             with trio.fail_after(5):
@@ -149,4 +162,3 @@ async def test_alerts_fire_once_and_reach_their_owner(tmp_path: Path) -> None:
             for response, status in cases:
                 assert response.status_code == status, (response.request.url, response.text)
                 assert "error" in response.json()
-        assert await server.stop() == 0
