@@ -90,8 +90,8 @@ async def test_served_with_a_worker_it_does_what_the_page_shows(shop: Path) -> N
             assert (refused.status_code, refused.text) == (422, shown)
             outbox = trio.Path(shop / "outbox.txt")
             with trio.fail_after(20):
-                while True:  # the worker, another process, writes it
-                    if await outbox.exists():
+                while True:  # the worker, another process, writes it: the whole line
+                    if await outbox.exists() and (await outbox.read_text()).endswith("\n"):
                         break
                     await trio.sleep(0.05)
             assert await outbox.read_text() == "to ann@example.com: welcome!\n"
