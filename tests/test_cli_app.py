@@ -250,6 +250,8 @@ async def test_hypercorn_serves_a_users_app_with_its_tree(project: Path) -> None
             assert (await client.get("/hello/bo")).json()["said"] == "hey, bo"
             tree = (await client.get("/readyz")).json()["tree"]
             assert "price-feed" in [child["name"] for child in tree["children"][0]["children"]]
+        # SIGTERM: Hypercorn stops the worker process it spawned (a kill would orphan it)
+        assert await server.stop() == 0
 
 
 async def test_without_an_app_the_showcase_is_served_and_says_so(tmp_path: Path) -> None:
