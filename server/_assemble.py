@@ -31,7 +31,7 @@ from canopy.handlers import health
 from canopy.handlers.jobs import JobsService
 from canopy.handlers.topics import TopicsService
 from canopy.nurseries import InflightLimit, Supervisor
-from canopy.nurseries.jobs import TaskRegistry
+from canopy.nurseries.jobs import DuplicateTask, TaskRegistry
 
 from ._access_log import AccessLog, RequestIds
 from ._app import CanopyApp, Runtime, _http_error, _unhandled_error, _version
@@ -120,18 +120,15 @@ def _registry(declared: Declared) -> TaskRegistry:
 
 def _install(capability: Any, assembly: Assembly, declared: Declared) -> None:
     """A capability's install, its clashes with the app's names said as such."""
-    before = {spec.name for spec in assembly.registry}
     try:
         capability.install(assembly)
-    except ValueError as exc:
-        clash = re.search(r"task '([^']+)' is already registered", str(exc))
-        if clash and clash.group(1) in before:
-            task = declared.tasks[clash.group(1)]
-            raise AppError(
-                f"task {clash.group(1)!r} is declared twice: {where(task.function)} and "
-                f"by the capability {capability!r}"
-            ) from None
-        raise
+    except DuplicateTask as exc:
+        if exc.name not in declared.tasks:
+            raise  # two capabilities' own: Canopy's mistake or theirs, not the app's
+        raise AppError(
+            f"task {exc.name!r} is declared twice: {where(declared.tasks[exc.name].function)}"
+            f" and by the capability {capability!r}"
+        ) from None
 
 
 def _add_services(declared: Declared, assembly: Assembly) -> None:

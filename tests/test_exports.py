@@ -93,6 +93,7 @@ def test_public_api_is_pinned() -> None:
         [
             "ACTIVE",
             "CLAIMABLE",
+            "DuplicateTask",
             "TERMINAL",
             "IdempotencyConflict",
             "InvalidTransition",

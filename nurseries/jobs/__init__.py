@@ -5,7 +5,7 @@ Pure logic, no I/O: stores and the worker pool build on these.
 
 from ._job import InvalidTransition, Job, check_args, new_job_id
 from ._periodic import Periodic, PeriodicScheduler, next_tick, tick_key
-from ._registry import TaskRegistry, TaskSpec, UnknownTask
+from ._registry import DuplicateTask, TaskRegistry, TaskSpec, UnknownTask
 from ._retry import RetryPolicy
 from ._runner import JobContext, JobRunner, Notify
 from ._sqlite import SQLiteJobStore
@@ -16,6 +16,7 @@ __all__ = [
     "ACTIVE",
     "CLAIMABLE",
     "TERMINAL",
+    "DuplicateTask",
     "IdempotencyConflict",
     "InvalidTransition",
     "Job",

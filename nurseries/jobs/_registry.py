@@ -12,13 +12,21 @@ from ._job import Job, _with_fields, new_job_id
 from ._retry import RetryPolicy
 from ._state import JobState
 
-__all__ = ["TaskRegistry", "TaskSpec", "UnknownTask"]
+__all__ = ["DuplicateTask", "TaskRegistry", "TaskSpec", "UnknownTask"]
 
 TaskFunction = Callable[..., Awaitable[Any]]
 
 
 class UnknownTask(LookupError):
     """No task is registered under that name (an enqueue of it is refused)."""
+
+
+class DuplicateTask(ValueError):
+    """A second task under a name taken already."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"task {name!r} is already registered")
+        self.name = name
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,7 @@ class TaskRegistry:
             if not inspect.iscoroutinefunction(function):
                 raise TypeError(f"task {name!r} must be an async function")
             if name in self._specs:
-                raise ValueError(f"task {name!r} is already registered")
+                raise DuplicateTask(name)
             takes_context = len(inspect.signature(function).parameters) >= 2
             spec = TaskSpec(
                 name,
