@@ -8,7 +8,6 @@ the registry's errors to JSON responses (see docs/API.md).
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, request
 from quart_schema import document_querystring, document_request, document_response
 
+from canopy.nurseries import wall_time
 from canopy.nurseries.jobs import (
     IdempotencyConflict,
     Job,
@@ -110,7 +110,7 @@ class JobRequest:
         if run_at is not None:
             if "delay" in body:
                 raise ValueError("run_at: give run_at or delay, not both")
-            if run_at > time.time() + MAX_DELAY:
+            if run_at > wall_time() + MAX_DELAY:
                 raise ValueError("run_at: at most 366 days from now")
         timeout = _number(body, "timeout")
         if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
@@ -152,7 +152,7 @@ class JobsService:
         spec = self.registry.get(req.task)  # UnknownTask
         return spec.new_job(
             req.args,
-            run_at=req.run_at if req.run_at is not None else time.time() + req.delay,
+            run_at=req.run_at if req.run_at is not None else wall_time() + req.delay,
             queue=req.queue or None,
             priority=req.priority,
             idempotency_key=req.idempotency_key,
@@ -320,7 +320,7 @@ def create_blueprint(service: JobsService) -> Blueprint:
     async def queues() -> Any:
         """Waiting jobs per queue: what an autoscaler of workers reads (docs/DEPLOY.md)."""
         stats = await _store_call(service.store.queue_stats())
-        now = time.time()
+        now = wall_time()
         return {
             "queues": {
                 queue: {

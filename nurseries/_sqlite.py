@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import trio
 
 from ._group_commit import GroupCommit
+from ._wall_clock import runs_inline
 from ._write_lock import WriteLock
 
 __all__ = ["SqliteDatabase"]
@@ -206,6 +207,13 @@ class SqliteDatabase:
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")
 
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        if runs_inline():
+            # A run on a MockClock (see _wall_clock): the same call, on this thread,
+            # with the checkpoints a hop has (cancellable before, not after).
+            await trio.lowlevel.checkpoint_if_cancelled()
+            result = function(*args)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return result
         return await trio.to_thread.run_sync(function, *args, limiter=self._limiter)
 
     async def _hop_calls(self, functions: list[Callable[[], Any]]) -> list[Any]:

@@ -45,6 +45,9 @@ def test_public_api_is_pinned() -> None:
             "random_hex",
             "sortable_id",
             "strict_json_loads",
+            "follow_trio_clock",
+            "runs_inline",
+            "wall_time",
         ]
     )
     assert sorted(canopy.handlers.__all__) == sorted(

@@ -490,7 +490,7 @@ async def test_a_sqlite_list_by_state_reads_a_page_not_the_whole_state(
         conn = store.db.connection()
         statements: list[str] = []
         conn.set_trace_callback(statements.append)
-        store._requeue_expired()
+        store._requeue_expired(time.time())
         conn.set_trace_callback(None)
         updates = [sql for sql in statements if sql.lstrip().startswith("UPDATE")]
         return [row[3] for sql in updates for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]

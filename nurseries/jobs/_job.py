@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import operator
-import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .._ids import sortable_id
+from .._wall_clock import wall_time
 from ._state import ACTIVE, TERMINAL, JobState, can_transition
 
 __all__ = ["InvalidTransition", "Job", "check_args", "new_job_id"]
@@ -52,7 +52,7 @@ class Job:
     attempts: int = 0
     max_attempts: int = 5
     timeout: float = 300.0
-    run_at: float = field(default_factory=time.time)
+    run_at: float = field(default_factory=wall_time)
     lease_owner: str | None = None
     lease_expires: float | None = None
     idempotency_key: str | None = None
@@ -63,8 +63,8 @@ class Job:
     # Carried from the enqueuer to the run, untouched by Canopy: e.g. the W3C trace
     # context (traceparent) that links a job's run to the request that enqueued it.
     headers: dict[str, str] | None = None
-    created_at: float = field(default_factory=time.time)
-    updated_at: float = field(default_factory=time.time)
+    created_at: float = field(default_factory=wall_time)
+    updated_at: float = field(default_factory=wall_time)
 
     @property
     def active(self) -> bool:
@@ -86,7 +86,7 @@ class Job:
         # without copy.copy's trip through __reduce_ex__.
         data = {**vars(self), **changes}
         data["state"] = state
-        data["updated_at"] = time.time() if now is None else now
+        data["updated_at"] = wall_time() if now is None else now
         return _with_fields(data)
 
     def same_request(self, other: Job) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from typing import Any
 import trio
 from cronsim import CronSim, CronSimError
 
+from .._wall_clock import wall_time
 from ._job import Job
 from ._registry import TaskRegistry
 from ._store import JobStore, JobStoreError
@@ -76,7 +76,7 @@ class PeriodicScheduler:
     store: JobStore
     registry: TaskRegistry
     schedules: list[Periodic]
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = wall_time
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         for schedule in self.schedules:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._wall_clock import wall_time
 from ._job import Job, _with_fields, new_job_id
 from ._retry import RetryPolicy
 from ._state import JobState
@@ -62,7 +62,7 @@ class TaskSpec:
         Built with every field given and without ``Job.__init__``, which sets each of
         the twenty fields through ``object.__setattr__`` (frozen): one per enqueue.
         """
-        now = time.time()
+        now = wall_time()
         run_at = now if run_at is None else run_at
         return _with_fields(
             {

@@ -39,6 +39,7 @@ from typing import Any
 import trio
 
 from .._failures import RepeatingFailure
+from .._wall_clock import wall_time
 from ._job import Job
 from ._registry import TaskRegistry, UnknownTask
 from ._retry import RetryPolicy
@@ -115,6 +116,8 @@ class JobRunner:
     # The claim loop parks here; _wake() unparks it when a slot frees, this process
     # enqueues jobs (store.on_enqueued), or the runner stops.
     _claimer: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot, init=False)
+    # The heartbeat parks here while no job runs; _start unparks it.
+    _beats: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot, init=False)
     _woken: bool = field(default=False, init=False)  # a wake came while not parked
     _outcomes: trio.MemorySendChannel[tuple[Job, float]] | None = field(default=None, init=False)
     # Slots asked for by claims still in flight: the claim loop and the outcome writer
@@ -248,6 +251,8 @@ class JobRunner:
             self._ready.append(entry)
         if claimed:
             self._call(self._wanted())
+            if self._beats:
+                self._beats.unpark_all()
 
     def _wanted(self) -> int:
         """A worker for each ready job if jobs wait in them (some is waiting now, or
@@ -424,6 +429,8 @@ class JobRunner:
         not push (``on_cancel_requested``), every half second at most."""
         interval = min(self.lease / 3, 0.5)
         while True:
+            while not self._running:  # an idle worker has no lease to extend
+                await self._beats.park()
             await trio.sleep(interval)
             ids = list(self._running)
             if not ids:
@@ -467,6 +474,6 @@ def _failed(job: Job, error: str, trace: str | None, policy: RetryPolicy | None)
     (the task is unknown) means no retry: nothing could ever run it.
     """
     if policy is not None and job.attempts < job.max_attempts:
-        run_at = time.time() + policy.next_retry_delay(job.attempts)
+        run_at = wall_time() + policy.next_retry_delay(job.attempts)
         return _settled(job, JobState.RETRYING, run_at=run_at, error=error, traceback=trace)
     return _settled(job, JobState.FAILED, error=error, traceback=trace)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import operator
 import sqlite3
-import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -43,6 +42,7 @@ from .._doorbell import Doorbell
 from .._group_commit import GroupCommit
 from .._json import json_loads
 from .._sqlite import SqliteDatabase, synchronous_level
+from .._wall_clock import wall_time
 from ._job import _FIELDS, _STATES, Job, _with_fields
 from ._state import CLAIMABLE, JobState
 from ._store import IdempotencyConflict, JobStoreError, QueueFull
@@ -241,10 +241,9 @@ def _finish_in(
 
 
 def _claim_in(
-    conn: sqlite3.Connection, queue: str, owner: str, limit: int, lease: float
+    conn: sqlite3.Connection, now: float, queue: str, owner: str, limit: int, lease: float
 ) -> list[sqlite3.Row]:
     """The claimed rows, decoded by ``_claimed`` once the transaction is over."""
-    now = time.time()
     rows = conn.execute(
         f"""UPDATE jobs SET state = 'running', attempts = attempts + 1,
                lease_owner = ?, lease_expires = ?, updated_at = ?
@@ -459,17 +458,17 @@ class SQLiteJobStore:
         return [_job(row) for row in rows]
 
     async def claim(self, queue: str, owner: str, limit: int, lease: float) -> list[Job]:
-        return await self._db(self._claim, queue, owner, limit, lease)
+        return await self._db(self._claim, wall_time(), queue, owner, limit, lease)
 
-    def _claim(self, queue: str, owner: str, limit: int, lease: float) -> list[Job]:
+    def _claim(self, now: float, queue: str, owner: str, limit: int, lease: float) -> list[Job]:
         with self.db.transaction(self.runner_synchronous) as conn:
-            rows = _claim_in(conn, queue, owner, limit, lease)
+            rows = _claim_in(conn, now, queue, owner, limit, lease)
         return _claimed(rows)
 
     async def heartbeat(self, owner: str, job_ids: Sequence[str], lease: float) -> set[str]:
-        return await self._db(self._heartbeat, owner, list(job_ids), lease)
+        return await self._db(self._heartbeat, wall_time() + lease, owner, list(job_ids))
 
-    def _heartbeat(self, owner: str, job_ids: list[str], lease: float) -> set[str]:
+    def _heartbeat(self, expires: float, owner: str, job_ids: list[str]) -> set[str]:
         if not job_ids:
             return set()
         marks = ", ".join("?" for _ in job_ids)
@@ -477,7 +476,7 @@ class SQLiteJobStore:
             conn.execute(
                 f"""UPDATE jobs SET lease_expires = ? WHERE id IN ({marks})
                     AND state = 'running' AND lease_owner = ?""",
-                (time.time() + lease, *job_ids, owner),
+                (expires, *job_ids, owner),
             )
         rows = self._connection().execute(
             f"SELECT id FROM jobs WHERE id IN ({marks}) AND cancel_requested = 1", job_ids
@@ -486,14 +485,14 @@ class SQLiteJobStore:
 
     async def report_progress(self, job_id: str, owner: str, progress: object) -> bool:
         encoded = _encode(progress)  # refuse what is not JSON before the thread hop
-        return await self._db(self._report_progress, job_id, owner, encoded)
+        return await self._db(self._report_progress, wall_time(), job_id, owner, encoded)
 
-    def _report_progress(self, job_id: str, owner: str, encoded: str) -> bool:
+    def _report_progress(self, now: float, job_id: str, owner: str, encoded: str) -> bool:
         with self.db.transaction(self.runner_synchronous) as conn:
             cursor = conn.execute(
                 """UPDATE jobs SET progress = ?, updated_at = ?
                    WHERE id = ? AND state = 'running' AND lease_owner = ?""",
-                (encoded, time.time(), job_id, owner),
+                (encoded, now, job_id, owner),
             )
         return cursor.rowcount == 1
 
@@ -519,29 +518,28 @@ class SQLiteJobStore:
         self, jobs: Sequence[Job], owner: str, queue: str, limit: int, lease: float
     ) -> tuple[list[JobState | None], list[Job]]:
         recorded, claimed = await self._db(
-            self._finish_and_claim, list(jobs), owner, queue, limit, lease
+            self._finish_and_claim, wall_time(), list(jobs), owner, queue, limit, lease
         )
         self._announce_released(recorded)
         return recorded, claimed
 
     def _finish_and_claim(
-        self, jobs: list[Job], owner: str, queue: str, limit: int, lease: float
+        self, now: float, jobs: list[Job], owner: str, queue: str, limit: int, lease: float
     ) -> tuple[list[JobState | None], list[Job]]:
         rows = _outcome_rows(jobs, owner)
         with self.db.transaction(self.runner_synchronous) as conn:
             recorded = _finish_in(conn, jobs, rows)
-            claimed = _claim_in(conn, queue, owner, limit, lease) if limit > 0 else []
+            claimed = _claim_in(conn, now, queue, owner, limit, lease) if limit > 0 else []
         return recorded, _claimed(claimed)
 
     async def cancel(self, job_id: str) -> Job | None:
-        job = await self._db(self._cancel, job_id)
+        job = await self._db(self._cancel, wall_time(), job_id)
         if job is not None and job.state is JobState.RUNNING:
             self._events.cancel_requested(job_id)  # a runner of this process: now
             self.doorbell.ring(_CANCEL + job_id.encode())  # another's: now, not at its heartbeat
         return job
 
-    def _cancel(self, job_id: str) -> Job | None:
-        now = time.time()
+    def _cancel(self, now: float, job_id: str) -> Job | None:
         with self.db.transaction() as conn:
             cancelled = conn.execute(
                 f"""UPDATE jobs SET state = 'cancelled', updated_at = ?
@@ -556,13 +554,12 @@ class SQLiteJobStore:
         return self._get(job_id)
 
     async def retry_dead(self, job_id: str) -> Job | None:
-        job = await self._db(self._retry_dead, job_id)
+        job = await self._db(self._retry_dead, wall_time(), job_id)
         if job is not None and job.state is JobState.QUEUED:
             self._claimable()
         return job
 
-    def _retry_dead(self, job_id: str) -> Job | None:
-        now = time.time()
+    def _retry_dead(self, now: float, job_id: str) -> Job | None:
         with self.db.transaction() as conn:
             requeued = conn.execute(
                 """UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?, updated_at = ?,
@@ -574,24 +571,23 @@ class SQLiteJobStore:
         return self._get(job_id)
 
     async def queue_stats(self) -> dict[str, tuple[int, float | None]]:
-        return await self._db(self._queue_stats)
+        return await self._db(self._queue_stats, wall_time())
 
-    def _queue_stats(self) -> dict[str, tuple[int, float | None]]:
+    def _queue_stats(self, now: float) -> dict[str, tuple[int, float | None]]:
         rows = self._connection().execute(
             f"""SELECT queue, COUNT(*), MIN(CASE WHEN run_at <= ? THEN run_at END)
                 FROM jobs WHERE state IN ({_MARKS}) GROUP BY queue""",
-            (time.time(), *_WAITING),
+            (now, *_WAITING),
         )
         return {queue: (count, oldest) for queue, count, oldest in rows}
 
     async def requeue_expired(self) -> int:
-        cancelled, requeued = await self._db(self._requeue_expired)
+        cancelled, requeued = await self._db(self._requeue_expired, wall_time())
         if requeued:  # only jobs that run again are news to the runners
             self._claimable()
         return cancelled + requeued
 
-    def _requeue_expired(self) -> tuple[int, int]:
-        now = time.time()
+    def _requeue_expired(self, now: float) -> tuple[int, int]:
         with self.db.transaction(self.runner_synchronous) as conn:
             # Its worker died after a cancel was answered: cancelled, not run again.
             # Both statements seek the expired leases in jobs_running, which holds

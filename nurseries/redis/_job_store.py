@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +37,7 @@ import coredis.exceptions
 import trio
 
 from .._group_commit import GroupCommit
+from .._wall_clock import wall_time
 from ..jobs import (
     IdempotencyConflict,
     Job,
@@ -183,7 +183,7 @@ class RedisJobStore:
 
     async def _write_enqueues(self, jobs: list[Job]) -> list[tuple[Job, bool] | Exception]:
         encoded = [_encode(_strings(job, _FIELDS)) for job in jobs]
-        replies = await self._call("ENQUEUE", repr(time.time()), self.max_queued, *encoded)
+        replies = await self._call("ENQUEUE", repr(wall_time()), self.max_queued, *encoded)
         outcomes: list[tuple[Job, bool] | Exception] = []
         for job, reply in zip(jobs, replies, strict=True):
             if reply[0] == "new":
@@ -225,18 +225,18 @@ class RedisJobStore:
         return [_job(encoded) for encoded in await self._call("LIST", index, limit, score, after)]
 
     async def claim(self, queue: str, owner: str, limit: int, lease: float) -> list[Job]:
-        now = time.time()
+        now = wall_time()
         claimed = await self._call("CLAIM", repr(now), queue, owner, limit, repr(now + lease))
         return [_job(encoded) for encoded in claimed]
 
     async def heartbeat(self, owner: str, job_ids: Sequence[str], lease: float) -> set[str]:
         if not job_ids:
             return set()
-        return set(await self._call("HEARTBEAT", owner, repr(time.time() + lease), *job_ids))
+        return set(await self._call("HEARTBEAT", owner, repr(wall_time() + lease), *job_ids))
 
     async def report_progress(self, job_id: str, owner: str, progress: object) -> bool:
         encoded = _encode(progress)
-        return bool(await self._call("PROGRESS", job_id, owner, encoded, repr(time.time())))
+        return bool(await self._call("PROGRESS", job_id, owner, encoded, repr(wall_time())))
 
     async def finish(self, job: Job, owner: str) -> JobState | None:
         return (await self.finish_many([job], owner))[0]
@@ -246,7 +246,7 @@ class RedisJobStore:
             return []
         outcomes = [_encode({"id": job.id, **_strings(job, _OUTCOME_FIELDS)}) for job in jobs]
         ttl = max(1, math.ceil(self.result_ttl))
-        recorded = await self._call("FINISH", repr(time.time()), owner, ttl, *outcomes)
+        recorded = await self._call("FINISH", repr(wall_time()), owner, ttl, *outcomes)
         return [JobState(state) if state else None for state in recorded]
 
     async def finish_and_claim(
@@ -264,7 +264,7 @@ class RedisJobStore:
 
     async def cancel(self, job_id: str) -> Job | None:
         ttl = max(1, math.ceil(self.result_ttl))
-        encoded = await self._call("CANCEL", repr(time.time()), job_id, ttl)
+        encoded = await self._call("CANCEL", repr(wall_time()), job_id, ttl)
         if not encoded:
             return None
         job = _job(encoded)
@@ -273,14 +273,14 @@ class RedisJobStore:
         return job
 
     async def retry_dead(self, job_id: str) -> Job | None:
-        encoded = await self._call("RETRY_DEAD", repr(time.time()), job_id)
+        encoded = await self._call("RETRY_DEAD", repr(wall_time()), job_id)
         return _job(encoded) if encoded else None
 
     async def queue_stats(self) -> dict[str, tuple[int, float | None]]:
-        rows = await self._call("QUEUE_STATS", repr(time.time()))
+        rows = await self._call("QUEUE_STATS", repr(wall_time()))
         return {
             queue: (int(count), float(oldest) if oldest else None) for queue, count, oldest in rows
         }
 
     async def requeue_expired(self) -> int:
-        return int(await self._call("REQUEUE_EXPIRED", repr(time.time()), self.result_ttl))
+        return int(await self._call("REQUEUE_EXPIRED", repr(wall_time()), self.result_ttl))
