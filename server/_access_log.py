@@ -2,9 +2,9 @@
 
 Python's ``logging`` costs about 40 µs a record here and flushes stdout on every
 line, a write syscall per request, on the event loop. Access lines are instead
-appended to a buffer that a small service flushes every ``interval`` seconds
-(and at once when the buffer grows past ``max_buffer``), and once more when it
-stops, so the last lines before a shutdown are not lost.
+appended to a buffer that a small service flushes ``interval`` seconds after its
+first line (and at once when the buffer grows past ``max_buffer``), and once more
+when it stops, so the last lines before a shutdown are not lost.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class AccessLog:
         self.interval = interval
         self.max_buffer = max_buffer
         self._lines: list[str] = []
+        self._written = trio.Event()  # set by the first line after a flush
 
     def request(self, method: str, path: str, status: int, seconds: float, request_id: str) -> None:
         """One request's line, formatted here: ``json.dumps`` of the same fields builds
@@ -45,8 +46,11 @@ class AccessLog:
         )
 
     def _append(self, line: str) -> None:
-        self._lines.append(line)
-        if len(self._lines) >= self.max_buffer:
+        lines = self._lines
+        if not lines:
+            self._written.set()
+        lines.append(line)
+        if len(lines) >= self.max_buffer:
             self.flush()
 
     def flush(self) -> None:
@@ -61,7 +65,10 @@ class AccessLog:
         task_status.started()
         try:
             while True:
+                # An idle server's log does not wake up until there is a line.
+                await self._written.wait()
                 await trio.sleep(self.interval)
+                self._written = trio.Event()
                 self.flush()
         finally:
             self.flush()

@@ -51,6 +51,7 @@ def add_runner(
         registry,
         concurrency=settings.job_concurrency,
         lease=settings.job_lease,
+        poll_interval=settings.job_poll_interval,
         grace=settings.service_grace,
         notify=notify,
         instrument=tracing.job if tracing is not None else None,

@@ -302,6 +302,12 @@ class Settings:
     job_lease: float = setting(
         10.0, _positive_float, "seconds a claimed job stays leased without a heartbeat"
     )
+    job_poll_interval: float = setting(
+        0.05,
+        _positive_float,
+        "longest wait of an idle runner between looks for jobs that came due (delayed or "
+        "retrying) or that a process it does not hear from enqueued",
+    )
     max_queued: int = setting(100_000, _positive_int, "waiting jobs per queue before 429")
     schedules: tuple[Periodic, ...] = setting(
         (),

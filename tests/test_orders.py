@@ -14,13 +14,14 @@ from typing import Any
 
 import httpx
 import trio
+import trio.testing
 
 import canopy
-from canopy import reference
+from canopy import capabilities, reference
 from canopy.handlers.jobs import JobsService
 from canopy.handlers.orders import Order, OrdersService, OrderState, OrderStore, SimulatedGateway
 from canopy.handlers.topics import TokenIssuer
-from canopy.handlers.topics.client import TopicMessage, connect_topics
+from canopy.handlers.topics.client import TopicMessage
 from canopy.nurseries.jobs import Job, JobContext, JobRunner, SQLiteJobStore, TaskRegistry
 from canopy.testing import serve_app
 
@@ -47,57 +48,52 @@ async def settled(client: httpx.AsyncClient, order_id: str) -> dict[str, Any]:
             await trio.sleep(0.05)
 
 
-async def test_placing_validates_is_idempotent_and_runs_to_confirmed(tmp_path: Path) -> None:
-    write_config(tmp_path)
-    async with running_server(tmp_path, env=ENV) as server:
-        base = f"http://127.0.0.1:{server.port}"
-        async with httpx.AsyncClient(base_url=base) as client:
-            assert (await client.put("/stock/apple", json={"available": 10})).status_code == 200
-            missing = await client.post("/orders", json=order())
-            assert missing.status_code == 422 and missing.json()["field"] == "Idempotency-Key"
-            bad = order()
-            bad["items"][0]["quantity"] = 0
-            refused = await client.post("/orders", json=bad, headers={"Idempotency-Key": "k0"})
-            assert refused.status_code == 422
-            assert refused.json()["field"] == "items[0].quantity"
-            garbled = await client.post(
-                "/orders", content=b"{nope", headers={"Idempotency-Key": "k0"}
-            )
-            assert garbled.status_code == 400
+async def test_placing_validates_is_idempotent_and_runs_to_confirmed() -> None:
+    async with serve_app(orders_app(topics=True), topics_secret=SECRET) as served:
+        client = served.http
+        assert (await client.put("/stock/apple", json={"available": 10})).status_code == 200
+        missing = await client.post("/orders", json=order())
+        assert missing.status_code == 422 and missing.json()["field"] == "Idempotency-Key"
+        bad = order()
+        bad["items"][0]["quantity"] = 0
+        refused = await client.post("/orders", json=bad, headers={"Idempotency-Key": "k0"})
+        assert refused.status_code == 422
+        assert refused.json()["field"] == "items[0].quantity"
+        garbled = await client.post("/orders", content=b"{nope", headers={"Idempotency-Key": "k0"})
+        assert garbled.status_code == 400
 
-            token = TokenIssuer(SECRET).issue("watcher", subscribe=["customers.c1.orders"])
-            events: list[str] = []
-            async with (
-                connect_topics(f"ws://127.0.0.1:{server.port}/ws", token=token) as topics,
-                topics.subscribe("customers.c1.orders") as subscription,
-            ):
-                placed = await client.post(
-                    "/orders", json=order(quantity=3), headers={"Idempotency-Key": "k1"}
-                )
-                assert placed.status_code == 202 and placed.json()["state"] == "pending"
-                assert placed.json()["total"] == 750
-                done = await settled(client, placed.json()["id"])
-                assert done["state"] == "confirmed"
-                with trio.fail_after(5):
-                    async for event in subscription:
-                        assert isinstance(event, TopicMessage)
-                        events.append(event.data["state"])
-                        if event.data["state"] == "confirmed":
-                            break
-            assert events == ["pending", "reserved", "paid", "confirmed"]
-            assert (await client.get("/stock/apple")).json()["available"] == 7
-
-            again = await client.post(
+        token = TokenIssuer(SECRET).issue("watcher", subscribe=["customers.c1.orders"])
+        events: list[str] = []
+        async with (
+            served.topics(token) as topics,
+            topics.subscribe("customers.c1.orders") as subscription,
+        ):
+            placed = await client.post(
                 "/orders", json=order(quantity=3), headers={"Idempotency-Key": "k1"}
             )
-            assert again.status_code == 200 and again.json()["id"] == placed.json()["id"]
-            other = await client.post(
-                "/orders", json=order(quantity=4), headers={"Idempotency-Key": "k1"}
-            )
-            assert other.status_code == 409 and other.json()["order_id"] == placed.json()["id"]
-            listed = (await client.get("/orders", params={"customer": "c1"})).json()["orders"]
-            assert [o["id"] for o in listed] == [placed.json()["id"]]
-        assert await server.stop() == 0
+            assert placed.status_code == 202 and placed.json()["state"] == "pending"
+            assert placed.json()["total"] == 750
+            done = await settled(client, placed.json()["id"])
+            assert done["state"] == "confirmed"
+            with trio.fail_after(5):
+                async for event in subscription:
+                    assert isinstance(event, TopicMessage)
+                    events.append(event.data["state"])
+                    if event.data["state"] == "confirmed":
+                        break
+        assert events == ["pending", "reserved", "paid", "confirmed"]
+        assert (await client.get("/stock/apple")).json()["available"] == 7
+
+        again = await client.post(
+            "/orders", json=order(quantity=3), headers={"Idempotency-Key": "k1"}
+        )
+        assert again.status_code == 200 and again.json()["id"] == placed.json()["id"]
+        other = await client.post(
+            "/orders", json=order(quantity=4), headers={"Idempotency-Key": "k1"}
+        )
+        assert other.status_code == 409 and other.json()["order_id"] == placed.json()["id"]
+        listed = (await client.get("/orders", params={"customer": "c1"})).json()["orders"]
+        assert [o["id"] for o in listed] == [placed.json()["id"]]
 
 
 async def place_many(client: httpx.AsyncClient, count: int, sku: str) -> list[str]:
@@ -177,10 +173,13 @@ def test_order_ids_begin_with_the_time() -> None:
     assert 0 <= int(order_id[:12], 16) - now_ms < 1000
 
 
-def orders_app() -> canopy.App:
-    """An app with the orders capability alone, as a user's app would include it."""
+def orders_app(*, topics: bool = False) -> canopy.App:
+    """An app with the orders capability (and ``/ws`` if ``topics``), as a user's app
+    would include it."""
     app = canopy.App("shop")
     app.include(reference.orders)
+    if topics:
+        app.include(capabilities.topics_api)
     return app
 
 
@@ -197,7 +196,10 @@ async def test_a_declined_charge_releases_the_stock() -> None:
         assert (await client.get("/stock/plum")).json()["available"] == 5
 
 
-async def test_transient_gateway_failures_are_retried_and_charge_once() -> None:
+async def test_transient_gateway_failures_are_retried_and_charge_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # On the jumping clock: the charge steps' backoffs pass at once.
     failing = reference.orders.settings(payment_failure_rate=0.5)  # type: ignore[misc]
     async with serve_app(orders_app(), sections={"orders": failing}) as served:
         client = served.http

@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +43,9 @@ __all__ = [
     "Unrecovered",
     "connect_topics",
 ]
+
+
+StreamOpener = Callable[[], Awaitable[trio.SocketStream]]
 
 
 class TopicsError(Exception):
@@ -109,8 +112,16 @@ class ClientSubscription:
 
 
 class TopicsClient:
-    def __init__(self, url: str, token: str | None, queue_size: int, max_backoff: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        queue_size: int,
+        max_backoff: float,
+        open_stream: StreamOpener | None = None,
+    ) -> None:
         self.url = url
+        self.open_stream = open_stream
         self.token = token
         self.queue_size = queue_size
         self.max_backoff = max_backoff
@@ -212,7 +223,10 @@ class TopicsClient:
         resource = parts.path or "/"
         if self.token:
             resource += "?" + urlencode({"token": self.token})
-        stream = await trio.open_tcp_stream(parts.hostname or "127.0.0.1", parts.port or 80)
+        if self.open_stream is not None:
+            stream = await self.open_stream()
+        else:
+            stream = await trio.open_tcp_stream(parts.hostname or "127.0.0.1", parts.port or 80)
         # We own the TCP stream: trio-websocket 0.12 leaves it open when the server closes first.
         async with stream, trio.open_nursery() as nursery:
             self._connection_scope = nursery.cancel_scope
@@ -306,10 +320,18 @@ def _dropped(exc: BaseException) -> bool:
 
 @asynccontextmanager
 async def connect_topics(
-    url: str, *, token: str | None = None, queue_size: int = 1000, max_backoff: float = 5.0
+    url: str,
+    *,
+    token: str | None = None,
+    queue_size: int = 1000,
+    max_backoff: float = 5.0,
+    open_stream: StreamOpener | None = None,
 ) -> AsyncIterator[TopicsClient]:
-    """Connect (the first attempt must succeed) and keep reconnecting until exit."""
-    client = TopicsClient(url, token, queue_size, max_backoff)
+    """Connect (the first attempt must succeed) and keep reconnecting until exit.
+
+    ``open_stream``: how to reach the server, if not by TCP to the URL's host and port
+    (a Unix socket, say); the URL still names the path and the ``Host``."""
+    client = TopicsClient(url, token, queue_size, max_backoff, open_stream)
     async with trio.open_nursery() as nursery:
         await nursery.start(client.run)
         yield client

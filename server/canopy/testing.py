@@ -6,6 +6,12 @@ a store in a new temporary folder, exactly as ``canopy serve`` would; then
 ``served.http`` (an httpx client), ``served.topics()`` (a WebSocket client) and
 ``await served.run_jobs()`` (what was enqueued has run). The block's end drains the
 app as SIGTERM does.
+
+On pytest-trio's ``autojump_clock`` it serves on a Unix socket in that folder and
+stamps jobs with the jumping clock, so a retry's backoff, a delayed job or an hourly
+schedule passes at once; ``served.http`` and ``served.topics()`` work the same. A
+thread (``trio.Path``, ``trio.to_thread``) in the app's own code is invisible to that
+clock, which may jump past a deadline while it runs: keep them out of code tested so.
 """
 
 from canopy.server._testing import Served, TopicsClient, serve_app
