@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ._lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from . import dashboard, demo, health, jobs, orders, support, tasks, ticker, topics
+    from . import dashboard, demo, grants, health, jobs, orders, support, tasks, ticker, topics
     from ._errors import ApiError, error_body
     from ._headers import first_header
     from ._routes import DEADLINE_ATTRIBUTE, deadline
@@ -22,6 +22,7 @@ __all__ = [
     "demo",
     "error_body",
     "first_header",
+    "grants",
     "health",
     "jobs",
     "orders",
@@ -43,6 +44,7 @@ __getattr__, __dir__ = lazy_attributes(
     modules=(
         "dashboard",
         "demo",
+        "grants",
         "health",
         "jobs",
         "orders",

@@ -10,7 +10,7 @@ from canopy.nurseries import strict_json_loads
 
 from ._errors import ApiError
 from ._headers import first_header
-from .topics import Grants, InvalidToken, TokenIssuer
+from .grants import Grants, InvalidToken, TokenIssuer
 
 __all__ = [
     "bearer_token",

@@ -25,7 +25,8 @@ from quart import Blueprint, request
 from canopy.nurseries.fanout import Hub, HubError
 
 from ._errors import ApiError
-from .topics import Grants, InvalidToken, TopicsService
+from .grants import Grants, InvalidToken
+from .topics import TopicsService
 
 __all__ = ["TOPIC", "DashboardFeed", "create_blueprint"]
 

@@ -59,6 +59,7 @@ def test_public_api_is_pinned() -> None:
             "demo",
             "error_body",
             "first_header",
+            "grants",
             "health",
             "jobs",
             "orders",
@@ -312,3 +313,87 @@ def test_nothing_imports_the_folders_by_their_own_names() -> None:
 def test_the_users_project_under_test_has_its_own_server_and_handlers() -> None:
     """tests/project is a user's, and takes those names on purpose (test_cli_app.py)."""
     assert imported_roots("tests/project") >= {"server", "handlers", "canopy"}
+
+
+# Where each installed package's modules are in the checkout (see pyproject's package-dir).
+PACKAGE_DIRS = {
+    "canopy": ROOT / "server" / "canopy",
+    "canopy.server": ROOT / "server",
+    "canopy.handlers": ROOT / "handlers",
+    "canopy.nurseries": ROOT / "nurseries",
+}
+
+
+def module_files() -> dict[str, Path]:
+    modules: dict[str, Path] = {}
+    for package, folder in PACKAGE_DIRS.items():
+        for path in folder.rglob("*.py"):
+            parts = list(path.relative_to(folder).with_suffix("").parts)
+            if package == "canopy.server" and parts[0] == "canopy":
+                continue  # the face, mapped on its own
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join([package, *parts])] = path
+    return modules
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package's modules that ``name`` imports, at any depth of its code (a lazy
+    import in a function or under TYPE_CHECKING is still an arrow)."""
+    here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name in modules)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here.split(".")[: len(here.split(".")) - node.level + 1]
+                source = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                source = node.module or ""
+            if source in modules:
+                for alias in node.names:
+                    child = f"{source}.{alias.name}"
+                    found.add(child if child in modules else source)
+    found.discard(name)
+    return found
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each set of modules that reach one another (Tarjan's strongly connected parts)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            part = []
+            while (member := stack.pop()) != node:
+                part.append(member)
+            if part:
+                found.append(sorted([node, *part]))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circle() -> None:
+    """Imports run one way between modules too, not only between the layers: a circle
+    held together by a lazy import breaks the day someone imports eagerly."""
+    modules = module_files()
+    graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
+    assert circles(graph) == []
+    # The test reads what it should: a planted circle is found.
+    planted = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
+    assert circles(planted) == [["a", "b", "c"]]

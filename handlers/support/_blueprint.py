@@ -12,7 +12,8 @@ from quart_schema import document_response
 from .._errors import ApiError
 from .._requests import header, int_arg, verified_grants
 from .._schema import ErrorBody, body
-from ..topics import Forbidden, Grants
+from ..grants import Grants
+from ..topics import Forbidden
 from ._model import MAX_TEXT, Agent, ConversationState, InvalidField
 from ._service import ConversationNotFound, SupportService
 from ._store import ConversationClosed, SupportStoreError

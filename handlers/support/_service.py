@@ -30,7 +30,8 @@ import trio
 
 from canopy.nurseries.fanout import Hub, HubError, Item, Presence, Subscription
 
-from ..topics import Forbidden, Grants, TokenIssuer
+from ..grants import Grants, TokenIssuer
+from ..topics import Forbidden
 from ._assign import AgentLoad, plan_assignments
 from ._model import (
     Agent,

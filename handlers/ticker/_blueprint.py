@@ -14,7 +14,7 @@ from canopy.nurseries.fanout import InvalidTopic, check_topic
 from .._errors import ApiError
 from .._requests import verified_grants
 from .._schema import ErrorBody, body
-from ..topics import TokenIssuer
+from ..grants import TokenIssuer
 from ._model import AlertState, Direction, InvalidAlert, alerts_topic
 from ._service import TickerService, TooManyAlerts
 from ._store import AlertStoreError

@@ -8,7 +8,7 @@ The wire protocol is documented in docs/PROTOCOL.md.
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_attributes
-from ._grants import Grants, InvalidToken, TokenIssuer, covers
+from ..grants import Grants, InvalidToken, TokenIssuer, covers
 from ._protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY,

@@ -14,7 +14,7 @@ from canopy.nurseries.fanout import BrokerUnavailable, HubError, InvalidTopic
 from .._errors import ApiError
 from .._requests import bearer_token, read_json
 from .._schema import ErrorBody
-from ._grants import Grants, InvalidToken
+from ..grants import Grants, InvalidToken
 from ._protocol import FRAMES_EXTENSION, Frame, encode_text_frame, error_frame
 from ._service import Forbidden, TopicsService
 from ._session import Session

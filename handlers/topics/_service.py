@@ -7,7 +7,7 @@ from typing import Any
 
 from canopy.nurseries.fanout import Hub, Message, Replay, check_topic
 
-from ._grants import Grants, TokenIssuer
+from ..grants import Grants, TokenIssuer
 
 __all__ = ["Forbidden", "TopicsService"]
 

@@ -31,7 +31,7 @@ from canopy.nurseries.fanout import (
     check_topic,
 )
 
-from ._grants import Grants, InvalidToken
+from ..grants import Grants, InvalidToken
 from ._protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY,

@@ -1,7 +1,11 @@
 """Who may subscribe or publish to which topics: grants, and the signed tokens that carry them.
 
+Below the capabilities: the topics protocol checks them, and so do the routes of the
+others that take a token (support's conversations, the ticker's alerts, the
+dashboard), each without importing topics.
+
 A token is a JWT signed with HMAC (HS256) by whoever issues credentials (your login
-service, or ``canopy topics token``). Its claims:
+service, or ``canopy token``). Its claims:
 
 - ``sub``: the client's id, shown in presence;
 - ``subscribe`` / ``publish``: lists of topic patterns (``orders.1234``, ``orders.*``, ``*``);
