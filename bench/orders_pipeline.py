@@ -34,9 +34,9 @@ from canopy.nurseries import Supervisor
 from canopy.nurseries.fanout import Hub, Item, Message, Subscription
 from canopy.nurseries.jobs import JobRunner, SQLiteJobStore, TaskRegistry
 from canopy.server import Settings
-from canopy.server._capability import hub_publisher
-from canopy.server._jobs import notify_for
-from canopy.server._process import tune_gc
+from canopy.server.app._capability import hub_publisher
+from canopy.server.app._jobs import notify_for
+from canopy.server.app._process import tune_gc
 
 SKU = "bench-sku"
 

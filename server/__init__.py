@@ -1,14 +1,14 @@
-"""Canopy's serving layer: the app and its assembly, configuration, serving, the CLI."""
+"""Canopy's serving layer, in rooms stacked one way (each imports only from those
+listed before it): ``config`` (settings), ``observe`` (logs, metrics, traces),
+``transport`` (Hypercorn's protocols on Trio sockets), ``pipeline`` (the Quart app
+and the request pipeline), ``app`` (``canopy.App`` and its assembly),
+``capabilities`` (what an app includes) and ``runtime`` (processes, the CLI)."""
 
-from ._app import CanopyApp, Runtime
-from ._application import App, Capability, Jobs, Topics
-from ._capability import Assembly, Mode
-from ._config import load_config
-from ._declared import AppError, Task
-from ._http import HTTPService
-from ._loader import AppNotFound, load_app
-from ._main import ForcedShutdown, serve
-from ._settings import Settings, SettingsError, load_settings, setting
+from .app import App, AppError, Assembly, Capability, Jobs, Mode, Task, Topics
+from .config import Settings, SettingsError, load_config, load_settings, setting
+from .pipeline import CanopyApp, Runtime
+from .runtime import AppNotFound, ForcedShutdown, load_app, serve
+from .transport import HTTPService
 
 __all__ = [
     "App",

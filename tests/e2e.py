@@ -23,7 +23,7 @@ import trio
 from hypercorn.config import Config
 
 from canopy.server import Settings
-from canopy.server._http import HTTPService
+from canopy.server.transport._service import HTTPService
 from canopy.showcase import create_app
 
 __all__ = [

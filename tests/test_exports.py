@@ -397,3 +397,28 @@ def test_no_import_circle() -> None:
     # The test reads what it should: a planted circle is found.
     planted = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
     assert circles(planted) == [["a", "b", "c"]]
+
+
+SERVER_ROOMS = ("config", "observe", "transport", "pipeline", "app", "capabilities", "runtime")
+
+
+def test_the_servers_rooms_import_only_downward() -> None:
+    """canopy.server's subpackages, bottom first: each imports only from those before
+    it (see server/__init__.py)."""
+    modules = module_files()
+    rank = {room: n for n, room in enumerate(SERVER_ROOMS)}
+
+    def room(name: str) -> str | None:
+        parts = name.split(".")
+        return parts[2] if len(parts) > 2 and parts[:2] == ["canopy", "server"] else None
+
+    rooms = {room(name) for name in modules} - {None}
+    assert rooms == set(SERVER_ROOMS)
+    upward = [
+        f"{name} -> {target}"
+        for name, path in modules.items()
+        if (here := room(name)) is not None
+        for target in imports_of(name, path, modules)
+        if (there := room(target)) is not None and rank[there] > rank[here]
+    ]
+    assert upward == []

@@ -2,7 +2,7 @@
 refcounting frees them at once.
 
 Cycles per request fed the young-generation counter, and with many requests in
-flight each collection walked all of them (see ``canopy.server._process.tune_gc``).
+flight each collection walked all of them (see ``canopy.server.app._process.tune_gc``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 import trio
 from hypercorn.protocol.http_stream import HTTPStream
 
-from canopy.server._transport import Connection, _AppCall
+from canopy.server.transport._connection import Connection, _AppCall
 
 from .e2e import http_request, serving_app_in_process
 

@@ -24,8 +24,8 @@ from canopy.nurseries.jobs import (
     RetryPolicy,
     TaskRegistry,
 )
-from canopy.server._capability import hub_publisher
-from canopy.server._jobs import notify_for
+from canopy.server.app._capability import hub_publisher
+from canopy.server.app._jobs import notify_for
 
 from .fanout_sinks import RecordingSink
 

@@ -100,7 +100,9 @@ def test_a_command_that_reads_jobs_creates_no_store(tmp_path: Path) -> None:
 
 
 def test_bench_plot_without_matplotlib_stops_before_the_load(tmp_path: Path) -> None:
-    hide = "import sys; sys.modules['matplotlib'] = None; from canopy.server._cli import main;"
+    hide = (
+        "import sys; sys.modules['matplotlib'] = None; from canopy.server.runtime._cli import main;"
+    )
     result = subprocess.run(
         [sys.executable, "-c", hide + " main()", "bench", "http-get", "--plot", "out.png"],
         cwd=tmp_path,

@@ -116,7 +116,7 @@ async def test_metrics_count_job_outcomes_by_task_and_open_websockets(tmp_path: 
 def test_a_total_kept_elsewhere_feeds_a_counter_by_its_increase() -> None:
     from prometheus_client import CollectorRegistry, Counter
 
-    from canopy.server._metrics_live import _Increase
+    from canopy.server.observe._metrics_live import _Increase
 
     registry = CollectorRegistry()
     increase = _Increase(Counter("things", "things", ["kind"], registry=registry))
@@ -128,7 +128,7 @@ def test_a_total_kept_elsewhere_feeds_a_counter_by_its_increase() -> None:
 def test_an_operators_metrics_directory_is_emptied_of_an_earlier_runs_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from canopy.server._pool import metrics_directory
+    from canopy.server.runtime._pool import metrics_directory
 
     (tmp_path / "counter_123.db").write_bytes(b"old")
     (tmp_path / "README").write_text("kept")

@@ -1,7 +1,7 @@
 """What a keep-alive HTTP/1.1 request costs the server's scheduler: no task, and two
 steps of the connection's task.
 
-This is the shape the transport was built for (see ``canopy.server._transport``): the
+This is the shape the transport was built for (see ``canopy.server.transport._connection``): the
 request runs in the connection's reading task once its body is complete, with no task
 per request (Quart-Trio's nursery with two tasks, or a task per ASGI call) and no
 extra trip through the scheduler. Each task and each step was a few per cent of a

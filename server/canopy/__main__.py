@@ -1,5 +1,5 @@
 """``python -m canopy``: the ``canopy`` command."""
 
-from canopy.server._cli import main
+from canopy.server.runtime._cli import main
 
 main()

@@ -3,6 +3,6 @@ friends), ``topics_api`` (the WebSocket endpoint ``/ws`` and ``/topics/...``) an
 ``dashboard`` (the operators' live page). An app without them keeps its job queue
 and its hub, used from its own routes, tasks and services."""
 
-from canopy.server._capabilities import dashboard, jobs_api, topics_api
+from canopy.server.capabilities._web import dashboard, jobs_api, topics_api
 
 __all__ = ["dashboard", "jobs_api", "topics_api"]

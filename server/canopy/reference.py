@@ -3,6 +3,6 @@ orders, a payment pipeline of jobs), ``support`` (support chat) and ``ticker`` (
 price feed and alerts). Each is built on the same public contract as a user's own
 capability (``canopy.Capability``)."""
 
-from canopy.server._reference import demo, orders, support, ticker
+from canopy.server.capabilities._reference import demo, orders, support, ticker
 
 __all__ = ["demo", "orders", "support", "ticker"]

@@ -14,6 +14,6 @@ thread (``trio.Path``, ``trio.to_thread``) in the app's own code is invisible to
 clock, which may jump past a deadline while it runs: keep them out of code tested so.
 """
 
-from canopy.server._testing import Served, TopicsClient, serve_app
+from canopy.server.runtime._testing import Served, TopicsClient, serve_app
 
 __all__ = ["Served", "TopicsClient", "serve_app"]

@@ -40,12 +40,12 @@ from canopy.handlers.topics.client import TopicsClient, connect_topics
 from canopy.nurseries import follow_trio_clock
 from canopy.nurseries.jobs import JobState
 
-from ._config import CanopyConfig
-from ._http import HTTPService
-from ._settings import Settings
+from ..config._hypercorn import CanopyConfig
+from ..config._settings import Settings
+from ..transport._service import HTTPService
 
 if TYPE_CHECKING:
-    from ._application import App
+    from ..app._application import App
 
 __all__ = ["Served", "TopicsClient", "serve_app"]
 

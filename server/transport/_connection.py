@@ -36,7 +36,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState
 from hypercorn.utils import parse_socket_addr
 
-from ._asgi import CANCEL_ON_DISCONNECT, TRANSPORT_EXTENSION
+from ._extensions import CANCEL_ON_DISCONNECT, TRANSPORT_EXTENSION
 
 __all__ = ["SHUTDOWN_CLOSE_CODE", "Connection"]
 
@@ -216,7 +216,7 @@ async def _finished(message: Any) -> None:
 
     Left as a cycle, each request's stream and call (with their scope, buffers and
     bound methods, about fifteen objects) stayed in memory until the cyclic collector
-    ran, and each collection walked them (see ``canopy.server._process.tune_gc``).
+    ran, and each collection walked them (see ``canopy.server.app._process.tune_gc``).
     """
     raise RuntimeError("the response is finished; nothing more can be sent")
 

@@ -18,9 +18,9 @@ from canopy.handlers.support import SupportService, SupportStore
 from canopy.handlers.ticker import AlertStore, RandomWalk, TickerService
 from canopy.nurseries.fanout import check_topic
 
-from ._application import App, Capability
-from ._capability import Assembly
-from ._settings import _fraction, _non_negative_float, _positive_float, setting
+from ..app._application import App, Capability
+from ..app._capability import Assembly
+from ..config._settings import _fraction, _non_negative_float, _positive_float, setting
 
 __all__ = ["demo", "orders", "support", "ticker"]
 

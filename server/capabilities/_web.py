@@ -8,9 +8,9 @@ from canopy.handlers import dashboard as dashboard_pages
 from canopy.handlers import jobs as jobs_pages
 from canopy.handlers import topics as topics_pages
 
-from ._application import Capability
-from ._capability import Assembly
-from ._dashboard import DashboardSnapshot
+from ..app._application import Capability
+from ..app._capability import Assembly
+from ..observe._dashboard import DashboardSnapshot
 
 __all__ = ["dashboard", "jobs_api", "topics_api"]
 

@@ -14,7 +14,7 @@ import trio
 from canopy.handlers.jobs import JobRequest, JobsService, page_bound, page_end
 from canopy.nurseries.jobs import JobState, JobStoreError, UnknownTask
 
-from ._capability import Mode
+from ..app._capability import Mode
 from ._startup import boot_or_exit, find_app, load_or_exit
 
 __all__ = ["jobs_group"]

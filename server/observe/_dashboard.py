@@ -3,7 +3,7 @@
 Rates are differences between two snapshots, so they need no counters of their own:
 requests per second and their latency (mean and 99th percentile, from the latency
 histogram's buckets), and job outcomes per second, from the Prometheus counters in
-:class:`~canopy.server._metrics.Metrics`. Queue depths and dead letters come from the job
+:class:`~canopy.server.observe._metrics.Metrics`. Queue depths and dead letters come from the job
 store (two calls per snapshot), the tree from the supervisor, topics from the hub.
 """
 

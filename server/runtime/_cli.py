@@ -8,13 +8,13 @@ from functools import partial
 
 import click
 
+from ..app._capability import Mode
+from ..config._settings import ENV_PREFIX, Settings, describe, section_prefix
+from ..observe._logging import configure_logging
 from ._bench_cli import bench_command
-from ._capability import Mode
 from ._jobs_cli import jobs_group
-from ._logging import configure_logging
 from ._main import run_tree, serve
 from ._pool import inherit_sockets, serve_workers
-from ._settings import ENV_PREFIX, Settings, describe, section_prefix
 from ._startup import boot_or_exit, find_app, load_or_exit, run_process
 from ._token_cli import token_command
 

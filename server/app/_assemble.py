@@ -33,18 +33,18 @@ from canopy.handlers.topics import TopicsService
 from canopy.nurseries import InflightLimit, Supervisor
 from canopy.nurseries.jobs import DuplicateTask, TaskRegistry
 
-from ._access_log import AccessLog, RequestIds
-from ._app import CanopyApp, Runtime, _http_error, _unhandled_error, _version
+from ..config._settings import Settings
+from ..observe._access_log import AccessLog, RequestIds
+from ..observe._metrics import CONTENT_TYPE, Metrics
+from ..observe._tracing import tracing_for
+from ..pipeline._app import CanopyApp, Runtime, _http_error, _unhandled_error, _version
+from ..pipeline._openapi import install_openapi
+from ..transport._websocket import install as install_websocket_stream
 from ._capability import Assembly, Mode
 from ._declared import AppError, Declared, where
 from ._jobs import add_runner, add_store, notify_for, schedules_for
-from ._metrics import CONTENT_TYPE, Metrics
-from ._openapi import install_openapi
 from ._redis import RedisConnections
-from ._settings import Settings
 from ._topics import add_topics
-from ._tracing import tracing_for
-from ._websocket import install as install_websocket_stream
 
 __all__ = ["assemble"]
 
@@ -149,7 +149,7 @@ def _add_services(declared: Declared, assembly: Assembly) -> None:
 def _serve_web(app: CanopyApp, runtime: Runtime) -> None:
     """What every served app has: the request pipeline's error answers, health,
     metrics and the OpenAPI document; then no route may be declared twice."""
-    install_websocket_stream()  # pre-encoded frames for topics (see server/_websocket.py)
+    install_websocket_stream()  # pre-encoded frames for topics (see server/transport/_websocket.py)
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_size
     app.register_error_handler(HTTPException, _http_error)
     # None in a WebSocket session, which the handler has closed: Quart sends nothing.
@@ -161,7 +161,7 @@ def _serve_web(app: CanopyApp, runtime: Runtime) -> None:
 
     @app.get("/metrics")
     async def metrics_route() -> tuple[bytes, int, dict[str, str]]:
-        """Prometheus text format (server/_metrics.py says what is counted)."""
+        """Prometheus text format (server/observe/_metrics.py says what is counted)."""
         return await metrics.render(), 200, {"Content-Type": CONTENT_TYPE}
 
     install_openapi(app, _version())

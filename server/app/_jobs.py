@@ -17,10 +17,10 @@ from canopy.nurseries.jobs import (
     TaskRegistry,
 )
 
+from ..config._settings import Settings, SettingsError
+from ..observe._tracing import Tracing
 from ._capability import Publish
 from ._redis import RedisConnections
-from ._settings import Settings, SettingsError
-from ._tracing import Tracing
 
 __all__ = ["add_runner", "add_store", "notify_for", "schedules_for"]
 

@@ -41,11 +41,11 @@ from canopy.handlers.jobs import JobsService
 from canopy.handlers.topics import TopicsService
 from canopy.nurseries import InflightLimit, Overloaded, Supervisor
 
-from ._access_log import AccessLog, RequestIds
+from ..config._settings import Settings
+from ..observe._access_log import AccessLog, RequestIds
+from ..observe._metrics import Metrics, route_label
+from ..observe._tracing import Tracing
 from ._asgi import CanopyHTTPConnection, CanopyWebsocketConnection, body_too_large
-from ._metrics import Metrics, route_label
-from ._settings import Settings
-from ._tracing import Tracing
 from ._wrappers import (
     CachedRequestContext,
     CanopyRequest,

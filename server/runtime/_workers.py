@@ -35,7 +35,7 @@ from prometheus_client import multiprocess
 
 from canopy.nurseries import Backoff, RestartIntensity
 
-from ._metrics import MULTIPROCESS_ENV
+from ..observe._metrics import MULTIPROCESS_ENV
 
 __all__ = ["WorkerPool", "worker_argv"]
 

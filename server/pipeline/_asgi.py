@@ -2,7 +2,7 @@
 
 Quart-Trio opens a nursery with two tasks per request: one runs the view, the other
 waits for ``http.disconnect`` to cancel it. Under Canopy's transport the request
-task already runs in a cancel scope that a disconnect cancels (see ``_transport``),
+task already runs in a cancel scope that a disconnect cancels (see ``transport``),
 so the view can run in the request task itself: the body is read first (it is
 bounded by ``MAX_CONTENT_LENGTH``), then the view runs, then the response is sent,
 with a whole body in one ASGI message. A WebSocket's view likewise runs in the
@@ -28,21 +28,14 @@ from quart_trio.asgi import TrioASGIHTTPConnection, TrioASGIWebsocketConnection
 
 from canopy.handlers import ApiError, first_header
 
+from ..transport._extensions import CANCEL_ON_DISCONNECT, TRANSPORT_EXTENSION
 from ._wrappers import listed_headers
 
 __all__ = [
-    "CANCEL_ON_DISCONNECT",
-    "TRANSPORT_EXTENSION",
     "CanopyHTTPConnection",
     "CanopyWebsocketConnection",
     "body_too_large",
 ]
-
-TRANSPORT_EXTENSION = "canopy.transport"
-# In a WebSocket call's transport extension: a function the app may call with a
-# callable (no arguments) for the transport to call at the client's disconnect,
-# before the app reads the disconnect, if ever.
-CANCEL_ON_DISCONNECT = "cancel_on_disconnect"
 
 
 class CanopyHTTPConnection(TrioASGIHTTPConnection):

@@ -23,15 +23,15 @@ from canopy.nurseries import ACTIVE, RestartPolicy
 from canopy.nurseries.fanout import Message
 from canopy.nurseries.jobs import TERMINAL, Job, RetryPolicy, TaskRegistry
 
-from ._app import CanopyApp
+from ..config._hypercorn import default_config_path
+from ..config._settings import Settings, load_settings
+from ..observe._logging import configure_logging
+from ..pipeline._app import CanopyApp
+from ..pipeline._wrappers import RouteCache
 from ._assemble import assemble
 from ._capability import Assembly, Mode
-from ._config import default_config_path
 from ._declared import AppError, Declared, ServiceDecl, Task, TaskFunction, TopicDecl
-from ._logging import configure_logging
 from ._process import tune_gc
-from ._settings import Settings, load_settings
-from ._wrappers import RouteCache
 
 __all__ = ["App", "Capability", "Jobs", "Topics"]
 

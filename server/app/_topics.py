@@ -9,9 +9,9 @@ from canopy.handlers.topics import TokenIssuer, TopicsService
 from canopy.nurseries import Supervisor
 from canopy.nurseries.fanout import Broker, Hub, TopicRule, TopicRules
 
+from ..config._settings import Settings
 from ._declared import TopicDecl
 from ._redis import RedisConnections
-from ._settings import Settings
 
 __all__ = ["add_topics"]
 

@@ -24,8 +24,8 @@ from hypercorn.config import Config
 
 from canopy.nurseries import Supervisor
 
-from ._app import CanopyApp
-from ._http import HTTPService
+from ..pipeline._app import CanopyApp
+from ..transport._service import HTTPService
 
 __all__ = ["ForcedShutdown", "run_tree", "serve"]
 

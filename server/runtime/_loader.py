@@ -10,7 +10,7 @@ import sys
 import tomllib
 from collections.abc import Mapping
 
-from ._application import App
+from ..app._application import App
 
 __all__ = ["SHOWCASE", "AppNotFound", "app_spec", "load_app"]
 

@@ -25,8 +25,8 @@ from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.utils import repr_socket_addr, wrap_app
 
+from ._connection import Connection
 from ._listen import Listener, accept_loop
-from ._transport import Connection
 
 __all__ = ["CannotListen", "HTTPService"]
 

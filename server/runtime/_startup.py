@@ -14,15 +14,15 @@ from hypercorn.config import Config
 
 from canopy.nurseries import SupervisorGaveUp
 
-from ._application import App
-from ._capability import Mode
-from ._config import default_config_path, load_config
-from ._declared import AppError
-from ._http import CannotListen
+from ..app._application import App
+from ..app._capability import Mode
+from ..app._declared import AppError
+from ..app._process import tune_gc
+from ..config._hypercorn import default_config_path, load_config
+from ..config._settings import Settings, SettingsError
+from ..transport._service import CannotListen
 from ._loader import SHOWCASE, AppNotFound, app_spec, load_app
 from ._main import ForcedShutdown
-from ._process import tune_gc
-from ._settings import Settings, SettingsError
 
 __all__ = ["boot_or_exit", "find_app", "load_or_exit", "run_process"]
 

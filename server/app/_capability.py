@@ -22,11 +22,11 @@ from canopy.nurseries import RepeatingFailure, RestartPolicy, Service, Superviso
 from canopy.nurseries.fanout import Hub, HubError
 from canopy.nurseries.jobs import TaskRegistry
 
+from ..config._settings import Settings
 from ._redis import RedisConnections
-from ._settings import Settings
 
 if TYPE_CHECKING:
-    from ._app import CanopyApp, Runtime
+    from ..pipeline._app import CanopyApp, Runtime
 
 __all__ = ["Assembly", "Mode", "Publish", "hub_publisher"]
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from canopy.nurseries import Supervisor
 
-from ._settings import Settings
+from ..config._settings import Settings
 
 if TYPE_CHECKING:
     from canopy.nurseries.redis import RedisConnection

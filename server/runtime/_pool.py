@@ -15,9 +15,9 @@ from hypercorn.utils import repr_socket_addr
 
 from canopy.nurseries import Supervisor
 
+from ..config._settings import Settings
+from ..observe._metrics import MULTIPROCESS_ENV
 from ._main import run_tree
-from ._metrics import MULTIPROCESS_ENV
-from ._settings import Settings
 from ._workers import WorkerPool
 
 __all__ = ["inherit_sockets", "metrics_directory", "serve_workers"]

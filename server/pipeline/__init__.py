@@ -1,0 +1,7 @@
+"""The Quart-Trio app every route runs in, and the request pipeline around each view:
+request ids, the in-flight bound, deadlines, JSON errors, the access line and metrics.
+Quart's internals it replaces for speed are in ``_asgi`` and ``_wrappers``."""
+
+from ._app import CanopyApp, Runtime
+
+__all__ = ["CanopyApp", "Runtime"]
