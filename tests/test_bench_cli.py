@@ -1,9 +1,10 @@
-"""``canopy bench`` against a real server: what it reports agrees with the server's own
+"""bench/load.py against a real server: what it reports agrees with the server's own
 /metrics (within 5 %), --plot draws, and a target that is not loopback is refused."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from .e2e import running_server, write_config
+
+LOAD = Path(__file__).parent.parent / "bench" / "load.py"
 
 
 async def counter(base: str, name: str, **labels: str) -> float:
@@ -29,7 +32,7 @@ async def counter(base: str, name: str, **labels: str) -> float:
 
 
 async def bench(base: str, *args: str) -> dict[str, Any]:
-    argv = [sys.executable, "-m", "canopy", "bench", *args, "--url", base, "--json"]
+    argv = [sys.executable, str(LOAD), *args, "--url", base, "--json"]
     done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
     assert done.returncode == 0, done.stderr.decode()
     return json.loads(done.stdout)  # type: ignore[no-any-return]
@@ -71,9 +74,24 @@ async def test_plot_and_refusals(tmp_path: Path) -> None:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert await server.stop() == 0
     remote = await trio.run_process(
-        [sys.executable, "-m", "canopy", "bench", "http-get", "--url", "http://192.0.2.1:8000"],
+        [sys.executable, str(LOAD), "http-get", "--url", "http://192.0.2.1:8000"],
         capture_stdout=True,
         capture_stderr=True,
         check=False,
     )
     assert remote.returncode == 2 and b"--allow-remote" in remote.stderr
+
+
+def test_plot_without_matplotlib_stops_before_the_load(tmp_path: Path) -> None:
+    hide = (
+        "import runpy, sys; sys.modules['matplotlib'] = None; "
+        f"sys.path.insert(0, {str(LOAD.parent)!r}); "
+        "sys.argv = ['load.py', 'http-get', '--plot', 'out.png']; "
+        f"runpy.run_path({str(LOAD)!r}, run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", hide], cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert "--plot needs matplotlib: pip install matplotlib" in result.stderr
+    assert result.stdout == ""

@@ -97,19 +97,3 @@ def test_a_command_that_reads_jobs_creates_no_store(tmp_path: Path) -> None:
             " server runs, or give its --config or CANOPY_DATA_DIR\n"
         )
         assert not (tmp_path / "var").exists()
-
-
-def test_bench_plot_without_matplotlib_stops_before_the_load(tmp_path: Path) -> None:
-    hide = (
-        "import sys; sys.modules['matplotlib'] = None; from canopy.server.runtime._cli import main;"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", hide + " main()", "bench", "http-get", "--plot", "out.png"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 2
-    assert "--plot needs matplotlib: pip install 'canopy-server[plot]'" in result.stderr
-    assert result.stdout == ""

@@ -11,7 +11,6 @@ import click
 from ..app._capability import Mode
 from ..config._settings import ENV_PREFIX, Settings, describe, section_prefix
 from ..observe._logging import configure_logging
-from ._bench_cli import bench_command
 from ._jobs_cli import jobs_group
 from ._main import run_tree, serve
 from ._pool import inherit_sockets, serve_workers
@@ -90,7 +89,6 @@ def worker_command(app_given: str | None, config_path: str | None) -> None:
 
 main.add_command(jobs_group)
 main.add_command(token_command)
-main.add_command(bench_command)
 
 
 @main.command("settings")

@@ -1,4 +1,4 @@
-"""The load generator behind ``canopy bench``: scenarios that drive a running Canopy,
+"""The load generator behind ``bench/load.py``: scenarios that drive a running Canopy,
 and what they measured.
 
 Every scenario runs ``operations`` in a nursery of workers until the run's deadline

@@ -1,4 +1,7 @@
-"""``canopy bench``: load and stress a running Canopy (the engine is ``_loadgen``).
+"""Load and stress a running Canopy: ``python bench/load.py SCENARIO [options]``.
+
+The engine is ``_loadgen``. A tool of the repository, like the other benchmarks, not
+of the installed server: a deployment carries no load generator, nor its ``rich``.
 
 A live progress bar with the current rates while it runs (on stderr, with ``rich``),
 then a summary table; ``--json`` prints the summary as JSON on stdout instead, and
@@ -14,15 +17,14 @@ from typing import Any
 
 import click
 import trio
-
-from ._loadgen import SCENARIOS, LoadError, Plan, Result, check_target, run
+from _loadgen import SCENARIOS, LoadError, Plan, Result, check_target, run
 
 __all__ = ["bench_command"]
 
 REFRESH = 0.5
 
 
-@click.command("bench")
+@click.command("load.py")
 @click.argument("scenario", type=click.Choice(SCENARIOS))
 @click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="The server.")
 @click.option("--path", default="/demo/hello", show_default=True, help="For http-get/post.")
@@ -65,9 +67,7 @@ def bench_command(
         try:
             import matplotlib  # noqa: F401
         except ImportError:  # said now, not after the whole run
-            raise click.UsageError(
-                "--plot needs matplotlib: pip install 'canopy-server[plot]'"
-            ) from None
+            raise click.UsageError("--plot needs matplotlib: pip install matplotlib") from None
     try:
         payload = json.loads(body)
     except ValueError as exc:
@@ -79,13 +79,13 @@ def bench_command(
     try:
         check_target(plan.url, plan.allow_remote)
     except LoadError as exc:
-        click.echo(f"canopy bench: {exc}", err=True)
+        click.echo(f"load.py: {exc}", err=True)
         sys.exit(2)
     result = Result(scenario)
     try:
         trio.run(_run_with_progress, plan, result, not as_json)
     except LoadError as exc:
-        click.echo(f"canopy bench: {exc}", err=True)
+        click.echo(f"load.py: {exc}", err=True)
         sys.exit(2)
     summary = result.summary()
     if as_json:
@@ -139,7 +139,7 @@ def _print_table(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"canopy bench {summary['scenario']}")
+    table = Table(title=f"load.py {summary['scenario']}")
     for column in ("operations", "throughput/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "late"):
         table.add_column(column, justify="right")
     latency = summary["latency_ms"]
@@ -186,7 +186,7 @@ def _plot(result: Result, target: str) -> None:
         top.plot(seconds, [quantile(lat, q) for _i, _e, lat in result.per_second], label=label)
     top.set_ylabel("latency (ms)")
     top.legend()
-    top.set_title(f"canopy bench {result.scenario}")
+    top.set_title(f"load.py {result.scenario}")
     bottom.plot(seconds, throughput, label="operations/s")
     bottom.plot(seconds, errors, label="errors/s")
     bottom.set_xlabel("seconds")
@@ -195,3 +195,7 @@ def _plot(result: Result, target: str) -> None:
     figure.tight_layout()
     figure.savefig(target)
     plt.close(figure)
+
+
+if __name__ == "__main__":
+    bench_command()
