@@ -8,7 +8,7 @@ from hypercorn.config import Config
 from hypercorn.protocol.events import Request
 
 from canopy.handlers.topics import FRAMES_EXTENSION
-from canopy.server.transport._websocket import CanopyWSStream
+from canopy.server.transport._hypercorn import CanopyWSStream
 
 
 class RecordingTaskGroup:

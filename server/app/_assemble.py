@@ -39,7 +39,6 @@ from ..observe._metrics import CONTENT_TYPE, Metrics
 from ..observe._tracing import tracing_for
 from ..pipeline._app import CanopyApp, Runtime, _http_error, _unhandled_error, _version
 from ..pipeline._openapi import install_openapi
-from ..transport._websocket import install as install_websocket_stream
 from ._capability import Assembly, Mode
 from ._declared import AppError, Declared, where
 from ._jobs import add_runner, add_store, notify_for, schedules_for
@@ -149,7 +148,6 @@ def _add_services(declared: Declared, assembly: Assembly) -> None:
 def _serve_web(app: CanopyApp, runtime: Runtime) -> None:
     """What every served app has: the request pipeline's error answers, health,
     metrics and the OpenAPI document; then no route may be declared twice."""
-    install_websocket_stream()  # pre-encoded frames for topics (see server/transport/_websocket.py)
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_size
     app.register_error_handler(HTTPException, _http_error)
     # None in a WebSocket session, which the handler has closed: Quart sends nothing.

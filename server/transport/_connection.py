@@ -28,7 +28,6 @@ from typing import Any, cast
 import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData, Updated
-from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.events import StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
@@ -37,6 +36,7 @@ from hypercorn.typing import AppWrapper, ConnectionState
 from hypercorn.utils import parse_socket_addr
 
 from ._extensions import CANCEL_ON_DISCONNECT, TRANSPORT_EXTENSION
+from ._hypercorn import CanopyProtocolWrapper
 
 __all__ = ["SHUTDOWN_CLOSE_CODE", "Connection"]
 
@@ -351,7 +351,7 @@ class Connection:
         self.lifespan_state = lifespan_state
         self.registry = registry
         self.stream = stream
-        self.protocol: ProtocolWrapper
+        self.protocol: CanopyProtocolWrapper
         self._nursery: trio.Nursery
         self._send_lock = trio.Lock()
         self._idle = True
@@ -404,11 +404,11 @@ class Connection:
             return True, None
         return True, self.stream.selected_alpn_protocol() or "http/1.1"
 
-    def _make_protocol(self, nursery: trio.Nursery, ssl: bool, alpn: str) -> ProtocolWrapper:
+    def _make_protocol(self, nursery: trio.Nursery, ssl: bool, alpn: str) -> CanopyProtocolWrapper:
         stream = self.stream
         transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
         sock = cast(trio.SocketStream, transport).socket
-        return ProtocolWrapper(
+        return CanopyProtocolWrapper(
             self.app,
             self.config,
             self.context,

@@ -1,0 +1,113 @@
+"""Where Canopy's transport reaches into Hypercorn: each of its internals that Canopy
+changes, in this one module, written against Hypercorn 0.18.0.
+
+Canopy's transport (``_connection``) drives Hypercorn's protocol classes (HTTP/1.1,
+HTTP/2, WebSocket streams) from a Trio task of its own per connection. It changes
+them in one way: a WebSocket stream that offers the app one more ASGI extension,
+``canopy.websocket.frames``. A broadcast to a thousand subscribers sends the same
+frame a thousand times; with the extension the app passes the frame bytes it built
+once, and a batch of them goes out in one write, instead of wsproto encoding each
+message per subscriber. When the connection negotiated an extension that changes
+frames (permessage-deflate), the texts are sent the usual way.
+
+Hypercorn's protocols make their streams from the module-level name ``WSStream``, and
+its protocol wrapper makes the protocols from ``H11Protocol`` and ``H2Protocol``.
+Nothing in Hypercorn's modules is replaced: the subclasses below run upstream's own
+methods with this module's classes in place of those names (:func:`_rebound`), so
+only connections made by Canopy's transport get them. Under Hypercorn's own worker
+(``hypercorn --config hypercorn.toml shop:app``) the app finds no frames extension
+and the topics send a message per frame, as under any other server.
+
+The transport also relies on how ``H11Protocol`` waits for its reader
+(``context.event_class``), on its ``keep_alive_requests`` and ``stream`` (the
+drain) and on ``WSStream``'s state. tests/test_hypercorn_overrides.py pins the
+source of every upstream function named here, so a Hypercorn release that changes
+one fails a test before it changes the transport.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from hypercorn.protocol import ProtocolWrapper, h2, h11
+from hypercorn.protocol.events import Data
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+from wsproto.connection import ConnectionState
+from wsproto.events import TextMessage
+
+from canopy.handlers.topics import FRAMES_EXTENSION
+
+__all__ = ["CanopyProtocolWrapper", "CanopyWSStream"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _rebound(function: F, **names: object) -> F:
+    """``function``'s own code, reading ``names`` where it reads those globals."""
+    code = function.__code__
+    if code.co_freevars or not set(names) <= set(code.co_names):
+        raise TypeError(f"{function.__qualname__} no longer reads {sorted(names)} as globals")
+    rebound = types.FunctionType(
+        code, {**function.__globals__, **names}, function.__name__, function.__defaults__
+    )
+    rebound.__kwdefaults__ = function.__kwdefaults__
+    rebound.__qualname__ = function.__qualname__
+    return rebound  # type: ignore[return-value]
+
+
+class _Advertising:
+    """A task group that adds the frames extension to a WebSocket scope before the
+    app is spawned with it (Hypercorn builds the scope inside ``WSStream.handle``)."""
+
+    def __init__(self, task_group: Any) -> None:
+        self._task_group = task_group
+
+    async def spawn_app(self, app: Any, config: Any, scope: Any, send: Any) -> Any:
+        scope["extensions"][FRAMES_EXTENSION] = {}
+        return await self._task_group.spawn_app(app, config, scope, send)
+
+    def spawn(self, func: Any, *args: Any) -> None:
+        self._task_group.spawn(func, *args)
+
+
+class CanopyWSStream(WSStream):
+    """WSStream plus the frames extension: advertised in the scope, and a message of
+    pre-encoded frames (its ``type`` is the extension's name) written as it is."""
+
+    def __init__(self, app: Any, config: Any, context: Any, task_group: Any, *args: Any) -> None:
+        # The stream only spawns into its task group; it never enters or exits it.
+        super().__init__(app, config, context, _Advertising(task_group), *args)  # type: ignore[arg-type]
+
+    async def app_send(self, message: Any) -> None:
+        if message is None or message["type"] != FRAMES_EXTENSION:
+            await super().app_send(message)
+            return
+        if self.closed or self.state != ASGIWebsocketState.CONNECTED:
+            return
+        if self.connection.state != ConnectionState.OPEN:
+            return
+        if getattr(getattr(self.connection, "_proto", None), "extensions", None):
+            for text in message["texts"]:
+                await self._send_wsproto_event(TextMessage(data=text))
+        else:
+            await self.send(Data(stream_id=self.stream_id, data=message["bytes"]))
+
+
+class CanopyH11Protocol(h11.H11Protocol):
+    _create_stream = _rebound(h11.H11Protocol._create_stream, WSStream=CanopyWSStream)
+
+
+class CanopyH2Protocol(h2.H2Protocol):
+    _create_stream = _rebound(h2.H2Protocol._create_stream, WSStream=CanopyWSStream)
+
+
+class CanopyProtocolWrapper(ProtocolWrapper):
+    """Hypercorn's wrapper (HTTP/1.1, upgraded to HTTP/2 when asked), making the two
+    protocols above."""
+
+    __init__ = _rebound(
+        ProtocolWrapper.__init__, H11Protocol=CanopyH11Protocol, H2Protocol=CanopyH2Protocol
+    )
+    handle = _rebound(ProtocolWrapper.handle, H2Protocol=CanopyH2Protocol)
