@@ -412,7 +412,7 @@ class Connection:
             self.app,
             self.config,
             self.context,
-            _TaskGroup(self, nursery),  # type: ignore[arg-type]
+            _TaskGroup(self, nursery),
             ConnectionState(self.lifespan_state.copy()),
             ssl,
             parse_socket_addr(sock.family, sock.getpeername()),
