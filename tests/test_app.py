@@ -8,7 +8,7 @@ import pytest
 from werkzeug.routing import Map, Rule
 
 from canopy.server import Settings
-from canopy.server.pipeline._wrappers import RouteCache
+from canopy.server.pipeline._quart import RouteCache
 from canopy.showcase import create_app
 
 

@@ -142,7 +142,7 @@ def test_restart_policy_and_backoff_are_plain_functions() -> None:
 def test_request_content_length_follows_werkzeug_rules() -> None:
     from werkzeug.sansio.utils import get_content_length
 
-    from canopy.server.pipeline._wrappers import CanopyRequest
+    from canopy.server.pipeline._quart import CanopyRequest
 
     cases = [
         [],

@@ -23,7 +23,7 @@ from quart.signals import websocket_received
 from quart_trio import QuartTrio
 from trio_websocket import open_websocket_url
 
-from canopy.server.pipeline._asgi import CanopyWebsocketConnection
+from canopy.server.pipeline._quart import CanopyWebsocketConnection
 
 from .e2e import serving_in_process
 

@@ -20,8 +20,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from canopy.handlers._requests import header, read_json
 from canopy.server import Settings
 from canopy.server.observe._access_log import AccessLog
-from canopy.server.pipeline._asgi import _MAX_TITLES, _TITLES, _title
-from canopy.server.pipeline._wrappers import CanopyRequest
+from canopy.server.pipeline._quart import _MAX_TITLES, _TITLES, CanopyRequest, _title
 from canopy.showcase import create_app
 
 from .json_values import json_values

@@ -27,7 +27,7 @@ from ..config._hypercorn import default_config_path
 from ..config._settings import Settings, load_settings
 from ..observe._logging import configure_logging
 from ..pipeline._app import CanopyApp
-from ..pipeline._wrappers import RouteCache
+from ..pipeline._quart import RouteCache
 from ._assemble import assemble
 from ._capability import Assembly, Mode
 from ._declared import AppError, Declared, ServiceDecl, Task, TaskFunction, TopicDecl

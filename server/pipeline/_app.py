@@ -9,31 +9,20 @@ everything that goes wrong, and one structured access-log line.
 from __future__ import annotations
 
 import importlib.metadata
-import inspect
 import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import trio
 from quart import Response, current_app, has_websocket_context, request, websocket
 from quart.ctx import RequestContext
-from quart.globals import _cv_app, _cv_request, request_ctx
-from quart.signals import (
-    appcontext_popped,
-    appcontext_pushed,
-    appcontext_tearing_down,
-    request_finished,
-    request_started,
-    request_tearing_down,
-)
+from quart.globals import request_ctx
 from quart.typing import ResponseReturnValue, ResponseTypes
 from quart.wrappers import Request, Websocket
-from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from canopy.handlers import DEADLINE_ATTRIBUTE, ApiError, error_body, first_header
@@ -45,15 +34,7 @@ from ..config._settings import Settings
 from ..observe._access_log import AccessLog, RequestIds
 from ..observe._metrics import Metrics, route_label
 from ..observe._tracing import Tracing
-from ._asgi import CanopyHTTPConnection, CanopyWebsocketConnection, body_too_large
-from ._wrappers import (
-    CachedRequestContext,
-    CanopyRequest,
-    CanopySessionInterface,
-    CompactJSONProvider,
-    LazyMapAdapter,
-    RouteCache,
-)
+from ._quart import LeanQuartTrio, body_too_large
 
 __all__ = ["CanopyApp", "Runtime"]
 
@@ -80,53 +61,14 @@ class Runtime:
     topics: TopicsService | None = None  # None in a worker whose broker is its own memory
 
 
-class CanopyApp(QuartTrio):
-    route_cache: RouteCache
-    asgi_http_class = CanopyHTTPConnection
-    asgi_websocket_class = CanopyWebsocketConnection
-    request_class = CanopyRequest
-    session_interface = CanopySessionInterface()
-    json_provider_class = CompactJSONProvider
+class CanopyApp(LeanQuartTrio):
     runtime: Runtime
-
-    def request_context(self, request: Request) -> RequestContext:
-        return CachedRequestContext(self, request)
 
     async def handle_websocket(self, websocket: Websocket) -> Any:
         # An id as a request has: the log line of a session's failure carries it.
         ids = self.runtime.request_ids
         websocket.canopy_request_id = _request_id(websocket.scope["headers"], ids)  # type: ignore[attr-defined]
         return await super().handle_websocket(websocket)
-
-    def ensure_async(self, func: Any) -> Any:
-        # Quart asks this of every view, hook and session method on every request, and
-        # ``inspect.iscoroutinefunction`` unwraps partials and markers first. A plain
-        # ``async def`` (or a method of one) answers from its code flags.
-        code = getattr(getattr(func, "__func__", func), "__code__", None)
-        if code is not None and code.co_flags & inspect.CO_COROUTINE:
-            return func
-        return super().ensure_async(func)
-
-    async def make_response(self, result: Any) -> ResponseTypes:
-        # A view's JSON answer, ``value``, ``(value, status)`` or ``(value, status,
-        # headers)``, is built at once (CompactJSONProvider.answer); anything else
-        # goes Quart's way.
-        value, status, headers = result, 200, None
-        if type(result) is tuple:
-            if len(result) == 2 and type(result[1]) is int:
-                value, status = result
-            elif len(result) == 3 and type(result[1]) is int and type(result[2]) is dict:
-                value, status, headers = result
-            else:
-                return await super().make_response(result)
-        if type(value) is dict or type(value) is list:
-            return cast(CompactJSONProvider, self.json).answer(value, status, headers)
-        return await super().make_response(result)
-
-    def create_url_adapter(self, request: Any) -> Any:
-        if request is None:
-            return super().create_url_adapter(None)
-        return LazyMapAdapter(partial(QuartTrio.create_url_adapter, self, request))
 
     async def handle_request(self, request: Request) -> Any:
         tracing = self.runtime.tracing
@@ -152,11 +94,11 @@ class CanopyApp(QuartTrio):
         if rejection is not None:
             response = _error_response(rejection)
         elif request.path in UNSHED_PATHS:
-            response = await self._run_pipeline(request)
+            response = await self.run_request(request)
         else:
             try:
                 with runtime.limit:
-                    response = await self._run_pipeline(request)
+                    response = await self.run_request(request)
             except Overloaded as exc:
                 response = _overloaded_response(exc)
                 if runtime.metrics is not None:
@@ -180,81 +122,6 @@ class CanopyApp(QuartTrio):
                 time.perf_counter() - started,
                 request_id,
             )
-        return response
-
-    def _run_pipeline(self, request: Request) -> Awaitable[ResponseTypes]:
-        if self._has_request_hooks(request):
-            return super().handle_request(request)
-        return self._handle_plainly(request)
-
-    def _has_request_hooks(self, request: Request) -> bool:
-        """Whether anything is registered that only Quart's own steps would run:
-        teardown and after-request functions, listeners to its request signals, or a
-        test client keeping the context."""
-        # Spelt out, not a loop over the six signals: this runs on every request.
-        return bool(
-            request_started.receivers
-            or request_finished.receivers
-            or request_tearing_down.receivers
-            or appcontext_pushed.receivers
-            or appcontext_popped.receivers
-            or appcontext_tearing_down.receivers
-            or any(self.after_request_funcs.values())
-            or any(self.teardown_request_funcs.values())
-            or self.teardown_appcontext_funcs
-            or request.scope.get("_quart._preserve_context", False)
-        )
-
-    async def _handle_plainly(self, request: Request) -> ResponseTypes:
-        """Quart-Trio's ``handle_request`` when nothing is registered that its
-        per-request steps exist for (see ``_has_request_hooks``).
-
-        The same contexts (``request``, ``g``, the session), routing, before-request
-        functions, view, error handlers and ``after_this_request`` functions, in the
-        same order, without the steps that then do nothing: six signal sends, the
-        teardown and after-request loops, and the context managers' awaits. Those were
-        about 12 µs of a small request's 200 (tests/test_app.py runs a route both ways).
-        """
-        context = self.request_context(request)
-        app_context = _cv_app.get(None)
-        app_token = None
-        if app_context is None or app_context.app is not self:
-            app_token = _cv_app.set(self.app_context())
-        request_token = _cv_request.set(context)
-        try:
-            await context._push()  # the session, and the route match
-            try:
-                return await self._dispatch_plainly(context)
-            except trio.Cancelled:
-                raise
-            except BaseExceptionGroup as error:  # as Quart-Trio's handle_request
-                filtered, _ = error.split(trio.Cancelled)
-                if filtered is not None:
-                    raise filtered from None
-                return await self.handle_exception(error)  # type: ignore[arg-type]
-            except Exception as error:
-                return await self.handle_exception(error)
-        finally:
-            await request.close()
-            _cv_request.reset(request_token)
-            if app_token is not None:
-                _cv_app.reset(app_token)
-
-    async def _dispatch_plainly(self, context: RequestContext) -> ResponseTypes:
-        # full_dispatch_request, then finalize_request, less what _has_request_hooks
-        # said is not there.
-        result: ResponseReturnValue | HTTPException | None
-        try:
-            result = await self.preprocess_request(context)
-            if result is None:
-                result = await self.dispatch_request(context)
-        except (Exception, BaseExceptionGroup) as error:
-            result = await self.handle_user_exception(error)
-        response = await self.make_response(result)
-        if context._after_request_functions or not self.session_interface.is_null_session(
-            context.session
-        ):
-            response = await self.process_response(response, context)
         return response
 
     async def dispatch_request(self, request_context: RequestContext | None = None) -> Any:
