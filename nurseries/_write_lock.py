@@ -7,7 +7,7 @@ worker each commit hundreds of times a second, a writer kept waiting mostly wait
 for its own sleep to end. Measured with ``bench/jobs.py`` (an enqueuing process and
 a worker on one file), end to end, medians of 3 rounds of 20,000 jobs: 6,862 and
 6,620 jobs/s with SQLite's handler alone, 8,336 and 7,184 with this lock in front of
-it (docs/BENCHMARKS.md).
+it (in the history of docs/BENCHMARKS.md).
 
 The lock is ``flock`` on a file next to the database (``canopy.db.write-lock``): a
 waiter is woken by the kernel the moment the holder lets go, and a holder that dies
