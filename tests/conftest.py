@@ -1,4 +1,4 @@
-"""Shared fixtures. End-to-end helpers live in ``tests/e2e.py``."""
+"""Shared fixtures. End-to-end helpers live in ``tests/processes.py``."""
 
 from __future__ import annotations
 

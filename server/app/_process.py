@@ -23,7 +23,7 @@ def tune_gc(gen0_threshold: int) -> None:
     whole in-flight population (40-60 ms with a thousand requests). At 200,000 that
     happened once in an 8 s run. The cost is memory held by reference cycles
     between collections: at most the threshold's worth of objects (tens of MB), and
-    Canopy's request path makes none (tests/test_gc.py).
+    Canopy's request path makes none (tests/unit/server/test_gc.py).
     """
     if gen0_threshold <= 0:
         return

@@ -104,7 +104,8 @@ class CanopyApp(LeanQuartTrio):
                 if runtime.metrics is not None:
                     runtime.metrics.shed.inc()
         # A 404 or 405 keeps its exception on the request, and the exception's traceback
-        # holds frames that hold the request: a cycle for the collector (tests/test_gc.py).
+        # holds frames that hold the request: a cycle for the collector
+        # (tests/unit/server/test_gc.py).
         request.routing_exception = None
         response.headers["X-Request-ID"] = request_id
         if runtime.metrics is not None:

@@ -3,7 +3,7 @@ replaces, in this one module, written against Quart 0.22.0, Quart-Trio 0.12.0 an
 the werkzeug they bring (3.1).
 
 Each replacement does what upstream does, with less work per request; a profile
-chose every one. tests/test_quart_overrides.py pins the source of each upstream
+chose every one. tests/unit/server/test_quart_overrides.py pins the source of each upstream
 function replaced or copied here, so a release that changes one fails a test first.
 
 - ASGI connections (:class:`CanopyHTTPConnection`, :class:`CanopyWebsocketConnection`,
@@ -212,7 +212,7 @@ class CompactJSONProvider(DefaultJSONProvider):
         for its name, and works out the status line again. Here the Content-Type and
         Content-Length (ours) go in as they are, the status line is worked out once
         per code, and only the view's own headers take the checked way. That was
-        5-7 µs of every JSON answer; tests/test_wrappers.py pins that both ways give
+        5-7 µs of every JSON answer; tests/unit/server/test_wrappers.py pins that both ways give
         the same response."""
         body = self._encode(value)
         data = body.encode() if isinstance(body, str) else body
@@ -593,7 +593,7 @@ class LeanQuartTrio(QuartTrio):
         functions, view, error handlers and ``after_this_request`` functions, in the
         same order, without the steps that then do nothing: six signal sends, the
         teardown and after-request loops, and the context managers' awaits. Those were
-        about 12 µs of a small request's 200 (tests/test_app.py runs a route both ways).
+        about 12 µs of a small request's 200 (tests/unit/server/test_app.py runs a route both ways).
         """
         context = self.request_context(request)
         app_context = _cv_app.get(None)

@@ -20,7 +20,7 @@ and the topics send a message per frame, as under any other server.
 
 The transport also relies on how ``H11Protocol`` waits for its reader
 (``context.event_class``), on its ``keep_alive_requests`` and ``stream`` (the
-drain) and on ``WSStream``'s state. tests/test_hypercorn_overrides.py pins the
+drain) and on ``WSStream``'s state. tests/unit/server/test_hypercorn_overrides.py pins the
 source of every upstream function named here, so a Hypercorn release that changes
 one fails a test before it changes the transport.
 """

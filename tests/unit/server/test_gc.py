@@ -1,0 +1,73 @@
+"""A served request, and a closed connection, leave no reference cycle behind:
+refcounting frees them at once.
+
+Cycles per request fed the young-generation counter, and with many requests in
+flight each collection walked all of them (see ``canopy.server.app._process.tune_gc``).
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+import trio
+from hypercorn.protocol.http_stream import HTTPStream
+
+from canopy.server.transport._connection import Connection, _AppCall
+from tests.processes import http_request, serving_app_in_process
+
+REQUESTS = 40
+
+
+@pytest.fixture
+def collector_off() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _alive(kind: type) -> int:
+    # ``type(obj)``, not ``isinstance``: the latter asks a dead weak proxy (an earlier
+    # test's) for its class, which raises ReferenceError.
+    return sum(1 for obj in gc.get_objects() if type(obj) is kind)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/demo/hello", b""),
+        ("POST", "/demo/json", b'{"n": 1}'),
+        ("POST", "/demo/json", b"not json"),  # 400
+        ("GET", "/nope", b""),  # 404
+        ("DELETE", "/demo/hello", b""),  # 405
+    ],
+)
+async def test_requests_leave_no_cycles(
+    collector_off: None, method: str, path: str, body: bytes
+) -> None:
+    async with serving_app_in_process() as port:
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            await http_request(stream, method, path, body)  # warm: caches, first-use objects
+            before = (_alive(_AppCall), _alive(HTTPStream))
+            for _ in range(REQUESTS):
+                status, _, _ = await http_request(stream, method, path, body)
+                assert status in (200, 400, 404, 405)
+            after = (_alive(_AppCall), _alive(HTTPStream))
+    # Each request's call and stream are gone without a collection (the collector is
+    # off): at most the one the connection still held.
+    assert after[0] - before[0] <= 1 and after[1] - before[1] <= 1, (before, after)
+
+
+async def test_closed_connections_leave_no_cycles(collector_off: None) -> None:
+    async with serving_app_in_process() as port:
+        for _ in range(REQUESTS // 4):
+            async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+                status, _, _ = await http_request(stream, "GET", "/demo/hello")
+                assert status == 200
+        await trio.sleep(0.2)  # the server's side of the last one closes too
+        alive = _alive(Connection)
+    assert alive == 0
