@@ -48,16 +48,17 @@ def _null(value: None) -> None:
     return None
 
 
-# Python's sqlite3 binds int, float and str at once, but looks up an adapter for any
-# other parameter, None included: in the registry, then as ``__adapt__`` on its
-# protocol and ``__conform__`` on the value, and the first failed lookup formats an
-# AttributeError message that is thrown away. A job's row has eight NULLs, and
-# those lookups were a fifth of the instructions an enqueue cost in the database's
-# thread. An adapter for None is found at the first step. The registry is the
-# process's, and this one changes no value bound, so it is registered only if no one
-# else registered one.
-if (type(None), sqlite3.PrepareProtocol) not in sqlite3.adapters:
-    sqlite3.register_adapter(type(None), _null)
+def _adapt_none() -> None:
+    """Python's sqlite3 binds int, float and str at once, but looks up an adapter for
+    any other parameter, None included: in the registry, then as ``__adapt__`` on its
+    protocol and ``__conform__`` on the value, and the first failed lookup formats an
+    AttributeError message that is thrown away; a job's row has eight NULLs. An
+    adapter for None is found at the first step and binds NULL as before.
+
+    The registry is the process's, so this is done when a database is first opened
+    (importing Canopy changes nothing), and only if no one else registered one."""
+    if (type(None), sqlite3.PrepareProtocol) not in sqlite3.adapters:
+        sqlite3.register_adapter(type(None), _null)
 
 
 def synchronous_level(level: str) -> str:
@@ -154,6 +155,7 @@ class SqliteDatabase:
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
+        _adapt_none()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.row_factory = sqlite3.Row

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import trio
@@ -130,8 +132,6 @@ async def test_none_is_bound_through_the_adapter_registry(tmp_path: Path) -> Non
     str; for None, with no adapter registered, the lookup goes on to attributes that
     None lacks, formatting an AttributeError each time (eight per enqueued job). The
     registered adapter ends it at the first step, and binds NULL as before."""
-    adapter = sqlite3.adapters[(type(None), sqlite3.PrepareProtocol)]
-    assert adapter(None) is None
     db = SqliteDatabase(tmp_path / "t.db", "CREATE TABLE t (a, b)", error=RuntimeError)
 
     def round_trip() -> list[tuple[object, ...]]:
@@ -141,5 +141,18 @@ async def test_none_is_bound_through_the_adapter_registry(tmp_path: Path) -> Non
 
     async with trio.open_nursery() as nursery:
         await nursery.start(db.run)
+        adapter = sqlite3.adapters[(type(None), sqlite3.PrepareProtocol)]
+        assert adapter(None) is None
         assert await db.read(round_trip) == [(1, "null", "x")]
         nursery.cancel_scope.cancel()
+
+
+def test_importing_canopy_registers_no_adapter() -> None:
+    """The adapter for None is registered when a database opens: importing Canopy
+    changes nothing in the process's sqlite3."""
+    code = (
+        "import sqlite3, canopy.showcase, canopy.nurseries; "
+        "print((type(None), sqlite3.PrepareProtocol) in sqlite3.adapters)"
+    )
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert imported.stdout.strip() == "False", imported.stderr
