@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from quart import request
 
@@ -13,6 +13,7 @@ from ._headers import first_header
 from .grants import Grants, InvalidToken, TokenIssuer
 
 __all__ = [
+    "bad_parameter",
     "bearer_token",
     "header",
     "int_arg",
@@ -21,6 +22,9 @@ __all__ = [
     "read_json",
     "verified_grants",
 ]
+
+
+T = TypeVar("T", int, None)
 
 
 def _current() -> Any:
@@ -89,11 +93,18 @@ async def json_object() -> dict[str, Any]:
     return body
 
 
-def int_arg(name: str, default: int, low: int, high: int) -> int:
-    """A whole-number query argument in [low, high], or 422 naming it."""
+def int_arg(name: str, default: T, low: int, high: int) -> int | T:
+    """A whole-number query argument in [low, high], ``default`` when it is absent, or
+    422 ``invalid_parameter`` naming it. Every route's integers are read here, so the
+    same mistake gets the same answer everywhere."""
     raw = _current().args.get(name)
     if raw is None:
         return default
     if not raw.isdigit() or not low <= int(raw) <= high:
-        raise ApiError(422, "invalid_field", f"{name}: a whole number {low}-{high}", field=name)
+        raise bad_parameter(name, f"a whole number {low}-{high}")
     return int(raw)
+
+
+def bad_parameter(name: str, expected: str) -> ApiError:
+    """422 ``invalid_parameter``: the query argument ``name`` is not what ``expected`` says."""
+    return ApiError(422, "invalid_parameter", f"{name}: {expected}", field=name)

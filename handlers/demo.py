@@ -19,7 +19,7 @@ from quart import Blueprint, request, websocket
 from canopy.nurseries import first_completed, gather
 
 from ._errors import ApiError
-from ._requests import json_object
+from ._requests import bad_parameter, int_arg, json_object
 from ._routes import deadline
 
 __all__ = ["DemoService", "UpstreamError", "create_blueprint"]
@@ -83,10 +83,7 @@ def create_blueprint(service: DemoService) -> Blueprint:
 
     @blueprint.get("/sleep")
     async def sleep() -> dict[str, int]:
-        raw = request.args.get("ms", "100")
-        if not raw.isdigit() or int(raw) > MAX_SLEEP_MS:
-            raise ApiError(422, "invalid_parameter", f"ms must be 0..{MAX_SLEEP_MS}", field="ms")
-        return await service.sleep(int(raw))
+        return await service.sleep(int_arg("ms", 100, 0, MAX_SLEEP_MS))
 
     @blueprint.post("/json")
     async def echo_json() -> dict[str, Any]:
@@ -111,7 +108,7 @@ def create_blueprint(service: DemoService) -> Blueprint:
         fail, slow = request.args.get("fail"), request.args.get("slow")
         for name, value in (("fail", fail), ("slow", slow)):
             if value is not None and value not in BACKENDS:
-                raise ApiError(422, "invalid_parameter", f"{name} must be one of {BACKENDS}")
+                raise bad_parameter(name, f"one of {', '.join(BACKENDS)}")
         try:
             return await service.quote(sku, fail=fail, slow=slow)
         except UpstreamError as exc:

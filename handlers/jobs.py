@@ -31,7 +31,7 @@ from canopy.nurseries.jobs import (
 )
 
 from ._errors import ApiError
-from ._requests import header, json_body
+from ._requests import bad_parameter, header, int_arg, json_body
 from ._schema import ErrorBody
 
 __all__ = ["MAX_BATCH", "JobRequest", "JobsService", "create_blueprint", "page_bound", "page_end"]
@@ -353,20 +353,16 @@ def create_blueprint(service: JobsService) -> Blueprint:
     @document_response(JobList, 200)
     async def list_jobs() -> Any:
         state_name = request.args.get("state")
-        limit_text = request.args.get("limit", "100")
         before_text = request.args.get("before")
         try:
             state = JobState(state_name) if state_name else None
         except ValueError:
-            states = ", ".join(s.value for s in JobState)
-            raise ApiError(422, "invalid_field", f"state: one of {states}", field="state") from None
-        if not limit_text.isdigit() or not 0 < int(limit_text) <= MAX_LIST:
-            raise ApiError(422, "invalid_field", f"limit: 1-{MAX_LIST}", field="limit")
-        limit = int(limit_text)
+            raise bad_parameter("state", f"one of {', '.join(s.value for s in JobState)}") from None
+        limit = int_arg("limit", 100, 1, MAX_LIST)
         try:
             before = page_bound(before_text) if before_text is not None else None
         except ValueError as exc:
-            raise ApiError(422, "invalid_field", str(exc), field="before") from None
+            raise bad_parameter("before", str(exc).partition(": ")[2] or str(exc)) from None
         jobs = await _store_call(service.store.list_jobs(state, limit, before))
         # A full page may have more after it: where the next one starts.
         more = page_end(jobs[-1]) if len(jobs) == limit else None

@@ -9,7 +9,7 @@ from quart import Blueprint, request
 from quart_schema import document_request, document_response
 
 from .._errors import ApiError
-from .._requests import header, read_json
+from .._requests import bad_parameter, header, int_arg, read_json
 from .._schema import ErrorBody
 from ._model import InvalidOrder, OrderState
 from ._service import OrderConflict, OrdersService
@@ -111,11 +111,9 @@ def create_blueprint(service: OrdersService) -> Blueprint:
     async def by_customer() -> Any:
         customer = request.args.get("customer", "")
         if not customer:
-            raise ApiError(422, "invalid_field", "customer: required", field="customer")
-        limit = request.args.get("limit", "100")
-        if not limit.isdigit() or not 0 < int(limit) <= MAX_LIST:
-            raise ApiError(422, "invalid_field", f"limit: 1-{MAX_LIST}", field="limit")
-        orders = await _store_call(service.by_customer(customer, int(limit)))
+            raise bad_parameter("customer", "required")
+        limit = int_arg("limit", 100, 1, MAX_LIST)
+        orders = await _store_call(service.by_customer(customer, limit))
         return {"orders": [order.to_dict() for order in orders]}
 
     @blueprint.put("/stock/<sku>")

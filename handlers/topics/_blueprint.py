@@ -12,7 +12,7 @@ from quart_schema import document_querystring, document_request, document_respon
 from canopy.nurseries.fanout import BrokerUnavailable, HubError, InvalidTopic
 
 from .._errors import ApiError
-from .._requests import bearer_token, read_json
+from .._requests import bearer_token, int_arg, read_json
 from .._schema import ErrorBody
 from ..grants import Grants, InvalidToken
 from ._protocol import FRAMES_EXTENSION, Frame, encode_text_frame, error_frame
@@ -65,24 +65,6 @@ def _http_grants(service: TopicsService) -> Grants:
         return service.grants(bearer_token(request.headers, request.args))
     except InvalidToken as exc:
         raise ApiError(401, "invalid_token", str(exc)) from None
-
-
-def _offset_arg(name: str) -> int | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    if not raw.isdigit():
-        raise ApiError(
-            422, "invalid_field", f"{name}: must be an offset (integer >= 0)", field=name
-        )
-    return int(raw)
-
-
-def _limit_arg() -> int:
-    raw = request.args.get("limit", "100")
-    if not raw.isdigit() or not 0 < int(raw) <= MAX_HISTORY:
-        raise ApiError(422, "invalid_field", f"limit: 1-{MAX_HISTORY}", field="limit")
-    return int(raw)
 
 
 def _topic_errors(exc: Exception) -> ApiError:
@@ -178,7 +160,8 @@ def create_blueprint(service: TopicsService) -> Blueprint:
     @document_response(History, 200)
     async def history(topic: str) -> Any:
         grants = _http_grants(service)
-        since, limit = _offset_arg("since"), _limit_arg()
+        since = int_arg("since", None, 0, 2**63 - 1)
+        limit = int_arg("limit", 100, 1, MAX_HISTORY)
         epoch = request.args.get("epoch") or None
         try:
             page = await service.history(grants, topic, since, epoch, limit)
