@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, request, websocket
-from quart_schema import document_querystring, document_request, document_response
+from quart_schema import document_querystring, document_response
 
 from canopy.nurseries.fanout import BrokerUnavailable, HubError, InvalidTopic
 
 from .._errors import ApiError
-from .._requests import bearer_token, int_arg, read_json
-from .._schema import ErrorBody
+from .._requests import bearer_token, int_arg
+from .._schema import ErrorBody, body
 from ..grants import Grants, InvalidToken
 from ._protocol import FRAMES_EXTENSION, Frame, encode_text_frame, error_frame
 from ._service import Forbidden, TopicsService
@@ -78,6 +78,11 @@ def _topic_errors(exc: Exception) -> ApiError:
 
 
 class NewMessage(BaseModel):
+    """What ``POST /topics/{topic}/messages`` takes: validated and documented by this
+    model alone (``@body``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     data: Any = Field(description="any JSON")
     key: str | None = Field(None, min_length=1, description="for the latest policy")
 
@@ -138,19 +143,12 @@ def create_blueprint(service: TopicsService) -> Blueprint:
         await Session(service, socket, grants).run()
 
     @blueprint.post("/topics/<topic>/messages")
-    @document_request(NewMessage)
+    @body(NewMessage, auth=lambda: _http_grants(service))
     @document_response(Published, 202)
     @document_response(ErrorBody, 403)
-    async def publish(topic: str) -> Any:
-        grants = _http_grants(service)
-        body = await read_json()
-        if not isinstance(body, dict) or "data" not in body:
-            raise ApiError(400, "invalid_json", 'the body must be a JSON object with "data"')
-        key = body.get("key")
-        if key is not None and (not isinstance(key, str) or not key):
-            raise ApiError(422, "invalid_field", "key: must be a non-empty string", field="key")
+    async def publish(topic: str, data: NewMessage, who: Grants) -> Any:
         try:
-            message = await service.publish(grants, topic, body["data"], key)
+            message = await service.publish(who, topic, data.data, data.key)
         except (InvalidTopic, Forbidden, HubError) as exc:
             raise _topic_errors(exc) from None
         return {"topic": topic, "offset": message.offset, "epoch": message.epoch}, 202

@@ -178,7 +178,8 @@ async def test_tokens_grant_topics(tmp_path: Path) -> None:
         assert (await post(port, "/topics/orders.1/messages", {"data": 1}, "forged"))[0] == 401
         assert (await post(port, "/topics/orders.1/messages", {"data": 1}, agent))[0] == 202
         assert (await post(port, "/topics/bad!topic/messages", {"data": 1}, agent))[0] == 422
-        assert (await post(port, "/topics/orders.1/messages", [1], agent))[0] == 400
+        # JSON but not an object: refused by the model, as every body route refuses it.
+        assert (await post(port, "/topics/orders.1/messages", [1], agent))[0] == 422
         assert (await get(port, "/topics/orders.1/history", agent))[1]["offset"] == 1
         assert (await get(port, "/topics/orders.1/history"))[0] == 403
         async with connect_topics(f"ws://127.0.0.1:{port}/ws", token=agent) as client:

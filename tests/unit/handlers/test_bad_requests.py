@@ -1,6 +1,7 @@
-"""A query argument that is wrong gets the same answer on every route: 422
-``invalid_parameter``, naming it in ``field`` (docs/API.md), read by the helpers of
-handlers/_requests.py."""
+"""Bad requests get the same answer on every route (docs/API.md): a query argument
+422 ``invalid_parameter`` (read by the helpers of handlers/_requests.py), a body field
+422 ``invalid_field`` (checked by the model that documents it), each naming the
+argument or field in ``field``."""
 
 from __future__ import annotations
 
@@ -50,3 +51,17 @@ async def test_a_bad_query_argument_is_invalid_parameter(path: str, field: str) 
     body = response.json()
     assert (body["error"], body["field"]) == ("invalid_parameter", field)
     assert body["message"].startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"key": "k"}, "data"), ({"data": 1, "key": ""}, "key"), ({"data": 1, "kye": "k"}, "kye")],
+)
+async def test_a_bad_publish_body_names_its_field(body: dict[str, object], field: str) -> None:
+    """``POST /topics/{topic}/messages`` is validated by the model that documents it."""
+    async with serve_app(every_capability(), topics_secret=SECRET) as served:
+        token = canopy.handlers.grants.TokenIssuer(SECRET).issue("p", publish=["q.*"])
+        headers = {"Authorization": f"Bearer {token}"}
+        response = await served.http.post("/topics/q.a/messages", json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    assert (response.json()["error"], response.json()["field"]) == ("invalid_field", field)
