@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import trio
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from quart import Blueprint, request
 from quart_schema import document_querystring, document_request, document_response
 
@@ -39,7 +39,6 @@ __all__ = ["MAX_BATCH", "JobRequest", "JobsService", "create_blueprint", "page_b
 MAX_BATCH = 1000
 MAX_LIST = 1000
 
-
 # How far ahead a job may be put, and how long one may run: past these an enqueue is
 # more likely a unit mistake (milliseconds for seconds) than a plan.
 MAX_DELAY = 366 * 24 * 3600.0
@@ -47,13 +46,103 @@ MAX_TIMEOUT = 7 * 24 * 3600.0
 MAX_ATTEMPTS = 1000
 
 
-def _number(body: dict[str, Any], name: str) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name}: must be a number")
-    return float(value)
+def _plain(number: float | None) -> str:
+    """``31622400``, not ``3.16224e+07``."""
+    assert number is not None
+    return f"{number:.0f}" if float(number).is_integer() else f"{number:g}"
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What one field of an enqueue must be. ``JobRequest.parse`` checks a request
+    against these, and the OpenAPI document's ``NewJob`` is made from them: one
+    source for both. ``low``/``high`` bound a number (or a string's length),
+    ``above`` is a number's exclusive lower bound; ``nullable``: null means "not
+    given"."""
+
+    kind: type
+    description: str
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+    nullable: bool = True
+    unit: str = ""
+
+    def accepts(self, value: Any) -> bool:
+        kind = self.kind
+        if kind is str:
+            return isinstance(value, str) and self._within(len(value))
+        if kind is dict:
+            return isinstance(value, dict)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if kind is int:
+            return isinstance(value, int) and self._within(value)
+        return math.isfinite(value) and self._within(value)
+
+    def _within(self, value: float) -> bool:
+        return (
+            (self.low is None or value >= self.low)
+            and (self.high is None or value <= self.high)
+            and (self.above is None or value > self.above)
+        )
+
+    @property
+    def expected(self) -> str:
+        """What the refusal says the field must be."""
+        if self.kind is dict:
+            return "must be a JSON object"
+        if self.kind is str:
+            if self.high is None:
+                return "must be a non-empty string"
+            return f"must be a string of {_plain(self.low)}-{_plain(self.high)} characters"
+        noun = "an integer" if self.kind is int else "a number"
+        unit = f" {self.unit}" if self.unit else ""
+        if self.above is not None:
+            return (
+                f"must be {noun} above {_plain(self.above)} and at most {_plain(self.high)}{unit}"
+            )
+        if self.low is not None:
+            return f"must be {noun} from {_plain(self.low)} to {_plain(self.high)}{unit}"
+        return f"must be {noun}"
+
+    def schema_field(self, name: str) -> tuple[Any, Any]:
+        """The field as pydantic declares it, for the OpenAPI document."""
+        limits: dict[str, Any] = {}
+        if self.kind is str:
+            limits = {"min_length": int(self.low or 1)}
+            if self.high is not None:
+                limits["max_length"] = int(self.high)
+        elif self.kind is not dict:
+            limits = {
+                key: bound
+                for key, bound in (("ge", self.low), ("le", self.high), ("gt", self.above))
+                if bound is not None
+            }
+            if self.kind is float:
+                limits["allow_inf_nan"] = False
+        kind: Any = dict[str, Any] if self.kind is dict else self.kind
+        if name == "task":
+            return kind, Field(description=self.description, **limits)
+        if name == "args":
+            return kind, Field(default_factory=dict, description=self.description)
+        return kind | None, Field(None, description=self.description, **limits)
+
+
+_RULES = {
+    "task": _Rule(str, "the task's name", low=1, nullable=False),
+    "args": _Rule(dict, "the task's arguments, any JSON object", nullable=False),
+    "queue": _Rule(str, "the task's, if not given", low=1),
+    "priority": _Rule(int, "lower runs first; the task's, if not given", -(2**31), 2**31),
+    "delay": _Rule(float, "seconds before it may run", 0, MAX_DELAY, unit="seconds"),
+    "run_at": _Rule(float, "Unix time before which it may not run (instead of delay)"),
+    "timeout": _Rule(
+        float, "seconds per attempt; the task's, if not given", None, MAX_TIMEOUT, 0,
+        unit="seconds",
+    ),
+    "max_attempts": _Rule(int, "the task's, if not given", 1, MAX_ATTEMPTS),
+    "idempotency_key": _Rule(str, "as the Idempotency-Key header", 1, 200),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -75,62 +164,50 @@ class JobRequest:
     def parse(
         cls, body: Any, idempotency_key: str | None = None, *, decoded: bool = False
     ) -> JobRequest:
-        """From a JSON object; ValueError names the field that is wrong. A field it
-        does not know is refused, so that a misspelt one (``"dealy"``) is not quietly
-        left at its default.
+        """From a JSON object, by the rules above; ValueError names the field that is
+        wrong. A field it does not know is refused, so that a misspelt one
+        (``"dealy"``) is not quietly left at its default.
 
         ``decoded`` says the body was parsed from JSON text (as over HTTP): its args
         are JSON already, so they are not encoded once more to find out (2-3 µs of
         every ``POST /jobs``)."""
         if not isinstance(body, dict):
             raise ValueError("body: must be a JSON object")
-        if not _FIELD_SET.issuperset(body):
-            name = next(name for name in body if name not in _FIELD_SET)
-            raise ValueError(f"{name}: unknown field; the fields are {', '.join(_FIELDS)}")
+        for name, value in body.items():
+            rule = _RULES.get(name)
+            if rule is None:
+                raise ValueError(f"{name}: unknown field; the fields are {', '.join(_RULES)}")
+            if not rule.accepts(value) and not (value is None and rule.nullable):
+                raise ValueError(f"{name}: {rule.expected}")
         task = body.get("task")
-        if not isinstance(task, str) or not task:
-            raise ValueError("task: must be a non-empty string")
+        if task is None:
+            raise ValueError(f"task: {_RULES['task'].expected}")
         args = body.get("args", {})
         if not decoded:
             args = check_args(args)
-        elif not isinstance(args, dict):
-            raise ValueError("args: must be a JSON object")
-        queue = body.get("queue")
-        if queue is not None and (not isinstance(queue, str) or not queue):
-            raise ValueError("queue: must be a non-empty string")
-        priority = body.get("priority")
-        if priority is not None and (
-            not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > 2**31
-        ):
-            raise ValueError(f"priority: must be an integer from {-(2**31)} to {2**31}")
-        delay = _number(body, "delay") or 0.0
-        if not 0 <= delay <= MAX_DELAY:
-            raise ValueError(f"delay: must be from 0 to {MAX_DELAY:.0f} seconds (366 days)")
-        run_at = _number(body, "run_at")
+        delay = body.get("delay")
+        run_at = body.get("run_at")
         if run_at is not None:
             if "delay" in body:
                 raise ValueError("run_at: give run_at or delay, not both")
             if run_at > wall_time() + MAX_DELAY:
                 raise ValueError("run_at: at most 366 days from now")
-        timeout = _number(body, "timeout")
-        if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
-            raise ValueError(f"timeout: must be above 0 and at most {MAX_TIMEOUT:.0f} seconds")
-        attempts = body.get("max_attempts")
-        if attempts is not None and (
-            not isinstance(attempts, int)
-            or isinstance(attempts, bool)
-            or not 1 <= attempts <= MAX_ATTEMPTS
-        ):
-            raise ValueError(f"max_attempts: must be an integer from 1 to {MAX_ATTEMPTS}")
+            run_at = float(run_at)
+        timeout = body.get("timeout")
         key = body.get("idempotency_key", idempotency_key)
-        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 200):
-            raise ValueError("idempotency_key: must be a string of 1-200 characters")
-        return cls(task, args, queue, priority, delay, key, run_at, timeout, attempts)
-
-
-# What an enqueue may say: JobRequest's fields, and nothing else.
-_FIELDS = tuple(field.name for field in fields(JobRequest))
-_FIELD_SET = frozenset(_FIELDS)
+        if key is not None and not _RULES["idempotency_key"].accepts(key):
+            raise ValueError(f"idempotency_key: {_RULES['idempotency_key'].expected}")
+        return cls(
+            task,
+            args,
+            body.get("queue"),
+            body.get("priority"),
+            0.0 if delay is None else float(delay),
+            key,
+            run_at,
+            None if timeout is None else float(timeout),
+            body.get("max_attempts"),
+        )
 
 
 class JobsService:
@@ -191,28 +268,16 @@ class JobsService:
         return results
 
 
-class NewJob(BaseModel):
-    """What ``POST /jobs`` takes (``JobRequest.parse`` checks it, as for embedders)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    task: str = Field(min_length=1)
-    args: dict[str, Any] = Field(default_factory=dict)
-    queue: str | None = Field(None, min_length=1, description="the task's, if not given")
-    priority: int | None = Field(
-        None, ge=-(2**31), le=2**31, description="lower runs first; the task's, if not given"
+# What POST /jobs takes, in the OpenAPI document: made from the rules JobRequest.parse
+# checks, so the two cannot disagree. (A type checker sees a model, not its fields.)
+if TYPE_CHECKING:
+    NewJob = BaseModel
+else:
+    NewJob = create_model(
+        "NewJob",
+        __config__=ConfigDict(extra="forbid"),
+        **{name: rule.schema_field(name) for name, rule in _RULES.items()},
     )
-    delay: float = Field(0.0, ge=0, le=MAX_DELAY, description="seconds before it may run")
-    run_at: float | None = Field(
-        None, description="Unix time before which it may not run (instead of delay)"
-    )
-    timeout: float | None = Field(
-        None, gt=0, le=MAX_TIMEOUT, description="seconds per attempt; the task's, if not given"
-    )
-    max_attempts: int | None = Field(
-        None, ge=1, le=MAX_ATTEMPTS, description="the task's, if not given"
-    )
-    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
 
 
 class NewJobs(BaseModel):
