@@ -8,7 +8,7 @@ returns only after its write is committed. The job stores and the orders store u
 
 The queue is a deque, not a memory channel: a channel's ``send`` yields to the
 scheduler even when there is room, one task switch per write more than the caller's
-wait for its answer (measured on ``POST /jobs``).
+wait for its answer.
 
 Cancellation is ``trio.to_thread``'s: a caller whose item is still queued can be
 cancelled (the item is taken out and never written); once a batch has taken it, the

@@ -3,8 +3,7 @@
 Every job, order, charge and topic log gets a random id, several per request. Each
 ``uuid4()`` or ``secrets.token_hex()`` is a ``getrandom`` call that releases the
 GIL, and under load a store's thread is always waiting for it, so every id cost the
-event loop a thread switch (``uuid4`` was 6 % of the loop's samples with orders
-flowing). The bytes are the same kernel randomness, so an id is as unguessable as
+event loop a thread switch. The bytes are the same kernel randomness, so an id is as unguessable as
 before.
 
 A process that forks would hand its child the same unread bytes, and the two would

@@ -163,8 +163,8 @@ class SqliteDatabase:
         conn.execute("PRAGMA busy_timeout=5000")  # other processes may share the file
         # A statement inside a transaction that already wrote (a runner's claim after
         # its batch of finishes) keeps a statement journal, should it fail halfway:
-        # past 64 KiB SQLite spilled it to a temp file in /var/tmp, made, written and
-        # unlinked each time (73 a second in a busy worker). It is short-lived.
+        # past 64 KiB SQLite spills it to a temp file in /var/tmp, made, written and
+        # unlinked each time, many times a second in a busy worker. It is short-lived.
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.executescript(self.schema)

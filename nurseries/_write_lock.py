@@ -4,10 +4,8 @@ SQLite lets one writer in at a time. A writer that finds the lock taken is told
 ``SQLITE_BUSY``, and its busy handler sleeps and retries: 1, 2, 5, 10 ms and up. A
 commit holds the lock for well under a millisecond, so when a web process and a
 worker each commit hundreds of times a second, a writer kept waiting mostly waited
-for its own sleep to end. Measured with ``bench/jobs.py`` (an enqueuing process and
-a worker on one file), end to end, medians of 3 rounds of 20,000 jobs: 6,862 and
-6,620 jobs/s with SQLite's handler alone, 8,336 and 7,184 with this lock in front of
-it (in the history of docs/BENCHMARKS.md).
+for its own sleep to end, and an enqueuing process and a worker on one file got
+through fewer jobs than with this lock in front of SQLite's handler.
 
 The lock is ``flock`` on a file next to the database (``canopy.db.write-lock``): a
 waiter is woken by the kernel the moment the holder lets go, and a holder that dies

@@ -102,8 +102,9 @@ class JobRunner:
     lease: float = 10.0
     sweep_interval: float = 1.0
     poll_interval: float = 0.05
-    # A worker process that drained the queue while another process kept enqueuing
-    # waited up to ``poll_interval`` each time: idle a third of the time, end to end.
+    # After a claim that found jobs, look again soon: a worker that drained the queue
+    # while another process kept enqueuing would otherwise wait ``poll_interval``
+    # each time and sit idle between batches.
     min_poll: float = 0.002
     grace: float = 5.0
     notify: Notify | None = None
@@ -127,8 +128,8 @@ class JobRunner:
     # The same nursery, until it closes: ready jobs still get workers while they drain.
     _pool: trio.Nursery | None = field(default=None, init=False)
     # Started jobs not yet taken by a worker, and the workers waiting for one. Workers
-    # live as long as the jobs nursery (a task spawned per job cost about a tenth of
-    # a no-op job's CPU), and are started as they are first needed, up to
+    # live as long as the jobs nursery (a task spawned per job is a large share of a
+    # short job's CPU), and are started as they are first needed, up to
     # ``concurrency``: a runner allowed 10,000 jobs at once that runs ten keeps ten.
     _ready: deque[_Running] = field(default_factory=deque, init=False)
     _idle: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot, init=False)
@@ -280,7 +281,7 @@ class JobRunner:
 
         Jobs that wait (on I/O, a sleep) need a worker each, called at once. Jobs
         that never wait (a no-op, a computation) do not: one worker runs them one
-        after another, and a wake-up per job was 9 % of a no-op job's instructions.
+        after another, sparing a wake-up per job.
         Which kind comes is learnt as they run. Before a job, a worker calls one
         more worker for the jobs left, should this one wait. One that arrives to
         find jobs left while another is inside its job knows that they wait, and
@@ -316,7 +317,7 @@ class JobRunner:
         outcome: Job | None = None
         started = time.perf_counter()
         try:
-            if self.notify is not None:  # no event built for nobody: a few µs a job
+            if self.notify is not None:  # no event built for nobody
                 event = {"task": job.task, "state": "running", "attempts": job.attempts}
                 await _tell(self.notify, job.id, event)
             outcome = await self._outcome(entry)

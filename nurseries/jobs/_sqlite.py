@@ -172,7 +172,7 @@ def _add_waiting(conn: sqlite3.Connection, queues: Iterable[str], sign: int = 1)
 
 def _job(row: sqlite3.Row) -> Job:
     """A row of ``SELECT {_SELECTED}`` as a Job: by position, as looking up twenty
-    columns by name was a third of turning a claimed row into a job; and straight to
+    columns by name costs more than the rest of the conversion; and straight to
     the record, as the row holds every field (``Job.from_dict`` checks for that)."""
     data = dict(zip(_COLUMNS, row, strict=True))
     data["state"] = _STATES[data["state"]]
@@ -197,8 +197,7 @@ _FINISH = f"UPDATE jobs SET {_SET_OUTCOME}, state = ?1, cancel_requested = 0 {_W
 # An outcome that would have the job wait again (a retry, a release by a runner that
 # stopped) ends it cancelled instead if a cancel was asked for while it ran: the
 # cancel was answered, and a cancelled job never runs again. Only those outcomes pay
-# for the CASE and the RETURNING: on every finish they made finish_and_claim 10-15 %
-# slower (4-7 µs a job).
+# for the CASE and the RETURNING, which would slow every finish.
 _FINISH_WAITING = f"""UPDATE jobs SET {_SET_OUTCOME},
     state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE ?1 END,
     cancel_requested = 0 {_WHERE_LEASED} RETURNING state"""
@@ -440,8 +439,8 @@ class SQLiteJobStore:
     def _list_every_state(self, limit: int, before: tuple[float, str] | None) -> list[Job]:
         """The newest of every state: one page from each state's run of the
         (state, created_at) index, merged. There is no index on created_at alone,
-        which every enqueue would pay for, and without one this list sorted the whole
-        table while holding the database's thread (670 ms at 400,000 jobs; 2-4 ms so)."""
+        which every enqueue would pay for, and without one this list would sort the
+        whole table while holding the database's thread."""
         after = "" if before is None else " AND (created_at, id) < (?, ?)"
         page = (
             f"SELECT * FROM (SELECT {_SELECTED} FROM jobs WHERE state = ?{after}"

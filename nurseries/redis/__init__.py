@@ -1,7 +1,7 @@
 """Redis behind the job store and the fan-out broker, through coredis.
 
-Imported on its own (``import canopy.nurseries.redis``), not by ``nurseries``: coredis takes
-a third of a second to import, which a deployment on SQLite need not pay.
+Imported on its own (``import canopy.nurseries.redis``), not by ``nurseries``: coredis is
+slow to import, which a deployment on SQLite need not pay.
 """
 
 from ._broker import RedisBroker

@@ -19,15 +19,15 @@ at once gets them written in one round trip, in its order).
 
 A script's messages go out as one pub/sub message on ``{P}:fanout:batch``: each
 process then decodes and offers them together, and a flush carries them all, where
-one message at a time came back through coredis's pub/sub a scheduler pass apart
-(deliveries per second on two instances: 0.56x one instance on the memory broker,
-then 0.97x). Canopy before this change listens on ``{P}:fanout`` alone, so during a
-rolling upgrade the script publishes message by message there as long as any
-listener hears ``{P}:fanout`` but not ``{P}:fanout:batch`` (``PUBSUB NUMSUB``, in the
-script itself: the choice and the publish are one atomic step). This process listens
-on both channels through one subscription, so it hears them in publish order. On
-Redis Cluster ``PUBSUB NUMSUB`` counts one node's subscribers only, so there the
-script always publishes message by message.
+one message at a time came back through coredis's pub/sub a scheduler pass apart,
+and each flush carried few messages. Canopy before this change listens on
+``{P}:fanout`` alone, so during a rolling upgrade the script publishes message by
+message there as long as any listener hears ``{P}:fanout`` but not
+``{P}:fanout:batch`` (``PUBSUB NUMSUB``, in the script itself: the choice and the
+publish are one atomic step). This process listens on both channels through one
+subscription, so it hears them in publish order. On Redis Cluster ``PUBSUB NUMSUB``
+counts one node's subscribers only, so there the script always publishes message by
+message.
 A resume reads the topic's epoch, offset and the missed entries in one script too.
 
 Orders and jobs each publish to a topic of their own, so Redis would hold millions of

@@ -11,19 +11,19 @@ def tune_gc(gen0_threshold: int) -> None:
     """Freeze what start-up allocated and collect young objects less often.
 
     With a thousand requests in flight, Python's default (a collection every 700 net
-    allocations, each walking every live young object) cost about a fifth of the
-    server's CPU in the 1000-connection benchmark. ``gc.freeze()`` moves the objects
+    allocations, each walking every live young object) spends much of a busy server's
+    CPU walking requests that are not garbage. ``gc.freeze()`` moves the objects
     created at start-up (modules, the app, its routes) out of the collector's sight.
     ``gen0_threshold`` 0 keeps Python's defaults.
 
     Why 200,000 by default: the counter is allocations minus deallocations, but a
     deallocation never takes it below zero. So while the population of in-flight
-    requests rises and falls, the counter climbs even with no garbage at all, and
-    at 50,000 it triggered a collection about twice a second, each walking the
-    whole in-flight population (40-60 ms with a thousand requests). At 200,000 that
-    happened once in an 8 s run. The cost is memory held by reference cycles
-    between collections: at most the threshold's worth of objects (tens of MB), and
-    Canopy's request path makes none (tests/unit/server/test_gc.py).
+    requests rises and falls, the counter climbs even with no garbage at all, and a
+    lower threshold triggers collections that each walk the whole in-flight
+    population, tens of milliseconds with a thousand requests. The cost is memory
+    held by reference cycles between collections: at most the threshold's worth of
+    objects (tens of MB), and Canopy's request path makes none
+    (tests/unit/server/test_gc.py).
     """
     if gen0_threshold <= 0:
         return

@@ -30,7 +30,7 @@ class RedisConnections:
     def get(self, url: str) -> RedisConnection:
         connection = self._by_url.get(url)
         if connection is None:
-            # Imported here: coredis takes a third of a second to import.
+            # Imported here: coredis is slow to import, and a SQLite deployment never needs it.
             from canopy.nurseries.redis import RedisConnection, redis_supervisor
 
             connection = self._by_url[url] = RedisConnection(url)

@@ -1,7 +1,7 @@
 """The access log: one JSON line per request, written in batches.
 
-Python's ``logging`` costs about 40 µs a record here and flushes stdout on every
-line, a write syscall per request, on the event loop. Access lines are instead
+Python's ``logging`` builds a record per line and flushes stdout on every line, a
+write syscall per request, on the event loop. Access lines are instead
 appended to a buffer that a small service flushes ``interval`` seconds after its
 first line (and at once when the buffer grows past ``max_buffer``), and once more
 when it stops, so the last lines before a shutdown are not lost.
@@ -36,9 +36,9 @@ class AccessLog:
 
     def request(self, method: str, path: str, status: int, seconds: float, request_id: str) -> None:
         """One request's line, formatted here: ``json.dumps`` of the same fields builds
-        an encoder per call and took 2.5x as long. Only the strings need escaping.
-        The numbers are fixed-point (``:.6f``, ``:.3f``): ``round(x, n)`` and ``repr``
-        of the result cost as much as the rest of the line together."""
+        an encoder per call. Only the strings need escaping. The numbers are
+        fixed-point (``:.6f``, ``:.3f``): ``round(x, n)`` and the ``repr`` of its result
+        would cost as much as the rest of the line."""
         self._append(
             f'{{"ts":{time.time():.6f},{_REQUEST_LINE},"method":{_string(method)},'
             f'"path":{_string(path)},"status":{status:d},"duration_ms":{seconds * 1000:.3f},'

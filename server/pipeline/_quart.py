@@ -125,9 +125,9 @@ class CanopyRequest(TrioRequest):
 
     ``get_data`` waits for the body under a ``body_timeout`` cancel scope; Canopy's
     transport runs an HTTP/1.1 request only once its body is in, so the body is
-    usually complete already and is taken without the scope (a fifth of a JSON
-    route's own time). Everything else (a body still arriving, one over the size
-    limit, form parsing) goes the upstream way.
+    usually complete already and is taken without entering a scope. Everything else
+    (a body still arriving, one over the size limit, form parsing) goes the upstream
+    way.
     """
 
     _blueprints_rule: Any = None
@@ -172,8 +172,8 @@ class CanopyRequest(TrioRequest):
 class CompactJSONProvider(DefaultJSONProvider):
     """Compact JSON responses, keys in insertion order, encoded by orjson when it can.
 
-    orjson took a job's body from 5.2 to 0.9 µs (json's C encoder still builds a float's
-    repr in Python objects). It is given only what it encodes as ``json`` would: dict,
+    orjson is several times faster than ``json``, whose C encoder still builds each
+    float's repr as a Python object. It is given only what it encodes as ``json`` would: dict,
     list and scalar types themselves. Subclasses, dataclasses and dates go to Quart's
     ``default``, and whatever orjson still refuses (an int beyond 64 bits, a key that
     is not a string, a type ``default`` does not know) is encoded by ``json`` exactly
@@ -211,9 +211,9 @@ class CompactJSONProvider(DefaultJSONProvider):
         once: werkzeug puts each header in with a checked ``set`` that scans the list
         for its name, and works out the status line again. Here the Content-Type and
         Content-Length (ours) go in as they are, the status line is worked out once
-        per code, and only the view's own headers take the checked way. That was
-        5-7 µs of every JSON answer; tests/unit/server/test_wrappers.py pins that both ways give
-        the same response."""
+        per code, and only the view's own headers take the checked way.
+        tests/unit/server/test_wrappers.py pins that both ways give the same
+        response."""
         body = self._encode(value)
         data = body.encode() if isinstance(body, str) else body
         response_class: Any = self._app.response_class
@@ -335,7 +335,7 @@ class CanopyHTTPConnection(TrioASGIHTTPConnection):
         """Quart's ``_create_request_from_scope`` (Quart 0.22), with the headers
         listed at once: ``Headers.add`` checks each value for line breaks, which
         Hypercorn's h11 and h2 have refused already, and each name is title-cased
-        once, not on every request. 2.9 µs for three headers became 0.7."""
+        once, not on every request."""
         scope = self.scope
         items = [("Remote-Addr", (scope.get("client") or ["<local>"])[0])]
         for name, value in scope["headers"]:
@@ -592,8 +592,8 @@ class LeanQuartTrio(QuartTrio):
         The same contexts (``request``, ``g``, the session), routing, before-request
         functions, view, error handlers and ``after_this_request`` functions, in the
         same order, without the steps that then do nothing: six signal sends, the
-        teardown and after-request loops, and the context managers' awaits. Those were
-        about 12 µs of a small request's 200 (tests/unit/server/test_app.py runs a route both ways).
+        teardown and after-request loops, and the context managers' awaits
+        (tests/unit/server/test_app.py runs a route both ways).
         """
         context = self.request_context(request)
         app_context = _cv_app.get(None)

@@ -2,7 +2,7 @@
 
 Hypercorn's sans-I/O layer (h11, h2 and wsproto handling behind ``ProtocolWrapper``)
 stays as it is. What this module replaces is Hypercorn's Trio ``TCPServer``, for two
-reasons measured with a profiler:
+reasons:
 
 - speed: Hypercorn restarts an idle-timeout task with ``nursery.start`` twice per
   request. Here the keep-alive timeout is the deadline of the cancel scope around
@@ -305,8 +305,8 @@ async def _run_app(app: AppWrapper, scope: Any, call: _AppCall) -> None:
         else:
             # Cut off by the end of a drain's grace: answer 503 so the client retries
             # elsewhere (never a 500), then let the stream finish. Shielded, and
-            # bounded. (Only here: two cancel scopes on every request's way out were
-            # a few per cent of a small request's CPU.)
+            # bounded. (Only here: two cancel scopes on every request's way out
+            # would cost every request.)
             with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                 if scope["type"] == "http" and not call.started:
                     await call.send(_UNAVAILABLE_START)

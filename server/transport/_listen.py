@@ -2,10 +2,10 @@
 
 Trio's ``SocketListener.accept`` takes one connection per trip through the scheduler.
 On a busy server a trip runs hundreds of requests, so when a thousand clients connect
-at once the last ones wait seconds to be accepted (measured: wrk timeouts past 5 s at
-1000 connections, which asyncio and uvloop servers do not show: they drain the backlog
-in a loop). Here a listener waits until its socket is readable, then accepts without
-awaiting until the backlog is empty or a batch is done.
+at once the last ones can wait seconds to be accepted, where asyncio and uvloop
+servers drain the backlog in a loop. Here a listener waits until its socket is
+readable, then accepts without awaiting until the backlog is empty or a batch is
+done.
 """
 
 from __future__ import annotations
