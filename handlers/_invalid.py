@@ -8,10 +8,19 @@ check refused.
 
 from __future__ import annotations
 
-__all__ = ["InvalidInput"]
+from pydantic import ValidationError
+
+__all__ = ["InvalidInput", "field_of"]
 
 
 class InvalidInput(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+def field_of(error: ValidationError) -> tuple[str, str]:
+    """(the first failing field, as ``items[0].quantity``; what is wrong with it)."""
+    first = error.errors()[0]
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+    return path.lstrip(".") or "body", first["msg"]

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from quart_schema import document_request
 
 from ._errors import ApiError
+from ._invalid import field_of
 from ._requests import json_body
 
 __all__ = ["ErrorBody", "body", "field_of"]
@@ -32,13 +33,6 @@ class ErrorBody(BaseModel):
     error: str
     message: str
     field: str | None = None
-
-
-def field_of(error: ValidationError) -> tuple[str, str]:
-    """(the first failing field, as ``items[0].quantity``; what is wrong with it)."""
-    first = error.errors()[0]
-    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
-    return path.lstrip(".") or "body", first["msg"]
 
 
 def body(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_attributes
 from ._gateway import GatewayUnavailable, PaymentDeclined, PaymentGateway, SimulatedGateway
-from ._model import InvalidOrder, Order, OrderState, validate_order
+from ._model import InvalidOrder, NewOrder, Order, OrderItem, OrderState, validate_order
 from ._service import ATTEMPT_KEY, STEP_RETRY, OrderConflict, OrdersService
 from ._store import OrderStore, OrderStoreError, OutOfStock
 
@@ -23,8 +23,10 @@ __all__ = [
     "STEP_RETRY",
     "GatewayUnavailable",
     "InvalidOrder",
+    "NewOrder",
     "Order",
     "OrderConflict",
+    "OrderItem",
     "OrderState",
     "OrderStore",
     "OrderStoreError",

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, request
 from quart_schema import document_request, document_response
 
 from .._errors import ApiError
 from .._requests import bad_parameter, header, int_arg, read_json
-from .._schema import ErrorBody
-from ._model import InvalidOrder, OrderState
+from .._schema import ErrorBody, body
+from ._model import InvalidOrder, NewOrder, OrderItem, OrderState
 from ._service import OrderConflict, OrdersService
 from ._store import OrderStoreError
 
@@ -28,25 +28,11 @@ async def _store_call(call: Any) -> Any:
         raise ApiError(503, "store_unavailable", f"the order store failed: {exc}") from None
 
 
-class Item(BaseModel):
-    sku: str = Field(min_length=1)
-    quantity: int = Field(ge=1, le=10_000)
-    unit_price: int = Field(ge=0, le=100_000_000, description="minor units (cents)")
-
-
-class NewOrder(BaseModel):
-    """What ``POST /orders`` takes (``validate_order`` checks it, as for embedders)."""
-
-    customer: str = Field(min_length=1)
-    currency: str = Field(min_length=3, max_length=3)
-    items: list[Item] = Field(min_length=1, max_length=100)
-
-
 class OrderOut(BaseModel):
     id: str
     customer: str
     currency: str
-    items: list[Item]
+    items: list[OrderItem]
     total: int
     state: OrderState
     reason: str | None
@@ -64,6 +50,8 @@ class Stock(BaseModel):
 
 
 class StockIn(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     available: int = Field(ge=0, le=MAX_STOCK)
 
 
@@ -117,21 +105,11 @@ def create_blueprint(service: OrdersService) -> Blueprint:
         return {"orders": [order.to_dict() for order in orders]}
 
     @blueprint.put("/stock/<sku>")
-    @document_request(StockIn)
+    @body(StockIn)
     @document_response(Stock, 200)
-    async def set_stock(sku: str) -> Any:
-        body = await read_json()
-        available = body.get("available") if isinstance(body, dict) else None
-        if (
-            not isinstance(available, int)
-            or isinstance(available, bool)
-            or not 0 <= available <= MAX_STOCK
-        ):
-            raise ApiError(
-                422, "invalid_field", f"available: a whole number 0-{MAX_STOCK}", field="available"
-            )
-        await _store_call(service.store.set_stock(sku, available))
-        return {"sku": sku, "available": available}
+    async def set_stock(sku: str, data: StockIn) -> Any:
+        await _store_call(service.store.set_stock(sku, data.available))
+        return {"sku": sku, "available": data.available}
 
     @blueprint.get("/stock/<sku>")
     @document_response(Stock, 200)

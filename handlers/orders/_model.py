@@ -11,20 +11,45 @@ never holds stock.
 from __future__ import annotations
 
 import enum
-import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from canopy.nurseries import sortable_id
 
-from .._invalid import InvalidInput
+from .._invalid import InvalidInput, field_of
 
-__all__ = ["InvalidOrder", "Order", "OrderState", "validate_order"]
+__all__ = ["InvalidOrder", "NewOrder", "Order", "OrderItem", "OrderState", "validate_order"]
 
-_CUSTOMER = re.compile(r"[A-Za-z0-9_\-:@]{1,100}")
-CURRENCIES = frozenset({"EUR", "USD", "GBP", "CHF", "JPY"})
+Currency = Literal["CHF", "EUR", "GBP", "JPY", "USD"]
+CURRENCIES = frozenset(get_args(Currency))
 MAX_ITEMS = 100
+
+
+class OrderItem(BaseModel):
+    """One line of an order. Strict, as JSON is: ``"5"`` is not 5, nor ``true`` 1."""
+
+    model_config = ConfigDict(strict=True)
+
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(ge=1, le=10_000)
+    unit_price: int = Field(ge=0, le=100_000_000, description="whole minor units (cents)")
+
+
+class NewOrder(BaseModel):
+    """What ``POST /orders`` takes: the one statement of it, which ``validate_order``
+    checks (for the route and for embedders alike) and the OpenAPI document shows."""
+
+    model_config = ConfigDict(strict=True)
+
+    customer: str = Field(
+        pattern=r"^[A-Za-z0-9_\-:@]{1,100}$",
+        description="1-100 letters, digits and _-:@ (it names a topic segment)",
+    )
+    currency: Currency
+    items: list[OrderItem] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class OrderState(enum.Enum):
@@ -68,38 +93,19 @@ class InvalidOrder(InvalidInput):
 
 def validate_order(body: Any) -> tuple[str, str, list[dict[str, Any]], int]:
     """(customer, currency, items, total) from a request body; InvalidOrder names the
-    first field that is wrong."""
-    if not isinstance(body, dict):
-        raise InvalidOrder("body", "must be a JSON object")
-    customer = body.get("customer")
-    if not isinstance(customer, str) or not _CUSTOMER.fullmatch(customer):
-        raise InvalidOrder(
-            "customer", "must be 1-100 letters, digits and _-:@ (it names a topic segment)"
-        )
-    currency = body.get("currency")
-    if currency not in CURRENCIES:
-        raise InvalidOrder("currency", f"must be one of {', '.join(sorted(CURRENCIES))}")
-    items = body.get("items")
-    if not isinstance(items, list) or not 0 < len(items) <= MAX_ITEMS:
-        raise InvalidOrder("items", f"must be a list of 1-{MAX_ITEMS} items")
-    clean: dict[str, dict[str, Any]] = {}
-    for index, item in enumerate(items):
-        where = f"items[{index}]"
-        if not isinstance(item, dict):
-            raise InvalidOrder(where, "must be an object with sku, quantity and unit_price")
-        sku, quantity, price = item.get("sku"), item.get("quantity"), item.get("unit_price")
-        if not isinstance(sku, str) or not 0 < len(sku) <= 64:
-            raise InvalidOrder(f"{where}.sku", "must be a string of 1-64 characters")
-        if not isinstance(quantity, int) or not _whole(quantity) or not 0 < quantity <= 10_000:
-            raise InvalidOrder(f"{where}.quantity", "must be a whole number from 1 to 10000")
-        if not isinstance(price, int) or not _whole(price) or not 0 <= price <= 100_000_000:
-            raise InvalidOrder(f"{where}.unit_price", "must be whole minor units, 0-100000000")
-        if sku in clean:
-            raise InvalidOrder(f"{where}.sku", f"{sku!r} appears twice; sum the quantities")
-        clean[sku] = {"sku": sku, "quantity": quantity, "unit_price": price}
-    lines = list(clean.values())
-    return customer, currency, lines, sum(i["quantity"] * i["unit_price"] for i in lines)
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    first field that is wrong. What a schema cannot say is checked after it: a SKU
+    twice in one order."""
+    try:
+        order = NewOrder.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidOrder(*field_of(exc)) from None
+    seen: set[str] = set()
+    for index, item in enumerate(order.items):
+        if item.sku in seen:
+            raise InvalidOrder(
+                f"items[{index}].sku", f"{item.sku!r} appears twice; sum the quantities"
+            )
+        seen.add(item.sku)
+    lines = [item.model_dump() for item in order.items]
+    total = sum(item.quantity * item.unit_price for item in order.items)
+    return order.customer, order.currency, lines, total

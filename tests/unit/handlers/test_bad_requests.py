@@ -65,3 +65,53 @@ async def test_a_bad_publish_body_names_its_field(body: dict[str, object], field
         response = await served.http.post("/topics/q.a/messages", json=body, headers=headers)
     assert response.status_code == 422, response.text
     assert (response.json()["error"], response.json()["field"]) == ("invalid_field", field)
+
+
+ITEM = {"sku": "pear", "quantity": 1, "unit_price": 250}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/orders", {"customer": "c 1", "currency": "EUR", "items": [ITEM]}, "customer"),
+        ("POST", "/orders", {"customer": "c1", "currency": "XYZ", "items": [ITEM]}, "currency"),
+        ("POST", "/orders", {"customer": "c1", "currency": "EUR", "items": []}, "items"),
+        (
+            "POST",
+            "/orders",
+            {"customer": "c1", "currency": "EUR", "items": [{**ITEM, "quantity": "5"}]},
+            "items[0].quantity",
+        ),
+        (
+            "POST",
+            "/orders",
+            {"customer": "c1", "currency": "EUR", "items": [ITEM, ITEM]},
+            "items[1].sku",
+        ),
+        ("POST", "/orders", [ITEM], "body"),
+        ("PUT", "/stock/pear", {"available": -1}, "available"),
+        ("PUT", "/stock/pear", {"available": True}, "available"),
+    ],
+)
+async def test_a_bad_order_or_stock_body_names_its_field(
+    method: str, path: str, body: object, field: str
+) -> None:
+    """The orders bodies are checked by the models the OpenAPI document shows."""
+    async with serve_app(every_capability(), topics_secret=SECRET) as served:
+        headers = {"Idempotency-Key": "k1"}
+        response = await served.http.request(method, path, json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    assert (response.json()["error"], response.json()["field"]) == ("invalid_field", field)
+
+
+async def test_the_documented_order_is_the_checked_order() -> None:
+    """What the OpenAPI document says of an order is what validate_order enforces:
+    the currencies, and the customer's characters (the two once differed)."""
+    async with serve_app(every_capability(), topics_secret=SECRET) as served:
+        document = (await served.http.get("/openapi.json")).json()
+    body = document["paths"]["/orders"]["post"]["requestBody"]["content"]["application/json"]
+    order = body["schema"]["properties"]
+    assert sorted(order["currency"]["enum"]) == ["CHF", "EUR", "GBP", "JPY", "USD"]
+    assert order["customer"]["pattern"] == r"^[A-Za-z0-9_\-:@]{1,100}$"
+    item = document["components"]["schemas"]["OrderItem"]["properties"]
+    assert item["sku"]["maxLength"] == 64
