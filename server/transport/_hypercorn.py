@@ -3,12 +3,15 @@ changes, in this one module, written against Hypercorn 0.18.0.
 
 Canopy's transport (``_connection``) drives Hypercorn's protocol classes (HTTP/1.1,
 HTTP/2, WebSocket streams) from a Trio task of its own per connection. It changes
-them in one way: a WebSocket stream that offers the app one more ASGI extension,
-``canopy.websocket.frames``. A broadcast to a thousand subscribers sends the same
-frame a thousand times; with the extension the app passes the frame bytes it built
-once, and a batch of them goes out in one write, instead of wsproto encoding each
-message per subscriber. When the connection negotiated an extension that changes
-frames (permessage-deflate), the texts are sent the usual way.
+them in two ways. HTTP/2 data for a stream that was answered and closed before its
+body ended is dropped, not a ``KeyError`` that ends the connection
+(``CanopyH2Protocol._handle_events``). And a WebSocket stream offers the app one
+more ASGI extension, ``canopy.websocket.frames``. A broadcast to a thousand
+subscribers sends the same frame a thousand times; with the extension the app
+passes the frame bytes it built once, and a batch of them goes out in one write,
+instead of wsproto encoding each message per subscriber. When the connection
+negotiated an extension that changes frames (permessage-deflate), the texts are sent
+the usual way.
 
 Hypercorn's protocols make their streams from the module-level name ``WSStream``, and
 its protocol wrapper makes the protocols from ``H11Protocol`` and ``H2Protocol``.
@@ -31,8 +34,11 @@ import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import h2.events as h2_events
+import h2.settings as h2_settings
+from hypercorn.events import Closed, Updated
 from hypercorn.protocol import ProtocolWrapper, h2, h11
-from hypercorn.protocol.events import Data
+from hypercorn.protocol.events import Body, Data, EndBody
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from wsproto.connection import ConnectionState
 from wsproto.events import TextMessage
@@ -101,6 +107,55 @@ class CanopyH11Protocol(h11.H11Protocol):
 
 class CanopyH2Protocol(h2.H2Protocol):
     _create_stream = _rebound(h2.H2Protocol._create_stream, WSStream=CanopyWSStream)
+
+    async def _handle_events(self, events: list[h2_events.Event]) -> None:
+        """Upstream's (Hypercorn 0.18.0), but for data on a stream that is closed
+        already. An app may answer before the request's body has all arrived (413 to
+        a body over the limit), and its stream is then gone while the client is still
+        sending: upstream's lookup raised ``KeyError`` and took the connection down
+        with every other stream on it, where it ignores the ``StreamEnded`` of such a
+        stream. That data is dropped and its flow-control credit given back, or the
+        client's window for the whole connection would shrink by it."""
+        for event in events:
+            if isinstance(event, h2_events.RequestReceived):
+                if self.context.terminated.is_set():
+                    self.connection.reset_stream(event.stream_id)
+                    self.connection.update_settings(
+                        {h2_settings.SettingCodes.MAX_CONCURRENT_STREAMS: 0}
+                    )
+                else:
+                    await self._create_stream(event)
+                    await self.send(Updated(idle=False))
+
+                if self.keep_alive_requests > self.config.keep_alive_max_requests:
+                    self.connection.close_connection()
+            elif isinstance(event, h2_events.DataReceived):
+                stream = self.streams.get(event.stream_id)  # upstream: self.streams[...]
+                if stream is not None:
+                    await stream.handle(Body(stream_id=event.stream_id, data=event.data))
+                self.connection.acknowledge_received_data(
+                    event.flow_controlled_length, event.stream_id
+                )
+            elif isinstance(event, h2_events.StreamEnded):
+                try:
+                    await self.streams[event.stream_id].handle(EndBody(stream_id=event.stream_id))
+                except KeyError:
+                    # Response sent before full request received,
+                    # nothing to do already closed.
+                    pass
+            elif isinstance(event, h2_events.StreamReset):
+                await self._close_stream(event.stream_id)
+                await self._window_updated(event.stream_id)
+            elif isinstance(event, h2_events.WindowUpdated):
+                await self._window_updated(event.stream_id)
+            elif isinstance(event, h2_events.PriorityUpdated):
+                await self._priority_updated(event)
+            elif isinstance(event, h2_events.RemoteSettingsChanged):
+                if h2_settings.SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
+                    await self._window_updated(None)
+            elif isinstance(event, h2_events.ConnectionTerminated):
+                await self.send(Closed())
+        await self._flush()
 
 
 class CanopyProtocolWrapper(ProtocolWrapper):

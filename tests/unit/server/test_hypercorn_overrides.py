@@ -10,6 +10,7 @@ import inspect
 import json
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from hypercorn.protocol import h2, h11
@@ -30,6 +31,7 @@ UPSTREAM = {
     "hypercorn.protocol.h11.H11Protocol._maybe_recycle": "3ac53f52bc4e65de",
     "hypercorn.protocol.h11.H11Protocol.stream_send": "56a36254a368d71a",
     "hypercorn.protocol.h2.H2Protocol._create_stream": "91eb123ddf247ede",
+    "hypercorn.protocol.h2.H2Protocol._handle_events": "3378aef0a2348f0d",
     "hypercorn.protocol.ProtocolWrapper.__init__": "df25e181b9e2e64d",
     "hypercorn.protocol.ProtocolWrapper.handle": "b03e2962872c85e8",
     "hypercorn.protocol.ws_stream.WSStream.__init__": "3534d3ebe8f7a1a4",
@@ -83,3 +85,23 @@ async def test_canopys_connections_offer_frames_and_hypercorns_modules_stay_as_t
     assert FRAMES_EXTENSION in offered
     # Nothing patched process-wide: Hypercorn's own worker keeps its classes.
     assert h11.WSStream is WSStream and h2.WSStream is WSStream
+
+
+async def test_a_body_over_the_limit_on_http2_gets_its_413_and_the_connection_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The app answers 413 while the client is still sending; the rest of the body
+    arrives for a stream that is closed. Upstream raised KeyError there and ended the
+    connection, so the client saw a broken pipe instead of the answer."""
+    app = canopy.App("h2")
+    app.include(canopy.capabilities.jobs_api)
+    async with serve_app(app, max_body_size=1024) as served:
+        async with httpx.AsyncClient(
+            http1=False, http2=True, base_url=served.base_url, timeout=10
+        ) as client:
+            refused = await client.post("/jobs", content=b"x" * 200_000)
+            again = await client.get("/healthz")
+    assert (refused.http_version, refused.status_code) == ("HTTP/2", 413)
+    assert refused.json()["error"] == "body_too_large"
+    assert (again.http_version, again.status_code) == ("HTTP/2", 200)
+    assert "connection failed" not in caplog.text
