@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, TypeVar, cast
 
 from quart import request
@@ -15,11 +16,13 @@ from .grants import Grants, InvalidToken, TokenIssuer
 __all__ = [
     "bad_parameter",
     "bearer_token",
+    "caller_grants",
     "header",
     "int_arg",
     "json_body",
     "json_object",
     "read_json",
+    "require",
     "verified_grants",
 ]
 
@@ -75,6 +78,35 @@ def verified_grants(issuer: TokenIssuer, missing: str) -> Grants:
         return issuer.verify(token)
     except InvalidToken as exc:
         raise ApiError(401, "invalid_token", str(exc)) from None
+
+
+def caller_grants(issuer: TokenIssuer) -> Grants:
+    """What the caller may do: its token's grants, or the anonymous ones without a
+    token; 401 ``invalid_token`` for a token that does not verify. What anyone may do
+    a token's holder may do too: the anonymous operations are added to its own."""
+    current = _current()
+    token = bearer_token(current.headers, current.args)
+    if token is None:
+        return issuer.anonymous()
+    try:
+        grants = issuer.verify(token)
+    except InvalidToken as exc:
+        raise ApiError(401, "invalid_token", str(exc)) from None
+    if issuer.anonymous_operations:
+        operations = grants.operations + issuer.anonymous_operations
+        grants = dataclasses.replace(grants, operations=operations)
+    return grants
+
+
+def require(grants: Grants, operation: str) -> None:
+    """An operator's ``operation`` (``jobs:admin``), if ``grants`` allow it: else 401
+    ``invalid_token`` for a caller without a token, 403 ``forbidden`` for one whose
+    token does not grant it."""
+    if grants.may(operation):
+        return
+    if grants.anonymous:
+        raise ApiError(401, "invalid_token", f"a token that grants {operation} is required")
+    raise ApiError(403, "forbidden", f"the token does not grant {operation}")
 
 
 async def json_body() -> Any:

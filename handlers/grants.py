@@ -10,7 +10,12 @@ service, or ``canopy token``). Its claims:
 - ``sub``: the client's id, shown in presence;
 - ``subscribe`` / ``publish``: lists of topic patterns (``orders.1234``, ``orders.*``, ``*``);
 - ``info``: optional JSON shown in presence;
-- ``exp``: optional expiry (seconds since the epoch).
+- ``exp``: optional expiry (seconds since the epoch);
+- ``operations``: what an operator may do besides topics: ``jobs:enqueue:<task
+  pattern>`` (``jobs:enqueue:*``, ``jobs:enqueue:shop.*``), ``jobs:admin`` (cancel a
+  job, retry a dead letter), ``orders:admin`` (set stock). A grant ending in ``*``
+  after a ``:`` or a ``.`` covers what begins with the rest (``jobs:*``: all three of
+  the jobs').
 
 Without a token a client has the anonymous grants from the settings.
 """
@@ -27,7 +32,7 @@ import jwt
 
 from canopy.nurseries.fanout import InvalidTopic, check_pattern
 
-__all__ = ["Grants", "InvalidToken", "TokenIssuer", "covers"]
+__all__ = ["Grants", "InvalidToken", "TokenIssuer", "allows", "covers"]
 
 ALGORITHM = "HS256"
 
@@ -45,6 +50,14 @@ def covers(grant: str, pattern: str) -> bool:
     return grant == pattern
 
 
+def allows(grant: str, operation: str) -> bool:
+    """Whether the operator grant ``grant`` covers ``operation`` (see the module)."""
+    if grant == operation or grant == "*":
+        return True
+    prefix = grant[:-1]
+    return grant.endswith("*") and prefix.endswith((":", ".")) and operation.startswith(prefix)
+
+
 @dataclass(frozen=True)
 class Grants:
     client: str = ""
@@ -52,6 +65,11 @@ class Grants:
     publish: tuple[str, ...] = ()
     info: Any = None
     anonymous: bool = True
+    operations: tuple[str, ...] = ()
+
+    def may(self, operation: str) -> bool:
+        """Whether these grants allow an operator's ``operation`` (``jobs:admin``)."""
+        return any(allows(grant, operation) for grant in self.operations)
 
     def may_subscribe(self, pattern: str) -> bool:
         return any(covers(grant, pattern) for grant in self.subscribe)
@@ -68,10 +86,16 @@ class TokenIssuer:
     anonymous_subscribe: tuple[str, ...] = ()
     anonymous_publish: tuple[str, ...] = ()
     leeway: float = 5.0
+    anonymous_operations: tuple[str, ...] = ()
 
     def anonymous(self) -> Grants:
         client = f"anon-{secrets.token_hex(4)}"
-        return Grants(client, self.anonymous_subscribe, self.anonymous_publish)
+        return Grants(
+            client,
+            self.anonymous_subscribe,
+            self.anonymous_publish,
+            operations=self.anonymous_operations,
+        )
 
     def issue(
         self,
@@ -81,6 +105,7 @@ class TokenIssuer:
         publish: Sequence[str] = (),
         ttl: float | None = 3600.0,
         info: Any = None,
+        operations: Sequence[str] = (),
     ) -> str:
         if not self.secret:
             raise InvalidToken("no secret is configured (CANOPY_TOPICS_SECRET)")
@@ -93,6 +118,8 @@ class TokenIssuer:
             claims["exp"] = int(time.time() + ttl)
         if info is not None:
             claims["info"] = info
+        if operations:
+            claims["operations"] = list(operation_grants(operations))
         return jwt.encode(claims, self.secret, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> Grants:
@@ -110,12 +137,27 @@ class TokenIssuer:
         try:
             subscribe = _patterns(claims.get("subscribe", ()))
             publish = _patterns(claims.get("publish", ()))
-        except (InvalidTopic, TypeError) as exc:
-            raise InvalidToken(f"the token's patterns are invalid ({exc})") from None
-        return Grants(client, subscribe, publish, claims.get("info"), anonymous=False)
+            operations = operation_grants(claims.get("operations", ()))
+        except (InvalidTopic, TypeError, ValueError) as exc:
+            raise InvalidToken(f"the token's grants are invalid ({exc})") from None
+        return Grants(
+            client, subscribe, publish, claims.get("info"), anonymous=False, operations=operations
+        )
 
 
 def _patterns(values: Iterable[Any]) -> tuple[str, ...]:
     if isinstance(values, str) or not isinstance(values, list | tuple):
         raise TypeError("patterns must be a list")
     return tuple(check_pattern(value) for value in values)
+
+
+def operation_grants(values: Iterable[Any]) -> tuple[str, ...]:
+    """Operator grants as given (a list of ``area:action[:pattern]``), or ValueError."""
+    if isinstance(values, str) or not isinstance(values, list | tuple):
+        raise ValueError("operations must be a list")
+    for value in values:
+        if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+            raise ValueError(f"not an operation grant: {value!r}")
+        if value != "*" and ":" not in value:
+            raise ValueError(f"not an operation grant: {value!r} (as jobs:admin)")
+    return tuple(values)

@@ -31,8 +31,9 @@ from canopy.nurseries.jobs import (
 )
 
 from ._errors import ApiError
-from ._requests import bad_parameter, header, int_arg, json_body
+from ._requests import bad_parameter, caller_grants, header, int_arg, json_body, require
 from ._schema import ErrorBody
+from .grants import TokenIssuer
 
 __all__ = ["MAX_BATCH", "JobRequest", "JobsService", "create_blueprint", "page_bound", "page_end"]
 
@@ -339,15 +340,21 @@ def _parse(body: Any, key: str | None) -> JobRequest:
         raise ApiError(422, "invalid_field", message or str(exc), field=field) from None
 
 
-def create_blueprint(service: JobsService) -> Blueprint:
+def create_blueprint(service: JobsService, issuer: TokenIssuer | None = None) -> Blueprint:
+    """The jobs API. Enqueuing a task takes the grant ``jobs:enqueue:<task>``, and
+    cancelling or retrying a job ``jobs:admin``: from the caller's token, or from the
+    anonymous grants of ``issuer`` (none without one). Reading is open."""
     blueprint = Blueprint("jobs", __name__, url_prefix="/jobs")
+    issuer = issuer if issuer is not None else TokenIssuer()
 
     @blueprint.post("")
     @document_request(NewJob)
     @document_response(JobOut, 202)
     @document_response(ErrorBody, 422)
     async def enqueue() -> Any:
+        grants = caller_grants(issuer)
         req = _parse(await json_body(), header(b"idempotency-key"))
+        require(grants, f"jobs:enqueue:{req.task}")
         try:
             job, _created = await service.enqueue(req)
         except UnknownTask as exc:
@@ -359,6 +366,7 @@ def create_blueprint(service: JobsService) -> Blueprint:
     @blueprint.post("/batch")
     @document_request(NewJobs)
     async def enqueue_batch() -> Any:
+        grants = caller_grants(issuer)
         body = await json_body()
         items = body.get("jobs") if isinstance(body, dict) else None
         if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH:
@@ -366,6 +374,8 @@ def create_blueprint(service: JobsService) -> Blueprint:
                 422, "invalid_field", f"jobs: a list of 1-{MAX_BATCH} jobs", field="jobs"
             )
         requests = [_parse(item, None) for item in items]
+        for task in sorted({req.task for req in requests}):
+            require(grants, f"jobs:enqueue:{task}")
         try:
             results = await service.enqueue_many(requests)
         except UnknownTask as exc:
@@ -403,10 +413,12 @@ def create_blueprint(service: JobsService) -> Blueprint:
 
     @blueprint.delete("/<job_id>")
     async def cancel(job_id: str) -> Any:
+        require(caller_grants(issuer), "jobs:admin")
         return _job_body(await _existing(service.store.cancel(job_id), job_id))
 
     @blueprint.post("/<job_id>/retry")
     async def retry(job_id: str) -> Any:
+        require(caller_grants(issuer), "jobs:admin")
         job = await _existing(service.store.retry_dead(job_id), job_id)
         if job.state is not JobState.QUEUED:
             raise ApiError(409, "not_a_dead_letter", f"job {job_id} is {job.state.value}")

@@ -9,8 +9,9 @@ from quart import Blueprint, request
 from quart_schema import document_request, document_response
 
 from .._errors import ApiError
-from .._requests import bad_parameter, header, int_arg, read_json
+from .._requests import bad_parameter, caller_grants, header, int_arg, read_json, require
 from .._schema import ErrorBody, body
+from ..grants import TokenIssuer
 from ._model import InvalidOrder, NewOrder, OrderItem, OrderState
 from ._service import OrderConflict, OrdersService
 from ._store import OrderStoreError
@@ -55,7 +56,10 @@ class StockIn(BaseModel):
     available: int = Field(ge=0, le=MAX_STOCK)
 
 
-def create_blueprint(service: OrdersService) -> Blueprint:
+def create_blueprint(service: OrdersService, issuer: TokenIssuer | None = None) -> Blueprint:
+    """Orders and stock. Placing and reading orders is open; setting stock takes the
+    grant ``orders:admin`` (the caller's token, or ``issuer``'s anonymous grants)."""
+    issuer = issuer if issuer is not None else TokenIssuer()
     blueprint = Blueprint("orders", __name__)
 
     @blueprint.post("/orders")
@@ -105,9 +109,9 @@ def create_blueprint(service: OrdersService) -> Blueprint:
         return {"orders": [order.to_dict() for order in orders]}
 
     @blueprint.put("/stock/<sku>")
-    @body(StockIn)
+    @body(StockIn, auth=lambda: require(caller_grants(issuer), "orders:admin"))
     @document_response(Stock, 200)
-    async def set_stock(sku: str, data: StockIn) -> Any:
+    async def set_stock(sku: str, data: StockIn, who: None) -> Any:
         await _store_call(service.store.set_stock(sku, data.available))
         return {"sku": sku, "available": data.available}
 

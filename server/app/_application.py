@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 
+from canopy.handlers.grants import operation_grants
 from canopy.handlers.jobs import JobRequest, JobsService
 from canopy.nurseries import ACTIVE, RestartPolicy
 from canopy.nurseries.fanout import Message
@@ -171,6 +172,18 @@ class App(CanopyApp):
             return function
 
         return declare
+
+    def allow_anonymous(self, *operations: str) -> None:
+        """Let anyone who reaches the server do these operator ``operations`` without
+        a token (``jobs:enqueue:<task pattern>``, ``jobs:admin``, ``orders:admin``). An
+        app is closed by default; ``CANOPY_ANONYMOUS_OPERATIONS`` replaces this list,
+        and the first log line of ``canopy serve`` says what is open."""
+        if self.mode is not None:
+            raise AppError("anonymous operations are declared before the app is assembled")
+        try:
+            self.declared.anonymous_operations.extend(operation_grants(list(operations)))
+        except ValueError as exc:
+            raise AppError(f"allow_anonymous: {exc}") from None
 
     def include(self, capability: Capability) -> None:
         """Take a capability whole: its services, tasks, routes and settings."""

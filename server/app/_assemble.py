@@ -107,7 +107,7 @@ def _topics(
     on a shared broker."""
     if mode is Mode.ADMIN or (mode is Mode.WORKER and settings.broker.startswith("memory://")):
         return None
-    return add_topics(services, settings, redis, declared.topics)
+    return add_topics(services, settings, redis, declared.topics, declared.anonymous_operations)
 
 
 def _registry(declared: Declared) -> TaskRegistry:

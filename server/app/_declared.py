@@ -150,6 +150,7 @@ class Declared:
     topics: list[TopicDecl] = field(default_factory=list)
     services: dict[str, ServiceDecl] = field(default_factory=dict)
     capabilities: list[Any] = field(default_factory=list)
+    anonymous_operations: list[str] = field(default_factory=list)
 
     def add_task(self, task: Task) -> None:
         _add_once(self.tasks, "task", task.name, task, task.function)

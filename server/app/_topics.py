@@ -21,6 +21,7 @@ def add_topics(
     settings: Settings,
     redis: RedisConnections,
     declared: Sequence[TopicDecl],
+    anonymous_operations: Sequence[str] = (),
 ) -> TopicsService:
     """The hub, on the broker ``CANOPY_BROKER`` names (its Redis connection first).
 
@@ -59,5 +60,10 @@ def add_topics(
     publish = settings.anonymous_publish
     if publish is None:
         publish = tuple(d.rule.pattern for d in declared if d.publish == "anyone")
-    issuer = TokenIssuer(settings.topics_secret, subscribe, publish)
+    operations = settings.anonymous_operations
+    if operations is None:
+        operations = tuple(anonymous_operations)
+    issuer = TokenIssuer(
+        settings.topics_secret, subscribe, publish, anonymous_operations=operations
+    )
     return TopicsService(hub, issuer, settings.ws_max_subscriptions)

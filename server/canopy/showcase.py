@@ -10,6 +10,9 @@ __all__ = ["app", "create_app"]
 def create_app() -> canopy.App:
     """A new showcase app; ``app`` is one made at import."""
     app = canopy.App("canopy")
+    # A demo: anyone may enqueue, cancel and retry jobs and set stock, and the first
+    # log line of canopy serve says so. CANOPY_ANONYMOUS_OPERATIONS= closes it.
+    app.allow_anonymous("jobs:enqueue:*", "jobs:admin", "orders:admin")
     app.topics("public.*", subscribe="anyone")
     app.include(capabilities.jobs_api)
     app.include(capabilities.topics_api)

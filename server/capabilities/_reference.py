@@ -75,7 +75,8 @@ class Orders(Capability):
             store, gateway, publish=assembly.publisher(), enqueue=assembly.jobs.enqueue_task
         )
         service.register_tasks(assembly.registry)
-        assembly.add_blueprint(orders_pages.create_blueprint(service))
+        issuer = assembly.topics.issuer if assembly.topics is not None else None
+        assembly.add_blueprint(orders_pages.create_blueprint(service, issuer))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ class JobsAPI(Capability):
     name = "jobs_api"
 
     def install(self, assembly: Assembly) -> None:
-        assembly.add_blueprint(jobs_pages.create_blueprint(assembly.jobs))
+        issuer = assembly.topics.issuer if assembly.topics is not None else None
+        assembly.add_blueprint(jobs_pages.create_blueprint(assembly.jobs, issuer))
 
 
 class TopicsAPI(Capability):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from canopy.handlers.grants import operation_grants
 from canopy.nurseries.fanout import (
     InvalidTopic,
     SlowConsumerPolicy,
@@ -187,6 +188,16 @@ def _patterns(value: Any) -> tuple[str, ...]:
         return tuple(check_pattern(str(item).strip()) for item in items if str(item).strip())
     except InvalidTopic as exc:
         raise ValueError(f"must be topic patterns: {exc}") from None
+
+
+def _operations(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ValueError("must be comma-separated operation grants, as jobs:admin")
+    try:
+        return operation_grants([str(item).strip() for item in items if str(item).strip()])
+    except ValueError as exc:
+        raise ValueError(f"must be operation grants, as jobs:enqueue:shop.*: {exc}") from None
 
 
 class RuleSpec(NamedTuple):
@@ -375,6 +386,13 @@ class Settings:
         _patterns,
         "topic patterns anyone may publish to (comma-separated), in place of those the "
         "app declares with publish='anyone'",
+    )
+    anonymous_operations: tuple[str, ...] | None = setting(
+        None,
+        _operations,
+        "what anyone may do without a token, in place of what the app opens with "
+        "allow_anonymous (comma-separated: jobs:enqueue:<task pattern>, jobs:admin, "
+        "orders:admin; empty: nothing). Each lets whoever reaches the server do it",
     )
     topic_rules: tuple[RuleSpec, ...] = setting(
         (),

@@ -80,7 +80,18 @@ def load_or_exit(
 def boot_or_exit(app: App, spec: str, settings: Settings, mode: Mode) -> None:
     """Assemble the app; say which app this is first, and how it is open."""
     what = "Canopy's showcase (every capability)" if spec == SHOWCASE else spec
-    log.info("app %s", what, extra={"app": spec, "mode": mode.value})
+    operations = settings.anonymous_operations
+    if operations is None:
+        operations = tuple(app.declared.anonymous_operations)
+    if operations and mode is Mode.SERVE:  # what anyone may do over HTTP
+        log.warning(
+            "app %s; anyone may, without a token: %s (CANOPY_ANONYMOUS_OPERATIONS)",
+            what,
+            ", ".join(operations),
+            extra={"app": spec, "mode": mode.value, "anonymous_operations": list(operations)},
+        )
+    else:
+        log.info("app %s", what, extra={"app": spec, "mode": mode.value})
     with _one_line(spec):
         app.boot(settings, mode=mode)
 

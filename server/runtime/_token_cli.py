@@ -23,6 +23,14 @@ __all__ = ["token_command"]
 )
 @click.option("--publish", "-p", multiple=True, metavar="PATTERN", help="Topics it may publish to.")
 @click.option(
+    "--operation",
+    "-o",
+    "operations",
+    multiple=True,
+    metavar="GRANT",
+    help="An operator's grant: jobs:enqueue:<task pattern>, jobs:admin, orders:admin.",
+)
+@click.option(
     "--ttl",
     type=click.FloatRange(min=1),
     default=3600.0,
@@ -36,25 +44,32 @@ def token_command(
     client: str,
     subscribe: tuple[str, ...],
     publish: tuple[str, ...],
+    operations: tuple[str, ...],
     ttl: float,
     info_json: str | None,
     app_given: str | None,
     config_path: str | None,
 ) -> None:
-    """Print a token for CLIENT that grants the topic patterns given (``orders.*``,
-    ``canopy.dashboard``), signed with CANOPY_TOPICS_SECRET; for example
-    ``canopy token ops -s canopy.dashboard`` for the dashboard."""
+    """Print a token for CLIENT that grants the topic patterns and operations given
+    (``orders.*``, ``canopy.dashboard``, ``jobs:admin``), signed with
+    CANOPY_TOPICS_SECRET; for example ``canopy token ops -s canopy.dashboard`` for the
+    dashboard, ``canopy token deploy -o 'jobs:enqueue:shop.*'`` to enqueue shop's tasks."""
     try:
         info = None if info_json is None else json.loads(info_json)
     except ValueError as exc:
         raise click.BadParameter(f"not JSON ({exc})", param_hint="--info") from None
     app, _spec = find_app(app_given, config_path)
     _config, settings = load_or_exit(config_path, app=app)
-    if not subscribe and not publish:
-        raise click.UsageError("grant at least one --subscribe or --publish pattern")
+    if not subscribe and not publish and not operations:
+        raise click.UsageError("grant at least one --subscribe, --publish or --operation")
     try:
         token = TokenIssuer(settings.topics_secret).issue(
-            client, subscribe=subscribe, publish=publish, ttl=ttl, info=info
+            client,
+            subscribe=subscribe,
+            publish=publish,
+            ttl=ttl,
+            info=info,
+            operations=operations,
         )
     except InvalidToken:
         click.echo(
@@ -63,4 +78,6 @@ def token_command(
         sys.exit(2)
     except InvalidTopic as exc:
         raise click.BadParameter(str(exc), param_hint="--subscribe/--publish") from None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--operation") from None
     click.echo(token)

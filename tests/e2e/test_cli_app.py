@@ -226,6 +226,13 @@ def test_canopy_token_mints_what_the_server_verifies(tmp_path: Path) -> None:
     bad = canopy(tmp_path, "token", "ops", "-s", "a..b", env=env)
     assert bad.returncode == 2
     assert "invalid topic 'a..b'" in bad.stderr
+    operator = canopy(tmp_path, "token", "deploy", "-o", "jobs:enqueue:shop.*", env=env)
+    assert operator.returncode == 0, operator.stderr
+    grants = TokenIssuer(secret).verify(operator.stdout.strip())
+    assert grants.may("jobs:enqueue:shop.email") and not grants.may("jobs:admin")
+    refused = canopy(tmp_path, "token", "deploy", "-o", "admin", env=env)
+    assert refused.returncode == 2
+    assert "not an operation grant: 'admin'" in refused.stderr
 
 
 def test_a_data_dir_that_cannot_be_made_names_the_setting(tmp_path: Path) -> None:
@@ -256,6 +263,11 @@ async def test_hypercorn_serves_a_users_app_with_its_tree(project: Path) -> None
 async def test_without_an_app_the_showcase_is_served_and_says_so(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "canopy", "serve", "--bind", "127.0.0.1:0"]
     async with running_server(tmp_path, argv=argv) as server:
-        assert server.logs[0]["msg"] == "app Canopy's showcase (every capability)"
+        first = server.logs[0]
+        assert first["msg"] == (
+            "app Canopy's showcase (every capability); anyone may, without a token: "
+            "jobs:enqueue:*, jobs:admin, orders:admin (CANOPY_ANONYMOUS_OPERATIONS)"
+        )
+        assert first["level"] == "warning"
         assert server.logs[0]["app"] == "canopy.showcase:app"
         assert await server.stop() == 0

@@ -133,6 +133,7 @@ async def test_periodic_jobs_tick() -> None:
 async def test_a_reference_service_is_a_capability_like_any_other() -> None:
     app = canopy.App("shop")
     app.include(reference.orders)
+    app.allow_anonymous("orders:admin")  # setting stock, in this test
     async with serve_app(app, sections={"orders": reference.orders.settings()}) as served:
         assert (await served.http.put("/stock/apple", json={"available": 3})).status_code == 200
         item = {"sku": "apple", "quantity": 1, "unit_price": 250}
