@@ -120,12 +120,35 @@ async def test_a_bell_that_cannot_listen_leaves_the_store_polling(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     """A bells directory that cannot be made (here a file is in its way) costs the
-    rings, never the store: it starts, and enqueues return as before."""
+    rings, never the store: it starts, enqueues return as before, and another
+    process's runner still finds the jobs by polling and hears a cancel at its
+    heartbeat."""
     (tmp_path / "jobs.db.bells").write_text("in the way")
-    store = SQLiteJobStore(tmp_path / "jobs.db")
-    await nursery.start(store.run)
-    _, created = await store.enqueue(Job("demo.echo", {}))
-    assert created and store.doorbell.rings == 0
+    web, worker = SQLiteJobStore(tmp_path / "jobs.db"), SQLiteJobStore(tmp_path / "jobs.db")
+    await nursery.start(web.run)
+    await nursery.start(worker.run)
+    registry = TaskRegistry()
+    started, cancelled = trio.Event(), trio.Event()
+
+    @registry.task("wait")
+    async def wait(args: dict[str, object]) -> None:
+        started.set()
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            cancelled.set()
+            raise
+
+    runner = JobRunner(worker, registry, poll_interval=0.05, lease=1.5)
+    await nursery.start(runner.run)
+    job, created = await web.enqueue(Job("wait", {}))
+    assert created and web.doorbell.rings == 0 and worker.doorbell.rings == 0
+    with trio.fail_after(2):  # found by polling: no bell rang
+        await started.wait()
+    await web.cancel(job.id)  # no push reaches the other store: its heartbeat reads it
+    with trio.fail_after(2):
+        await cancelled.wait()
+    runner.shutdown()
 
 
 async def test_another_store_on_the_file_hears_its_enqueues_and_cancels(
