@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, wrap_client_stream
 
+from canopy.nurseries import strict_json_loads
 from tests.checks.test_error_codes import table_rows
 from tests.json_values import json_values
 from tests.processes import write_config
@@ -68,6 +69,8 @@ FRAMES = st.one_of(
     st.text(max_size=200),
     ANY_JSON.map(json.dumps),
     st.integers(0, 3000).map(lambda depth: "[" * depth + "]" * depth),
+    # Publishes that reach the session's own subscription: what is delivered is read.
+    ANY_JSON.map(lambda data: json.dumps({"op": "publish", "topic": "demo.fuzz", "data": data})),
     st.fixed_dictionaries(
         {"op": st.sampled_from(OPS)},
         optional=dict.fromkeys(FRAME_FIELDS, ANY_JSON | st.sampled_from(["demo.fuzz", "demo.*"])),
@@ -135,18 +138,27 @@ def test_any_frame_gets_a_documented_answer_and_the_socket_stays_usable(
     port, _log = server
 
     async def session() -> list[dict[str, Any]]:
+        """Subscribed to the topic the frames publish to, so that what a publish gets
+        delivered is read too; every frame is read as strict JSON (no NaN, no
+        Infinity), which is all the server may ever send."""
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         replies: list[dict[str, Any]] = []
         async with stream, trio.open_nursery() as nursery:
             ws = await wrap_client_stream(nursery, stream, "127.0.0.1", "/ws")
+            await ws.send_message(json.dumps({"op": "subscribe", "topic": "demo.fuzz"}))
+            with trio.fail_after(5):
+                assert strict_json_loads(await ws.get_message())["type"] == "subscribed"
             await ws.send_message(frame)
             await ws.send_message(json.dumps({"op": "ping", "id": "probe"}))
             with trio.fail_after(5):
                 while True:
-                    reply = json.loads(await ws.get_message())
+                    reply = strict_json_loads(await ws.get_message())
                     replies.append(reply)
                     if reply == {"type": "pong", "id": "probe"}:
                         break
+            with trio.move_on_after(0.05):  # a delivery may follow the pong
+                while True:
+                    replies.append(strict_json_loads(await ws.get_message()))
             nursery.cancel_scope.cancel()
         return replies
 
