@@ -67,6 +67,22 @@ def bearer_token(headers: Any, args: Any) -> str | None:
     return str(token) if token else None
 
 
+def _token_of(current: Any) -> str | None:
+    """``bearer_token`` read from the ASGI scope: on every enqueue, and werkzeug's
+    ``Headers.get`` builds an exception for an absent header, and ``args`` parses the
+    query string, where a request without a token has neither."""
+    scope = current.scope
+    raw = first_header(scope["headers"], b"authorization")
+    if raw is not None:
+        value = raw.decode("latin-1")
+        if value.lower().startswith("bearer "):
+            return value[7:].strip() or None
+    if b"token=" in scope.get("query_string", b""):
+        token = current.args.get("token")
+        return str(token) if token else None
+    return None
+
+
 def verified_grants(issuer: TokenIssuer, missing: str) -> Grants:
     """What the request's token grants, where a token is required: 401
     ``invalid_token`` saying ``missing`` without one, or why it is refused."""
@@ -85,7 +101,7 @@ def caller_grants(issuer: TokenIssuer) -> Grants:
     token; 401 ``invalid_token`` for a token that does not verify. What anyone may do
     a token's holder may do too: the anonymous operations are added to its own."""
     current = _current()
-    token = bearer_token(current.headers, current.args)
+    token = _token_of(current)
     if token is None:
         # Not issuer.anonymous(): an operation needs no client id, and making one is
         # a random read per request.
