@@ -103,9 +103,7 @@ def caller_grants(issuer: TokenIssuer) -> Grants:
     current = _current()
     token = _token_of(current)
     if token is None:
-        # Not issuer.anonymous(): an operation needs no client id, and making one is
-        # a random read per request.
-        return Grants(operations=issuer.anonymous_operations)
+        return issuer.operator
     try:
         grants = issuer.verify(token)
     except InvalidToken as exc:
