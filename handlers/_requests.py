@@ -58,26 +58,20 @@ def header(name: bytes) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 
-def bearer_token(headers: Any, args: Any) -> str | None:
-    """``Authorization: Bearer ...``, else ``?token=`` (for clients that cannot set headers)."""
-    header = headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
-        return str(header[7:].strip()) or None
-    token = args.get("token")
-    return str(token) if token else None
+def bearer_token(current: Any) -> str | None:
+    """``Authorization: Bearer ...``, else ``?token=`` (for clients that cannot set
+    headers), of a request or WebSocket (the object, not Quart's proxy).
 
-
-def _token_of(current: Any) -> str | None:
-    """``bearer_token`` read from the ASGI scope: on every enqueue, and werkzeug's
-    ``Headers.get`` builds an exception for an absent header, and ``args`` parses the
-    query string, where a request without a token has neither."""
+    Read from the ASGI scope: every enqueue asks, and werkzeug's ``Headers.get``
+    builds an exception for an absent header; the query string is parsed only when
+    there is one."""
     scope = current.scope
     raw = first_header(scope["headers"], b"authorization")
     if raw is not None:
         value = raw.decode("latin-1")
         if value.lower().startswith("bearer "):
             return value[7:].strip() or None
-    if b"token=" in scope.get("query_string", b""):
+    if scope.get("query_string"):
         token = current.args.get("token")
         return str(token) if token else None
     return None
@@ -86,8 +80,7 @@ def _token_of(current: Any) -> str | None:
 def verified_grants(issuer: TokenIssuer, missing: str) -> Grants:
     """What the request's token grants, where a token is required: 401
     ``invalid_token`` saying ``missing`` without one, or why it is refused."""
-    current = _current()
-    token = bearer_token(current.headers, current.args)
+    token = bearer_token(_current())
     if token is None:
         raise ApiError(401, "invalid_token", missing)
     try:
@@ -100,8 +93,7 @@ def caller_grants(issuer: TokenIssuer) -> Grants:
     """What the caller may do: its token's grants, or the anonymous ones without a
     token; 401 ``invalid_token`` for a token that does not verify. What anyone may do
     a token's holder may do too: the anonymous operations are added to its own."""
-    current = _current()
-    token = _token_of(current)
+    token = bearer_token(_current())
     if token is None:
         return issuer.operator
     try:

@@ -62,7 +62,7 @@ class _QuartSocket:
 
 def _http_grants(service: TopicsService) -> Grants:
     try:
-        return service.grants(bearer_token(request.headers, request.args))
+        return service.grants(bearer_token(request._get_current_object()))  # type: ignore[attr-defined]
     except InvalidToken as exc:
         raise ApiError(401, "invalid_token", str(exc)) from None
 
@@ -134,7 +134,8 @@ def create_blueprint(service: TopicsService) -> Blueprint:
     @blueprint.websocket("/ws")
     async def ws() -> None:
         try:
-            grants, problem = service.grants(bearer_token(websocket.headers, websocket.args)), None
+            current = websocket._get_current_object()  # type: ignore[attr-defined]
+            grants, problem = service.grants(bearer_token(current)), None
         except InvalidToken as exc:
             grants, problem = service.issuer.anonymous(), str(exc)
         socket = _QuartSocket(websocket._get_current_object())  # type: ignore[attr-defined]
