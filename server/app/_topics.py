@@ -13,7 +13,7 @@ from ..config._settings import Settings
 from ._declared import TopicDecl
 from ._redis import RedisConnections
 
-__all__ = ["add_topics"]
+__all__ = ["add_topics", "anonymous_operations"]
 
 
 def add_topics(
@@ -21,7 +21,7 @@ def add_topics(
     settings: Settings,
     redis: RedisConnections,
     declared: Sequence[TopicDecl],
-    anonymous_operations: Sequence[str] = (),
+    opened: Sequence[str] = (),
 ) -> TopicsService:
     """The hub, on the broker ``CANOPY_BROKER`` names (its Redis connection first).
 
@@ -60,10 +60,16 @@ def add_topics(
     publish = settings.anonymous_publish
     if publish is None:
         publish = tuple(d.rule.pattern for d in declared if d.publish == "anyone")
-    operations = settings.anonymous_operations
-    if operations is None:
-        operations = tuple(anonymous_operations)
+    operations = anonymous_operations(settings, opened)
     issuer = TokenIssuer(
         settings.topics_secret, subscribe, publish, anonymous_operations=operations
     )
     return TopicsService(hub, issuer, settings.ws_max_subscriptions)
+
+
+def anonymous_operations(settings: Settings, opened: Sequence[str]) -> tuple[str, ...]:
+    """What anyone may do as an operator: ``CANOPY_ANONYMOUS_OPERATIONS`` when it is
+    set, else what the app ``opened`` (``app.allow_anonymous``)."""
+    if settings.anonymous_operations is not None:
+        return settings.anonymous_operations
+    return tuple(opened)

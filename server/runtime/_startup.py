@@ -18,6 +18,7 @@ from ..app._application import App
 from ..app._capability import Mode
 from ..app._declared import AppError
 from ..app._process import tune_gc
+from ..app._topics import anonymous_operations
 from ..config._hypercorn import default_config_path, load_config
 from ..config._settings import Settings, SettingsError
 from ..transport._service import CannotListen
@@ -80,9 +81,7 @@ def load_or_exit(
 def boot_or_exit(app: App, spec: str, settings: Settings, mode: Mode) -> None:
     """Assemble the app; say which app this is first, and how it is open."""
     what = "Canopy's showcase (every capability)" if spec == SHOWCASE else spec
-    operations = settings.anonymous_operations
-    if operations is None:
-        operations = tuple(app.declared.anonymous_operations)
+    operations = anonymous_operations(settings, app.declared.anonymous_operations)
     if operations and mode is Mode.SERVE:  # what anyone may do over HTTP
         log.warning(
             "app %s; anyone may, without a token: %s (CANOPY_ANONYMOUS_OPERATIONS)",
