@@ -107,7 +107,7 @@ class _Rule:
             return f"must be {noun} from {_plain(self.low)} to {_plain(self.high)}{unit}"
         return f"must be {noun}"
 
-    def schema_field(self, name: str) -> tuple[Any, Any]:
+    def schema_field(self) -> tuple[Any, Any]:
         """The field as pydantic declares it, for the OpenAPI document."""
         limits: dict[str, Any] = {}
         if self.kind is str:
@@ -122,12 +122,11 @@ class _Rule:
             }
             if self.kind is float:
                 limits["allow_inf_nan"] = False
-        kind: Any = dict[str, Any] if self.kind is dict else self.kind
-        if name == "task":
-            return kind, Field(description=self.description, **limits)
-        if name == "args":
-            return kind, Field(default_factory=dict, description=self.description)
-        return kind | None, Field(None, description=self.description, **limits)
+        if self.kind is dict:  # absent: an empty object
+            return dict[str, Any], Field(default_factory=dict, description=self.description)
+        if not self.nullable:  # required
+            return self.kind, Field(description=self.description, **limits)
+        return self.kind | None, Field(None, description=self.description, **limits)
 
 
 _RULES = {
@@ -276,7 +275,7 @@ else:
     NewJob = create_model(
         "NewJob",
         __config__=ConfigDict(extra="forbid"),
-        **{name: rule.schema_field(name) for name, rule in _RULES.items()},
+        **{name: rule.schema_field() for name, rule in _RULES.items()},
     )
 
 
