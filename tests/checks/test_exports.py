@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 import types
@@ -359,6 +360,13 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return found
 
 
+@functools.cache
+def import_graph() -> dict[str, set[str]]:
+    """Each module of the package, and the package's modules it imports."""
+    modules = module_files()
+    return {name: imports_of(name, path, modules) for name, path in modules.items()}
+
+
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Each set of modules that reach one another (Tarjan's strongly connected parts)."""
     index: dict[str, int] = {}
@@ -391,9 +399,7 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_no_import_circle() -> None:
     """Imports run one way between modules too, not only between the layers: a circle
     held together by a lazy import breaks the day someone imports eagerly."""
-    modules = module_files()
-    graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
-    assert circles(graph) == []
+    assert circles(import_graph()) == []
     # The test reads what it should: a planted circle is found.
     planted = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
     assert circles(planted) == [["a", "b", "c"]]
@@ -405,20 +411,20 @@ SERVER_ROOMS = ("config", "observe", "transport", "pipeline", "app", "capabiliti
 def test_the_servers_rooms_import_only_downward() -> None:
     """canopy.server's subpackages, bottom first: each imports only from those before
     it (see server/__init__.py)."""
-    modules = module_files()
+    graph = import_graph()
     rank = {room: n for n, room in enumerate(SERVER_ROOMS)}
 
     def room(name: str) -> str | None:
         parts = name.split(".")
         return parts[2] if len(parts) > 2 and parts[:2] == ["canopy", "server"] else None
 
-    rooms = {room(name) for name in modules} - {None}
+    rooms = {room(name) for name in graph} - {None}
     assert rooms == set(SERVER_ROOMS)
     upward = [
         f"{name} -> {target}"
-        for name, path in modules.items()
+        for name, targets in graph.items()
         if (here := room(name)) is not None
-        for target in imports_of(name, path, modules)
+        for target in targets
         if (there := room(target)) is not None and rank[there] > rank[here]
     ]
     assert upward == []
@@ -429,8 +435,7 @@ def test_a_chain_of_imports_within_a_package_is_at_most_five_modules() -> None:
     reader follows at most five modules from where they start to the bottom: its
     ``__init__`` is the door, not counted. Across packages, the layers and rooms above
     keep the order."""
-    modules = module_files()
-    graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
+    modules, graph = module_files(), import_graph()
 
     def package(name: str) -> str:
         return name if modules[name].name == "__init__.py" else name.rpartition(".")[0]

@@ -4,11 +4,7 @@ they reach only Canopy's own connections, and they do what they are for."""
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import inspect
 import json
-from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +17,7 @@ import canopy
 from canopy.handlers.topics import FRAMES_EXTENSION
 from canopy.server.transport._hypercorn import _rebound
 from canopy.testing import serve_app
+from tests.upstream import digest, resolve
 
 # Hypercorn 0.18.0's source of each function the overrides run as their own or rely on
 # (see the module's docstring); a new release that changes one must be read first.
@@ -41,17 +38,9 @@ UPSTREAM = {
 }
 
 
-def _function(dotted: str) -> Any:
-    module_name, _, rest = dotted.rpartition(".")
-    owner_name = module_name.rpartition(".")[2]
-    module = importlib.import_module(module_name.rpartition(".")[0])
-    return getattr(getattr(module, owner_name), rest)
-
-
 @pytest.mark.parametrize("dotted", sorted(UPSTREAM))
 def test_the_upstream_code_is_what_the_overrides_were_written_against(dotted: str) -> None:
-    source = inspect.getsource(_function(dotted))
-    assert hashlib.sha256(source.encode()).hexdigest()[:16] == UPSTREAM[dotted], (
+    assert digest(resolve(dotted)) == UPSTREAM[dotted], (
         f"Hypercorn changed {dotted}: read it against server/transport/_hypercorn.py, "
         "then pin its new source here"
     )

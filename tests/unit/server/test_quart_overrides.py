@@ -4,14 +4,12 @@ on is the code it was written against (Quart 0.22.0, Quart-Trio 0.12.0, werkzeug
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import inspect
 from typing import Any
 
 import pytest
 
 from canopy.server.pipeline import _quart
+from tests.upstream import digest, resolve
 
 # The libraries the module overrides (Quart builds on Flask's sans-I/O app and werkzeug).
 UPSTREAM_LIBRARIES = ("quart", "quart_trio", "flask", "werkzeug")
@@ -55,32 +53,6 @@ RELIED_ON = {
 }
 
 
-def _source(obj: Any) -> str:
-    if isinstance(obj, property):
-        obj = obj.fget
-    if isinstance(obj, (staticmethod, classmethod)):
-        obj = obj.__func__
-    return inspect.getsource(obj)
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(_source(obj).encode()).hexdigest()[:16]
-
-
-def _resolve(dotted: str) -> Any:
-    """``package.module.Class.attr`` (or ``package.module.function``), as defined."""
-    parts = dotted.split(".")
-    for split in range(len(parts) - 1, 0, -1):
-        try:
-            obj: Any = importlib.import_module(".".join(parts[:split]))
-        except ImportError:
-            continue
-        for name in parts[split:-1]:
-            obj = getattr(obj, name)
-        return vars(obj)[parts[-1]] if isinstance(obj, type) else getattr(obj, parts[-1])
-    raise LookupError(dotted)
-
-
 def overridden() -> dict[str, Any]:
     """Each upstream function or property that a class of _quart.py defines again."""
     found: dict[str, Any] = {}
@@ -107,13 +79,13 @@ def test_every_override_is_pinned() -> None:
 
 @pytest.mark.parametrize("dotted", sorted(PINNED))
 def test_the_overridden_upstream_code_is_unchanged(dotted: str) -> None:
-    assert _digest(overridden()[dotted]) == PINNED[dotted], (
+    assert digest(overridden()[dotted]) == PINNED[dotted], (
         f"upstream changed {dotted}: read it against server/pipeline/_quart.py, then pin it"
     )
 
 
 @pytest.mark.parametrize("dotted", sorted(RELIED_ON))
 def test_the_upstream_code_relied_on_is_unchanged(dotted: str) -> None:
-    assert _digest(_resolve(dotted)) == RELIED_ON[dotted], (
+    assert digest(resolve(dotted)) == RELIED_ON[dotted], (
         f"upstream changed {dotted}: read it against server/pipeline/_quart.py, then pin it"
     )
