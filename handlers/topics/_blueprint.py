@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import trio
 from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, request, websocket
 from quart_schema import document_querystring, document_response
 
-from canopy.nurseries.fanout import BrokerUnavailable, HubError, InvalidTopic
+from canopy.nurseries.fanout import BrokerUnavailable, HubError, InvalidTopic, SubscriberGone
 
 from .._errors import ApiError
 from .._requests import bearer_token, int_arg
@@ -42,6 +43,14 @@ class _QuartSocket:
         return await self._ws.receive()
 
     async def send(self, frames: Sequence[str]) -> None:
+        try:
+            await self._send(frames)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            # The ASGI spec has a server raise an OSError for a connection that is
+            # gone; a client that left is not a fault of ours.
+            raise SubscriberGone(str(exc) or type(exc).__name__) from exc
+
+    async def _send(self, frames: Sequence[str]) -> None:
         if self._asgi_send is None:
             for frame in frames:
                 await self._ws.send(frame)
@@ -139,9 +148,13 @@ def create_blueprint(service: TopicsService) -> Blueprint:
         except InvalidToken as exc:
             grants, problem = service.issuer.anonymous(), str(exc)
         socket = _QuartSocket(websocket._get_current_object())  # type: ignore[attr-defined]
-        if problem is not None:
-            await socket.send([error_frame("invalid_token", f"{problem}; connected anonymously")])
-        await Session(service, socket, grants).run()
+        try:
+            if problem is not None:
+                notice = f"{problem}; connected anonymously"
+                await socket.send([error_frame("invalid_token", notice)])
+            await Session(service, socket, grants).run()
+        except SubscriberGone:
+            pass  # the client left while we answered it: nobody to tell
 
     @blueprint.post("/topics/<topic>/messages")
     @body(NewMessage, auth=lambda: _http_grants(service))

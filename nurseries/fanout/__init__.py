@@ -11,7 +11,7 @@ from ._broker import Broker, BrokerUnavailable
 from ._history import Message, Presence, Replay, TopicLog
 from ._hub import Hub
 from ._hub_errors import HubClosed, HubError, TooManySubscriptions, TooManyTopics
-from ._subscription import CloseReason, Item, Sink, Subscription
+from ._subscription import CloseReason, Item, Sink, SubscriberGone, Subscription
 from ._topics import (
     MAX_TOPIC_LENGTH,
     InvalidTopic,
@@ -38,6 +38,7 @@ __all__ = [
     "Replay",
     "Sink",
     "SlowConsumerPolicy",
+    "SubscriberGone",
     "Subscription",
     "TooManySubscriptions",
     "TooManyTopics",

@@ -10,10 +10,8 @@ silently receiving the wrong messages.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any, TypeVar
 
 import trio
@@ -82,31 +80,61 @@ class Replay:
 
 
 class TopicLog:
+    """One topic's offsets, epoch and history window.
+
+    Slotted, and the window a list: a busy process holds tens of thousands of logs,
+    most of them a job's or an order's with two or three messages, where a ``deque``
+    alone costs about 600 bytes. Trimming a list's front is a move of at most
+    ``history_size`` pointers."""
+
+    __slots__ = ("epoch", "last_active", "offset", "rule", "topic", "watched", "window")
+
     def __init__(self, topic: str, rule: TopicRule, epoch: str | None = None) -> None:
         self.topic = topic
         self.rule = rule
         self.epoch = epoch or new_epoch()
         self.offset = 0
-        self.window: deque[Message] = deque()
+        self.window: list[Message] = []
         self.last_active = trio.current_time()
+        # Someone subscribed to exactly this topic once: its offsets then outlive the
+        # window (for a resume after a quiet spell); a topic nobody ever watched is
+        # forgotten once its window is empty.
+        self.watched = False
 
     def append(self, data: Any, key: str | None = None) -> Message:
         now = trio.current_time()
         self.offset += 1
+        rule = self.rule
         message = Message(
-            self.topic, self.offset, self.epoch, data, key, expires=now + self.rule.history_ttl
+            self.topic, self.offset, self.epoch, data, key, expires=now + rule.history_ttl
         )
-        if self.rule.history_size:
-            self.window.append(message)
-            if len(self.window) > self.rule.history_size:
-                self.window.popleft()
+        if rule.history_size:
+            window = self.window
+            window.append(message)
+            if len(window) > rule.history_size or window[0].expires <= now:
+                self.prune(now)
         self.last_active = now
         return message
 
-    def prune(self) -> None:
-        now = trio.current_time()
-        while self.window and self.window[0].expires <= now:
-            self.window.popleft()
+    def prune(self, now: float | None = None) -> None:
+        """Drop the messages past their time, and those over the window's size."""
+        if now is None:
+            now = trio.current_time()
+        window = self.window
+        stale = max(len(window) - self.rule.history_size, 0)
+        while stale < len(window) and window[stale].expires <= now:
+            stale += 1
+        if stale:
+            del window[:stale]
+
+    def forgettable(self, now: float, idle_ttl: float) -> bool:
+        """Whether the log holds nothing anyone could still ask for: an empty window,
+        and idle for ``idle_ttl`` if it was ever watched, else for its history's TTL.
+        (Whether it has a subscriber now, the hub knows.)"""
+        if self.window:
+            return False
+        idle = now - self.last_active
+        return idle > idle_ttl if self.watched else idle > self.rule.history_ttl
 
     def since(self, since: int | None, epoch: str | None) -> Replay:
         """Messages after ``since``, if every one of them is still in the window.
@@ -122,5 +150,4 @@ class TopicLog:
         if not same_epoch or since > self.offset or since < first - 1:
             return Replay(self.epoch, self.offset, False, [])
         # Offsets in the window are contiguous, so the missed ones start at a known index.
-        missed = list(islice(self.window, since - first + 1, None))
-        return Replay(self.epoch, self.offset, True, missed)
+        return Replay(self.epoch, self.offset, True, self.window[since - first + 1 :])

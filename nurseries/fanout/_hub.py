@@ -6,7 +6,9 @@ to exactly here), and one pump per subscription. ``shutdown()`` closes every
 subscription with ``HUB_STOPPING`` (each sink hears of it, bounded by
 ``close_timeout``); ``run`` returns once the last pump has ended.
 
-Error handling: a sink that raises ends only its own subscription. Limits
+Error handling: a sink that raises ends only its own subscription, logged as an
+error unless it raised :class:`SubscriberGone` (a client that left is counted in
+``stats()["gone"]`` and logged at debug level). Limits
 (:class:`TooManyTopics`, :class:`TooManySubscriptions`) and :class:`HubClosed`
 are :class:`HubError`\\s, raised to the caller that asked for too much. The topic
 table is bounded like a cache (``nurseries/fanout/_topic_logs.py``): a new topic is
@@ -21,18 +23,21 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import trio
+import trio.lowlevel
 from trio.testing import wait_all_tasks_blocked
 
 from ._broker import Broker, BrokerUnavailable
 from ._history import Message, Presence, Replay, TopicLog
 from ._hub_errors import HubClosed, HubError, TooManySubscriptions, TooManyTopics
-from ._subscription import CloseReason, Sink, Subscription
+from ._subscription import CloseReason, Sink, SubscriberGone, Subscription
 from ._topic_logs import TopicLogs
 from ._topics import SlowConsumerPolicy, TopicRules, check_pattern, check_topic, is_exact
 
 __all__ = ["Hub"]
 
 log = logging.getLogger("canopy.fanout")
+
+SWEEP_SLICE = 1000  # topics the sweeper looks at between two turns of everyone else
 
 
 class Hub:
@@ -76,6 +81,7 @@ class Hub:
         self.published = 0
         self.delivered = 0
         self.slow_disconnects = 0
+        self.gone = 0  # subscriptions whose client left in the middle of a delivery
         self._policies: dict[str, SlowConsumerPolicy] = {}  # per topic, for heard messages
         if broker is not None:
             broker.attach(self._heard)
@@ -201,7 +207,11 @@ class Hub:
         if not exact and since is not None:
             raise ValueError("since: resuming needs an exact topic, not a pattern")
         if self.broker is None:
-            replay = self._log(pattern).since(since, epoch) if exact else None
+            replay = None
+            if exact:
+                log_ = self._log(pattern)
+                log_.watched = True
+                replay = log_.since(since, epoch)
             sub = Subscription(pattern, sink, self.queue_size, client, info, presence, replay)
             self._file(sub)
         else:
@@ -257,7 +267,7 @@ class Hub:
             return Replay("", 0, since is None or (since == 0 and epoch is None), [])
         if since is None:
             log_.prune()
-            latest = list(log_.window)[-limit:] if limit else []
+            latest = log_.window[-limit:] if limit else []
             return Replay(log_.epoch, log_.offset, True, latest)
         replay = log_.since(since, epoch)
         return Replay(replay.epoch, replay.offset, replay.recovered, replay.messages[:limit])
@@ -270,6 +280,7 @@ class Hub:
             "published": self.published,
             "delivered": self.delivered,
             "slow_disconnects": self.slow_disconnects,
+            "gone": self.gone,
         }
 
     def audience(self, topic: str) -> int:
@@ -362,6 +373,9 @@ class Hub:
                     else:
                         self._parking(sub)
                         await sub.wakeup.park()  # until the flusher unparks it
+            except SubscriberGone as exc:
+                self.gone += 1
+                log.debug("subscriber %s (%s) gone: %s", sub.id, sub.pattern, exc)
             except Exception:
                 log.exception("delivery to subscriber %s (%s) failed", sub.id, sub.pattern)
         self._close(sub, sub.close_reason)
@@ -435,15 +449,28 @@ class Hub:
         self.delivered += len(items)
 
     async def _sweep(self, scope: trio.CancelScope) -> None:
+        """Every ``sweep_interval``: prune expired history, forget what nobody can ask
+        for any more. A slice of topics at a time, letting every other task run in
+        between: one pass over a full table would hold the loop for hundreds of
+        milliseconds, and every request waiting on it with it."""
         with scope:
             while True:
                 await trio.sleep(self.sweep_interval)
-                now = trio.current_time()
-                for topic, log_ in self._logs.snapshot():
-                    log_.prune()
-                    idle = now - log_.last_active > self.idle_topic_ttl
-                    if idle and not log_.window and topic not in self._exact:
-                        self._logs.forget(topic, log_)
+                topics = self._logs.topics()
+                for start in range(0, len(topics), SWEEP_SLICE):
+                    if start:
+                        await trio.lowlevel.checkpoint()
+                    self._sweep_slice(topics[start : start + SWEEP_SLICE])
+
+    def _sweep_slice(self, topics: list[str]) -> None:
+        now, exact, logs = trio.current_time(), self._exact, self._logs
+        for topic in topics:
+            log_ = logs.get(topic)
+            if log_ is None:
+                continue  # forgotten since the pass began
+            log_.prune(now)
+            if topic not in exact and log_.forgettable(now, self.idle_topic_ttl):
+                logs.forget(topic, log_)
 
     async def _pin(self, broker: Broker, scope: trio.CancelScope) -> None:
         """Renew the pins of the topics subscribed to exactly here, so the broker never

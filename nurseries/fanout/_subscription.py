@@ -26,7 +26,7 @@ import trio
 from ._history import Message, Presence, Replay
 from ._topics import SlowConsumerPolicy, is_exact
 
-__all__ = ["CloseReason", "Item", "Sink", "Subscription"]
+__all__ = ["CloseReason", "Item", "Sink", "SubscriberGone", "Subscription"]
 
 Item = Message | Presence
 _ids = itertools.count(1)
@@ -37,6 +37,12 @@ class CloseReason(enum.Enum):
     HUB_STOPPING = "hub_stopping"
 
 
+class SubscriberGone(Exception):
+    """What a sink raises when the peer it delivers to has gone (a client that
+    vanished mid-delivery). Not a fault: the subscription ends quietly, counted in
+    the hub's ``gone``, where any other exception from a sink is logged as an error."""
+
+
 class Sink(Protocol):
     """Where a subscription's pump delivers; a WebSocket connection, a channel, a test."""
 
@@ -44,7 +50,8 @@ class Sink(Protocol):
         """Called first, before any delivery (``subscription.replay`` says what resumed)."""
 
     async def deliver(self, subscription: Subscription, items: Sequence[Item]) -> None:
-        """Deliver in order; raising ends the subscription."""
+        """Deliver in order; raising ends the subscription (:class:`SubscriberGone`
+        when the peer has left)."""
 
     async def closed(self, subscription: Subscription, reason: CloseReason) -> None:
         """The hub ended it; bounded by the hub's close timeout."""

@@ -58,9 +58,9 @@ class TopicLogs:
         made = logs[topic] = TopicLog(topic, self.rules.for_topic(topic))
         return made
 
-    def snapshot(self) -> list[tuple[str, TopicLog]]:
-        """Every (topic, log), least recently used first (for the sweeper)."""
-        return list(self._logs.items())
+    def topics(self) -> list[str]:
+        """Every topic, least recently used first (for the sweeper)."""
+        return list(self._logs)
 
     def forget(self, topic: str, log: TopicLog) -> None:
         """Forget ``topic`` if ``log`` is still its log."""

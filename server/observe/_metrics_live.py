@@ -96,6 +96,7 @@ class LiveValues:
                 ("published", "messages published"),
                 ("delivered", "messages delivered to subscribers"),
                 ("slow_disconnects", "subscribers closed as slow consumers"),
+                ("gone", "subscriptions whose client left in the middle of a delivery"),
                 ("topics_evicted", "topics forgotten to make room (CANOPY_MAX_TOPICS)"),
             )
         }

@@ -38,7 +38,7 @@ from hypercorn.utils import parse_socket_addr
 from ._extensions import CANCEL_ON_DISCONNECT, TRANSPORT_EXTENSION
 from ._hypercorn import CanopyProtocolWrapper
 
-__all__ = ["SHUTDOWN_CLOSE_CODE", "Connection"]
+__all__ = ["SHUTDOWN_CLOSE_CODE", "ClientDisconnected", "Connection"]
 
 log = logging.getLogger("canopy.transport")
 
@@ -211,14 +211,21 @@ class _AppCall:
 _DISCONNECT = {"type": "http.disconnect"}
 
 
+class ClientDisconnected(OSError):
+    """A send to a connection that is gone: what the ASGI spec asks a server to raise
+    (a subclass of ``OSError``), so that an app can tell a client that left from a
+    fault of its own."""
+
+
 async def _finished(message: Any) -> None:
-    """What an app call sends to once its stream is closed: nothing more.
+    """What an app call sends to once its stream is closed (the client left, or the
+    response ended): nothing more.
 
     Left as a cycle, each request's stream and call (with their scope, buffers and
     bound methods, about fifteen objects) stayed in memory until the cyclic collector
     ran, and each collection walked them (see ``canopy.server.app._process.tune_gc``).
     """
-    raise RuntimeError("the response is finished; nothing more can be sent")
+    raise ClientDisconnected("the connection is closed; nothing more can be sent")
 
 
 class _ReaderEvent:

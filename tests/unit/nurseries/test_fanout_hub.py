@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,6 +16,7 @@ from canopy.nurseries.fanout import (
     HubClosed,
     InvalidTopic,
     SlowConsumerPolicy,
+    SubscriberGone,
     TooManySubscriptions,
     TooManyTopics,
     TopicRule,
@@ -301,6 +303,33 @@ async def test_a_failing_sink_ends_only_its_subscription(
     assert broken.closed and good.offsets == [1, 2]
 
 
+async def test_a_client_that_left_is_counted_not_logged_as_an_error(
+    hub: Hub, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A vanished client is the normal end of a WebSocket, not a server fault: the
+    sink says so with SubscriberGone; any other exception is still an error."""
+
+    class Gone(RecordingSink):
+        async def deliver(self, subscription, items):  # type: ignore[no-untyped-def]
+            raise SubscriberGone("the connection is closed")
+
+    class Broken(RecordingSink):
+        async def deliver(self, subscription, items):  # type: ignore[no-untyped-def]
+            raise RuntimeError("a bug")
+
+    caplog.set_level(logging.DEBUG, logger="canopy.fanout")
+    await hub.subscribe("orders.1", Gone())
+    await hub.subscribe("orders.2", Broken())
+    await hub.publish("orders.1", 1)
+    await hub.publish("orders.2", 1)
+    await settle()
+    assert hub.stats()["gone"] == 1 and hub.stats()["subscriptions"] == 0
+    by_level = {(r.levelname, r.getMessage().split(" (")[0].split()[0]) for r in caplog.records}
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.exc_info[0] for r in errors if r.exc_info] == [RuntimeError]
+    assert ("DEBUG", "subscriber") in by_level
+
+
 async def test_limits_and_bad_requests(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -343,6 +372,55 @@ async def test_idle_topics_are_forgotten_and_get_a_new_epoch(
     assert hub.stats()["topics"] == 0
     second = await hub.publish("t", 2)
     assert second.offset == 1 and second.epoch != first.epoch
+    hub.shutdown()
+
+
+async def test_a_topic_nobody_watched_is_forgotten_with_its_window(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A job's or an order's topic that no one subscribed to costs memory only while
+    its history could still be asked for; one that was watched keeps its offsets for
+    the idle TTL, so a resume after a quiet spell is still answered."""
+    hub = Hub(TopicRules(default=TopicRule(history_ttl=5)), idle_topic_ttl=60, sweep_interval=1)
+    await nursery.start(hub.run)
+    await hub.publish("jobs.1", "done")
+    watched = await hub.subscribe("chat.1", RecordingSink())
+    last = await hub.publish("chat.1", "hi")
+    hub.unsubscribe(watched)
+    await trio.sleep(4)
+    assert (await hub.history("jobs.1")).offset == 1  # still in its window
+    await trio.sleep(3)
+    assert (await hub.history("jobs.1")).epoch == ""  # window empty: forgotten
+    sub = await hub.subscribe("chat.1", RecordingSink(), since=1, epoch=last.epoch)
+    assert sub.replay is not None and sub.replay.recovered  # offsets kept
+    hub.shutdown()
+
+
+async def test_the_sweeper_lets_others_run_between_slices(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A full table is swept a slice at a time: a task that asks for a turn during a
+    pass gets it before the pass ends."""
+    from canopy.nurseries.fanout._hub import SWEEP_SLICE
+
+    hub = Hub(TopicRules(default=TopicRule(history_ttl=5)), idle_topic_ttl=60, sweep_interval=10)
+    start = trio.current_time()
+    await nursery.start(hub.run)
+    topics = 3 * SWEEP_SLICE
+    for n in range(topics):
+        await hub.publish(f"jobs.{n}", n)
+    sizes: list[int] = []
+
+    async def watch() -> None:
+        await trio.sleep_until(start + 10)  # when the sweeper wakes too
+        while hub.stats()["topics"]:
+            sizes.append(hub.stats()["topics"])
+            await trio.lowlevel.checkpoint()
+
+    nursery.start_soon(watch)
+    await trio.sleep(11)
+    assert hub.stats()["topics"] == 0
+    assert any(0 < size < topics for size in sizes)  # seen between two slices
     hub.shutdown()
 
 

@@ -1,0 +1,470 @@
+"""A soak: one ``canopy serve`` under a steady mixed load, watched for what grows.
+
+``python bench/soak.py --minutes 30 --warmup 5``
+
+The load, at about half of what one process serves on this machine (``--scale``
+moves all of it): GET /demo/hello, job enqueues (echoes, sleeps, failures that
+retry into dead letters, sleeps cancelled while they run), orders, publishes over
+HTTP, WebSocket subscribers that come and go (each reconnect resumes with its
+``since`` and ``epoch`` and checks for gaps), and slow consumers that stop reading
+and are abandoned every minute. Every 10 s it samples the server's RSS, open files,
+database files, topics and the window's GET latency.
+
+After the run it settles (every accepted job and order final), sends SIGTERM, and
+reports: the slopes after the warm-up (least squares per minute), the worst window,
+what was lost, ERROR lines in the server's log, and how long exit took after the
+log's "stopped". The baseline in the same run is the first window after the
+warm-up: each later window's GET p99 is printed as a ratio to it.
+
+Bounded: the run is ``--warmup`` + ``--minutes``, then at most a minute to settle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+import trio_websocket
+from _procs import (
+    ROOT,
+    canopy_module,
+    free_port,
+    import_root,
+    pinned,
+    raise_fd_limit,
+    wait_until_up,
+)
+
+WINDOW = 10.0
+TOPICS = 50  # public.soak.N, each with its subscribers
+HOT = "public.soak.hot"  # the slow consumers' topic
+SKU = "soak-sku"
+FINAL_JOB_STATES = {"succeeded", "failed", "cancelled"}
+
+
+@dataclass
+class Window:
+    """What one sampling window saw."""
+
+    at: float  # minutes since the load started
+    rss_kib: int = 0
+    fds: int = 0
+    db_kib: dict[str, int] = field(default_factory=dict)
+    topics: int = 0
+    get_ms: list[float] = field(default_factory=list)
+    get_errors: int = 0
+
+    def p(self, q: float) -> float:
+        ordered = sorted(self.get_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+@dataclass
+class Tally:
+    windows: list[Window] = field(default_factory=list)
+    current: Window = field(default_factory=lambda: Window(0.0))
+    errors: dict[str, int] = field(default_factory=dict)
+    jobs: list[str] = field(default_factory=list)
+    cancelled: int = 0
+    orders: list[str] = field(default_factory=list)
+    published: int = 0
+    connects: int = 0
+    resumes: int = 0
+    recovered: int = 0
+    gaps: int = 0
+    received: int = 0
+    slow_closed: int = 0
+
+    def error(self, what: str) -> None:
+        self.errors[what] = self.errors.get(what, 0) + 1
+
+
+async def paced(rate: float, stop: trio.Event, action: Any, nursery: trio.Nursery) -> None:
+    """Start ``action()`` ``rate`` times a second (open loop: late answers do not slow
+    the sends), until ``stop``."""
+    interval, due = 1.0 / rate, trio.current_time()
+    while not stop.is_set():
+        due += interval
+        nursery.start_soon(action)
+        await trio.sleep_until(due)
+
+
+async def get_hello(http: httpx.AsyncClient, tally: Tally) -> None:
+    started = time.perf_counter()
+    try:
+        response = await http.get("/demo/hello")
+        ok = response.status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    window = tally.current
+    if ok:
+        window.get_ms.append((time.perf_counter() - started) * 1000)
+    else:
+        window.get_errors += 1
+        tally.error("get")
+
+
+async def enqueue(http: httpx.AsyncClient, tally: Tally) -> None:
+    roll = random.random()
+    if roll < 0.55:
+        body: dict[str, Any] = {"task": "demo.echo", "args": {"n": roll}}
+    elif roll < 0.75:
+        body = {"task": "demo.sleep", "args": {"seconds": 0.5}}
+    elif roll < 0.85:
+        body = {"task": "demo.fail", "args": {"message": "soak"}}
+    else:
+        body = {"task": "demo.sleep", "args": {"seconds": 10}}
+    try:
+        response = await http.post("/jobs", json=body)
+        if response.status_code != 202:
+            tally.error(f"enqueue {response.status_code}")
+            return
+        job = response.json()["id"]
+        tally.jobs.append(job)
+        if roll >= 0.85:  # cancel it while it runs
+            await trio.sleep(1.0)
+            cancelled = await http.delete(f"/jobs/{job}")
+            if cancelled.status_code == 200:
+                tally.cancelled += 1
+            else:
+                tally.error(f"cancel {cancelled.status_code}")
+    except httpx.HTTPError as exc:
+        tally.error(f"jobs {type(exc).__name__}")
+
+
+async def place_order(http: httpx.AsyncClient, tally: Tally) -> None:
+    body = {
+        "customer": f"soak-{random.randrange(200)}",
+        "currency": "EUR",
+        "items": [{"sku": SKU, "quantity": 1, "unit_price": 250}],
+    }
+    try:
+        response = await http.post(
+            "/orders", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
+        )
+    except httpx.HTTPError as exc:
+        tally.error(f"orders {type(exc).__name__}")
+        return
+    if response.status_code == 202:
+        tally.orders.append(response.json()["id"])
+    else:
+        tally.error(f"orders {response.status_code}")
+
+
+async def publish(http: httpx.AsyncClient, tally: Tally, n: int) -> None:
+    topic = HOT if n % 9 == 0 else f"public.soak.{n % TOPICS}"
+    data = {"n": n, "pad": "x" * (1500 if topic == HOT else 100)}
+    try:
+        response = await http.post(f"/topics/{topic}/messages", json={"data": data})
+    except httpx.HTTPError as exc:
+        tally.error(f"publish {type(exc).__name__}")
+        return
+    if response.status_code in (200, 201, 202):
+        tally.published += 1
+    else:
+        tally.error(f"publish {response.status_code}")
+
+
+async def open_ws(port: int, nursery: trio.Nursery, rcvbuf: int | None = None) -> Any:
+    """A WebSocket to /ws over a socket we hold, so that we can drop it abruptly."""
+    sock = trio.socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    await sock.connect(("127.0.0.1", port))
+    stream = trio.SocketStream(sock)
+    ws = await trio_websocket.wrap_client_stream(nursery, stream, "127.0.0.1", "/ws")
+    return ws, stream
+
+
+async def subscriber(port: int, n: int, stop: trio.Event, tally: Tally) -> None:
+    """Subscribe, read for a while, vanish (half of the time without a close frame),
+    come back and resume; a message with an unexpected offset is a gap."""
+    topic = f"public.soak.{n % TOPICS}"
+    epoch, offset = None, None
+    await trio.sleep(random.uniform(0, 15))
+    while not stop.is_set():
+        lifetime = random.expovariate(1 / 15)
+        try:
+            async with trio.open_nursery() as nursery:
+                ws, stream = await open_ws(port, nursery)
+                tally.connects += 1
+                frame: dict[str, Any] = {"op": "subscribe", "topic": topic}
+                if epoch is not None:
+                    frame.update(since=offset, epoch=epoch)
+                await ws.send_message(json.dumps(frame))
+                with trio.move_on_after(lifetime):
+                    while True:
+                        reply = json.loads(await ws.get_message())
+                        if reply["type"] == "subscribed":
+                            # A recovered resume replays what came after ``since``
+                            # first; otherwise delivery goes on from the reply's offset.
+                            if epoch is not None:
+                                tally.resumes += 1
+                                tally.recovered += reply["recovered"]
+                            if epoch is None or not reply["recovered"]:
+                                epoch, offset = reply["epoch"], reply["offset"]
+                        elif reply["type"] == "message":
+                            tally.received += 1
+                            if reply["epoch"] == epoch and reply["offset"] != offset + 1:
+                                tally.gaps += 1
+                            epoch, offset = reply["epoch"], reply["offset"]
+                if random.random() < 0.5:
+                    await stream.aclose()  # gone without a word
+                else:
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
+        except (OSError, trio.BrokenResourceError, trio_websocket.ConnectionClosed) as exc:
+            tally.error(f"ws {type(exc).__name__}")
+            await trio.sleep(1)
+
+
+async def slow_consumers(port: int, stop: trio.Event, tally: Tally) -> None:
+    """Every minute, three subscribers of the hot topic that never read, abandoned
+    after 50 s (the server may have closed them as slow by then)."""
+    while not stop.is_set():
+        async with trio.open_nursery() as nursery:
+            held = []
+            for _ in range(3):
+                ws, stream = await open_ws(port, nursery, rcvbuf=4096)
+                await ws.send_message(json.dumps({"op": "subscribe", "topic": HOT}))
+                held.append(stream)
+            with trio.move_on_after(50):
+                await stop.wait()
+            for stream in held:
+                await stream.aclose()
+            tally.slow_closed += len(held)
+            nursery.cancel_scope.cancel()
+        with trio.move_on_after(10):
+            await stop.wait()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def database_sizes(data: Path) -> dict[str, int]:
+    return {path.name: path.stat().st_size // 1024 for path in sorted(data.glob("*.db*"))}
+
+
+async def sampler(
+    pid: int, data: Path, http: httpx.AsyncClient, start: float, stop: trio.Event, tally: Tally
+) -> None:
+    while not stop.is_set():
+        await trio.sleep(WINDOW)
+        window, tally.current = tally.current, Window((trio.current_time() - start) / 60)
+        window.at = tally.current.at
+        window.rss_kib = rss_kib(pid)
+        window.fds = len(os.listdir(f"/proc/{pid}/fd"))
+        window.db_kib = await trio.to_thread.run_sync(database_sizes, data)
+        try:
+            metrics = (await http.get("/metrics")).text
+            found = re.search(r"^canopy_fanout_topics (\S+)$", metrics, re.M)
+            window.topics = int(float(found.group(1))) if found else -1
+        except httpx.HTTPError:
+            window.topics = -1
+        tally.windows.append(window)
+        print(
+            f"{window.at:6.1f} min  rss {window.rss_kib / 1024:7.1f} MiB  fds {window.fds:5d}"
+            f"  db {sum(window.db_kib.values()) / 1024:7.1f} MiB  topics {window.topics:6d}"
+            f"  GET p50 {window.p(0.5):5.1f} p99 {window.p(0.99):6.1f} ms"
+            f"  ({len(window.get_ms)} ok, {window.get_errors} errors)",
+            flush=True,
+        )
+
+
+async def drive(port: int, pid: int, data: Path, args: argparse.Namespace, tally: Tally) -> None:
+    scale = args.scale
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as http:
+        (await http.put(f"/stock/{SKU}", json={"available": 10**9})).raise_for_status()
+        stop = trio.Event()
+        start = trio.current_time()
+        counter = iter(range(10**9))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sampler, pid, data, http, start, stop, tally)
+            nursery.start_soon(paced, 180 * scale, stop, lambda: get_hello(http, tally), nursery)
+            nursery.start_soon(paced, 66 * scale, stop, lambda: enqueue(http, tally), nursery)
+            nursery.start_soon(paced, 12 * scale, stop, lambda: place_order(http, tally), nursery)
+            nursery.start_soon(
+                paced, 180 * scale, stop, lambda: publish(http, tally, next(counter)), nursery
+            )
+            for n in range(int(300 * scale)):
+                nursery.start_soon(subscriber, port, n, stop, tally)
+            nursery.start_soon(slow_consumers, port, stop, tally)
+            await trio.sleep((args.warmup + args.minutes) * 60)
+            stop.set()
+        await settle(http, tally)
+
+
+async def settle(http: httpx.AsyncClient, tally: Tally) -> None:
+    """Until nothing waits or runs (at most a minute), then check the newest jobs and
+    orders one by one: each must be there and final."""
+    with trio.move_on_after(60):
+        while True:
+            queues = (await http.get("/jobs/queues")).json()["queues"]
+            running = (await http.get("/jobs", params={"state": "running", "limit": 1})).json()
+            if not any(q["waiting"] for q in queues.values()) and not running["jobs"]:
+                break
+            await trio.sleep(1)
+    for job in tally.jobs[-500:]:
+        found = await http.get(f"/jobs/{job}")
+        if found.status_code != 200 or found.json()["state"] not in FINAL_JOB_STATES:
+            tally.error("job not final")
+    for order in tally.orders[-200:]:
+        found = await http.get(f"/orders/{order}")
+        if found.status_code != 200 or found.json()["state"] not in ("confirmed", "failed"):
+            tally.error("order not final")
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares change per minute."""
+    if len(points) < 2:
+        return 0.0
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    return statistics.linear_regression(xs, ys).slope
+
+
+def report(tally: Tally, args: argparse.Namespace, log: str, exit_lag: float | None) -> None:
+    steady = [w for w in tally.windows if w.at > args.warmup]
+    if not steady:
+        print("no window after the warm-up")
+        return
+    base = steady[0].p(0.99) or 1.0
+    worst = max(steady, key=lambda w: w.p(0.99))
+    rss = slope([(w.at, w.rss_kib) for w in steady])
+    db = slope([(w.at, sum(w.db_kib.values())) for w in steady])
+    errors = [line for line in log.splitlines() if level_of(line) in ("error", "critical")]
+    print()
+    print(f"after a {args.warmup:g}-minute warm-up, {len(steady)} windows of {WINDOW:g} s:")
+    print(
+        f"  RSS      {steady[0].rss_kib / 1024:.1f} -> {steady[-1].rss_kib / 1024:.1f} MiB,"
+        f" slope {rss:+.0f} KiB/min (target < 100)"
+    )
+    print(
+        f"  database {sum(steady[0].db_kib.values()) / 1024:.1f} -> "
+        f"{sum(steady[-1].db_kib.values()) / 1024:.1f} MiB, slope {db:+.0f} KiB/min"
+        f"  {steady[-1].db_kib}"
+    )
+    print(
+        f"  fds      {steady[0].fds} -> {steady[-1].fds}; topics {steady[0].topics} -> "
+        f"{steady[-1].topics}"
+    )
+    print(
+        f"  GET p99  worst window {worst.p(0.99):.1f} ms at {worst.at:.1f} min (target < 25),"
+        f" {worst.p(0.99) / base:.2f}x the first window's {base:.1f} ms;"
+        f" p50 {min(w.p(0.5) for w in steady):.1f}-{max(w.p(0.5) for w in steady):.1f} ms"
+    )
+    print(
+        f"  load     {len(tally.jobs)} jobs accepted ({tally.cancelled} cancelled while"
+        f" running), {len(tally.orders)} orders, {tally.published} publishes,"
+        f" {tally.connects} WebSocket connects, {tally.resumes} resumes"
+        f" ({tally.recovered} recovered), {tally.received} messages received,"
+        f" {tally.gaps} gaps, {tally.slow_closed} slow consumers abandoned"
+    )
+    print(
+        f"  errors   client side: {tally.errors or 'none'}; server log ERROR lines: {len(errors)}"
+    )
+    for line in errors[:5]:
+        print(f"           {line[:200]}")
+    if exit_lag is not None:
+        print(f"  exit     {exit_lag:.2f} s after the log's 'stopped' (target < 1)")
+
+
+def level_of(line: str) -> str:
+    try:
+        return str(json.loads(line).get("level", ""))
+    except (ValueError, AttributeError):
+        return "error" if "Traceback" in line else ""
+
+
+def stop_server(process: subprocess.Popen[bytes], log_path: Path) -> float | None:
+    """SIGTERM, then how long after the log said "stopped" (its own time stamp) the
+    process was gone."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return None
+    exited_at = time.time()
+    for line in log_path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("msg") == "stopped":
+            return exited_at - float(record["ts"])
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies every rate")
+    parser.add_argument(
+        "--job-result-ttl", type=float, default=300.0, help="CANOPY_JOB_RESULT_TTL of the server"
+    )
+    args = parser.parse_args()
+    if args.minutes + args.warmup > 240:
+        parser.error("at most four hours in all")
+    with tempfile.TemporaryDirectory(prefix="canopy-soak-") as tmp:
+        workdir = Path(tmp)
+        data, log_path, port = workdir / "var", workdir / "server.log", free_port()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(import_root(ROOT)),
+            "CANOPY_DATA_DIR": str(data),
+            "CANOPY_ACCESS_LOG": "false",
+            "CANOPY_ANONYMOUS_PUBLISH": "public.*",
+            "CANOPY_JOB_RESULT_TTL": str(args.job_result_ttl),
+        }
+        argv = [sys.executable, "-m", canopy_module(ROOT), "serve", "--bind", f"127.0.0.1:{port}"]
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                pinned(0, argv),
+                cwd=workdir,
+                env=env,
+                stdout=log_file,
+                stderr=log_file,
+                preexec_fn=raise_fd_limit,
+            )
+        try:
+            wait_until_up(port, process)
+            if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+                os.sched_setaffinity(0, {1})  # the load on the other core
+            tally = Tally()
+            print(
+                f"soak: {args.warmup:g} + {args.minutes:g} minutes at scale {args.scale:g},"
+                f" server pid {process.pid}",
+                flush=True,
+            )
+            trio.run(drive, port, process.pid, data, args, tally)
+        finally:
+            exit_lag = stop_server(process, log_path)
+        report(tally, args, log_path.read_text(errors="replace"), exit_lag)
+
+
+if __name__ == "__main__":
+    main()
