@@ -10,7 +10,7 @@ from typing import Any
 
 from werkzeug.exceptions import HTTPException
 
-__all__ = ["ApiError", "error_body"]
+__all__ = ["ApiError", "error_body", "store_unavailable"]
 
 
 class ApiError(HTTPException):
@@ -34,3 +34,11 @@ class ApiError(HTTPException):
 
 def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
     return {"error": code, "message": message, **details}
+
+
+def store_unavailable(store: str, exc: Exception) -> ApiError:
+    """503 for a store that failed (its database away, its disk full): nothing was
+    done, and the client may try again in a second, when it may have recovered."""
+    return ApiError(
+        503, "store_unavailable", f"the {store} store failed: {exc}", headers={"Retry-After": "1"}
+    )

@@ -30,7 +30,7 @@ from canopy.nurseries.jobs import (
     check_args,
 )
 
-from ._errors import ApiError
+from ._errors import ApiError, store_unavailable
 from ._requests import bad_parameter, caller_grants, header, int_arg, json_body, require
 from ._schema import ErrorBody
 from .grants import TokenIssuer
@@ -328,7 +328,7 @@ def _store_error(exc: JobStoreError) -> ApiError:
         return ApiError(429, "queue_full", str(exc), headers={"Retry-After": "1"}, queue=exc.queue)
     if isinstance(exc, IdempotencyConflict):
         return ApiError(409, "idempotency_conflict", str(exc), job_id=exc.existing.id)
-    return ApiError(503, "store_unavailable", f"the job store failed: {exc}")
+    return store_unavailable("job", exc)
 
 
 def _parse(body: Any, key: str | None) -> JobRequest:

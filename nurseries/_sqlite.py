@@ -201,7 +201,10 @@ class SqliteDatabase:
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # A full disk (or an I/O error) may have rolled the transaction back
+                # already; a second ROLLBACK would raise and hide why.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
         finally:
             self.write_lock.release()
@@ -242,6 +245,11 @@ class SqliteDatabase:
                 try:
                     outcomes.append(function())
                 except Exception as exc:
+                    if not conn.in_transaction:
+                        # SQLite rolled back the whole transaction (a full disk, say):
+                        # the writes before this one are gone too, so the batch fails
+                        # as one and nothing in it is acknowledged.
+                        raise
                     conn.execute("ROLLBACK TO write")
                     outcomes.append(self._translated(exc))
                 conn.execute("RELEASE write")

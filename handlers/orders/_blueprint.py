@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, request
 from quart_schema import document_request, document_response
 
-from .._errors import ApiError
+from .._errors import ApiError, store_unavailable
 from .._requests import bad_parameter, caller_grants, header, int_arg, read_json, require
 from .._schema import ErrorBody, body
 from ..grants import TokenIssuer
@@ -26,7 +26,7 @@ async def _store_call(call: Any) -> Any:
     try:
         return await call
     except OrderStoreError as exc:
-        raise ApiError(503, "store_unavailable", f"the order store failed: {exc}") from None
+        raise store_unavailable("order", exc) from None
 
 
 class OrderOut(BaseModel):

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint
 from quart_schema import document_response
 
-from .._errors import ApiError
+from .._errors import ApiError, store_unavailable
 from .._requests import header, int_arg, verified_grants
 from .._schema import ErrorBody, body
 from ..grants import Grants
@@ -38,7 +38,7 @@ async def _call(call: Awaitable[T]) -> T:
     except InvalidField as exc:
         raise ApiError(422, "invalid_field", str(exc), field=exc.field) from None
     except SupportStoreError as exc:
-        raise ApiError(503, "store_unavailable", f"the support store failed: {exc}") from None
+        raise store_unavailable("support", exc) from None
 
 
 def _key() -> str | None:

@@ -11,7 +11,7 @@ from quart_schema import document_response
 
 from canopy.nurseries.fanout import InvalidTopic, check_topic
 
-from .._errors import ApiError
+from .._errors import ApiError, store_unavailable
 from .._requests import verified_grants
 from .._schema import ErrorBody, body
 from ..grants import TokenIssuer
@@ -77,7 +77,7 @@ async def _call(call: Awaitable[T]) -> T:
     except TooManyAlerts as exc:
         raise ApiError(429, "limit_reached", str(exc)) from None
     except AlertStoreError as exc:
-        raise ApiError(503, "store_unavailable", f"the alert store failed: {exc}") from None
+        raise store_unavailable("alert", exc) from None
 
 
 def create_blueprint(service: TickerService, issuer: TokenIssuer) -> Blueprint:

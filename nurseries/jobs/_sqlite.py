@@ -21,14 +21,26 @@ encoded before the transaction and claimed rows decoded after it, and a queue's
 bound is checked against a count kept in ``queue_depth`` rather than counted (a
 ``COUNT(*)`` of 20,000 waiting jobs took 1.2 ms, in every enqueue batch).
 
+Retention: with ``result_ttl``, a finished job (succeeded, failed or cancelled) and
+with it its idempotency key is deleted once it has been finished that long, as Redis
+expires it; without, every job is kept. A pruner deletes them ``PRUNE_BATCH`` at a
+time, each batch its own short transaction, so enqueues from every process get the
+write lock between two batches. The file is not vacuumed: SQLite reuses the pages a
+prune frees for the rows that come next, so under a steady load the file stops
+growing once the oldest jobs are pruned as fast as new ones arrive, and a VACUUM
+(which rewrites the whole file under the write lock) would give back space only for
+the load to take again.
+
 Resource handling: :meth:`SQLiteJobStore.run` is a service. It runs the database
 (which opens the connection, creates or migrates the schema, and closes it on the
-way out) and the enqueue committer, reports started, and runs until cancelled.
+way out), the enqueue committer, the doorbell's listener and, with a
+``result_ttl``, the pruner; reports started, and runs until cancelled.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import operator
 import sqlite3
 from collections import Counter
@@ -49,6 +61,11 @@ from ._store import IdempotencyConflict, JobStoreError, QueueFull
 from ._store_events import StoreEvents
 
 __all__ = ["SQLiteJobStore"]
+
+log = logging.getLogger("canopy.jobs")
+
+PRUNE_BATCH = 500  # finished jobs deleted per transaction
+_FINISHED = ("succeeded", "failed", "cancelled")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -320,8 +337,13 @@ class SQLiteJobStore:
         runner_synchronous: str = "NORMAL",
         max_queued: int = 100_000,
         batch_size: int = 500,
+        result_ttl: float | None = None,
     ) -> None:
+        if result_ttl is not None and not result_ttl > 0:
+            raise ValueError("result_ttl must be above 0 (or None: keep every job)")
         self.path = Path(path)
+        self.result_ttl = result_ttl
+        self.pruned = 0  # finished jobs deleted by this process so far
         self.db = SqliteDatabase(
             path, _SCHEMA, error=JobStoreError, synchronous=synchronous, migrate=_migrate
         )
@@ -355,9 +377,48 @@ class SQLiteJobStore:
                 await nursery.start(self.db.run)
                 await nursery.start(self._enqueues.run)
                 await nursery.start(self.doorbell.listen, self._heard)
+                if self.result_ttl is not None:
+                    nursery.start_soon(self._prune_every, min(60.0, max(1.0, self.result_ttl / 10)))
                 task_status.started()
         finally:
             self.doorbell.close()
+
+    async def _prune_every(self, interval: float) -> None:
+        while True:
+            await trio.sleep(interval)
+            try:
+                await self.prune_finished()
+            except JobStoreError as exc:  # the disk, say: the next round tries again
+                log.warning("pruning finished jobs failed: %s", exc)
+
+    async def prune_finished(self) -> int:
+        """Delete the jobs finished more than ``result_ttl`` ago, a batch per
+        transaction; how many went."""
+        if self.result_ttl is None:
+            return 0
+        cutoff, deleted = wall_time() - self.result_ttl, 0
+        while True:
+            batch = await self._db(self._prune_batch, cutoff)
+            deleted += batch
+            self.pruned += batch
+            if batch < PRUNE_BATCH:
+                return deleted
+
+    def _prune_batch(self, cutoff: float) -> int:
+        deleted = 0
+        with self.db.transaction(self.runner_synchronous) as conn:
+            for state in _FINISHED:
+                # A job's created_at is before its updated_at: the index's range on
+                # created_at holds every candidate, and updated_at says which ended.
+                deleted += conn.execute(
+                    """DELETE FROM jobs WHERE id IN (
+                           SELECT id FROM jobs INDEXED BY jobs_by_state
+                           WHERE state = ? AND created_at < ? AND updated_at < ? LIMIT ?)""",
+                    (state, cutoff, cutoff, PRUNE_BATCH - deleted),
+                ).rowcount
+                if deleted >= PRUNE_BATCH:
+                    break
+        return deleted
 
     def _heard(self, message: bytes) -> None:
         """Another process's ring: what it did, as if done here."""

@@ -108,6 +108,7 @@ def _store(settings: Settings, redis: RedisConnections) -> JobStore:
             synchronous=settings.sqlite_synchronous,
             runner_synchronous=settings.sqlite_runner_synchronous,
             max_queued=settings.max_queued,
+            result_ttl=settings.job_result_ttl,
         )
     from canopy.nurseries.redis import RedisJobStore
 

@@ -344,7 +344,8 @@ class Settings:
     job_result_ttl: float = setting(
         7 * 24 * 3600.0,
         _positive_float,
-        "seconds Redis keeps a finished job's record (SQLite keeps them all)",
+        "seconds a finished job (succeeded, failed or cancelled) is kept, with its "
+        "idempotency key, before it is deleted (SQLite and Redis alike)",
     )
     sqlite_synchronous: str = setting(
         "FULL", _synchronous, "SQLite synchronous level: FULL (durable), NORMAL or OFF"

@@ -140,6 +140,7 @@ def test_public_api_is_pinned() -> None:
             "Replay",
             "Sink",
             "SlowConsumerPolicy",
+            "SubscriberGone",
             "Subscription",
             "TooManySubscriptions",
             "TooManyTopics",

@@ -632,3 +632,43 @@ async def test_another_store_on_the_same_data_hears_of_claimable_jobs_and_cancel
     await store.cancel(job.id)
     with trio.fail_after(2):
         await heard.until(lambda: job.id in heard.cancels)
+
+
+async def test_sqlite_prunes_finished_jobs_and_their_keys_after_the_result_ttl(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """As Redis expires them: a finished job, dead letters too, goes with its key once
+    finished for result_ttl; a waiting one stays however old. The pruner runs in the
+    store's own nursery, every tenth of the TTL."""
+    from canopy.nurseries import follow_trio_clock
+    from canopy.nurseries.jobs._sqlite import PRUNE_BATCH
+
+    with follow_trio_clock():
+        async with trio.open_nursery() as nursery:
+            store = SQLiteJobStore(tmp_path / "jobs.db", result_ttl=60)
+            await nursery.start(store.run)
+            done, _ = await store.enqueue(Job("t", idempotency_key="once"))
+            dead, _ = await store.enqueue(Job("t"))
+            waiting, _ = await store.enqueue(Job("t", queue="later"))
+            first, second = await store.claim("default", "w1", 2, lease=600)
+            await store.finish_many(
+                [first.moved(JobState.SUCCEEDED, result=1), second.moved(JobState.FAILED)], "w1"
+            )
+            await trio.sleep(59)
+            assert await store.get(done.id) is not None and await store.get(dead.id) is not None
+            await trio.sleep(8)  # past the TTL, and a pruner's round
+            assert await store.get(done.id) is None and await store.get(dead.id) is None
+            assert (await store.get(waiting.id)).state is JobState.QUEUED  # type: ignore[union-attr]
+            again, created = await store.enqueue(Job("t", {"other": 1}, idempotency_key="once"))
+            assert created and again.id != done.id  # the key went with its job
+            # Many at once go a batch per transaction, every one of them.
+            many = [Job("t", queue="bulk") for _ in range(PRUNE_BATCH + 20)]
+            for job in many:
+                await store.enqueue(job)
+            claimed = await store.claim("bulk", "w1", len(many), lease=600)
+            await store.finish_many([j.moved(JobState.CANCELLED) for j in claimed], "w1")
+            pruned_before = store.pruned
+            await trio.sleep(60 + 7)  # the TTL, and a round
+            assert await store.prune_finished() == 0  # the pruner got there first
+            assert store.pruned - pruned_before == len(many)
+            nursery.cancel_scope.cancel()
