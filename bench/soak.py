@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h11
 import httpx
 import trio
 import trio_websocket
@@ -52,6 +53,18 @@ from _procs import (
 )
 
 WINDOW = 10.0
+# With --tracemalloc the server runs under this: SIGUSR2 writes a snapshot.
+TRACED_SERVER = """
+import os, signal, sys, tracemalloc
+tracemalloc.start(int(os.environ["SOAK_FRAMES"]))
+folder = os.environ["SOAK_SNAPSHOTS"]
+def dump(signum, frame):
+    tracemalloc.take_snapshot().dump(os.path.join(folder, f"{len(os.listdir(folder))}.snap"))
+signal.signal(signal.SIGUSR2, dump)
+sys.argv[0] = "canopy"
+from canopy.server.runtime._cli import main
+main()
+"""
 TOPICS = 50  # public.soak.N, each with its subscribers
 HOT = "public.soak.hot"  # the slow consumers' topic
 SKU = "soak-sku"
@@ -95,6 +108,104 @@ class Tally:
         self.errors[what] = self.errors.get(what, 0) + 1
 
 
+class Behind(Exception):
+    """The load generator could not send on time: its queue is full (counted, not sent)."""
+
+
+class _Exchange:
+    __slots__ = ("body", "done", "head", "outcome")
+
+    def __init__(self, head: h11.Request, body: bytes) -> None:
+        self.head, self.body = head, body
+        self.done = trio.Event()
+        self.outcome: tuple[int, bytes] | Exception = Behind()
+
+
+class Http:
+    """Keep-alive HTTP/1.1 connections over h11, each a task taking requests from one
+    queue. A tenth of httpx's CPU per request, so that the load is what the plan says
+    and not what one core of Python can generate; a request that finds the queue full
+    is not sent, and counts (``Behind``)."""
+
+    def __init__(self, port: int, connections: int = 32, backlog: int = 1000) -> None:
+        self.port = port
+        self.connections = connections
+        self._send, self._receive = trio.open_memory_channel[_Exchange](backlog)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.connections):
+                nursery.start_soon(self._connection)
+            task_status.started()
+
+    async def request(
+        self, method: str, path: str, body: Any = None, headers: tuple[tuple[str, str], ...] = ()
+    ) -> tuple[int, Any]:
+        data = b"" if body is None else json.dumps(body).encode()
+        head = [("Host", "127.0.0.1"), ("Content-Length", str(len(data)))]
+        if body is not None:
+            head.append(("Content-Type", "application/json"))
+        exchange = _Exchange(
+            h11.Request(method=method, target=path, headers=[*head, *headers]), data
+        )
+        try:
+            self._send.send_nowait(exchange)
+        except trio.WouldBlock:
+            raise Behind() from None
+        with trio.fail_after(30):
+            await exchange.done.wait()
+        if isinstance(exchange.outcome, Exception):
+            raise exchange.outcome
+        status, raw = exchange.outcome
+        return status, json.loads(raw) if raw else None
+
+    async def _connection(self) -> None:
+        while True:
+            try:
+                stream = await trio.open_tcp_stream("127.0.0.1", self.port)
+            except OSError:
+                await trio.sleep(0.5)
+                continue
+            async with stream:
+                conn = h11.Connection(h11.CLIENT)
+                async for exchange in self._receive:
+                    try:
+                        exchange.outcome = await self._exchange(stream, conn, exchange)
+                    except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
+                        exchange.outcome = exc
+                        exchange.done.set()
+                        break  # a new connection for the next one
+                    exchange.done.set()
+                    if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                        break
+                    conn.start_next_cycle()
+
+    @staticmethod
+    async def _exchange(
+        stream: trio.SocketStream, conn: h11.Connection, exchange: _Exchange
+    ) -> tuple[int, bytes]:
+        out = conn.send(exchange.head) or b""
+        if exchange.body:
+            out += conn.send(h11.Data(data=exchange.body)) or b""
+        await stream.send_all(out + (conn.send(h11.EndOfMessage()) or b""))
+        status, chunks = 0, []
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(65536)
+                if not data:
+                    raise trio.BrokenResourceError("the server closed the connection")
+                conn.receive_data(data)
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return status, b"".join(chunks)
+            elif isinstance(event, h11.ConnectionClosed):
+                raise trio.BrokenResourceError("the server closed the connection")
+
+
 async def paced(rate: float, stop: trio.Event, action: Any, nursery: trio.Nursery) -> None:
     """Start ``action()`` ``rate`` times a second (open loop: late answers do not slow
     the sends), until ``stop``."""
@@ -105,12 +216,12 @@ async def paced(rate: float, stop: trio.Event, action: Any, nursery: trio.Nurser
         await trio.sleep_until(due)
 
 
-async def get_hello(http: httpx.AsyncClient, tally: Tally) -> None:
+async def get_hello(http: Http, tally: Tally) -> None:
     started = time.perf_counter()
     try:
-        response = await http.get("/demo/hello")
-        ok = response.status_code == 200
-    except httpx.HTTPError:
+        status, _ = await http.request("GET", "/demo/hello")
+        ok = status == 200
+    except (Behind, trio.TooSlowError, OSError, trio.BrokenResourceError, h11.ProtocolError):
         ok = False
     window = tally.current
     if ok:
@@ -120,7 +231,7 @@ async def get_hello(http: httpx.AsyncClient, tally: Tally) -> None:
         tally.error("get")
 
 
-async def enqueue(http: httpx.AsyncClient, tally: Tally) -> None:
+async def enqueue(http: Http, tally: Tally) -> None:
     roll = random.random()
     if roll < 0.55:
         body: dict[str, Any] = {"task": "demo.echo", "args": {"n": roll}}
@@ -131,54 +242,54 @@ async def enqueue(http: httpx.AsyncClient, tally: Tally) -> None:
     else:
         body = {"task": "demo.sleep", "args": {"seconds": 10}}
     try:
-        response = await http.post("/jobs", json=body)
-        if response.status_code != 202:
-            tally.error(f"enqueue {response.status_code}")
+        status, reply = await http.request("POST", "/jobs", body)
+        if status != 202:
+            tally.error(f"enqueue {status}")
             return
-        job = response.json()["id"]
+        job = reply["id"]
         tally.jobs.append(job)
         if roll >= 0.85:  # cancel it while it runs
             await trio.sleep(1.0)
-            cancelled = await http.delete(f"/jobs/{job}")
-            if cancelled.status_code == 200:
+            status, _ = await http.request("DELETE", f"/jobs/{job}")
+            if status == 200:
                 tally.cancelled += 1
             else:
-                tally.error(f"cancel {cancelled.status_code}")
-    except httpx.HTTPError as exc:
+                tally.error(f"cancel {status}")
+    except (Behind, trio.TooSlowError, OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
         tally.error(f"jobs {type(exc).__name__}")
 
 
-async def place_order(http: httpx.AsyncClient, tally: Tally) -> None:
+async def place_order(http: Http, tally: Tally) -> None:
     body = {
         "customer": f"soak-{random.randrange(200)}",
         "currency": "EUR",
         "items": [{"sku": SKU, "quantity": 1, "unit_price": 250}],
     }
     try:
-        response = await http.post(
-            "/orders", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
+        status, reply = await http.request(
+            "POST", "/orders", body, (("Idempotency-Key", uuid.uuid4().hex),)
         )
-    except httpx.HTTPError as exc:
+    except (Behind, trio.TooSlowError, OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
         tally.error(f"orders {type(exc).__name__}")
         return
-    if response.status_code == 202:
-        tally.orders.append(response.json()["id"])
+    if status == 202:
+        tally.orders.append(reply["id"])
     else:
-        tally.error(f"orders {response.status_code}")
+        tally.error(f"orders {status}")
 
 
-async def publish(http: httpx.AsyncClient, tally: Tally, n: int) -> None:
+async def publish(http: Http, tally: Tally, n: int) -> None:
     topic = HOT if n % 9 == 0 else f"public.soak.{n % TOPICS}"
     data = {"n": n, "pad": "x" * (1500 if topic == HOT else 100)}
     try:
-        response = await http.post(f"/topics/{topic}/messages", json={"data": data})
-    except httpx.HTTPError as exc:
+        status, _ = await http.request("POST", f"/topics/{topic}/messages", {"data": data})
+    except (Behind, trio.TooSlowError, OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
         tally.error(f"publish {type(exc).__name__}")
         return
-    if response.status_code in (200, 201, 202):
+    if status in (200, 201, 202):
         tally.published += 1
     else:
-        tally.error(f"publish {response.status_code}")
+        tally.error(f"publish {status}")
 
 
 async def open_ws(port: int, nursery: trio.Nursery, rcvbuf: int | None = None) -> Any:
@@ -293,27 +404,34 @@ async def sampler(
 
 async def drive(port: int, pid: int, data: Path, args: argparse.Namespace, tally: Tally) -> None:
     scale = args.scale
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    base = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as http:
-        (await http.put(f"/stock/{SKU}", json={"available": 10**9})).raise_for_status()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        (await client.put(f"/stock/{SKU}", json={"available": 10**9})).raise_for_status()
         stop = trio.Event()
         start = trio.current_time()
         counter = iter(range(10**9))
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(sampler, pid, data, http, start, stop, tally)
-            nursery.start_soon(paced, 180 * scale, stop, lambda: get_hello(http, tally), nursery)
-            nursery.start_soon(paced, 66 * scale, stop, lambda: enqueue(http, tally), nursery)
-            nursery.start_soon(paced, 12 * scale, stop, lambda: place_order(http, tally), nursery)
-            nursery.start_soon(
-                paced, 180 * scale, stop, lambda: publish(http, tally, next(counter)), nursery
-            )
-            for n in range(int(300 * scale)):
-                nursery.start_soon(subscriber, port, n, stop, tally)
-            nursery.start_soon(slow_consumers, port, stop, tally)
-            await trio.sleep((args.warmup + args.minutes) * 60)
-            stop.set()
-        await settle(http, tally)
+            http = Http(port)
+            await nursery.start(http.run)
+            async with trio.open_nursery() as load:
+                load.start_soon(sampler, pid, data, client, start, stop, tally)
+                load.start_soon(paced, 180 * scale, stop, lambda: get_hello(http, tally), load)
+                load.start_soon(paced, 66 * scale, stop, lambda: enqueue(http, tally), load)
+                load.start_soon(paced, 12 * scale, stop, lambda: place_order(http, tally), load)
+                load.start_soon(
+                    paced, 180 * scale, stop, lambda: publish(http, tally, next(counter)), load
+                )
+                for n in range(int(300 * scale)):
+                    load.start_soon(subscriber, port, n, stop, tally)
+                load.start_soon(slow_consumers, port, stop, tally)
+                await trio.sleep(args.warmup * 60)
+                if args.tracemalloc:
+                    os.kill(pid, signal.SIGUSR2)
+                await trio.sleep(args.minutes * 60)
+                if args.tracemalloc:
+                    os.kill(pid, signal.SIGUSR2)
+                stop.set()
+            nursery.cancel_scope.cancel()
+        await settle(client, tally)
 
 
 async def settle(http: httpx.AsyncClient, tally: Tally) -> None:
@@ -390,6 +508,22 @@ def report(tally: Tally, args: argparse.Namespace, log: str, exit_lag: float | N
         print(f"  exit     {exit_lag:.2f} s after the log's 'stopped' (target < 1)")
 
 
+def report_growth(snapshots: Path) -> None:
+    import tracemalloc
+
+    taken = sorted(snapshots.glob("*.snap"), key=lambda path: int(path.stem))
+    if len(taken) < 2:
+        print("  tracemalloc: fewer than two snapshots were written")
+        return
+    first, last = (tracemalloc.Snapshot.load(str(path)) for path in (taken[0], taken[-1]))
+    grown = last.compare_to(first, "traceback")
+    total = sum(stat.size_diff for stat in grown)
+    print(f"  tracemalloc: {total / 1024:+.0f} KiB traced between the two snapshots; the most:")
+    for stat in grown[:12]:
+        where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in stat.traceback)
+        print(f"    {stat.size_diff / 1024:+9.0f} KiB {stat.count_diff:+8d}  {where}")
+
+
 def level_of(line: str) -> str:
     try:
         return str(json.loads(line).get("level", ""))
@@ -424,7 +558,19 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every rate")
     parser.add_argument(
-        "--job-result-ttl", type=float, default=300.0, help="CANOPY_JOB_RESULT_TTL of the server"
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="trace the server's allocations (FRAMES deep; slows it) and print what grew "
+        "between the end of the warm-up and the end of the run",
+    )
+    parser.add_argument(
+        "--retention",
+        type=float,
+        default=300.0,
+        help="seconds finished jobs and ended orders are kept (CANOPY_JOB_RESULT_TTL, "
+        "CANOPY_ORDERS_RETENTION): short, so that the run reaches the steady state",
     )
     args = parser.parse_args()
     if args.minutes + args.warmup > 240:
@@ -438,9 +584,15 @@ def main() -> None:
             "CANOPY_DATA_DIR": str(data),
             "CANOPY_ACCESS_LOG": "false",
             "CANOPY_ANONYMOUS_PUBLISH": "public.*",
-            "CANOPY_JOB_RESULT_TTL": str(args.job_result_ttl),
+            "CANOPY_JOB_RESULT_TTL": str(args.retention),
+            "CANOPY_ORDERS_RETENTION": str(args.retention),
         }
         argv = [sys.executable, "-m", canopy_module(ROOT), "serve", "--bind", f"127.0.0.1:{port}"]
+        snapshots = workdir / "snapshots"
+        if args.tracemalloc:
+            snapshots.mkdir()
+            argv[1:3] = ["-c", TRACED_SERVER]
+            env.update(SOAK_FRAMES=str(args.tracemalloc), SOAK_SNAPSHOTS=str(snapshots))
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
                 pinned(0, argv),
@@ -464,6 +616,8 @@ def main() -> None:
         finally:
             exit_lag = stop_server(process, log_path)
         report(tally, args, log_path.read_text(errors="replace"), exit_lag)
+        if args.tracemalloc:
+            report_growth(snapshots)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,12 @@ never holds stock.
 from __future__ import annotations
 
 import enum
-import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from canopy.nurseries import sortable_id
+from canopy.nurseries import sortable_id, wall_time
 
 from .._invalid import InvalidInput, field_of
 
@@ -70,8 +69,8 @@ class Order:
     id: str = field(default_factory=sortable_id)  # time first: the indexes grow at their end
     state: OrderState = OrderState.PENDING
     reason: str | None = None
-    created_at: float = field(default_factory=time.time)
-    updated_at: float = field(default_factory=time.time)
+    created_at: float = field(default_factory=wall_time)
+    updated_at: float = field(default_factory=wall_time)
 
     def to_dict(self) -> dict[str, Any]:
         return {

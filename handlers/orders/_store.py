@@ -14,19 +14,21 @@ whatever repeats it.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import trio
 
-from canopy.nurseries import SqliteDatabase
+from canopy.nurseries import SqliteDatabase, wall_time
 
 from ._model import Order, OrderState
 
 __all__ = ["OrderStore", "OrderStoreError", "OutOfStock"]
+
+log = logging.getLogger("canopy.orders")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS stock (
@@ -47,6 +49,7 @@ CREATE TABLE IF NOT EXISTS orders (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS orders_by_customer ON orders (customer, created_at);
+CREATE INDEX IF NOT EXISTS orders_by_state ON orders (state, updated_at);
 CREATE TABLE IF NOT EXISTS reservations (
     order_id TEXT NOT NULL,
     sku TEXT NOT NULL,
@@ -90,11 +93,31 @@ def _order(row: sqlite3.Row) -> Order:
     )
 
 
+PRUNE_BATCH = 500  # ended orders deleted per write
+_ENDED = (OrderState.CONFIRMED.value, OrderState.FAILED.value)
+
+
 class OrderStore:
+    """Orders, their stock reservations and charges, in one SQLite file.
+
+    Retention: orders are business records, kept for ever by default. With a
+    ``retention``, an order that ended (confirmed or failed) that long ago is deleted
+    with its reservations, its charges and so its idempotency key, ``PRUNE_BATCH`` per
+    write, by a pruner in the store's nursery."""
+
     def __init__(
-        self, path: str | Path, *, batch_size: int = 200, synchronous: str = "FULL"
+        self,
+        path: str | Path,
+        *,
+        batch_size: int = 200,
+        synchronous: str = "FULL",
+        retention: float | None = None,
     ) -> None:
+        if retention is not None and not retention > 0:
+            raise ValueError("retention must be above 0 (or None: keep every order)")
         self.path = Path(path)
+        self.retention = retention
+        self.pruned = 0
         # Writes that arrive together share one transaction (one fsync), each in a
         # savepoint of its own, so one write's failure (OutOfStock) undoes only it.
         self.db = SqliteDatabase(
@@ -110,7 +133,47 @@ class OrderStore:
         return self.db.commits
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        await self.db.run(task_status=task_status)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.db.run)
+            if self.retention is not None:
+                nursery.start_soon(self._prune_every, min(60.0, max(1.0, self.retention / 10)))
+            task_status.started()
+
+    async def _prune_every(self, interval: float) -> None:
+        while True:
+            await trio.sleep(interval)
+            try:
+                await self.prune()
+            except OrderStoreError as exc:  # the disk, say: the next round tries again
+                log.warning("pruning ended orders failed: %s", exc)
+
+    async def prune(self) -> int:
+        """Delete the orders that ended more than ``retention`` ago; how many went."""
+        if self.retention is None:
+            return 0
+        cutoff, deleted = wall_time() - self.retention, 0
+        while True:
+            batch = await self._write(self._prune_batch, cutoff)
+            deleted += batch
+            self.pruned += batch
+            if batch < PRUNE_BATCH:
+                return deleted
+
+    def _prune_batch(self, cutoff: float) -> int:
+        with self._transaction() as conn:
+            ids = [
+                row[0]
+                for state in _ENDED
+                for row in conn.execute(
+                    "SELECT id FROM orders WHERE state = ? AND updated_at < ? LIMIT ?",
+                    (state, cutoff, PRUNE_BATCH),
+                )
+            ][:PRUNE_BATCH]
+            marks = ", ".join("?" * len(ids))
+            for table, column in (("reservations", "order_id"), ("charges", "order_id")):
+                conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
+            conn.execute(f"DELETE FROM orders WHERE id IN ({marks})", ids)
+        return len(ids)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -197,7 +260,7 @@ class OrderStore:
             row = conn.execute(
                 "UPDATE orders SET state = ?, reason = ?, updated_at = ? "
                 "WHERE id = ? AND state = ? RETURNING *",
-                (to.value, reason, time.time(), order_id, frm.value),
+                (to.value, reason, wall_time(), order_id, frm.value),
             ).fetchone()
             return _order(row) if row is not None else None
 
@@ -226,7 +289,7 @@ class OrderStore:
                 )
             row = conn.execute(
                 "UPDATE orders SET state = ?, updated_at = ? WHERE id = ? RETURNING *",
-                (OrderState.RESERVED.value, time.time(), order_id),
+                (OrderState.RESERVED.value, wall_time(), order_id),
             ).fetchone()
         return _order(row)
 
@@ -249,7 +312,7 @@ class OrderStore:
                 "UPDATE orders SET state = ?, reason = ?, updated_at = ? "
                 "WHERE id = ? AND state IN (?, ?) RETURNING *",
                 (
-                    OrderState.FAILED.value, reason, time.time(), order_id,
+                    OrderState.FAILED.value, reason, wall_time(), order_id,
                     OrderState.PENDING.value, OrderState.RESERVED.value,
                 ),
             ).fetchone()  # fmt: skip
@@ -289,12 +352,12 @@ class OrderStore:
             conn.execute(
                 "INSERT INTO charges (order_id, attempt_key, amount, currency, reference, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (order_id, attempt_key, amount, currency, reference, time.time()),
+                (order_id, attempt_key, amount, currency, reference, wall_time()),
             )
             row = conn.execute(
                 "UPDATE orders SET state = ?, updated_at = ? WHERE id = ? AND state = ? "
                 "RETURNING *",
-                (OrderState.PAID.value, time.time(), order_id, OrderState.RESERVED.value),
+                (OrderState.PAID.value, wall_time(), order_id, OrderState.RESERVED.value),
             ).fetchone()
         return _order(row) if row is not None else self._get(order_id)  # paid before: as it is
 

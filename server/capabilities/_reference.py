@@ -50,6 +50,12 @@ class OrdersSettings:
     payment_decline_rate: float = setting(
         0.0, _fraction, "share of simulated charges declined (the order fails, stock released)"
     )
+    retention: float = setting(
+        0.0,
+        _non_negative_float,
+        "seconds an order that ended (confirmed or failed) is kept, with its reservations, "
+        "charges and idempotency key (0: for ever; orders are business records)",
+    )
 
 
 class Orders(Capability):
@@ -63,7 +69,9 @@ class Orders(Capability):
         own: OrdersSettings = assembly.section(self)
         settings = assembly.settings
         store = OrderStore(
-            settings.data_path / "orders.db", synchronous=settings.sqlite_synchronous
+            settings.data_path / "orders.db",
+            synchronous=settings.sqlite_synchronous,
+            retention=own.retention or None,
         )
         assembly.add_service("order_store", store)
         gateway = SimulatedGateway(
