@@ -82,6 +82,8 @@ class Window:
     topics: int = 0
     get_ms: list[float] = field(default_factory=list)
     get_errors: int = 0
+    gc_long: int = 0  # collections in the window that paused over 25 ms
+    gc_worst: str = "-"  # the bucket of its longest collection ("0.1": up to 100 ms)
 
     def p(self, q: float) -> float:
         ordered = sorted(self.get_ms)
@@ -376,9 +378,35 @@ def database_sizes(data: Path) -> dict[str, int]:
     return {path.name: path.stat().st_size // 1024 for path in sorted(data.glob("*.db*"))}
 
 
+def gc_buckets(metrics: str) -> dict[str, float]:
+    """The garbage collector's pause histogram, summed over its generations."""
+    found: dict[str, float] = {}
+    for bound, count in re.findall(
+        r'^canopy_gc_pause_seconds_bucket\{generation="\d",le="([^"]+)"\} (\S+)$', metrics, re.M
+    ):
+        found[bound] = found.get(bound, 0.0) + float(count)
+    return found
+
+
+def gc_since(before: dict[str, float], now: dict[str, float]) -> tuple[int, str]:
+    """How many collections paused over 25 ms between two scrapes, and the bucket of
+    the longest."""
+    grew = [b for b in now if now[b] - before.get(b, 0.0) > 0]
+    bounds = sorted(grew, key=lambda b: float(b))
+    over = now.get("+Inf", 0.0) - before.get("+Inf", 0.0)
+    over -= now.get("0.025", 0.0) - before.get("0.025", 0.0)
+    worst = "-"
+    for bound in bounds:  # the smallest bound that holds every new pause
+        if now[bound] - before.get(bound, 0.0) == now["+Inf"] - before.get("+Inf", 0.0):
+            worst = bound
+            break
+    return int(over), worst
+
+
 async def sampler(
     pid: int, data: Path, http: httpx.AsyncClient, start: float, stop: trio.Event, tally: Tally
 ) -> None:
+    seen_pauses: dict[str, float] = {}
     while not stop.is_set():
         await trio.sleep(WINDOW)
         window, tally.current = tally.current, Window((trio.current_time() - start) / 60)
@@ -390,6 +418,9 @@ async def sampler(
             metrics = (await http.get("/metrics")).text
             found = re.search(r"^canopy_fanout_topics (\S+)$", metrics, re.M)
             window.topics = int(float(found.group(1))) if found else -1
+            pauses = gc_buckets(metrics)
+            window.gc_long, window.gc_worst = gc_since(seen_pauses, pauses)
+            seen_pauses = pauses
         except httpx.HTTPError:
             window.topics = -1
         tally.windows.append(window)
@@ -397,7 +428,8 @@ async def sampler(
             f"{window.at:6.1f} min  rss {window.rss_kib / 1024:7.1f} MiB  fds {window.fds:5d}"
             f"  db {sum(window.db_kib.values()) / 1024:7.1f} MiB  topics {window.topics:6d}"
             f"  GET p50 {window.p(0.5):5.1f} p99 {window.p(0.99):6.1f} ms"
-            f"  ({len(window.get_ms)} ok, {window.get_errors} errors)",
+            f"  ({len(window.get_ms)} ok, {window.get_errors} errors)"
+            f"  gc>25ms {window.gc_long} (longest <= {window.gc_worst} s)",
             flush=True,
         )
 

@@ -7,7 +7,8 @@ started, succeeded, retried, dead, cancelled and released, with run-time histogr
 ``_metrics_live``): requests in flight, the state of every service in the supervision
 tree, open WebSockets, subscriptions per topic namespace, messages published and
 delivered, slow-consumer disconnects. Read at scrape time from the shared job store:
-each queue's depth and the age of its oldest due job (one query per scrape).
+each queue's depth and the age of its oldest due job (one query per scrape). Timed
+in this process: the garbage collector's pauses (``_gc_pauses``).
 
 One process (the default): one registry per app, not the global one. Several
 (``workers = N``, or Hypercorn's own workers): prometheus-client's multiprocess mode,
@@ -32,6 +33,7 @@ from canopy.handlers.topics import TopicsService
 from canopy.nurseries import InflightLimit, ServiceStatus
 from canopy.nurseries.jobs import Job, JobStore
 
+from ._gc_pauses import gc_pauses
 from ._metrics_live import LiveValues, MetricsRefresher
 
 __all__ = ["CONTENT_TYPE", "MULTIPROCESS_ENV", "Metrics", "multiprocess_dir"]
@@ -109,6 +111,7 @@ class Metrics:
         self.live = LiveValues(limit, tree, topics, own)
         self._queues = _QueueFigures()
         self.registry.register(self._queues)
+        self.registry.register(gc_pauses())
 
     def refresher(self) -> MetricsRefresher | None:
         """The service that keeps other workers' scrapes fresh: multiprocess only."""

@@ -71,3 +71,20 @@ async def test_closed_connections_leave_no_cycles(collector_off: None) -> None:
         await trio.sleep(0.2)  # the server's side of the last one closes too
         alive = _alive(Connection)
     assert alive == 0
+
+
+async def test_the_collectors_pauses_are_in_the_metrics() -> None:
+    """Each collection is timed, by generation: a full one shows in /metrics."""
+    import canopy
+    from canopy.testing import serve_app
+
+    def full_collections(text: str) -> float:
+        line = 'canopy_gc_pause_seconds_count{generation="2"} '
+        return float(next(row for row in text.splitlines() if row.startswith(line)).split()[-1])
+
+    async with serve_app(canopy.App("paused")) as served:
+        before = full_collections((await served.http.get("/metrics")).text)
+        gc.collect()
+        gc.collect()
+        after = full_collections((await served.http.get("/metrics")).text)
+    assert after - before == 2
