@@ -21,6 +21,7 @@ from ._ids import random_hex, sortable_id
 from ._json import json_loads, strict_json_loads
 from ._limits import InflightLimit
 from ._restart import Backoff, RestartIntensity, RestartPolicy
+from ._retention import PRUNE_BATCH, Pruner
 from ._service import Drainable, Service
 from ._sqlite import SqliteDatabase
 from ._state import ACTIVE, TERMINAL, ServiceState, ServiceStatus
@@ -29,6 +30,7 @@ from ._wall_clock import follow_trio_clock, runs_inline, wall_time
 
 __all__ = [
     "ACTIVE",
+    "PRUNE_BATCH",
     "TERMINAL",
     "Backoff",
     "CanopyError",
@@ -37,6 +39,7 @@ __all__ = [
     "GroupCommit",
     "InflightLimit",
     "Overloaded",
+    "Pruner",
     "RepeatingFailure",
     "RestartIntensity",
     "RestartPolicy",

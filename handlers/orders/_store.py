@@ -14,7 +14,6 @@ whatever repeats it.
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,13 +21,11 @@ from pathlib import Path
 
 import trio
 
-from canopy.nurseries import SqliteDatabase, wall_time
+from canopy.nurseries import PRUNE_BATCH, Pruner, SqliteDatabase, wall_time
 
 from ._model import Order, OrderState
 
 __all__ = ["OrderStore", "OrderStoreError", "OutOfStock"]
-
-log = logging.getLogger("canopy.orders")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS stock (
@@ -93,7 +90,6 @@ def _order(row: sqlite3.Row) -> Order:
     )
 
 
-PRUNE_BATCH = 500  # ended orders deleted per write
 _ENDED = (OrderState.CONFIRMED.value, OrderState.FAILED.value)
 
 
@@ -103,7 +99,7 @@ class OrderStore:
     Retention: orders are business records, kept for ever by default. With a
     ``retention``, an order that ended (confirmed or failed) that long ago is deleted
     with its reservations, its charges and so its idempotency key, ``PRUNE_BATCH`` per
-    write, by a pruner in the store's nursery."""
+    write, by a :class:`~canopy.nurseries.Pruner` in the store's nursery."""
 
     def __init__(
         self,
@@ -113,11 +109,12 @@ class OrderStore:
         synchronous: str = "FULL",
         retention: float | None = None,
     ) -> None:
-        if retention is not None and not retention > 0:
-            raise ValueError("retention must be above 0 (or None: keep every order)")
         self.path = Path(path)
-        self.retention = retention
-        self.pruned = 0
+        self.pruner = (
+            None
+            if retention is None
+            else Pruner("ended orders", retention, self._delete_ended, OrderStoreError)
+        )
         # Writes that arrive together share one transaction (one fsync), each in a
         # savepoint of its own, so one write's failure (OutOfStock) undoes only it.
         self.db = SqliteDatabase(
@@ -135,29 +132,22 @@ class OrderStore:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.db.run)
-            if self.retention is not None:
-                nursery.start_soon(self._prune_every, min(60.0, max(1.0, self.retention / 10)))
+            if self.pruner is not None:
+                await nursery.start(self.pruner.run)
             task_status.started()
 
-    async def _prune_every(self, interval: float) -> None:
-        while True:
-            await trio.sleep(interval)
-            try:
-                await self.prune()
-            except OrderStoreError as exc:  # the disk, say: the next round tries again
-                log.warning("pruning ended orders failed: %s", exc)
+    @property
+    def pruned(self) -> int:
+        """Orders this process deleted so far."""
+        return self.pruner.pruned if self.pruner is not None else 0
 
     async def prune(self) -> int:
-        """Delete the orders that ended more than ``retention`` ago; how many went."""
-        if self.retention is None:
-            return 0
-        cutoff, deleted = wall_time() - self.retention, 0
-        while True:
-            batch = await self._write(self._prune_batch, cutoff)
-            deleted += batch
-            self.pruned += batch
-            if batch < PRUNE_BATCH:
-                return deleted
+        """Delete the orders that ended more than ``retention`` ago now (the pruner
+        does it on its own); how many went."""
+        return await self.pruner.prune() if self.pruner is not None else 0
+
+    async def _delete_ended(self, cutoff: float) -> int:
+        return int(await self._write(self._prune_batch, cutoff))
 
     def _prune_batch(self, cutoff: float) -> int:
         with self._transaction() as conn:

@@ -23,13 +23,13 @@ bound is checked against a count kept in ``queue_depth`` rather than counted (a
 
 Retention: with ``result_ttl``, a finished job (succeeded, failed or cancelled) and
 with it its idempotency key is deleted once it has been finished that long, as Redis
-expires it; without, every job is kept. A pruner deletes them ``PRUNE_BATCH`` at a
-time, each batch its own short transaction, so enqueues from every process get the
-write lock between two batches. The file is not vacuumed: SQLite reuses the pages a
-prune frees for the rows that come next, so under a steady load the file stops
-growing once the oldest jobs are pruned as fast as new ones arrive, and a VACUUM
-(which rewrites the whole file under the write lock) would give back space only for
-the load to take again.
+expires it; without, every job is kept. A :class:`~canopy.nurseries.Pruner` deletes
+them ``PRUNE_BATCH`` at a time, each batch its own short transaction, so enqueues
+from every process get the write lock between two batches. The file is not vacuumed:
+SQLite reuses the pages a prune frees for the rows that come next, so under a steady
+load the file stops growing once the oldest jobs are pruned as fast as new ones
+arrive, and a VACUUM (which rewrites the whole file under the write lock) would give
+back space only for the load to take again.
 
 Resource handling: :meth:`SQLiteJobStore.run` is a service. It runs the database
 (which opens the connection, creates or migrates the schema, and closes it on the
@@ -40,7 +40,6 @@ way out), the enqueue committer, the doorbell's listener and, with a
 from __future__ import annotations
 
 import json
-import logging
 import operator
 import sqlite3
 from collections import Counter
@@ -53,6 +52,7 @@ import trio
 from .._doorbell import Doorbell
 from .._group_commit import GroupCommit
 from .._json import json_loads
+from .._retention import PRUNE_BATCH, Pruner
 from .._sqlite import SqliteDatabase, synchronous_level
 from .._wall_clock import wall_time
 from ._job import _FIELDS, _STATES, Job, _with_fields
@@ -62,9 +62,7 @@ from ._store_events import StoreEvents
 
 __all__ = ["SQLiteJobStore"]
 
-log = logging.getLogger("canopy.jobs")
 
-PRUNE_BATCH = 500  # finished jobs deleted per transaction
 _FINISHED = ("succeeded", "failed", "cancelled")
 
 _SCHEMA = """
@@ -339,11 +337,13 @@ class SQLiteJobStore:
         batch_size: int = 500,
         result_ttl: float | None = None,
     ) -> None:
-        if result_ttl is not None and not result_ttl > 0:
-            raise ValueError("result_ttl must be above 0 (or None: keep every job)")
         self.path = Path(path)
         self.result_ttl = result_ttl
-        self.pruned = 0  # finished jobs deleted by this process so far
+        self.pruner = (
+            None
+            if result_ttl is None
+            else Pruner("finished jobs", result_ttl, self._delete_finished, JobStoreError)
+        )
         self.db = SqliteDatabase(
             path, _SCHEMA, error=JobStoreError, synchronous=synchronous, migrate=_migrate
         )
@@ -377,32 +377,24 @@ class SQLiteJobStore:
                 await nursery.start(self.db.run)
                 await nursery.start(self._enqueues.run)
                 await nursery.start(self.doorbell.listen, self._heard)
-                if self.result_ttl is not None:
-                    nursery.start_soon(self._prune_every, min(60.0, max(1.0, self.result_ttl / 10)))
+                if self.pruner is not None:
+                    await nursery.start(self.pruner.run)
                 task_status.started()
         finally:
             self.doorbell.close()
 
-    async def _prune_every(self, interval: float) -> None:
-        while True:
-            await trio.sleep(interval)
-            try:
-                await self.prune_finished()
-            except JobStoreError as exc:  # the disk, say: the next round tries again
-                log.warning("pruning finished jobs failed: %s", exc)
+    @property
+    def pruned(self) -> int:
+        """Finished jobs this process deleted so far."""
+        return self.pruner.pruned if self.pruner is not None else 0
 
     async def prune_finished(self) -> int:
-        """Delete the jobs finished more than ``result_ttl`` ago, a batch per
-        transaction; how many went."""
-        if self.result_ttl is None:
-            return 0
-        cutoff, deleted = wall_time() - self.result_ttl, 0
-        while True:
-            batch = await self._db(self._prune_batch, cutoff)
-            deleted += batch
-            self.pruned += batch
-            if batch < PRUNE_BATCH:
-                return deleted
+        """Delete the jobs finished more than ``result_ttl`` ago now, a batch per
+        transaction (the pruner does it on its own); how many went."""
+        return await self.pruner.prune() if self.pruner is not None else 0
+
+    async def _delete_finished(self, cutoff: float) -> int:
+        return await self._db(self._prune_batch, cutoff)
 
     def _prune_batch(self, cutoff: float) -> int:
         deleted = 0

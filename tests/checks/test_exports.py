@@ -23,6 +23,7 @@ def test_public_api_is_pinned() -> None:
     assert sorted(canopy.nurseries.__all__) == sorted(
         [
             "ACTIVE",
+            "PRUNE_BATCH",
             "TERMINAL",
             "Backoff",
             "CanopyError",
@@ -31,6 +32,7 @@ def test_public_api_is_pinned() -> None:
             "GroupCommit",
             "InflightLimit",
             "Overloaded",
+            "Pruner",
             "RepeatingFailure",
             "RestartIntensity",
             "RestartPolicy",

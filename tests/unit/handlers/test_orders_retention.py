@@ -11,8 +11,7 @@ import trio.testing
 
 from canopy.handlers.orders import OrderStore
 from canopy.handlers.orders._model import Order, OrderState
-from canopy.handlers.orders._store import PRUNE_BATCH
-from canopy.nurseries import follow_trio_clock
+from canopy.nurseries import PRUNE_BATCH, follow_trio_clock
 
 
 def order(key: str) -> Order:

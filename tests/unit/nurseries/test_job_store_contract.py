@@ -640,8 +640,7 @@ async def test_sqlite_prunes_finished_jobs_and_their_keys_after_the_result_ttl(
     """As Redis expires them: a finished job, dead letters too, goes with its key once
     finished for result_ttl; a waiting one stays however old. The pruner runs in the
     store's own nursery, every tenth of the TTL."""
-    from canopy.nurseries import follow_trio_clock
-    from canopy.nurseries.jobs._sqlite import PRUNE_BATCH
+    from canopy.nurseries import PRUNE_BATCH, follow_trio_clock
 
     with follow_trio_clock():
         async with trio.open_nursery() as nursery:
