@@ -22,6 +22,7 @@ Bounded: the run is ``--warmup`` + ``--minutes``, then at most a minute to settl
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -53,14 +54,26 @@ from _procs import (
 )
 
 WINDOW = 10.0
-# With --tracemalloc the server runs under this: SIGUSR2 writes a snapshot.
+# With --tracemalloc or --garbage the server runs under this: SIGUSR2 writes a
+# tracemalloc snapshot, SIGUSR1 the types of what the cyclic collector finds.
 TRACED_SERVER = """
-import os, signal, sys, tracemalloc
-tracemalloc.start(int(os.environ["SOAK_FRAMES"]))
+import collections, gc, json, os, signal, sys, tracemalloc
+frames = int(os.environ["SOAK_FRAMES"])
+if frames:
+    tracemalloc.start(frames)
 folder = os.environ["SOAK_SNAPSHOTS"]
 def dump(signum, frame):
     tracemalloc.take_snapshot().dump(os.path.join(folder, f"{len(os.listdir(folder))}.snap"))
+def garbage(signum, frame):
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    gc.collect()
+    kinds = collections.Counter(type(o).__module__ + "." + type(o).__qualname__ for o in gc.garbage)
+    with open(os.path.join(folder, "garbage.json"), "w") as out:
+        json.dump({"objects": len(gc.garbage), "kinds": kinds.most_common(25)}, out)
+    gc.garbage.clear()
+    gc.set_debug(0)
 signal.signal(signal.SIGUSR2, dump)
+signal.signal(signal.SIGUSR1, garbage)
 sys.argv[0] = "canopy"
 from canopy.server.runtime._cli import main
 main()
@@ -82,8 +95,9 @@ class Window:
     topics: int = 0
     get_ms: list[float] = field(default_factory=list)
     get_errors: int = 0
-    gc_long: int = 0  # collections in the window that paused over 25 ms
+    gc_long: int = 0  # the server's collections in the window that paused over 25 ms
     gc_worst: str = "-"  # the bucket of its longest collection ("0.1": up to 100 ms)
+    own_gc_ms: float = 0.0  # the load generator's longest collection in the window
 
     def p(self, q: float) -> float:
         ordered = sorted(self.get_ms)
@@ -429,13 +443,36 @@ async def sampler(
             f"  db {sum(window.db_kib.values()) / 1024:7.1f} MiB  topics {window.topics:6d}"
             f"  GET p50 {window.p(0.5):5.1f} p99 {window.p(0.99):6.1f} ms"
             f"  ({len(window.get_ms)} ok, {window.get_errors} errors)"
-            f"  gc>25ms {window.gc_long} (longest <= {window.gc_worst} s)",
+            f"  gc>25ms {window.gc_long} (longest <= {window.gc_worst} s)"
+            f"  load's own gc {window.own_gc_ms:.0f} ms",
             flush=True,
         )
 
 
+class OwnPauses:
+    """The load generator's own collections, longest per window: a pause here delays
+    the answers it times, and would pass for the server's."""
+
+    def __init__(self, tally: Tally) -> None:
+        self.tally = tally
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            took = (time.perf_counter() - self._started) * 1000
+            window = self.tally.current
+            window.own_gc_ms = max(window.own_gc_ms, took)
+
+
 async def drive(port: int, pid: int, data: Path, args: argparse.Namespace, tally: Tally) -> None:
     scale = args.scale
+    # The generator's heap holds thousands of tasks and connections: its collections
+    # are kept rare and short (what was made so far is frozen), and timed.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+    gc.callbacks.append(OwnPauses(tally))
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         (await client.put(f"/stock/{SKU}", json={"available": 10**9})).raise_for_status()
         stop = trio.Event()
@@ -461,6 +498,8 @@ async def drive(port: int, pid: int, data: Path, args: argparse.Namespace, tally
                 await trio.sleep(args.minutes * 60)
                 if args.tracemalloc:
                     os.kill(pid, signal.SIGUSR2)
+                if args.garbage:
+                    os.kill(pid, signal.SIGUSR1)
                 stop.set()
             nursery.cancel_scope.cancel()
         await settle(client, tally)
@@ -598,6 +637,12 @@ def main() -> None:
         "between the end of the warm-up and the end of the run",
     )
     parser.add_argument(
+        "--garbage",
+        action="store_true",
+        help="at the end, print the types of the reference cycles the server left for "
+        "its collector (what a collection then walks and frees)",
+    )
+    parser.add_argument(
         "--retention",
         type=float,
         default=300.0,
@@ -621,7 +666,7 @@ def main() -> None:
         }
         argv = [sys.executable, "-m", canopy_module(ROOT), "serve", "--bind", f"127.0.0.1:{port}"]
         snapshots = workdir / "snapshots"
-        if args.tracemalloc:
+        if args.tracemalloc or args.garbage:
             snapshots.mkdir()
             argv[1:3] = ["-c", TRACED_SERVER]
             env.update(SOAK_FRAMES=str(args.tracemalloc), SOAK_SNAPSHOTS=str(snapshots))
@@ -650,6 +695,11 @@ def main() -> None:
         report(tally, args, log_path.read_text(errors="replace"), exit_lag)
         if args.tracemalloc:
             report_growth(snapshots)
+        if args.garbage and (snapshots / "garbage.json").exists():
+            found = json.loads((snapshots / "garbage.json").read_text())
+            print(f"  garbage: {found['objects']} objects in reference cycles; the most:")
+            for kind, count in found["kinds"]:
+                print(f"    {count:8d}  {kind}")
 
 
 if __name__ == "__main__":

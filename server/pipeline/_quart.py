@@ -460,19 +460,24 @@ class CanopyWebsocketConnection(TrioASGIWebsocketConnection):
         self._view_scope: trio.CancelScope  # set by __call__ under Canopy's transport
         if self._transport is None:
             self.send_channel, self.receive_channel = trio.open_memory_channel[bytes | str](10)
-        else:
-            # What upstream's websocket factory takes ``receive`` from: here, the ASGI
-            # messages themselves.
-            self.receive_channel = SimpleNamespace(receive=self._receive_message)  # type: ignore[assignment]
 
     async def __call__(self, receive: Any, send: Any) -> None:
-        websocket = self._create_websocket_from_scope(send)
         if self._transport is not None:
-            self._receive = receive
-            with trio.CancelScope() as self._view_scope:
-                self._transport[CANCEL_ON_DISCONNECT](self._view_scope.cancel)
-                await ASGIWebsocketConnection.handle_websocket(self, websocket, send)
+            # What upstream's websocket factory takes ``receive`` from: here, the ASGI
+            # messages themselves. Our own bound method kept on ourselves is a cycle,
+            # which would leave the whole session (scope, websocket, headers) for the
+            # collector: it is let go when the call ends.
+            self.receive_channel = SimpleNamespace(receive=self._receive_message)  # type: ignore[assignment]
+            try:
+                websocket = self._create_websocket_from_scope(send)
+                self._receive = receive
+                with trio.CancelScope() as self._view_scope:
+                    self._transport[CANCEL_ON_DISCONNECT](self._view_scope.cancel)
+                    await ASGIWebsocketConnection.handle_websocket(self, websocket, send)
+            finally:
+                del self.receive_channel
             return
+        websocket = self._create_websocket_from_scope(send)
         async with trio.open_nursery() as nursery:
             # Either side ending cancels the other, as upstream: the view's task
             # cancels this nursery when it returns, and vice versa.

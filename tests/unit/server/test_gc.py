@@ -73,6 +73,41 @@ async def test_closed_connections_leave_no_cycles(collector_off: None) -> None:
     assert alive == 0
 
 
+@pytest.mark.parametrize("leave", ["close frame", "connection dropped"])
+async def test_websocket_sessions_leave_no_cycles(collector_off: None, leave: str) -> None:
+    """A subscriber that comes and goes, as a chat or ticker client does all day,
+    leaves nothing behind for the collector: no session's Quart connection, its
+    scope or its task is left in a cycle. Left there, each collection walked them,
+    and a full one, rare under a high threshold, had thousands to free at once."""
+    from trio_websocket import wrap_client_stream
+
+    from canopy.server.pipeline._quart import CanopyWebsocketConnection
+    from canopy.showcase import create_app
+    from canopy.testing import serve_app
+
+    async def session(port: int) -> None:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream, trio.open_nursery() as nursery:
+            ws = await wrap_client_stream(nursery, stream, "127.0.0.1", "/ws")
+            await ws.send_message('{"op": "subscribe", "topic": "public.gc", "id": 1}')
+            assert '"subscribed"' in str(await ws.get_message())
+            if leave == "close frame":
+                await ws.aclose()
+            nursery.cancel_scope.cancel()
+
+    async with serve_app(create_app()) as served:
+        assert served.port is not None
+        await session(served.port)  # warm: caches, first-use objects
+        await trio.sleep(0.2)
+        kinds = (CanopyWebsocketConnection, _AppCall, Connection)
+        before = [_alive(kind) for kind in kinds]
+        for _ in range(REQUESTS // 4):
+            await session(served.port)
+        await trio.sleep(0.5)  # the server's side of the last one ends too
+        after = [_alive(kind) for kind in kinds]
+    assert after == before, (before, after)
+
+
 async def test_the_collectors_pauses_are_in_the_metrics() -> None:
     """Each collection is timed, by generation: a full one shows in /metrics."""
     import canopy
