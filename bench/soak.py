@@ -67,7 +67,10 @@ def dump(signum, frame):
 def garbage(signum, frame):
     gc.set_debug(gc.DEBUG_SAVEALL)
     gc.collect()
-    kinds = collections.Counter(type(o).__module__ + "." + type(o).__qualname__ for o in gc.garbage)
+    def kind(o):
+        named = o if callable(o) and hasattr(o, "__qualname__") else type(o)
+        return f"{type(o).__name__} {getattr(named, '__module__', '?')}.{named.__qualname__}"
+    kinds = collections.Counter(kind(o) for o in gc.garbage)
     with open(os.path.join(folder, "garbage.json"), "w") as out:
         json.dump({"objects": len(gc.garbage), "kinds": kinds.most_common(25)}, out)
     gc.garbage.clear()
