@@ -544,13 +544,14 @@ def report(tally: Tally, args: argparse.Namespace, log: str, exit_lag: float | N
     base = steady[0].p(0.99) or 1.0
     worst = max(steady, key=lambda w: w.p(0.99))
     rss = slope([(w.at, w.rss_kib) for w in steady])
+    late = slope([(w.at, w.rss_kib) for w in steady[len(steady) // 2 :]])
     db = slope([(w.at, sum(w.db_kib.values())) for w in steady])
     errors = [line for line in log.splitlines() if level_of(line) in ("error", "critical")]
     print()
     print(f"after a {args.warmup:g}-minute warm-up, {len(steady)} windows of {WINDOW:g} s:")
     print(
         f"  RSS      {steady[0].rss_kib / 1024:.1f} -> {steady[-1].rss_kib / 1024:.1f} MiB,"
-        f" slope {rss:+.0f} KiB/min (target < 100)"
+        f" slope {rss:+.0f} KiB/min (target < 100), {late:+.0f} over the second half"
     )
     print(
         f"  database {sum(steady[0].db_kib.values()) / 1024:.1f} -> "
