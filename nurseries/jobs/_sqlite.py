@@ -338,7 +338,6 @@ class SQLiteJobStore:
         result_ttl: float | None = None,
     ) -> None:
         self.path = Path(path)
-        self.result_ttl = result_ttl
         self.pruner = (
             None
             if result_ttl is None
