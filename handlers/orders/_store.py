@@ -159,9 +159,11 @@ class OrderStore:
                     (state, cutoff, PRUNE_BATCH),
                 )
             ][:PRUNE_BATCH]
+            if not ids:
+                return 0
             marks = ", ".join("?" * len(ids))
-            for table, column in (("reservations", "order_id"), ("charges", "order_id")):
-                conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
+            for table in ("reservations", "charges"):
+                conn.execute(f"DELETE FROM {table} WHERE order_id IN ({marks})", ids)
             conn.execute(f"DELETE FROM orders WHERE id IN ({marks})", ids)
         return len(ids)
 
