@@ -14,6 +14,7 @@ shared broker; ``canopy jobs`` runs the job store alone)::
         job_runner                  when this process runs jobs
         scheduler                   when there are periodic jobs
         metrics                     multiprocess refresher, with workers = N
+      collector                     paces the cyclic collector (CANOPY_GC_THRESHOLD)
       http                          added by ``serve``: the first to stop
 
 So a task finds the store, the hub and every service running when it starts, and
@@ -42,6 +43,7 @@ from ..pipeline._openapi import install_openapi
 from ._capability import Assembly, Mode
 from ._declared import AppError, Declared, where
 from ._jobs import add_runner, add_store, notify_for, schedules_for
+from ._process import CollectorPacer
 from ._redis import RedisConnections
 from ._topics import add_topics
 
@@ -93,6 +95,8 @@ def assemble(app: CanopyApp, declared: Declared, settings: Settings, mode: Mode)
         )
     if serving:
         _serve_web(app, runtime)
+    if settings.gc_threshold and mode is not Mode.ADMIN:
+        tree.add("collector", CollectorPacer())
     return runtime
 
 

@@ -1,10 +1,15 @@
-"""Process-wide tuning applied by ``canopy serve`` (and ``canopy.server.asgi``) before serving."""
+"""Process-wide tuning applied by ``canopy serve`` (and ``canopy.server.asgi``) before
+serving, and the service that paces the cyclic collector while it serves."""
 
 from __future__ import annotations
 
 import gc
+import sys
+from typing import Any
 
-__all__ = ["tune_gc"]
+import trio
+
+__all__ = ["CollectorPacer", "tune_gc"]
 
 
 def tune_gc(gen0_threshold: int) -> None:
@@ -23,10 +28,66 @@ def tune_gc(gen0_threshold: int) -> None:
     population, tens of milliseconds with a thousand requests. The cost is memory
     held by reference cycles between collections: at most the threshold's worth of
     objects (tens of MB), and Canopy's request path makes none
-    (tests/unit/server/test_gc.py).
+    (tests/unit/server/test_gc.py). The other side of a high threshold, a young
+    generation that fills for minutes under a steady load, is ``CollectorPacer``'s.
     """
     if gen0_threshold <= 0:
         return
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(gen0_threshold, max(gen1, 50), max(gen2, 100))
+
+
+class CollectorPacer:
+    """Collect on a clock, and keep what has lived a while out of the collector's sight.
+
+    The allocation counter that triggers a young collection counts allocations minus
+    frees, frees of old objects included. Under a steady load that makes and frees
+    long-lived objects at one pace (topics, sessions, jobs waiting on their retry),
+    the counter stays low while the young generation fills with everything made since
+    the last collection that is still alive; when one finally comes it walks all of
+    that, hundreds of milliseconds after ten minutes. So the young generation is
+    collected every ``young`` seconds, and every ``middle`` seconds the middle one.
+
+    What survives that has lived for seconds; refcounting frees it when it goes, as
+    every path that runs all day makes no cycles (tests/unit/server/test_gc.py). It is
+    frozen (``gc.freeze()``) rather than promoted to the oldest generation, because a
+    full collection walks the whole live heap, hundreds of milliseconds for a few
+    hundred megabytes, and Python's own rule runs one each time a quarter of it has
+    turned over. A cycle that gets frozen is not freed by refcounting; it shows
+    as a heap that grows, so when pymalloc's allocated blocks have grown by
+    ``growth`` since the last full collection, everything is unfrozen and collected
+    once. A process that fills up pays a few of those on the way; a steady one none
+    unless something leaks cycles.
+
+    A collector turned off (``gc.disable()``) is left off.
+    """
+
+    def __init__(self, young: float = 1.0, middle: float = 10.0, growth: float = 0.5) -> None:
+        if not 0 < young <= middle:
+            raise ValueError("collector intervals must be positive and young <= middle")
+        if growth <= 0:
+            raise ValueError("the heap growth that calls for a full collection must be positive")
+        self.young, self.middle, self.growth = young, middle, growth
+        self.full_collections = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        heap_after_full = sys.getallocatedblocks()
+        next_middle = trio.current_time() + self.middle
+        while True:
+            await trio.sleep(self.young)
+            if not gc.isenabled():
+                continue
+            if trio.current_time() < next_middle:
+                gc.collect(0)
+                continue
+            next_middle = trio.current_time() + self.middle
+            gc.collect(1)
+            gc.freeze()
+            if sys.getallocatedblocks() > heap_after_full * (1 + self.growth):
+                gc.unfreeze()
+                gc.collect()
+                gc.freeze()
+                self.full_collections += 1
+                heap_after_full = sys.getallocatedblocks()

@@ -367,7 +367,8 @@ class Settings:
     gc_threshold: int = setting(
         200_000,
         _non_negative_int,
-        "allocations between young-generation garbage collections (0: Python's default)",
+        "allocations between young-generation garbage collections; 0 keeps Python's "
+        "defaults and does not pace the collector",
     )
 
     topics_secret: str = setting(

@@ -134,10 +134,12 @@ async def serve_app(
                 # of the jumping clock is then thousands of looks, not 72,000, and a
                 # job that comes due starts at most a second late.
                 base = replace(base, job_poll_interval=_VIRTUAL_POLL)
-            app.boot(replace(base, data_dir=str(data), **overrides))
+            # The collector is the test runner's: neither tuned nor paced here.
+            app.boot(replace(base, data_dir=str(data), **{"gc_threshold": 0, **overrides}))
             runtime = app.runtime
             runtime.lifespan_owns_tree = False
             config = CanopyConfig()
+            config.websocket_compression = runtime.settings.ws_compression
             socket_path = str(data / "http.sock") if virtual else None
             config.bind = [f"unix:{socket_path}" if socket_path else "127.0.0.1:0"]
             http = HTTPService(app, config, drain_linger=0.0, inline=True)

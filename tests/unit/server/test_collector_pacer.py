@@ -1,0 +1,151 @@
+"""The collector on a clock: young collections every second and the middle generation
+every ten, so none walks minutes of survivors; what outlives them is frozen, and a
+full collection comes only once the heap has grown by half."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trio
+
+from canopy.server import Settings
+from canopy.server.app._capability import Mode
+from canopy.server.app._process import CollectorPacer
+from canopy.showcase import create_app
+
+
+@pytest.fixture
+def collections() -> Iterator[list[int]]:
+    """The generation of every collection while the test runs, with the allocation
+    trigger out of reach so that only the pacer collects."""
+    seen: list[int] = []
+
+    def record(phase: str, info: dict[str, Any]) -> None:
+        if phase == "stop":
+            seen.append(info["generation"])
+
+    thresholds = gc.get_threshold()
+    frozen = gc.get_freeze_count()
+    gc.set_threshold(10**9, 10**9, 10**9)
+    gc.callbacks.append(record)
+    try:
+        yield seen
+    finally:
+        gc.callbacks.remove(record)
+        gc.set_threshold(*thresholds)
+        if not frozen:
+            gc.unfreeze()
+
+
+async def test_young_every_second_middle_every_ten(
+    autojump_clock: trio.testing.MockClock, collections: list[int]
+) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(CollectorPacer(young=1.0, middle=10.0, growth=1e6).run)
+        await trio.sleep(40.5)
+        nursery.cancel_scope.cancel()
+    assert len(collections) == 40
+    middles = [n + 1 for n, generation in enumerate(collections) if generation == 1]
+    assert middles == [10, 20, 30, 40]
+    assert 2 not in collections
+
+
+async def test_what_lives_past_a_middle_collection_is_frozen(
+    autojump_clock: trio.testing.MockClock, collections: list[int]
+) -> None:
+    pacer = CollectorPacer(young=1.0, middle=10.0, growth=1e6)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pacer.run)
+        await trio.sleep(5)
+        kept = [Node() for _ in range(1000)]
+        before = gc.get_freeze_count()
+        await trio.sleep(10)
+        assert gc.get_freeze_count() >= before + 1000
+        del kept
+        nursery.cancel_scope.cancel()
+    assert pacer.full_collections == 0
+
+
+async def test_a_heap_grown_by_half_gets_a_full_collection(
+    autojump_clock: trio.testing.MockClock, collections: list[int]
+) -> None:
+    pacer = CollectorPacer(young=1.0, middle=10.0, growth=0.5)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pacer.run)
+        await trio.sleep(15)
+        assert pacer.full_collections == 0
+        # A cycle that lived long enough to be frozen: only a full collection frees it.
+        first, second = Node(), Node()
+        first.other, second.other = second, first
+        gone = weakref.ref(first)
+        await trio.sleep(10)
+        del first, second
+        await trio.sleep(10)
+        assert gone() is not None
+        grown = [[n] for n in range(sys.getallocatedblocks())]  # the heap, doubled
+        await trio.sleep(10)
+        assert pacer.full_collections == 1
+        assert gone() is None
+        assert 2 in collections
+        del grown
+        nursery.cancel_scope.cancel()
+
+
+class Node:
+    def __init__(self) -> None:
+        self.other: Node | None = None
+
+
+async def test_a_young_cycle_is_freed_within_a_second(
+    autojump_clock: trio.testing.MockClock, collections: list[int]
+) -> None:
+    first, second = Node(), Node()
+    first.other, second.other = second, first
+    gone = weakref.ref(first)
+    del first, second
+    async with trio.open_nursery() as nursery:
+        await nursery.start(CollectorPacer().run)
+        await trio.sleep(0.5)
+        assert gone() is not None  # nothing collects it but the pacer
+        await trio.sleep(1.0)
+        assert gone() is None
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_collector_turned_off_stays_off(
+    autojump_clock: trio.testing.MockClock, collections: list[int]
+) -> None:
+    gc.disable()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(CollectorPacer().run)
+            await trio.sleep(30)
+            nursery.cancel_scope.cancel()
+    finally:
+        gc.enable()
+    assert collections == []
+
+
+def test_intervals_must_nest() -> None:
+    with pytest.raises(ValueError, match="young <= middle"):
+        CollectorPacer(young=5.0, middle=1.0)
+    with pytest.raises(ValueError, match="must be positive"):
+        CollectorPacer(growth=0)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "mode", "paced"),
+    [(200_000, Mode.SERVE, True), (200_000, Mode.WORKER, True), (0, Mode.SERVE, False)],
+)
+def test_a_tuned_process_paces_its_collector(
+    tmp_path: Any, threshold: int, mode: Mode, paced: bool
+) -> None:
+    settings = Settings(access_log=False, data_dir=str(tmp_path), gc_threshold=threshold)
+    app = create_app().boot(settings, mode=mode)
+    names = [child.name for child in app.runtime.tree.status().children]
+    assert ("collector" in names) is paced
