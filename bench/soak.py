@@ -65,16 +65,27 @@ folder = os.environ["SOAK_SNAPSHOTS"]
 def dump(signum, frame):
     tracemalloc.take_snapshot().dump(os.path.join(folder, f"{len(os.listdir(folder))}.snap"))
 def garbage(signum, frame):
+    gc.unfreeze()  # a cycle frozen by the server's collector pacer counts too
     gc.set_debug(gc.DEBUG_SAVEALL)
     gc.collect()
     def kind(o):
         named = o if callable(o) and hasattr(o, "__qualname__") else type(o)
         return f"{type(o).__name__} {getattr(named, '__module__', '?')}.{named.__qualname__}"
     kinds = collections.Counter(kind(o) for o in gc.garbage)
-    with open(os.path.join(folder, "garbage.json"), "w") as out:
-        json.dump({"objects": len(gc.garbage), "kinds": kinds.most_common(25)}, out)
     gc.garbage.clear()
     gc.set_debug(0)
+    alive = gc.get_objects()  # what every full collection walks
+    census = collections.Counter(
+        f"coroutine {o.__qualname__}" if type(o).__name__ == "coroutine" else type(o).__qualname__
+        for o in alive
+    )
+    found = {"objects": sum(kinds.values()), "kinds": kinds.most_common(25)}
+    found.update(tracked=len(alive), census=dict(census))
+    del alive
+    gc.freeze()
+    name = f"garbage-{len([n for n in os.listdir(folder) if n.startswith('garbage')])}.json"
+    with open(os.path.join(folder, name), "w") as out:
+        json.dump(found, out)
 signal.signal(signal.SIGUSR2, dump)
 signal.signal(signal.SIGUSR1, garbage)
 sys.argv[0] = "canopy"
@@ -498,6 +509,8 @@ async def drive(port: int, pid: int, data: Path, args: argparse.Namespace, tally
                 await trio.sleep(args.warmup * 60)
                 if args.tracemalloc:
                     os.kill(pid, signal.SIGUSR2)
+                if args.garbage:
+                    os.kill(pid, signal.SIGUSR1)
                 await trio.sleep(args.minutes * 60)
                 if args.tracemalloc:
                     os.kill(pid, signal.SIGUSR2)
@@ -643,8 +656,9 @@ def main() -> None:
     parser.add_argument(
         "--garbage",
         action="store_true",
-        help="at the end, print the types of the reference cycles the server left for "
-        "its collector (what a collection then walks and frees)",
+        help="print the reference cycles the server left for its collector at the end, "
+        "and which kinds of live object it tracks grew in number after the warm-up (a "
+        "full collection at each look: not for a run whose latency counts)",
     )
     parser.add_argument(
         "--retention",
@@ -699,11 +713,22 @@ def main() -> None:
         report(tally, args, log_path.read_text(errors="replace"), exit_lag)
         if args.tracemalloc:
             report_growth(snapshots)
-        if args.garbage and (snapshots / "garbage.json").exists():
-            found = json.loads((snapshots / "garbage.json").read_text())
-            print(f"  garbage: {found['objects']} objects in reference cycles; the most:")
-            for kind, count in found["kinds"]:
-                print(f"    {count:8d}  {kind}")
+        if args.garbage:
+            report_census(snapshots)
+
+
+def report_census(snapshots: Path) -> None:
+    """The cycles left at the end, and which kinds of tracked object grew in number
+    between the end of the warm-up and the end of the run."""
+    found = [json.loads((snapshots / f"garbage-{n}.json").read_text()) for n in (0, 1)]
+    first, last = found
+    print(f"  garbage: {last['objects']} objects in reference cycles; the most:")
+    for kind, count in last["kinds"]:
+        print(f"    {count:8d}  {kind}")
+    print(f"  tracked: {first['tracked']} -> {last['tracked']} objects; the most grown:")
+    grown = {k: n - first["census"].get(k, 0) for k, n in last["census"].items()}
+    for kind, more in sorted(grown.items(), key=lambda item: -item[1])[:20]:
+        print(f"    {more:+8d}  {kind} ({last['census'][kind]})")
 
 
 if __name__ == "__main__":
