@@ -33,9 +33,13 @@ import jwt
 
 from canopy.nurseries.fanout import InvalidTopic, check_pattern
 
-__all__ = ["Grants", "InvalidToken", "TokenIssuer", "allows", "covers"]
+__all__ = ["Forbidden", "Grants", "InvalidToken", "TokenIssuer", "allows", "covers"]
 
 ALGORITHM = "HS256"
+
+
+class Forbidden(PermissionError):
+    """What the caller's grants do not allow: a 403, or an error frame on a socket."""
 
 
 class InvalidToken(ValueError):

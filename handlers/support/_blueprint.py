@@ -12,8 +12,7 @@ from quart_schema import document_response
 from .._errors import ApiError, store_unavailable
 from .._requests import header, int_arg, verified_grants
 from .._schema import ErrorBody, body
-from ..grants import Grants
-from ..topics import Forbidden
+from ..grants import Forbidden, Grants
 from ._model import MAX_TEXT, Agent, ConversationState, InvalidField
 from ._service import ConversationNotFound, SupportService
 from ._store import ConversationClosed, SupportStoreError

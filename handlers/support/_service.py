@@ -30,8 +30,7 @@ import trio
 
 from canopy.nurseries.fanout import Hub, HubError, Item, Presence, Subscription
 
-from ..grants import Grants, TokenIssuer
-from ..topics import Forbidden
+from ..grants import Forbidden, Grants, TokenIssuer
 from ._assign import AgentLoad, plan_assignments
 from ._model import (
     Agent,

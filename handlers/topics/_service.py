@@ -7,13 +7,9 @@ from typing import Any
 
 from canopy.nurseries.fanout import Hub, Message, Replay, check_topic
 
-from ..grants import Grants, TokenIssuer
+from ..grants import Forbidden, Grants, TokenIssuer
 
 __all__ = ["Forbidden", "TopicsService"]
-
-
-class Forbidden(PermissionError):
-    pass
 
 
 @dataclass(eq=False)

@@ -249,9 +249,14 @@ def test_the_face_is_pinned() -> None:
 
 
 def test_importing_canopy_imports_no_web_stack() -> None:
-    """A Trio program that uses the core or embeds a service pays for no Quart."""
+    """A Trio program that uses the core or embeds a capability's service pays for no
+    Quart."""
     code = (
         "import sys, canopy, canopy.nurseries.jobs;"
+        "from canopy.handlers.orders import OrdersService;"
+        "from canopy.handlers.support import SupportService;"
+        "from canopy.handlers.ticker import TickerService;"
+        "from canopy.handlers.topics import Forbidden, TopicsService;"
         " print(sorted(m for m in ('quart', 'hypercorn', 'werkzeug') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
