@@ -1,4 +1,5 @@
-"""Fan-out throughput: Canopy against Starlette + Uvicorn and a bare trio-websocket server.
+"""Fan-out throughput: Canopy against ``websockets``' ``broadcast()``, Starlette + Uvicorn
+and a bare trio-websocket server.
 
 Usage (from the repository root, after ``pip install -e . -r bench/requirements.txt``)::
 
@@ -9,7 +10,9 @@ then one publisher sends B broadcasts of about 100 bytes, and the clock runs unt
 every subscriber has received every broadcast (each count is checked: none missing,
 none extra). Result: delivered messages per second, the median of interleaved
 rounds, and its ratio to each baseline. Then ``--idle`` subscribers connect to
-Canopy and sit idle, and the server's RSS is read from /proc.
+Canopy and sit idle, and the server's RSS is read from /proc; then as many again
+offering permessage-deflate as browsers do, each sent 5 messages, with
+``CANOPY_WS_COMPRESSION`` off and on: memory per connection in each case.
 
 The subscribers are raw sockets that only count frames, so that the load generator
 (pinned to the other core) stays cheaper than any server it measures.
@@ -57,6 +60,7 @@ def servers(workdir: Path, redis_url: str | None) -> list[Server]:
         Server("canopy", canopy, True),
         Server("starlette+uvicorn[standard]", [*uvicorn, "--log-level", "warning"], False),
         Server("bare trio-websocket", [python, "fanout_trio_ws.py", "{port}"], False),
+        Server("websockets broadcast()", [python, "fanout_websockets.py", "{port}"], False),
     ]
     if redis_url is not None:
         broker = {"CANOPY_BROKER": redis_url, "CANOPY_REDIS_PREFIX": "bench"}
@@ -67,11 +71,17 @@ def servers(workdir: Path, redis_url: str | None) -> list[Server]:
     return found
 
 
-def handshake(path: str) -> bytes:
+# What Chrome and Firefox offer on every WebSocket they open.
+BROWSER_DEFLATE = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+
+
+def handshake(path: str, deflate: bool = False) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
+    offer = BROWSER_DEFLATE if deflate else ""
     return (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"{offer}\r\n"
     ).encode()
 
 
@@ -119,6 +129,7 @@ class FrameCounter:
 class Run:
     expected: int
     total: int
+    deflate: bool = False  # subscribers offer permessage-deflate, as browsers do
     ready: int = 0
     done: int = 0
     counts: list[int] = field(default_factory=list)
@@ -128,9 +139,11 @@ class Run:
     finished_at: float = 0.0
 
 
-async def open_ws(port: int, path: str) -> tuple[trio.SocketStream, FrameCounter]:
+async def open_ws(
+    port: int, path: str, deflate: bool = False
+) -> tuple[trio.SocketStream, FrameCounter]:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
-    await stream.send_all(handshake(path))
+    await stream.send_all(handshake(path, deflate))
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = await stream.receive_some(65536)
@@ -155,7 +168,7 @@ async def until(stream: trio.SocketStream, counter: FrameCounter, texts: int) ->
 
 async def subscriber(port: int, server: Server, run: Run, limiter: trio.CapacityLimiter) -> None:
     async with limiter:
-        stream, counter = await open_ws(port, "/ws")
+        stream, counter = await open_ws(port, "/ws", run.deflate)
         if server.subscribe:
             await stream.send_all(client_frame(json.dumps({"op": "subscribe", "topic": TOPIC})))
         await until(stream, counter, 1)  # "subscribed" / "ready"
@@ -234,23 +247,44 @@ def measure(server: Server, workdir: Path, subscribers: int, broadcasts: int) ->
         return trio.run(fan_out, ports, server, subscribers, broadcasts)
 
 
-def measure_idle(server: Server, workdir: Path, subscribers: int) -> tuple[float, float]:
+def measure_idle(
+    server: Server,
+    workdir: Path,
+    subscribers: int,
+    *,
+    deflate: bool = False,
+    compression: bool = False,
+    messages: int = 0,
+) -> tuple[float, float]:
+    """The server's RSS before and with ``subscribers`` connected (offering
+    permessage-deflate if ``deflate``), each sent ``messages`` broadcasts first."""
     port = free_port()
-    env = {**os.environ, "CANOPY_ACCESS_LOG": "false"}
+    env = {
+        **os.environ,
+        "CANOPY_ACCESS_LOG": "false",
+        "CANOPY_WS_COMPRESSION": "true" if compression else "false",
+    }
     with running(server.command(port), port, workdir, env) as process:
         before = rss_mib(process.pid)  # taskset execs the server: same PID
 
         async def sample() -> float:
-            run = Run(0, subscribers)
+            run = Run(messages, subscribers, deflate)
             with trio.fail_after(300):
                 async with trio.open_nursery() as nursery:
                     await connect_all(nursery, [port], server, run)
+                    if messages:
+                        nursery.start_soon(publish, port, server, messages)
+                        await run.all_done.wait()
                     await trio.sleep(2)
                     rss = rss_mib(process.pid)
                     run.finish.set()
             return rss
 
         return before, trio.run(sample)
+
+
+def per_connection_kib(before: float, after: float, subscribers: int) -> float:
+    return (after - before) * 1024 / subscribers
 
 
 def main() -> None:
@@ -266,7 +300,7 @@ def main() -> None:
         os.sched_setaffinity(0, {1})  # the servers get core 0
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         workdir = Path(tmp)
-        for name in ("fanout_starlette.py", "fanout_trio_ws.py"):
+        for name in ("fanout_starlette.py", "fanout_trio_ws.py", "fanout_websockets.py"):
             shutil.copy(ROOT / "bench" / name, workdir)
         shutil.copy(ROOT / "hypercorn.toml", workdir)
         redis_url = None
@@ -288,16 +322,33 @@ def main() -> None:
         for name, median in medians.items():
             runs = ", ".join(f"{v:,.0f}" for v in results[name])
             print(f"    {name:<28} {median:>9,.0f} deliveries/s  (runs: {runs})")
-        for base in ("starlette+uvicorn[standard]", "bare trio-websocket"):
-            print(f"    canopy / {base:<26} {medians['canopy'] / medians[base]:.2f}x")
+        peers = ("websockets broadcast()", "starlette+uvicorn[standard]", "bare trio-websocket")
+        for base in peers:
+            print(f"    canopy / {base:<27} {medians['canopy'] / medians[base]:.2f}x")
         for name in ("canopy, redis broker", "canopy, redis, 2 instances"):
             if name in medians:
                 ratio = medians[name] / medians["canopy"]
                 print(f"    {name} / canopy (memory broker): {ratio:.2f}x")
         if args.idle:
             before, after = measure_idle(candidates[0], workdir, args.idle)
+            each = per_connection_kib(before, after, args.idle)
             print(f"{args.idle} idle subscribers: canopy RSS {after:.0f} MiB", end="")
-            print(f" (at start {before:.0f} MiB)")
+            print(f" (at start {before:.0f} MiB): {each:.1f} KiB per connection")
+            for compression in (False, True):
+                before, after = measure_idle(
+                    candidates[0],
+                    workdir,
+                    args.idle,
+                    deflate=True,
+                    compression=compression,
+                    messages=5,
+                )
+                each = per_connection_kib(before, after, args.idle)
+                print(
+                    f"{args.idle} subscribers offering permessage-deflate, after 5 messages,"
+                    f" CANOPY_WS_COMPRESSION={str(compression).lower()}:"
+                    f" {each:.1f} KiB per connection"
+                )
 
 
 if __name__ == "__main__":
