@@ -23,6 +23,7 @@ class CanopyConfig(Config):
 
     include_server_header = False  # no need to advertise the stack, or validate the header
     websocket_max_message_size = 64 * 1024  # Hypercorn's 16 MiB is too generous for JSON frames
+    websocket_compression = False  # Canopy's ws_compression, read by its transport
     _headers_key: tuple[str, int] | None = None
     _headers: list[tuple[bytes, bytes]]
 
@@ -63,6 +64,7 @@ def load_config(
             raise SettingsError(f"{path}: cannot load ({exc})") from None
     if binds:
         config.bind = list(binds)
+    config.websocket_compression = settings.ws_compression  # type: ignore[attr-defined]
     _check_hypercorn(config)
     return config, settings
 

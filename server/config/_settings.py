@@ -415,6 +415,13 @@ class Settings:
         "one write (no wait when idle; 0: never wait)",
     )
     ws_max_subscriptions: int = setting(100, _positive_int, "subscriptions per WebSocket")
+    ws_compression: bool = setting(
+        False,
+        _boolean,
+        "accept permessage-deflate from WebSocket clients that offer it, without context "
+        "takeover (false: every message is sent uncompressed, and a connection keeps no "
+        "compressor)",
+    )
     max_topics: int = setting(
         100_000,
         _positive_int,

@@ -21,6 +21,10 @@ only connections made by Canopy's transport get them. Under Hypercorn's own work
 (``hypercorn --config hypercorn.toml shop:app``) the app finds no frames extension
 and the topics send a message per frame, as under any other server.
 
+A WebSocket handshake accepts permessage-deflate only when the setting
+``websocket_compression`` is on, and then without context takeover
+(``CanopyWSStream.handle``, with ``Handshake`` and ``Handshake.accept`` rebound).
+
 The transport also relies on how ``H11Protocol`` waits for its reader
 (``context.event_class``), on its ``keep_alive_requests`` and ``stream`` (the
 drain) and on ``WSStream``'s state. tests/unit/server/test_hypercorn_overrides.py pins the
@@ -39,9 +43,10 @@ import h2.settings as h2_settings
 from hypercorn.events import Closed, Updated
 from hypercorn.protocol import ProtocolWrapper, h2, h11
 from hypercorn.protocol.events import Body, Data, EndBody
-from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, Handshake, WSStream
 from wsproto.connection import ConnectionState
 from wsproto.events import TextMessage
+from wsproto.extensions import PerMessageDeflate
 
 from canopy.handlers.topics import FRAMES_EXTENSION
 
@@ -78,13 +83,47 @@ class _Advertising:
         self._task_group.spawn(func, *args)
 
 
+class _Uncompressed(Handshake):
+    """Upstream's handshake, as if the client had offered no extension: upstream
+    accepts permessage-deflate whenever it is offered, as every browser does."""
+
+    def __init__(self, headers: list[tuple[bytes, bytes]], http_version: str) -> None:
+        super().__init__(headers, http_version)
+        self.extensions = None
+
+
+def _deflate_without_context() -> PerMessageDeflate:
+    # Neither side keeps a compression context between messages: wsproto then makes
+    # its compressor and decompressor per message and drops them after, so an idle
+    # connection holds no zlib state (with zlib's defaults, upstream's compressor alone
+    # holds a quarter of a MiB per connection).
+    return PerMessageDeflate(client_no_context_takeover=True, server_no_context_takeover=True)
+
+
+class _DeflateWithoutContext(Handshake):
+    accept = _rebound(Handshake.accept, PerMessageDeflate=_deflate_without_context)
+
+
 class CanopyWSStream(WSStream):
     """WSStream plus the frames extension: advertised in the scope, and a message of
-    pre-encoded frames (its ``type`` is the extension's name) written as it is."""
+    pre-encoded frames (its ``type`` is the extension's name) written as it is.
+
+    Compression is the config's ``websocket_compression`` (Canopy's setting of that
+    name): off, the handshake accepts no extension; on, permessage-deflate without
+    context takeover."""
 
     def __init__(self, app: Any, config: Any, context: Any, task_group: Any, *args: Any) -> None:
         # The stream only spawns into its task group; it never enters or exits it.
         super().__init__(app, config, context, _Advertising(task_group), *args)  # type: ignore[arg-type]
+
+    _handle_uncompressed = _rebound(WSStream.handle, Handshake=_Uncompressed)
+    _handle_deflate = _rebound(WSStream.handle, Handshake=_DeflateWithoutContext)
+
+    async def handle(self, event: Any) -> None:
+        if getattr(self.config, "websocket_compression", False):
+            await self._handle_deflate(event)
+        else:
+            await self._handle_uncompressed(event)
 
     async def app_send(self, message: Any) -> None:
         if message is None or message["type"] != FRAMES_EXTENSION:

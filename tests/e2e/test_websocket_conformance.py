@@ -2,8 +2,9 @@
 
 The cases drive ``/demo/echo`` (each message sent back as it came) on ``canopy
 serve``: framing, fragmentation, control frames, UTF-8 validation, closing
-handshakes, limits, and permessage-deflate, all handled by Hypercorn's WebSocket
-stream under Canopy's transport.
+handshakes, limits, and permessage-deflate (``CANOPY_WS_COMPRESSION``, negotiated
+without context takeover), all handled by Hypercorn's WebSocket stream under
+Canopy's transport.
 
 By default the compression sections run only their first group (12.1, 13.1): all
 of 12 and 13 take about six minutes on two cores, too long for CI.
@@ -30,7 +31,8 @@ MAX_MESSAGE = 20 * 2**20  # section 9 sends messages of up to 16 MiB
 
 async def test_every_autobahn_case_passes_against_the_echo_route(tmp_path: Path) -> None:
     write_config(tmp_path, websocket_max_message_size=MAX_MESSAGE)
-    env = {"CANOPY_ACCESS_LOG": "false"}
+    # Compression is off unless asked for: the deflate sections test it on.
+    env = {"CANOPY_ACCESS_LOG": "false", "CANOPY_WS_COMPRESSION": "true"}
     full = os.environ.get("AUTOBAHN") == "full"
     selection = [] if full else [arg for case in QUICK for arg in ("-i", case)]
     async with running_server(tmp_path, env=env) as server:

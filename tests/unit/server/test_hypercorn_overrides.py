@@ -35,6 +35,8 @@ UPSTREAM = {
     "hypercorn.protocol.ws_stream.WSStream.app_send": "a6dd1160bfc416e7",
     "hypercorn.protocol.ws_stream.WSStream._send_wsproto_event": "3a4df3f0d2dfd314",
     "hypercorn.protocol.ws_stream.WSStream.handle": "743209f49012b8c7",
+    "hypercorn.protocol.ws_stream.Handshake.__init__": "2340bc6044f1de62",
+    "hypercorn.protocol.ws_stream.Handshake.accept": "e163533bf7919793",
 }
 
 
