@@ -24,6 +24,11 @@ from typing import Any
 
 import trio
 import trio.lowlevel
+
+# Trio's one public way to learn that the loop has gone idle (what the flusher waits
+# for) lives in trio.testing; it is used here for that, not as a test helper. The
+# run queue's length (trio.lowlevel.current_statistics) cannot stand in for it: it
+# does not count the tasks of the batch being run.
 from trio.testing import wait_all_tasks_blocked
 
 from ._broker import Broker, BrokerUnavailable
