@@ -88,7 +88,10 @@ def assemble(app: CanopyApp, declared: Declared, settings: Settings, mode: Mode)
     schedules = schedules_for(declared.periodic, settings, registry)
     if mode is Mode.WORKER or (serving and settings.run_jobs):
         observe = runtime.metrics.job_event if runtime.metrics else None
-        publish = assembly.publisher() if serving else None
+        # A worker has a hub only on a shared broker: its jobs' events reach the web
+        # tier's subscribers through it. On the memory broker they would reach no one
+        # (see _topics), and the worker says so when it starts.
+        publish = assembly.publisher()
         notify = notify_for(publish, observe, registry)
         add_runner(
             services, settings, store, registry, schedules, notify=notify, tracing=runtime.tracing

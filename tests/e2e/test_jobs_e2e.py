@@ -15,9 +15,11 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from trio_websocket import open_websocket_url
 
 from canopy.handlers.topics import TokenIssuer
 from tests.processes import running_server, write_config
+from tests.redis_server import RedisServer
 
 SECRET = "jobs-e2e-secret-".ljust(40, "x")
 
@@ -215,6 +217,59 @@ async def test_separate_worker_runs_jobs_and_hears_a_cancel_over_http(tmp_path: 
             assert cancelled["attempts"] == 1
         assert await worker.stop() == 0
         assert await web.stop() == 0
+
+
+async def test_a_separate_workers_job_events_reach_the_web_tiers_subscribers(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """On a shared broker, a ``canopy worker``'s jobs publish their events through it:
+    a WebSocket subscriber of the web tier hears them live, and they are in the
+    topic's history there. (The worker published nothing before: it had no hub.)"""
+    write_config(tmp_path)
+    shared = {
+        "CANOPY_BROKER": redis_server.url,
+        "CANOPY_REDIS_PREFIX": f"events-{uuid.uuid4().hex[:8]}",
+        "CANOPY_TOPICS_SECRET": SECRET,
+    }
+    worker_argv = [sys.executable, "-m", "canopy", "worker"]
+    token = TokenIssuer(SECRET).issue("watcher", subscribe=["jobs.*"])
+    async with (
+        running_server(tmp_path, env={**shared, "CANOPY_RUN_JOBS": "false"}) as web,
+        running_server(tmp_path, env=shared, argv=worker_argv, wait_for="worker started"),
+    ):
+        url = f"ws://127.0.0.1:{web.port}/ws?token={token}"
+        async with (
+            open_websocket_url(url) as ws,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{web.port}") as client,
+        ):
+            await ws.send_message(json.dumps({"op": "subscribe", "topic": "jobs.*"}))
+            with trio.fail_after(5):
+                assert json.loads(await ws.get_message())["type"] == "subscribed"
+            job = (await client.post("/jobs", json={"task": "demo.echo", "args": {"n": 1}})).json()
+            heard = []
+            with trio.fail_after(10):
+                while heard[-1:] != ["succeeded"]:
+                    frame = json.loads(await ws.get_message())
+                    if frame["type"] == "message" and frame["topic"] == f"jobs.{job['id']}":
+                        heard.append(frame["data"]["state"])
+            assert heard == ["running", "succeeded"]
+            history = await client.get(
+                f"/topics/jobs.{job['id']}/history", headers={"Authorization": f"Bearer {token}"}
+            )
+            states = [m["data"]["state"] for m in history.json()["messages"]]
+            assert states == ["running", "succeeded"]
+    assert not [e for e in web.logs if e.get("level") == "error"]
+
+
+async def test_a_worker_on_the_memory_broker_says_its_events_reach_no_one(
+    tmp_path: Path,
+) -> None:
+    write_config(tmp_path)
+    worker_argv = [sys.executable, "-m", "canopy", "worker"]
+    async with running_server(tmp_path, argv=worker_argv, wait_for="worker started") as worker:
+        assert await worker.stop() == 0
+    (warning,) = [e for e in worker.logs if "memory broker" in e.get("msg", "")]
+    assert "reach no subscriber" in warning["msg"] and warning["level"] == "warning"
 
 
 async def test_sigkilled_workers_lose_no_job(tmp_path: Path) -> None:
