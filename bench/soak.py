@@ -79,8 +79,12 @@ def garbage(signum, frame):
         f"coroutine {o.__qualname__}" if type(o).__name__ == "coroutine" else type(o).__qualname__
         for o in alive
     )
-    found = {"objects": sum(kinds.values()), "kinds": kinds.most_common(25)}
-    found.update(tracked=len(alive), census=dict(census))
+    found = {
+        "objects": sum(kinds.values()),
+        "kinds": kinds.most_common(25),
+        "tracked": len(alive),
+        "census": dict(census),
+    }
     del alive
     gc.freeze()
     name = f"garbage-{len([n for n in os.listdir(folder) if n.startswith('garbage')])}.json"

@@ -82,16 +82,16 @@ def worker_command(app_given: str | None, config_path: str | None) -> None:
     _config, settings = load_or_exit(config_path, app=app)
     configure_logging(settings.log_level)
     boot_or_exit(app, spec, settings, Mode.WORKER)
+    log = logging.getLogger("canopy")
     if app.runtime.topics is None:
-        logging.getLogger("canopy").warning(
+        log.warning(
             "canopy worker on the memory broker: the events its jobs publish (jobs.{id}, "
             "and any topic a task publishes to) reach no subscriber of the web tier; "
             "set CANOPY_BROKER to the Redis URL the web tier uses",
             extra={"broker": settings.broker},
         )
-    started = logging.getLogger("canopy").info
     tree = app.runtime.tree
-    run_process(settings, partial(run_tree, tree, started=lambda: started("worker started")))
+    run_process(settings, partial(run_tree, tree, started=lambda: log.info("worker started")))
 
 
 main.add_command(jobs_group)

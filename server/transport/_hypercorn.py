@@ -108,9 +108,9 @@ class CanopyWSStream(WSStream):
     """WSStream plus the frames extension: advertised in the scope, and a message of
     pre-encoded frames (its ``type`` is the extension's name) written as it is.
 
-    Compression is the config's ``websocket_compression`` (Canopy's setting of that
-    name): off, the handshake accepts no extension; on, permessage-deflate without
-    context takeover."""
+    Compression is the config's ``websocket_compression`` (from Canopy's setting
+    ``ws_compression``): off, the handshake accepts no extension; on, permessage-deflate
+    without context takeover."""
 
     def __init__(self, app: Any, config: Any, context: Any, task_group: Any, *args: Any) -> None:
         # The stream only spawns into its task group; it never enters or exits it.

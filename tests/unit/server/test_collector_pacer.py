@@ -7,7 +7,8 @@ from __future__ import annotations
 import gc
 import sys
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -42,13 +43,20 @@ def collections() -> Iterator[list[int]]:
             gc.unfreeze()
 
 
+@asynccontextmanager
+async def pacing(pacer: CollectorPacer) -> AsyncIterator[None]:
+    """``pacer`` running for the block, stopped after it."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pacer.run)
+        yield
+        nursery.cancel_scope.cancel()
+
+
 async def test_young_every_second_middle_every_ten(
     autojump_clock: trio.testing.MockClock, collections: list[int]
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        await nursery.start(CollectorPacer(young=1.0, middle=10.0, growth=1e6).run)
+    async with pacing(CollectorPacer(young=1.0, middle=10.0, growth=1e6)):
         await trio.sleep(40.5)
-        nursery.cancel_scope.cancel()
     assert len(collections) == 40
     middles = [n + 1 for n, generation in enumerate(collections) if generation == 1]
     assert middles == [10, 20, 30, 40]
@@ -59,15 +67,13 @@ async def test_what_lives_past_a_middle_collection_is_frozen(
     autojump_clock: trio.testing.MockClock, collections: list[int]
 ) -> None:
     pacer = CollectorPacer(young=1.0, middle=10.0, growth=1e6)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(pacer.run)
+    async with pacing(pacer):
         await trio.sleep(5)
         kept = [Node() for _ in range(1000)]
         before = gc.get_freeze_count()
         await trio.sleep(10)
         assert gc.get_freeze_count() >= before + 1000
         del kept
-        nursery.cancel_scope.cancel()
     assert pacer.full_collections == 0
 
 
@@ -75,8 +81,7 @@ async def test_a_heap_grown_by_half_gets_a_full_collection(
     autojump_clock: trio.testing.MockClock, collections: list[int]
 ) -> None:
     pacer = CollectorPacer(young=1.0, middle=10.0, growth=0.5)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(pacer.run)
+    async with pacing(pacer):
         await trio.sleep(15)
         assert pacer.full_collections == 0
         # A cycle that lived long enough to be frozen: only a full collection frees it.
@@ -93,7 +98,6 @@ async def test_a_heap_grown_by_half_gets_a_full_collection(
         assert gone() is None
         assert 2 in collections
         del grown
-        nursery.cancel_scope.cancel()
 
 
 class Node:
@@ -108,13 +112,11 @@ async def test_a_young_cycle_is_freed_within_a_second(
     first.other, second.other = second, first
     gone = weakref.ref(first)
     del first, second
-    async with trio.open_nursery() as nursery:
-        await nursery.start(CollectorPacer().run)
+    async with pacing(CollectorPacer()):
         await trio.sleep(0.5)
         assert gone() is not None  # nothing collects it but the pacer
         await trio.sleep(1.0)
         assert gone() is None
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_collector_turned_off_stays_off(
@@ -122,10 +124,8 @@ async def test_a_collector_turned_off_stays_off(
 ) -> None:
     gc.disable()
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(CollectorPacer().run)
+        async with pacing(CollectorPacer()):
             await trio.sleep(30)
-            nursery.cancel_scope.cancel()
     finally:
         gc.enable()
     assert collections == []
