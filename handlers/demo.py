@@ -8,6 +8,7 @@ Back-end latencies are injectable so the behaviour can be shown and tested.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -21,6 +22,7 @@ from canopy.nurseries import first_completed, gather
 from ._errors import ApiError
 from ._requests import bad_parameter, int_arg, json_object
 from ._routes import deadline
+from .grants import TokenIssuer
 
 __all__ = ["DemoService", "UpstreamError", "create_blueprint"]
 
@@ -74,7 +76,9 @@ class DemoService:
         return True if name == "stock" else 0.2
 
 
-def create_blueprint(service: DemoService) -> Blueprint:
+def create_blueprint(service: DemoService, issuer: TokenIssuer | None = None) -> Blueprint:
+    """``/demo/*``; ``issuer`` tells the topics page what a visitor without a token
+    may watch and publish to (nothing without the topics capability)."""
     blueprint = Blueprint("demo", __name__, url_prefix="/demo")
 
     @blueprint.get("/hello")
@@ -99,8 +103,15 @@ def create_blueprint(service: DemoService) -> Blueprint:
 
     @blueprint.get("/topics")
     async def topics_page() -> tuple[str, int, dict[str, str]]:
-        """A page that subscribes to a topic from the browser (``?topic=``)."""
-        return page, 200, {"Content-Type": "text/html; charset=utf-8"}
+        """A page that watches a topic from the browser (``?topic=``) with canopy.js."""
+        grants = {
+            "subscribe": list(issuer.anonymous_subscribe) if issuer else [],
+            "publish": list(issuer.anonymous_publish) if issuer else [],
+        }
+        # In a <script> element, "</" would end it: JSON may spell "<" as \u003c.
+        embedded = json.dumps(grants).replace("<", "\\u003c")
+        html = page.replace("{{grants}}", embedded)
+        return html, 200, {"Content-Type": "text/html; charset=utf-8"}
 
     @blueprint.get("/quote/<sku>")
     @deadline(2.0)

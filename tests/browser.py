@@ -50,7 +50,8 @@ class Page:
         result = await _command(
             self._ws,
             "Runtime.evaluate",
-            {"expression": expression, "returnByValue": True},
+            # A promise (an async function's result) is awaited for its value.
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
             self._session,
         )
         if "exceptionDetails" in result:
@@ -68,6 +69,21 @@ class Page:
         await trio.sleep(0.3)  # a layout at the new size
         shot = await _command(self._ws, "Page.captureScreenshot", {"format": "png"}, self._session)
         return base64.b64decode(shot["data"])
+
+    async def goto(self, url: str) -> None:
+        """Navigate to ``url`` and wait until it has loaded."""
+        await _command(self._ws, "Page.navigate", {"url": url}, self._session)
+        with trio.fail_after(WAIT):
+            while True:
+                try:
+                    loaded = await self.evaluate(
+                        f"location.href === {json.dumps(url)} && document.readyState === 'complete'"
+                    )
+                except AssertionError:  # evaluated in the page that was being left
+                    loaded = False
+                if loaded:
+                    return
+                await trio.sleep(0.05)
 
     async def wait_for(self, expression: str) -> Any:
         """Poll ``expression`` until it is truthy (for at most WAIT); return its value."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from importlib import resources
 from typing import Any
 
 import trio
@@ -23,6 +25,9 @@ from ._session import Session
 __all__ = ["create_blueprint"]
 
 MAX_HISTORY = 1000
+# The browser client: a day in caches, then revalidated by its ETag, so that an
+# upgrade reaches every tab within a day and costs a 304 otherwise.
+CLIENT_MAX_AGE = 86400
 
 
 class _QuartSocket:
@@ -139,6 +144,16 @@ class PresenceOut(BaseModel):
 
 def create_blueprint(service: TopicsService) -> Blueprint:
     blueprint = Blueprint("topics", __name__)
+    client = (resources.files("canopy.handlers.topics") / "js" / "canopy.js").read_bytes()
+    client_etag = hashlib.sha256(client).hexdigest()[:16]
+
+    @blueprint.get("/canopy.js")
+    async def client_module() -> Any:
+        """canopy.js, the browser client (docs/PROTOCOL.md, "From a browser")."""
+        headers = {"Cache-Control": f"public, max-age={CLIENT_MAX_AGE}", "ETag": f'"{client_etag}"'}
+        if client_etag in request.if_none_match:
+            return "", 304, headers
+        return client, 200, {**headers, "Content-Type": "text/javascript; charset=utf-8"}
 
     @blueprint.websocket("/ws")
     async def ws() -> None:

@@ -36,7 +36,8 @@ class Demo(Capability):
 
     def install(self, assembly: Assembly) -> None:
         demo_tasks.register_examples(assembly.registry)
-        assembly.add_blueprint(demo_pages.create_blueprint(demo_pages.DemoService()))
+        issuer = assembly.topics.issuer if assembly.topics is not None else None
+        assembly.add_blueprint(demo_pages.create_blueprint(demo_pages.DemoService(), issuer))
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ def test_the_wheel_adds_one_import_name(installed_canopy: Path) -> None:
     }
     assert names == {"canopy", "bin"}
     assert (installed_canopy / "canopy" / "handlers" / "pages" / "dashboard.html").is_file()
+    client = installed_canopy / "canopy" / "handlers" / "topics" / "js"
+    assert sorted(p.name for p in client.iterdir()) == ["canopy.d.ts", "canopy.js", "package.json"]
     assert not (installed_canopy / "canopy" / "server" / "canopy").exists()
 
 

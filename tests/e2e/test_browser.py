@@ -36,4 +36,24 @@ async def test_a_page_receives_what_is_published_over_http(tmp_path: Path) -> No
             assert await page.evaluate("document.getElementById('offset').textContent") == str(
                 offset
             )
+            # Visitors may publish to demo.*: the page's own publish box goes through
+            # its connection, and what it publishes arrives like the rest.
+            assert await page.evaluate("document.getElementById('publish').hidden") is False
+            await page.evaluate(
+                "document.getElementById('publish-data').value = '{\"from\": \"page\"}';"
+                "document.querySelector('#publish button').click()"
+            )
+            shown = await page.wait_for("document.getElementById('published').textContent")
+            assert shown == f"published at offset {offset + 1}"
+            assert await page.wait_for(f'{items}.at(-1)?.textContent === \'{{"from":"page"}}\'')
+        async with (
+            chromium(tmp_path / "profile2") as open_page,
+            open_page(f"{base}/demo/topics?topic=ticker.ABC") as page,
+        ):
+            # The showcase lets anyone watch ticker.* and publish to none of it: no
+            # publish box that would end in a 403.
+            assert await page.wait_for(f"{status} === 'subscribed'")
+            assert await page.evaluate("document.getElementById('publish').hidden") is True
+            grants = "document.querySelector('.grants').textContent"
+            assert "ticker.*" in await page.evaluate(grants)
         assert await server.stop() == 0

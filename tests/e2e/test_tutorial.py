@@ -81,7 +81,9 @@ async def test_served_with_a_worker_it_does_what_the_page_shows(shop: Path) -> N
     ):
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
             page = await client.get("/")
-            assert "new WebSocket" in page.text
+            assert 'import { connect } from "/canopy.js"' in page.text
+            module = await client.get("/canopy.js")
+            assert module.status_code == 200 and "export function connect" in module.text
             signed = await client.post("/signups", content='{"email": "ann@example.com"}')
             assert signed.status_code == 202
             assert re.fullmatch(r'\{"job":"[0-9a-f]+"\}', signed.text)
