@@ -57,7 +57,7 @@ WINDOW = 10.0
 # With --tracemalloc or --garbage the server runs under this: SIGUSR2 writes a
 # tracemalloc snapshot, SIGUSR1 the types of what the cyclic collector finds.
 TRACED_SERVER = """
-import collections, gc, json, os, signal, sys, tracemalloc
+import collections, ctypes, gc, json, os, signal, sys, tracemalloc
 frames = int(os.environ["SOAK_FRAMES"])
 if frames:
     tracemalloc.start(frames)
@@ -87,8 +87,18 @@ def garbage(signum, frame):
     }
     del alive
     gc.freeze()
-    name = f"garbage-{len([n for n in os.listdir(folder) if n.startswith('garbage')])}.json"
-    with open(os.path.join(folder, name), "w") as out:
+    n = len([n for n in os.listdir(folder) if n.startswith('garbage')])
+    # Both allocators' own accounts, written by C to stderr: which of them holds
+    # the memory that RSS counts, and how much of it is in use.
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.path.join(folder, f"malloc-{n}.txt"), "w") as out:
+        os.dup2(out.fileno(), 2)
+        sys._debugmallocstats()
+        ctypes.CDLL(None).malloc_stats()
+        os.dup2(saved, 2)
+    os.close(saved)
+    with open(os.path.join(folder, f"garbage-{n}.json"), "w") as out:
         json.dump(found, out)
 signal.signal(signal.SIGUSR2, dump)
 signal.signal(signal.SIGUSR1, garbage)
@@ -733,6 +743,42 @@ def report_census(snapshots: Path) -> None:
     grown = {k: n - first["census"].get(k, 0) for k, n in last["census"].items()}
     for kind, more in sorted(grown.items(), key=lambda item: -item[1])[:20]:
         print(f"    {more:+8d}  {kind} ({last['census'][kind]})")
+    accounts = [malloc_account((snapshots / f"malloc-{n}.txt").read_text()) for n in (0, 1)]
+    print("  allocators, end of warm-up -> end of run:")
+    for key, before in accounts[0].items():
+        after = accounts[1].get(key, 0)
+        print(f"    {key:44s} {before:>14,d} -> {after:>14,d} ({after - before:+,d})")
+
+
+def malloc_account(text: str) -> dict[str, int]:
+    """The totals in pymalloc's ``sys._debugmallocstats()`` and glibc's
+    ``malloc_stats()``: what each allocator holds from the system and what of it is
+    in use."""
+    account: dict[str, int] = {}
+    pymalloc = (
+        "# arenas allocated current",
+        "# arenas highwater mark",
+        "# bytes in allocated blocks",
+        "# bytes in available blocks",
+        "unused pools",
+        "# bytes lost to quantization",
+    )
+    arena = "glibc"
+    for line in text.splitlines():
+        label, _, value = (part.strip() for part in line.rpartition("="))
+        number = value.replace(",", "")
+        if not number.isdigit():
+            if line.startswith("Arena "):
+                arena = "glibc " + line.strip(": ").lower()
+            elif line.startswith("Total (incl. mmap)"):
+                arena = "glibc total"
+            continue
+        if label in ("system bytes", "in use bytes"):
+            account[f"{arena} {label}"] = int(number)
+        for name in pymalloc:
+            if name in label:
+                account["pymalloc " + name.lstrip("# ")] = int(number)
+    return account
 
 
 if __name__ == "__main__":
