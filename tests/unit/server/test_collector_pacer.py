@@ -5,6 +5,7 @@ full collection comes only once the heap has grown by half."""
 from __future__ import annotations
 
 import gc
+import platform
 import sys
 import weakref
 from collections.abc import AsyncIterator, Iterator
@@ -16,7 +17,7 @@ import trio
 
 from canopy.server import Settings
 from canopy.server.app._capability import Mode
-from canopy.server.app._process import CollectorPacer
+from canopy.server.app._process import CollectorPacer, _malloc_trim
 from canopy.showcase import create_app
 
 
@@ -149,3 +150,26 @@ def test_a_tuned_process_paces_its_collector(
     app = create_app().boot(settings, mode=mode)
     names = [child.name for child in app.runtime.tree.status().children]
     assert ("collector" in names) is paced
+
+
+async def test_the_c_heap_is_trimmed_after_each_middle_collection(
+    autojump_clock: trio.testing.MockClock, collections: list[int]
+) -> None:
+    pacer = CollectorPacer(young=1.0, middle=10.0, growth=1e6)
+    if sys.platform == "linux" and "glibc" in " ".join(platform.libc_ver()):
+        assert pacer._trim is not None  # glibc's malloc_trim, found
+    trims: list[int] = []
+    pacer._trim = lambda pad: trims.append(len(collections)) or 1
+    async with pacing(pacer):
+        await trio.sleep(30.5)
+    # After the 10th, 20th and 30th collections: each a middle one.
+    assert trims == [10, 20, 30]
+    assert [collections[n - 1] for n in trims] == [1, 1, 1]
+
+
+def test_the_trim_is_the_c_librarys_own() -> None:
+    trim = _malloc_trim()
+    if "glibc" not in " ".join(platform.libc_ver()):
+        assert trim is None
+        return
+    assert trim is not None and trim(0) in (0, 1)
