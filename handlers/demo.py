@@ -2,13 +2,16 @@
 
 ``quote`` asks three simulated back-ends at once (all-or-nothing: one failure
 cancels the other two) and hedges the price lookup across two replicas (first
-wins, the loser is cancelled). ``hello`` and ``sleep`` are the benchmark routes.
+wins, the loser is cancelled). ``hello``, ``sleep`` and ``work`` are the benchmark
+routes.
 Back-end latencies are injectable so the behaviour can be shown and tested.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -27,6 +30,9 @@ from .grants import TokenIssuer
 __all__ = ["DemoService", "UpstreamError", "create_blueprint"]
 
 MAX_SLEEP_MS = 60_000
+# /demo/work holds the loop while it burns CPU: bounded, as one request there delays
+# every other request of its process by as much.
+MAX_WORK_MS = 50
 BACKENDS = ("price", "stock", "tax")
 
 
@@ -48,6 +54,14 @@ class DemoService:
     async def sleep(self, ms: int) -> dict[str, int]:
         await trio.sleep(ms / 1000)
         return {"slept_ms": ms}
+
+    def work(self, ms: int) -> dict[str, int]:
+        """Burn ``ms`` of this thread's CPU time without yielding: what a handler that
+        computes costs. Says which process did it (the workers benchmark counts)."""
+        until = time.thread_time() + ms / 1000
+        while time.thread_time() < until:
+            pass
+        return {"worked_ms": ms, "pid": os.getpid()}
 
     async def quote(
         self, sku: str, *, fail: str | None = None, slow: str | None = None
@@ -88,6 +102,10 @@ def create_blueprint(service: DemoService, issuer: TokenIssuer | None = None) ->
     @blueprint.get("/sleep")
     async def sleep() -> dict[str, int]:
         return await service.sleep(int_arg("ms", 100, 0, MAX_SLEEP_MS))
+
+    @blueprint.get("/work")
+    async def work() -> dict[str, int]:
+        return service.work(int_arg("ms", 2, 0, MAX_WORK_MS))
 
     @blueprint.post("/json")
     async def echo_json() -> dict[str, Any]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -35,25 +37,9 @@ async def serve_workers(config: Config, settings: Settings, config_path: str | N
             err=True,
         )
         sys.exit(2)
-    sockets = config.create_sockets()
-    bound: list[tuple[str, object]] = []
-    binds = []
-    # Hypercorn reads `bind` as TLS when TLS is configured (and `insecure_bind` as
-    # plain), else as plain: a worker gets each socket back under the same name.
-    if config.ssl_enabled:
-        groups = [
-            ("bind", "https", sockets.secure_sockets),
-            ("insecure_bind", "http", sockets.insecure_sockets),
-        ]
-    else:
-        groups = [("bind", "http", sockets.insecure_sockets)]
-    for kind, scheme, group in groups:
-        for sock in group:
-            sock.listen(config.backlog)
-            bound.append((kind, sock))
-            binds.append(f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}")
+    per_worker, binds = bind_per_worker(config)
     with metrics_directory() as directory:
-        pool = WorkerPool(config.workers, bound, config_path, directory)  # type: ignore[arg-type]
+        pool = WorkerPool(config.workers, per_worker, config_path, directory)
         tree = Supervisor("canopy-workers")
         grace = config.graceful_timeout + config.shutdown_timeout + 3 * settings.service_grace + 5
         tree.add("workers", pool, grace=grace)
@@ -64,6 +50,56 @@ async def serve_workers(config: Config, settings: Settings, config_path: str | N
             return binds
 
         await run_tree(tree, started=started)
+
+
+def bind_per_worker(config: Config) -> tuple[list[list[tuple[str, socket.socket]]], list[str]]:
+    """Each worker's listening sockets (``(kind, socket)``), and the binds as URLs.
+
+    Every worker gets sockets of its own on the same addresses (``SO_REUSEPORT``,
+    which Hypercorn sets with ``workers > 1``), and the kernel hashes each new
+    connection to one of them. On one shared socket every worker waits in
+    ``accept`` and the first awake takes the connection: the busiest tends to keep
+    winning, and two workers measured no faster than one. The parent keeps its
+    copies, so connections that come for a worker being restarted wait in its
+    socket's backlog. A Unix socket cannot be shared that way: one for all.
+    """
+    sets = [_bind_once(config, None)]
+    for _ in range(config.workers - 1):
+        sets.append(_bind_once(config, sets[0]))
+    binds = []
+    for kind, sock in sets[0]:
+        scheme = "https" if config.ssl_enabled and kind == "bind" else "http"
+        binds.append(f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}")
+    return sets, binds
+
+
+def _bind_once(
+    config: Config, first: list[tuple[str, socket.socket]] | None
+) -> list[tuple[str, socket.socket]]:
+    """One worker's sockets. After the first worker's, on the ports those got (a bind
+    to port 0 picks one) and with the first worker's Unix sockets themselves."""
+    bound: list[tuple[str, socket.socket]] = []
+    # Hypercorn reads `bind` as TLS when TLS is configured (and `insecure_bind` as
+    # plain), else as plain: a worker gets each socket back under the same name.
+    kinds = ["bind", "insecure_bind"] if config.ssl_enabled else ["bind"]
+    for kind in kinds:
+        for index, address in enumerate(getattr(config, kind)):
+            if first is not None:
+                original = [sock for k, sock in first if k == kind][index]
+                if original.family == socket.AF_UNIX:
+                    bound.append((kind, original))
+                    continue
+                address = repr_socket_addr(original.family, original.getsockname())
+            # A copy of the config that binds just this address, through Hypercorn's
+            # own socket set-up (its options, SO_REUSEPORT among them).
+            single = copy.copy(config)
+            single.bind, single.insecure_bind, single.quic_bind = [], [], []
+            setattr(single, kind, [address])
+            created = single.create_sockets()
+            [sock] = [*created.secure_sockets, *created.insecure_sockets]
+            sock.listen(config.backlog)
+            bound.append((kind, sock))
+    return bound
 
 
 @contextlib.contextmanager

@@ -1,9 +1,10 @@
-"""``canopy serve`` with ``workers = N``: N serving processes on one set of sockets.
+"""``canopy serve`` with ``workers = N``: N serving processes on the same addresses.
 
-The parent binds the listening sockets, then runs :class:`WorkerPool`, a service
-whose nursery holds one task per worker process. Each worker is a plain ``canopy
-serve`` (its own supervision tree, its own connections to Redis) that inherits the
-sockets (``--listen-fd``), so the kernel spreads connections over the processes.
+The parent binds listening sockets for each worker (``SO_REUSEPORT``: see
+``bind_per_worker``), then runs :class:`WorkerPool`, a service whose nursery holds
+one task per worker process. Each worker is a plain ``canopy serve`` (its own
+supervision tree, its own connections to Redis) that inherits its sockets
+(``--listen-fd``), and the kernel spreads connections evenly over them.
 
 Shutdown: the pool's ``shutdown()`` closes the parent's copies of the sockets and
 sends SIGTERM to every worker at once; each drains as a single process does (its
@@ -57,7 +58,7 @@ class WorkerPool:
     def __init__(
         self,
         workers: int,
-        sockets: Sequence[tuple[str, socket.socket]],
+        sockets: Sequence[Sequence[tuple[str, socket.socket]]],  # each worker's
         config_path: str | None,
         metrics_dir: str,
         *,
@@ -65,7 +66,9 @@ class WorkerPool:
         backoff: Backoff | None = None,
     ) -> None:
         self.workers = workers
-        self.sockets = list(sockets)
+        if len(sockets) != workers:
+            raise ValueError(f"{workers} workers need {workers} sets of sockets")
+        self.sockets = [list(own) for own in sockets]
         self.config_path = config_path
         self.metrics_dir = metrics_dir
         self.intensity = intensity or RestartIntensity(max_restarts=5, window=30.0)
@@ -91,8 +94,9 @@ class WorkerPool:
                 process.send_signal(signal.SIGTERM)
 
     def _close_sockets(self) -> None:
-        for _kind, sock in self.sockets:
-            sock.close()
+        for own in self.sockets:
+            for _kind, sock in own:
+                sock.close()
 
     async def _keep_running(self, index: int, *, task_status: trio.TaskStatus[None]) -> None:
         restarts: list[float] = []
@@ -114,7 +118,7 @@ class WorkerPool:
             await trio.sleep(self.backoff.delay(self.intensity.recent(restarts, now)))
 
     async def _run_once(self, index: int, task_status: trio.TaskStatus[None]) -> int:
-        fds = [(kind, sock.fileno()) for kind, sock in self.sockets]
+        fds = [(kind, sock.fileno()) for kind, sock in self.sockets[index - 1]]
         # A session of its own: a terminal's Ctrl-C reaches only us, and we forward
         # one SIGTERM (a worker that got both would take them for a forced stop).
         process = await trio.lowlevel.open_process(

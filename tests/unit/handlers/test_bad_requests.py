@@ -16,6 +16,7 @@ SECRET = "query-parameters-test-secret-long-enough"
 CASES = [
     ("/demo/sleep?ms=soon", "ms"),
     ("/demo/sleep?ms=100000", "ms"),
+    ("/demo/work?ms=51", "ms"),
     ("/demo/quote/abc?slow=taxes", "slow"),
     ("/jobs?limit=0", "limit"),
     ("/jobs?limit=ten", "limit"),
