@@ -26,6 +26,7 @@ from canopy.nurseries.jobs import (
     JobStoreError,
     QueueFull,
     TaskRegistry,
+    UnknownQueue,
     UnknownTask,
     check_args,
 )
@@ -226,6 +227,8 @@ class JobsService:
 
     def build(self, req: JobRequest) -> Job:
         spec = self.registry.get(req.task)  # UnknownTask
+        if req.queue:
+            self.registry.check_queue(req.queue)  # UnknownQueue: it would never run
         return spec.new_job(
             req.args,
             run_at=req.run_at if req.run_at is not None else wall_time() + req.delay,
@@ -358,6 +361,8 @@ def create_blueprint(service: JobsService, issuer: TokenIssuer | None = None) ->
             job, _created = await service.enqueue(req)
         except UnknownTask as exc:
             raise ApiError(422, "unknown_task", f"no task named {exc}", field="task") from None
+        except UnknownQueue as exc:
+            raise ApiError(422, "invalid_field", str(exc), field="queue") from None
         except JobStoreError as exc:
             raise _store_error(exc) from None
         return _job_body(job), 202, {"Location": f"/jobs/{job.id}"}
@@ -379,6 +384,8 @@ def create_blueprint(service: JobsService, issuer: TokenIssuer | None = None) ->
             results = await service.enqueue_many(requests)
         except UnknownTask as exc:
             raise ApiError(422, "unknown_task", f"no task named {exc}", field="task") from None
+        except UnknownQueue as exc:
+            raise ApiError(422, "invalid_field", str(exc), field="queue") from None
         out: list[dict[str, Any]] = []
         for result in results:
             if isinstance(result, tuple):

@@ -12,13 +12,22 @@ from ._job import Job, _with_fields, new_job_id
 from ._retry import RetryPolicy
 from ._state import JobState
 
-__all__ = ["DuplicateTask", "TaskRegistry", "TaskSpec", "UnknownTask"]
+__all__ = ["DuplicateTask", "TaskRegistry", "TaskSpec", "UnknownQueue", "UnknownTask"]
 
 TaskFunction = Callable[..., Awaitable[Any]]
 
 
 class UnknownTask(LookupError):
     """No task is registered under that name (an enqueue of it is refused)."""
+
+
+class UnknownQueue(ValueError):
+    """No task of the registry runs on that queue, nor was it declared: a job put
+    there would never run (an enqueue of it is refused)."""
+
+    def __init__(self, queue: str, known: list[str]) -> None:
+        super().__init__(f"queue: no runner takes jobs from {queue!r} (queues: {', '.join(known)})")
+        self.queue = queue
 
 
 class DuplicateTask(ValueError):
@@ -95,6 +104,29 @@ class TaskRegistry:
 
     def __init__(self) -> None:
         self._specs: dict[str, TaskSpec] = {}
+        self._queues: dict[str, int | None] = {"default": None}
+
+    def queue(self, name: str, *, concurrency: int | None = None) -> None:
+        """Declare queue ``name``, and how many of its jobs a process runs at once
+        (None: the runner's default). Each queue has a runner of its own, so the jobs
+        of one (slow calls to a payment gateway, say) never take the others' turns,
+        and a queue of CPU-heavy jobs can be held to a few at a time."""
+        if not name:
+            raise ValueError("a queue's name must not be empty")
+        if concurrency is not None and concurrency < 1:
+            raise ValueError("a queue's concurrency must be at least 1")
+        if self._queues.get(name) not in (None, concurrency):
+            raise ValueError(f"queue {name!r} is declared already, with another concurrency")
+        self._queues[name] = concurrency
+
+    def queues(self) -> dict[str, int | None]:
+        """Every queue a runner must take jobs from: ``default``, those declared, and
+        each task's; with its concurrency (None: the runner's default)."""
+        return dict(self._queues)
+
+    def check_queue(self, name: str) -> None:
+        if name not in self._queues:
+            raise UnknownQueue(name, sorted(self._queues))
 
     def task(
         self,
@@ -127,6 +159,7 @@ class TaskRegistry:
                 events,
             )
             self._specs[name] = spec
+            self._queues.setdefault(queue, None)
             return function
 
         return register

@@ -14,7 +14,8 @@ Shape of :meth:`JobRunner.run`::
 Claiming: as many jobs as there are free slots, again as soon as a slot frees (its
 outcome written) or this process enqueues (``store.on_enqueued``); when the queue
 is empty, polling for what other processes enqueue: ``min_poll`` after a claim that
-found jobs, doubling while the queue stays empty up to ``poll_interval``.
+found jobs, doubling while the queue stays empty up to ``poll_interval``. None while
+the process's resident memory is over ``memory_limit``.
 
 Error handling: what a task raises becomes a retry (after the policy's backoff) or,
 past its attempts, a dead letter with the error and traceback. A timeout is a
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import traceback
 import uuid
@@ -46,7 +48,7 @@ from ._retry import RetryPolicy
 from ._state import JobState
 from ._store import JobStore, JobStoreError
 
-__all__ = ["JobContext", "JobRunner", "Notify"]
+__all__ = ["JobContext", "JobRunner", "Notify", "resident_memory"]
 
 log = logging.getLogger("canopy.jobs")
 
@@ -86,6 +88,19 @@ async def _tell(notify: Notify | None, job_id: str, event: dict[str, Any]) -> No
         log.exception("could not publish an event of job %s", job_id)
 
 
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_memory() -> int:
+    """This process's resident memory in bytes, from /proc (0 where there is none: no
+    bound can hold there)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 @dataclass(eq=False)
 class _Running:
     job: Job
@@ -98,7 +113,7 @@ class JobRunner:
     store: JobStore
     registry: TaskRegistry
     queue: str = "default"
-    concurrency: int = 64
+    concurrency: int = 1000  # jobs that wait cost a task each; memory_limit bounds the rest
     lease: float = 10.0
     sweep_interval: float = 1.0
     poll_interval: float = 0.05
@@ -107,6 +122,11 @@ class JobRunner:
     # each time and sit idle between batches.
     min_poll: float = 0.002
     grace: float = 5.0
+    # Claim no more while this process's resident memory is over this many bytes
+    # (None: no bound): jobs that wait cost a task each, so ``concurrency`` can be
+    # high, and this is what keeps a flood of big ones from taking the process down.
+    memory_limit: int | None = None
+    memory: Callable[[], int] = field(default_factory=lambda: resident_memory)
     notify: Notify | None = None
     # Entered around each run of a task, with its job: the server's tracing opens the
     # job's span here (from the trace context in its headers). None costs nothing.
@@ -223,6 +243,12 @@ class JobRunner:
         wait = self.min_poll
         while not self._stop.is_set():
             free = self.concurrency - len(self._running) - self._reserved
+            if free > 0 and self._over_memory():
+                # Looked at again as jobs end, and at the poll interval: memory can
+                # also fall with no job of ours ending.
+                with trio.move_on_after(self.poll_interval):
+                    await self._claimer.park()
+                continue
             if free <= 0:
                 await self._claimer.park()
                 continue
@@ -243,6 +269,9 @@ class JobRunner:
                     with trio.move_on_after(wait):
                         await self._claimer.park()
                 wait = self.min_poll if claimed else min(2 * wait, self.poll_interval)
+
+    def _over_memory(self) -> bool:
+        return self.memory_limit is not None and self.memory() > self.memory_limit
 
     def _start(self, claimed: list[Job]) -> None:
         """Hand claimed jobs to the workers (see ``_work`` for how many are called)."""
@@ -370,7 +399,7 @@ class JobRunner:
             # the same write while the runner is claiming: one commit per batch of
             # jobs instead of two (a finish, then the claim it woke).
             want = 0
-            if self._jobs is not None and not self._stop.is_set():
+            if self._jobs is not None and not self._stop.is_set() and not self._over_memory():
                 want = max(0, self.concurrency - len(self._running) - self._reserved + len(batch))
             self._reserved += want
             try:

@@ -132,6 +132,19 @@ class App(CanopyApp):
 
         return declare
 
+    def queue(self, name: str, *, concurrency: int) -> None:
+        """Declare a job queue whose jobs one process runs at most ``concurrency`` at a
+        time (tasks name it: ``@app.task(..., queue=name)``). Every queue has a runner
+        of its own, so a queue of slow or CPU-heavy jobs never holds back another's;
+        queues not declared run up to ``CANOPY_JOB_CONCURRENCY`` at once."""
+        try:
+            TaskRegistry().queue(name, concurrency=concurrency)  # its checks, now
+        except ValueError as exc:
+            raise AppError(f"queue {name!r}: {exc}") from None
+        if name in self.declared.queues:
+            raise AppError(f"queue {name!r} is declared twice")
+        self.declared.queues[name] = concurrency
+
     def periodic(
         self,
         name: str,

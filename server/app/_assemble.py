@@ -119,6 +119,8 @@ def _topics(
 
 def _registry(declared: Declared) -> TaskRegistry:
     registry = TaskRegistry()
+    for name, concurrency in declared.queues.items():
+        registry.queue(name, concurrency=concurrency)
     for task in declared.tasks.values():
         task.register(registry)
     return registry

@@ -151,6 +151,7 @@ class Declared:
     services: dict[str, ServiceDecl] = field(default_factory=dict)
     capabilities: list[Any] = field(default_factory=list)
     anonymous_operations: list[str] = field(default_factory=list)
+    queues: dict[str, int] = field(default_factory=dict)  # name -> its concurrency
 
     def add_task(self, task: Task) -> None:
         _add_once(self.tasks, "task", task.name, task, task.function)

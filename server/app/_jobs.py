@@ -43,20 +43,26 @@ def add_runner(
     notify: Notify | None,
     tracing: Tracing | None,
 ) -> None:
-    """The runner, then the scheduler when there are schedules: started last, after
+    """A runner per queue, then the scheduler when there are schedules: started last, after
     everything a task may use, and so stopped first. Every process that runs jobs
     follows the schedules (each tick is enqueued once, by whichever gets there first)."""
-    runner = JobRunner(
-        store,
-        registry,
-        concurrency=settings.job_concurrency,
-        lease=settings.job_lease,
-        poll_interval=settings.job_poll_interval,
-        grace=settings.service_grace,
-        notify=notify,
-        instrument=tracing.job if tracing is not None else None,
-    )
-    services.add("job_runner", runner, grace=settings.service_grace + 1)
+    memory_limit = settings.job_memory_limit * 2**20 or None
+    for queue, concurrency in registry.queues().items():
+        runner = JobRunner(
+            store,
+            registry,
+            queue=queue,
+            concurrency=concurrency or settings.job_concurrency,
+            lease=settings.job_lease,
+            poll_interval=settings.job_poll_interval,
+            grace=settings.service_grace,
+            memory_limit=memory_limit,
+            notify=notify,
+            instrument=tracing.job if tracing is not None else None,
+        )
+        # One runner per queue: a queue's jobs never wait for another's to end.
+        name = "job_runner" if queue == "default" else f"job_runner:{queue}"
+        services.add(name, runner, grace=settings.service_grace + 1)
     if schedules:
         scheduler = PeriodicScheduler(store, registry, list(schedules))
         services.add("scheduler", scheduler, grace=settings.service_grace)

@@ -309,7 +309,18 @@ class Settings:
     run_jobs: bool = setting(
         True, _boolean, "run jobs in the server too (false: leave them to 'canopy worker')"
     )
-    job_concurrency: int = setting(64, _positive_int, "jobs run at once by this process")
+    job_concurrency: int = setting(
+        1000,
+        _positive_int,
+        "jobs of one queue run at once by this process (a queue declared with its own "
+        "concurrency has that instead)",
+    )
+    job_memory_limit: int = setting(
+        1024,
+        _non_negative_int,
+        "MiB of resident memory past which this process claims no more jobs until it is "
+        "back under (0: no bound)",
+    )
     job_lease: float = setting(
         10.0, _positive_float, "seconds a claimed job stays leased without a heartbeat"
     )

@@ -118,11 +118,13 @@ def test_public_api_is_pinned() -> None:
             "SQLiteJobStore",
             "TaskRegistry",
             "TaskSpec",
+            "UnknownQueue",
             "UnknownTask",
             "can_transition",
             "check_args",
             "new_job_id",
             "next_tick",
+            "resident_memory",
             "tick_key",
         ]
     )

@@ -99,14 +99,39 @@ async def test_an_enqueue_may_set_its_own_run_at_timeout_and_attempts(tmp_path: 
         assert await server.stop() == 0
 
 
+QUEUED_APP = """
+import canopy
+from canopy import capabilities
+
+app = canopy.App("queued")
+app.include(capabilities.jobs_api)
+app.allow_anonymous("jobs:enqueue:*")
+app.queue("mail", concurrency=4)
+
+
+@app.task("mail.send", queue="mail")
+async def send(args):
+    return args
+
+
+@app.task("echo")
+async def echo(args):
+    return args
+"""
+
+
 async def test_queue_depth_for_an_autoscaler(tmp_path: Path) -> None:
-    write_config(tmp_path)
-    async with running_server(tmp_path, env={"CANOPY_RUN_JOBS": "false"}) as server:
+    (tmp_path / "queued.py").write_text(QUEUED_APP)
+    serve = [sys.executable, "-m", "canopy", "serve", "queued:app", "--bind", "127.0.0.1:0"]
+    env = {"CANOPY_RUN_JOBS": "false"}
+    async with running_server(tmp_path, argv=serve, env=env, showcase=False) as server:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
             assert (await client.get("/jobs/queues")).json() == {"queues": {}}
-            for queue in ("default", "default", "mail"):
-                body = {"task": "demo.echo", "queue": queue}
-                assert (await client.post("/jobs", json=body)).status_code == 202
+            for task in ("echo", "echo", "mail.send"):
+                assert (await client.post("/jobs", json={"task": task})).status_code == 202
+            # A queue no runner takes: the job would wait for ever.
+            lost = await client.post("/jobs", json={"task": "echo", "queue": "mial"})
+            assert (lost.status_code, lost.json()["field"]) == (422, "queue")
             await trio.sleep(0.2)
             queues = (await client.get("/jobs/queues")).json()["queues"]
             assert {name: q["waiting"] for name, q in queues.items()} == {"default": 2, "mail": 1}

@@ -7,6 +7,7 @@ import itertools
 import math
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from canopy.nurseries.jobs import (
     JobStore,
     RetryPolicy,
     TaskRegistry,
+    UnknownQueue,
+    resident_memory,
 )
 from canopy.server.app._capability import hub_publisher
 from canopy.server.app._jobs import notify_for
@@ -683,3 +686,67 @@ async def test_the_outcome_handed_over_as_the_runner_stops_is_written(
         send.close()  # in the same tick, as the runner does once the jobs are over
     written = await store.get(job.id)
     assert written is not None and written.state is JobState.SUCCEEDED and written.result == 1
+
+
+async def test_no_claims_while_the_process_is_over_its_memory_bound(
+    store: JobStore, nursery: Any
+) -> None:
+    registry = TaskRegistry()
+    counts = count_at_once(registry, "work", lambda n: 0.0)
+    resident = {"bytes": 300}
+    worker = runner(store, registry, memory_limit=200, memory=lambda: resident["bytes"])
+    await nursery.start(worker.run)
+    jobs = [await store.enqueue(registry.get("work").new_job({"n": n})) for n in range(5)]
+    await trio.sleep(0.3)  # fifteen poll intervals
+    assert counts["most"] == 0
+    states = [(await store.get(job.id)).state for job, _ in jobs]  # type: ignore[union-attr]
+    assert states == [JobState.QUEUED] * 5
+    resident["bytes"] = 100  # back under: claimed at the next look
+    for job, _ in jobs:
+        await wait_for_state(store, job.id, JobState.SUCCEEDED)
+
+
+def test_resident_memory_is_read_from_proc() -> None:
+    measured = resident_memory()
+    if not Path("/proc/self/statm").exists():
+        assert measured == 0
+        return
+    ballast = bytearray(64 * 2**20)  # touched: resident
+    assert resident_memory() >= measured + 60 * 2**20
+    del ballast
+
+
+async def test_a_runner_takes_only_its_own_queues_jobs(store: JobStore, nursery: Any) -> None:
+    registry = TaskRegistry()
+    counts = count_at_once(registry, "work", lambda n: 0.0)
+    registry.queue("slow", concurrency=2)
+    default, slow = runner(store, registry), runner(store, registry, queue="slow", concurrency=2)
+    await nursery.start(default.run)
+    spec = registry.get("work")
+    on_slow = [await store.enqueue(spec.new_job({"n": n}, queue="slow")) for n in range(3)]
+    on_default = await store.enqueue(spec.new_job({"n": 9}))
+    await wait_for_state(store, on_default[0].id, JobState.SUCCEEDED)
+    await trio.sleep(0.2)
+    states = [(await store.get(job.id)).state for job, _ in on_slow]  # type: ignore[union-attr]
+    assert states == [JobState.QUEUED] * 3
+    await nursery.start(slow.run)
+    for job, _ in on_slow:
+        await wait_for_state(store, job.id, JobState.SUCCEEDED)
+    assert counts["most"] >= 1
+
+
+def test_queues_are_the_tasks_and_the_declared_ones() -> None:
+    registry = TaskRegistry()
+    registry.queue("cpu", concurrency=2)
+
+    @registry.task("mail", queue="mail")
+    async def mail(args: dict[str, Any]) -> None: ...
+
+    assert registry.queues() == {"default": None, "cpu": 2, "mail": None}
+    registry.check_queue("mail")
+    with pytest.raises(UnknownQueue, match="'nowhere'"):
+        registry.check_queue("nowhere")
+    with pytest.raises(ValueError, match="at least 1"):
+        registry.queue("none", concurrency=0)
+    with pytest.raises(ValueError, match="another concurrency"):
+        registry.queue("cpu", concurrency=3)
