@@ -9,7 +9,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from canopy.handlers.orders import OrderStore
+from canopy.handlers.orders import OrderStore, SimulatedGateway
 from canopy.handlers.orders._model import Order, OrderState
 from canopy.nurseries import PRUNE_BATCH, follow_trio_clock
 
@@ -72,3 +72,17 @@ async def test_without_a_retention_every_order_stays(
             await trio.sleep(10 * 365 * 86400)
             assert await store.prune() == 0 and await store.get(confirmed) is not None
             nursery.cancel_scope.cancel()
+
+
+async def test_the_simulated_gateway_forgets_charges_past_its_memory(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gateway = SimulatedGateway(remember=600.0)
+    first = await gateway.charge(100, "EUR", "order-1:charge")
+    assert await gateway.charge(100, "EUR", "order-1:charge") == first  # a retry
+    await trio.sleep(300)
+    await gateway.charge(100, "EUR", "order-2:charge")
+    assert set(gateway.charged) == {"order-1:charge", "order-2:charge"}
+    await trio.sleep(301)
+    await gateway.charge(100, "EUR", "order-3:charge")  # order-1's is 601 s old
+    assert set(gateway.charged) == {"order-2:charge", "order-3:charge"}
