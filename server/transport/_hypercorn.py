@@ -25,6 +25,10 @@ A WebSocket handshake accepts permessage-deflate only when the setting
 ``websocket_compression`` is on, and then without context takeover
 (``CanopyWSStream.handle``, with ``Handshake`` and ``Handshake.accept`` rebound).
 
+When a WebSocket stream closes, it closes its wsproto parser, a generator that would
+otherwise keep the connection's frame protocol in a reference cycle
+(``CanopyWSStream._release_parser``).
+
 The transport also relies on how ``H11Protocol`` waits for its reader
 (``context.event_class``), on its ``keep_alive_requests`` and ``stream`` (the
 drain) and on ``WSStream``'s state. tests/unit/server/test_hypercorn_overrides.py pins the
@@ -42,7 +46,7 @@ import h2.events as h2_events
 import h2.settings as h2_settings
 from hypercorn.events import Closed, Updated
 from hypercorn.protocol import ProtocolWrapper, h2, h11
-from hypercorn.protocol.events import Body, Data, EndBody
+from hypercorn.protocol.events import Body, Data, EndBody, StreamClosed
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, Handshake, WSStream
 from wsproto.connection import ConnectionState
 from wsproto.events import TextMessage
@@ -120,10 +124,27 @@ class CanopyWSStream(WSStream):
     _handle_deflate = _rebound(WSStream.handle, Handshake=_DeflateWithoutContext)
 
     async def handle(self, event: Any) -> None:
-        if getattr(self.config, "websocket_compression", False):
-            await self._handle_deflate(event)
-        else:
-            await self._handle_uncompressed(event)
+        try:
+            if getattr(self.config, "websocket_compression", False):
+                await self._handle_deflate(event)
+            else:
+                await self._handle_uncompressed(event)
+        finally:
+            if isinstance(event, StreamClosed):
+                self._release_parser()
+
+    def _release_parser(self) -> None:
+        """wsproto's ``FrameProtocol`` keeps its parser as a generator whose frame
+        holds the protocol: a reference cycle. A connection that ends with a close
+        frame finishes the generator; one that is dropped leaves it suspended, so
+        the protocol and its buffers wait for the cyclic collector, and a connection
+        that outlived a middle collection has been frozen (``CollectorPacer``): never
+        freed at all. Closing the generator when the stream closes breaks the cycle,
+        and refcounting frees the rest."""
+        protocol = getattr(getattr(self, "connection", None), "_proto", None)
+        parser = getattr(protocol, "_parse_more", None)
+        if parser is not None:
+            parser.close()
 
     async def app_send(self, message: Any) -> None:
         if message is None or message["type"] != FRAMES_EXTENSION:

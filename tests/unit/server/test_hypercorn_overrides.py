@@ -19,8 +19,9 @@ from canopy.server.transport._hypercorn import _rebound
 from canopy.testing import serve_app
 from tests.upstream import digest, resolve
 
-# Hypercorn 0.18.0's source of each function the overrides run as their own or rely on
-# (see the module's docstring); a new release that changes one must be read first.
+# Hypercorn 0.18.0's (and wsproto's) source of each function the overrides run as their
+# own or rely on (see the module's docstring); a new release that changes one must be
+# read first.
 UPSTREAM = {
     "hypercorn.protocol.h11.H11Protocol.__init__": "c7c989fd6a352626",
     "hypercorn.protocol.h11.H11Protocol._create_stream": "a2338a57ab343908",
@@ -37,6 +38,10 @@ UPSTREAM = {
     "hypercorn.protocol.ws_stream.WSStream.handle": "743209f49012b8c7",
     "hypercorn.protocol.ws_stream.Handshake.__init__": "2340bc6044f1de62",
     "hypercorn.protocol.ws_stream.Handshake.accept": "e163533bf7919793",
+    # wsproto 1.3.2's: the parser generator that CanopyWSStream._release_parser closes.
+    "wsproto.frame_protocol.FrameProtocol.__init__": "037e847db237d081",
+    "wsproto.frame_protocol.FrameProtocol._parse_more_gen": "f3406393dd7097ce",
+    "wsproto.connection.Connection.__init__": "2aa4c1439d32bd59",
 }
 
 
