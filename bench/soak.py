@@ -622,7 +622,9 @@ def report_growth(snapshots: Path) -> None:
     total = sum(stat.size_diff for stat in grown)
     print(f"  tracemalloc: {total / 1024:+.0f} KiB traced between the two snapshots; the most:")
     for stat in grown[:20]:
-        where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in stat.traceback)
+        # Allocated where, then called from where (a Traceback runs oldest first).
+        frames = reversed(stat.traceback)
+        where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames)
         print(f"    {stat.size_diff / 1024:+9.0f} KiB {stat.count_diff:+8d}  {where}")
 
 
