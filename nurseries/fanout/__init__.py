@@ -11,6 +11,7 @@ from ._broker import Broker, BrokerUnavailable
 from ._history import Message, Presence, Replay, TopicLog
 from ._hub import Hub
 from ._hub_errors import HubClosed, HubError, TooManySubscriptions, TooManyTopics
+from ._relay import RelayBusy, RelayClient, RelayListener, RelayUnavailable
 from ._subscription import CloseReason, Item, Sink, SubscriberGone, Subscription
 from ._topics import (
     MAX_TOPIC_LENGTH,
@@ -35,6 +36,10 @@ __all__ = [
     "Item",
     "Message",
     "Presence",
+    "RelayBusy",
+    "RelayClient",
+    "RelayListener",
+    "RelayUnavailable",
     "Replay",
     "Sink",
     "SlowConsumerPolicy",

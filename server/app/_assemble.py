@@ -1,13 +1,14 @@
 """Assembling an app: its declarations and the loaded settings become a supervision tree.
 
 Shape, serving (a worker has no access log, metrics or routes, and a hub only on a
-shared broker; ``canopy jobs`` runs the job store alone)::
+shared broker, else the relay's client; ``canopy jobs`` runs the job store alone)::
 
     Supervisor "canopy"
       services                      stopped in reverse, each within its grace
         access_log
         redis connections           when a store or broker is on Redis
         hub                         fan-out
+        event_relay                 on the memory broker: other processes' events in
         job_store
         <each capability's services, in the order they were included>
         <the app's own services>
@@ -32,6 +33,7 @@ from canopy.handlers import health
 from canopy.handlers.jobs import JobsService
 from canopy.handlers.topics import TopicsService
 from canopy.nurseries import InflightLimit, Supervisor
+from canopy.nurseries.fanout import RelayClient, RelayListener
 from canopy.nurseries.jobs import DuplicateTask, TaskRegistry
 
 from ..config._settings import Settings
@@ -46,6 +48,8 @@ from ._jobs import add_runner, add_store, notify_for, schedules_for
 from ._process import CollectorPacer
 from ._redis import RedisConnections
 from ._topics import add_topics
+
+RELAY_SOCKET = "events.sock"  # in the data directory: a worker's events to the web tier
 
 __all__ = ["assemble"]
 
@@ -79,8 +83,18 @@ def assemble(app: CanopyApp, declared: Declared, settings: Settings, mode: Mode)
     )
     if runtime.metrics is not None:
         runtime.metrics.store = store
+    relay = _relay(mode, services, settings, runtime.topics)
     assembly = Assembly(
-        app, settings, mode, services, redis, runtime.jobs, registry, runtime.topics, runtime
+        app,
+        settings,
+        mode,
+        services,
+        redis,
+        runtime.jobs,
+        registry,
+        runtime.topics,
+        runtime,
+        relay,
     )
     for capability in declared.capabilities:
         _install(capability, assembly, declared)
@@ -88,9 +102,8 @@ def assemble(app: CanopyApp, declared: Declared, settings: Settings, mode: Mode)
     schedules = schedules_for(declared.periodic, settings, registry)
     if mode is Mode.WORKER or (serving and settings.run_jobs):
         observe = runtime.metrics.job_event if runtime.metrics else None
-        # A worker has a hub only on a shared broker: its jobs' events reach the web
-        # tier's subscribers through it. On the memory broker they would reach no one
-        # (see _topics), and the worker says so when it starts.
+        # A worker's jobs' events reach the web tier's subscribers through the shared
+        # broker, or on the memory broker through the relay to the web tier's hub.
         publish = assembly.publisher()
         notify = notify_for(publish, observe, registry)
         add_runner(
@@ -115,6 +128,24 @@ def _topics(
     if mode is Mode.ADMIN or (mode is Mode.WORKER and settings.broker.startswith("memory://")):
         return None
     return add_topics(services, settings, redis, declared.topics, declared.anonymous_operations)
+
+
+def _relay(
+    mode: Mode, services: Supervisor, settings: Settings, topics: TopicsService | None
+) -> RelayClient | None:
+    """On the memory broker the web tier's hub owns the topics: it listens for other
+    processes' events on ``events.sock`` in the data directory (after the hub in the
+    tree, so stopped before it), and a worker publishes through it."""
+    if not settings.broker.startswith("memory://") or mode is Mode.ADMIN:
+        return None
+    path = settings.data_path / RELAY_SOCKET
+    if mode is Mode.WORKER:
+        client = RelayClient(path)
+        services.add("event_relay", client, grace=settings.service_grace)
+        return client
+    assert topics is not None
+    services.add("event_relay", RelayListener(topics.hub, path), grace=settings.service_grace)
+    return None
 
 
 def _registry(declared: Declared) -> TaskRegistry:

@@ -19,7 +19,7 @@ from quart import Blueprint
 from canopy.handlers.jobs import JobsService
 from canopy.handlers.topics import TopicsService
 from canopy.nurseries import RepeatingFailure, RestartPolicy, Service, Supervisor
-from canopy.nurseries.fanout import Hub, HubError
+from canopy.nurseries.fanout import Hub, HubError, RelayClient, RelayUnavailable
 from canopy.nurseries.jobs import TaskRegistry
 
 from ..config._settings import Settings
@@ -28,7 +28,7 @@ from ._redis import RedisConnections
 if TYPE_CHECKING:
     from ..pipeline._app import CanopyApp, Runtime
 
-__all__ = ["Assembly", "Mode", "Publish", "hub_publisher"]
+__all__ = ["Assembly", "Mode", "Publish", "hub_publisher", "relay_publisher"]
 
 log = logging.getLogger("canopy.events")
 
@@ -61,6 +61,8 @@ class Assembly:
     registry: TaskRegistry
     topics: TopicsService | None  # None in a worker whose broker is its own memory
     runtime: Runtime  # the tree, the in-flight bound, the metrics (a serving process's)
+    # Such a worker's way to the web tier's hub (nurseries/fanout/_relay.py).
+    relay: RelayClient | None = None
 
     @property
     def serving(self) -> bool:
@@ -91,8 +93,13 @@ class Assembly:
             self.app.register_blueprint(blueprint)
 
     def publisher(self) -> Publish | None:
-        """Events to the hub, where there is one to reach subscribers."""
-        return None if self.topics is None else hub_publisher(self.topics.hub)
+        """Events to the hub that reaches subscribers: this process's, or, in a worker
+        on the memory broker, the web tier's through the relay."""
+        if self.topics is not None:
+            return hub_publisher(self.topics.hub)
+        if self.relay is not None:
+            return relay_publisher(self.relay)
+        return None
 
 
 def hub_publisher(hub: Hub) -> Publish:
@@ -105,6 +112,23 @@ def hub_publisher(hub: Hub) -> Publish:
         try:
             await hub.publish(topic, data)
         except HubError as exc:
+            failures.failed(f"{topic}: {exc}")
+        else:
+            failures.succeeded()
+
+    return publish
+
+
+def relay_publisher(relay: RelayClient) -> Publish:
+    """Events to the web tier's hub through the relay: one that cannot be handed over
+    (the web tier is not running) costs the event, never the work, and is logged."""
+
+    failures = RepeatingFailure(log, "events not published")
+
+    async def publish(topic: str, data: dict[str, Any]) -> None:
+        try:
+            await relay.publish(topic, data)
+        except (RelayUnavailable, ValueError) as exc:
             failures.failed(f"{topic}: {exc}")
         else:
             failures.succeeded()

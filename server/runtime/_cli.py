@@ -8,6 +8,7 @@ from functools import partial
 
 import click
 
+from ..app._assemble import RELAY_SOCKET
 from ..app._capability import Mode
 from ..config._settings import ENV_PREFIX, Settings, describe, section_prefix
 from ..observe._logging import configure_logging
@@ -84,11 +85,9 @@ def worker_command(app_given: str | None, config_path: str | None) -> None:
     boot_or_exit(app, spec, settings, Mode.WORKER)
     log = logging.getLogger("canopy")
     if app.runtime.topics is None:
-        log.warning(
-            "canopy worker on the memory broker: the events its jobs publish (jobs.{id}, "
-            "and any topic a task publishes to) reach no subscriber of the web tier; "
-            "set CANOPY_BROKER to the Redis URL the web tier uses",
-            extra={"broker": settings.broker},
+        log.info(
+            "events to the web tier's hub through its relay socket",
+            extra={"socket": str(settings.data_path / RELAY_SOCKET)},
         )
     tree = app.runtime.tree
     run_process(settings, partial(run_tree, tree, started=lambda: log.info("worker started")))

@@ -18,6 +18,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 from canopy.handlers.topics import TokenIssuer
+from canopy.handlers.topics.client import TopicMessage, connect_topics
 from tests.processes import running_server, write_config
 from tests.redis_server import RedisServer
 
@@ -244,23 +245,25 @@ async def test_separate_worker_runs_jobs_and_hears_a_cancel_over_http(tmp_path: 
         assert await web.stop() == 0
 
 
+@pytest.mark.parametrize("broker", ["redis", "memory"])
 async def test_a_separate_workers_job_events_reach_the_web_tiers_subscribers(
-    tmp_path: Path, redis_server: RedisServer
+    tmp_path: Path, broker: str, request: pytest.FixtureRequest
 ) -> None:
-    """On a shared broker, a ``canopy worker``'s jobs publish their events through it:
-    a WebSocket subscriber of the web tier hears them live, and they are in the
-    topic's history there. (The worker published nothing before: it had no hub.)"""
+    """A ``canopy worker``'s jobs publish their events where the web tier's
+    subscribers hear them live and find them in the topic's history: through a shared
+    Redis broker, or on the memory broker through the web tier's relay socket (the
+    worker published nothing before: it had no hub)."""
     write_config(tmp_path)
-    shared = {
-        "CANOPY_BROKER": redis_server.url,
-        "CANOPY_REDIS_PREFIX": f"events-{uuid.uuid4().hex[:8]}",
-        "CANOPY_TOPICS_SECRET": SECRET,
-    }
+    shared = {"CANOPY_TOPICS_SECRET": SECRET}
+    if broker == "redis":
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        shared["CANOPY_BROKER"] = redis.url
+        shared["CANOPY_REDIS_PREFIX"] = f"events-{uuid.uuid4().hex[:8]}"
     worker_argv = [sys.executable, "-m", "canopy", "worker"]
     token = TokenIssuer(SECRET).issue("watcher", subscribe=["jobs.*"])
     async with (
         running_server(tmp_path, env={**shared, "CANOPY_RUN_JOBS": "false"}) as web,
-        running_server(tmp_path, env=shared, argv=worker_argv, wait_for="worker started"),
+        running_server(tmp_path, env=shared, argv=worker_argv, wait_for="worker started") as worker,
     ):
         url = f"ws://127.0.0.1:{web.port}/ws?token={token}"
         async with (
@@ -283,18 +286,83 @@ async def test_a_separate_workers_job_events_reach_the_web_tiers_subscribers(
             )
             states = [m["data"]["state"] for m in history.json()["messages"]]
             assert states == ["running", "succeeded"]
-    assert not [e for e in web.logs if e.get("level") == "error"]
+    assert not [e for e in web.logs + worker.logs if e.get("level") == "error"]
+    assert not [e for e in worker.logs if "not published" in e.get("msg", "")]
+    if broker == "memory":
+        (said,) = [e for e in worker.logs if "relay socket" in e.get("msg", "")]
+        assert said["socket"].endswith("events.sock")
 
 
-async def test_a_worker_on_the_memory_broker_says_its_events_reach_no_one(
+ORDER_STATES = ["pending", "reserved", "paid", "confirmed"]
+ORDERS = 30
+
+
+async def test_orders_a_worker_steps_reach_subscribers_in_order_through_a_sigkill(
     tmp_path: Path,
 ) -> None:
+    """The web tier takes orders, a separate worker runs their steps, and is killed
+    mid-run; another takes over. A subscriber of ``orders.*`` on the web tier hears
+    every order's states in order, each topic's offsets without a gap, to confirmed.
+    On the memory broker (this test) the worker's events come through the relay."""
     write_config(tmp_path)
+    common = {"CANOPY_TOPICS_SECRET": SECRET, "CANOPY_JOB_LEASE": "1"}
+    slow = {**common, "CANOPY_ORDERS_PAYMENT_LATENCY": "0.3"}  # time to be killed in
     worker_argv = [sys.executable, "-m", "canopy", "worker"]
-    async with running_server(tmp_path, argv=worker_argv, wait_for="worker started") as worker:
-        assert await worker.stop() == 0
-    (warning,) = [e for e in worker.logs if "memory broker" in e.get("msg", "")]
-    assert "reach no subscriber" in warning["msg"] and warning["level"] == "warning"
+    token = TokenIssuer(SECRET).issue("watcher", subscribe=["orders.*"])
+    heard: dict[str, list[tuple[int, str]]] = {}
+    async with running_server(tmp_path, env={**common, "CANOPY_RUN_JOBS": "false"}) as web:
+        base = f"http://127.0.0.1:{web.port}"
+        async with (
+            connect_topics(f"ws://127.0.0.1:{web.port}/ws", token=token) as topics,
+            topics.subscribe("orders.*") as subscription,
+            httpx.AsyncClient(base_url=base) as client,
+            trio.open_nursery() as nursery,
+        ):
+            some_paid, all_confirmed = trio.Event(), trio.Event()
+
+            async def listen() -> None:
+                async for event in subscription:
+                    if isinstance(event, TopicMessage):
+                        state = event.data["state"]
+                        heard.setdefault(event.topic, []).append((event.offset, state))
+                        if state == "paid":
+                            some_paid.set()
+                        confirmed = sum(1 for e in heard.values() if e[-1][1] == "confirmed")
+                        if confirmed == ORDERS:
+                            all_confirmed.set()
+
+            nursery.start_soon(listen)
+            assert (await client.put("/stock/pear", json={"available": 100})).status_code == 200
+            item = {"sku": "pear", "quantity": 1, "unit_price": 100}
+            ids: list[str] = []
+            for n in range(ORDERS):
+                body = {"customer": f"c{n}", "currency": "EUR", "items": [item]}
+                placed = await client.post(
+                    "/orders", json=body, headers={"Idempotency-Key": f"o{n}"}
+                )
+                assert placed.status_code == 202
+                ids.append(placed.json()["id"])
+            async with running_server(
+                tmp_path, env=slow, argv=worker_argv, wait_for="worker started"
+            ) as first:
+                with trio.fail_after(10):  # some orders charged, not all
+                    await some_paid.wait()
+                first.signal(signal.SIGKILL)
+                assert await first.wait() == -signal.SIGKILL
+            async with running_server(
+                tmp_path, env=common, argv=worker_argv, wait_for="worker started"
+            ) as second:
+                with trio.fail_after(30):
+                    await all_confirmed.wait()
+                assert await second.stop() == 0
+            nursery.cancel_scope.cancel()
+        assert await web.stop() == 0
+    assert sorted(heard) == sorted(f"orders.{order_id}" for order_id in ids)
+    for topic, events in heard.items():
+        offsets = [offset for offset, _ in events]
+        assert offsets == list(range(1, len(offsets) + 1)), (topic, events)  # no gap
+        states = [ORDER_STATES.index(state) for _, state in events]
+        assert states == sorted(states) and events[-1][1] == "confirmed", (topic, events)
 
 
 async def test_sigkilled_workers_lose_no_job(tmp_path: Path) -> None:
