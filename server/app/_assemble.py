@@ -70,6 +70,7 @@ def assemble(app: CanopyApp, declared: Declared, settings: Settings, mode: Mode)
         services.add("access_log", runtime.access_log, grace=1.0)
     redis = RedisConnections(services, settings)
     runtime.topics = _topics(declared, mode, services, settings, redis)
+    relay = _relay(mode, services, settings, runtime.topics)
     if serving:
         assert runtime.topics is not None
         runtime.metrics = Metrics(limit, tree.status, runtime.topics)
@@ -83,7 +84,6 @@ def assemble(app: CanopyApp, declared: Declared, settings: Settings, mode: Mode)
     )
     if runtime.metrics is not None:
         runtime.metrics.store = store
-    relay = _relay(mode, services, settings, runtime.topics)
     assembly = Assembly(
         app,
         settings,

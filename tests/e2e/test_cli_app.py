@@ -47,7 +47,8 @@ async def test_a_users_project_is_served_and_its_tasks_run_in_a_worker(
                 assert (await client.get(path)).status_code == 404, path
             tree = (await client.get("/readyz")).json()["tree"]
             names = [child["name"] for child in tree["children"][0]["children"]]
-            assert names == ["access_log", "hub", "job_store", "price-feed"]  # runs no jobs
+            # runs no jobs; takes its workers' events (the memory broker)
+            assert names == ["access_log", "hub", "event_relay", "job_store", "price-feed"]
 
             # its topic rule: anyone may publish to shop.orders.*, nothing else
             published = await client.post("/topics/shop.orders.1/messages", json={"data": 1})

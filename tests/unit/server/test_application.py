@@ -68,7 +68,14 @@ async def test_routes_tasks_services_and_settings_of_a_users_app() -> None:
         ready = (await served.http.get("/readyz")).json()
         services = ready["tree"]["children"][0]["children"]
         names = [child["name"] for child in services]
-        assert names == ["access_log", "hub", "job_store", "price-feed", "job_runner"]
+        assert names == [
+            "access_log",
+            "hub",
+            "event_relay",
+            "job_store",
+            "price-feed",
+            "job_runner",
+        ]
         assert app.extensions["started"].is_set()
 
         response = await served.http.post("/emails")
