@@ -326,6 +326,13 @@ def _job_body(job: Job) -> dict[str, Any]:
     return job.to_dict()
 
 
+def _not_runnable(exc: UnknownTask | UnknownQueue) -> ApiError:
+    """An enqueue that names a task this app does not have, or a queue nothing runs."""
+    if isinstance(exc, UnknownTask):
+        return ApiError(422, "unknown_task", f"no task named {exc}", field="task")
+    return ApiError(422, "invalid_field", str(exc), field="queue")
+
+
 def _store_error(exc: JobStoreError) -> ApiError:
     if isinstance(exc, QueueFull):
         return ApiError(429, "queue_full", str(exc), headers={"Retry-After": "1"}, queue=exc.queue)
@@ -359,10 +366,8 @@ def create_blueprint(service: JobsService, issuer: TokenIssuer | None = None) ->
         require(grants, f"jobs:enqueue:{req.task}")
         try:
             job, _created = await service.enqueue(req)
-        except UnknownTask as exc:
-            raise ApiError(422, "unknown_task", f"no task named {exc}", field="task") from None
-        except UnknownQueue as exc:
-            raise ApiError(422, "invalid_field", str(exc), field="queue") from None
+        except (UnknownTask, UnknownQueue) as exc:
+            raise _not_runnable(exc) from None
         except JobStoreError as exc:
             raise _store_error(exc) from None
         return _job_body(job), 202, {"Location": f"/jobs/{job.id}"}
@@ -382,10 +387,8 @@ def create_blueprint(service: JobsService, issuer: TokenIssuer | None = None) ->
             require(grants, f"jobs:enqueue:{task}")
         try:
             results = await service.enqueue_many(requests)
-        except UnknownTask as exc:
-            raise ApiError(422, "unknown_task", f"no task named {exc}", field="task") from None
-        except UnknownQueue as exc:
-            raise ApiError(422, "invalid_field", str(exc), field="queue") from None
+        except (UnknownTask, UnknownQueue) as exc:
+            raise _not_runnable(exc) from None
         out: list[dict[str, Any]] = []
         for result in results:
             if isinstance(result, tuple):

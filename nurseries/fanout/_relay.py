@@ -132,7 +132,6 @@ class RelayClient:
         self.connect_timeout = connect_timeout
         self._stream: trio.SocketStream | None = None
         self._send_lock = trio.Lock()
-        self._connect_lock = trio.Lock()
         self._waiting: deque[_Reply] = deque()
         self._nursery: trio.Nursery | None = None
 
@@ -241,9 +240,7 @@ def _bind(path: Path) -> socket.socket:
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(str(path))
-        except (ConnectionRefusedError, FileNotFoundError):
-            path.unlink(missing_ok=True)  # left by a process that died
-        except OSError:
+        except OSError:  # refused, gone, not a socket: left by a process that died
             path.unlink(missing_ok=True)
         else:
             raise RelayBusy(
