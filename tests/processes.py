@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "http_request",
     "http_request_response",
     "running_server",
+    "running_worker",
     "serving_app_in_process",
     "serving_in_process",
     "write_config",
@@ -162,6 +163,14 @@ async def running_server(
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await process.wait()
             nursery.cancel_scope.cancel()
+
+
+def running_worker(
+    cwd: Path, env: dict[str, str] | None = None
+) -> AbstractAsyncContextManager[ServerProcess]:
+    """``canopy worker`` in ``cwd`` (the showcase's tasks), once it says it started."""
+    worker = [sys.executable, "-m", "canopy", "worker"]
+    return running_server(cwd, env=env, argv=worker, wait_for="worker started")
 
 
 @asynccontextmanager

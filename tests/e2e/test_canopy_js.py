@@ -89,6 +89,22 @@ async def serving(
         yield server
 
 
+@asynccontextmanager
+async def page_on_server(
+    tmp_path: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[ServerProcess, Page, int]]:
+    """A server on a free port, and a browser page loaded from it (so that the page may
+    import /canopy.js); yields the server, the page and the port."""
+    port = free_port()
+    async with (
+        serving(tmp_path, port, env) as server,
+        chromium(tmp_path / "profile") as open_page,
+        open_page("about:blank") as page,
+    ):
+        await page.goto(f"http://127.0.0.1:{port}/demo/hello")
+        yield server, page, port
+
+
 DEMO_ITEMS = "[...document.querySelectorAll('#messages li')]"
 
 
@@ -174,15 +190,11 @@ async def test_a_restart_on_the_memory_broker_says_what_was_lost(tmp_path: Path)
 
 
 async def test_a_connection_the_network_drops_silently_is_replaced(tmp_path: Path) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     async with (
-        serving(tmp_path, port) as server,
-        chromium(tmp_path / "profile") as open_page,
-        open_page("about:blank") as page,
+        page_on_server(tmp_path) as (server, page, port),
         trio.open_nursery() as nursery,  # the proxy's: ended first
     ):
-        await page.goto(f"{base}/demo/hello")
+        base = f"http://127.0.0.1:{port}"
         proxy = Proxy(port)
         await nursery.start(proxy.run)
         await start_client(page, "demo.silent", f"ws://127.0.0.1:{proxy.port}/ws")
@@ -202,18 +214,14 @@ async def test_a_connection_the_network_drops_silently_is_replaced(tmp_path: Pat
 
 
 async def test_an_expired_token_is_refreshed_without_losing_a_message(tmp_path: Path) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     issuer = TokenIssuer(SECRET)
     topic = "private.feed"
     publisher = issuer.issue("publisher", publish=[topic])
     async with (
-        serving(tmp_path, port, {"CANOPY_TOPICS_SECRET": SECRET}) as server,
-        chromium(tmp_path / "profile") as open_page,
-        open_page("about:blank") as page,
+        page_on_server(tmp_path, {"CANOPY_TOPICS_SECRET": SECRET}) as (server, page, port),
         trio.open_nursery() as nursery,  # the proxy's: ended first
     ):
-        await page.goto(f"{base}/demo/hello")
+        base = f"http://127.0.0.1:{port}"
         proxy = Proxy(port)
         await nursery.start(proxy.run)
         short = issuer.issue("reader", subscribe=[topic], ttl=2)
@@ -239,20 +247,15 @@ async def test_an_expired_token_is_refreshed_without_losing_a_message(tmp_path: 
 async def test_a_token_the_server_refuses_is_replaced_through_get_token(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     topic = "private.refused"
     forged = TokenIssuer("not-the-servers-secret-but-as-long-as-it").issue(
         "reader", subscribe=[topic]
     )
     valid = TokenIssuer(SECRET).issue("reader", subscribe=[topic])
     publisher = TokenIssuer(SECRET).issue("publisher", publish=[topic])
-    async with (
-        serving(tmp_path, port, {"CANOPY_TOPICS_SECRET": SECRET}) as server,
-        chromium(tmp_path / "profile") as open_page,
-        open_page("about:blank") as page,
-    ):
-        await page.goto(f"{base}/demo/hello")
+    env = {"CANOPY_TOPICS_SECRET": SECRET}
+    async with page_on_server(tmp_path, env) as (server, page, port):
+        base = f"http://127.0.0.1:{port}"
         await page.evaluate(f"window.tokens = {json.dumps([forged, valid])}")
         await start_client(page, topic, tokens=True)
         await publish(base, topic, range(1, 11), publisher)
@@ -268,14 +271,7 @@ async def test_a_token_the_server_refuses_is_replaced_through_get_token(
 async def test_a_frame_too_big_ends_the_client_with_an_error_not_a_retry_loop(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    async with (
-        serving(tmp_path, port) as server,
-        chromium(tmp_path / "profile") as open_page,
-        open_page("about:blank") as page,
-    ):
-        await page.goto(f"{base}/demo/hello")
+    async with page_on_server(tmp_path) as (server, page, _port):
         await start_client(page, "demo.big")
         refused = await page.evaluate(
             "client.publish('demo.big', 'x'.repeat(70000)).then(() => 'published', e => e.code)"

@@ -19,7 +19,7 @@ from trio_websocket import open_websocket_url
 
 from canopy.handlers.topics import TokenIssuer
 from canopy.handlers.topics.client import TopicMessage, connect_topics
-from tests.processes import running_server, write_config
+from tests.processes import running_server, running_worker, write_config
 from tests.redis_server import RedisServer
 
 SECRET = "jobs-e2e-secret-".ljust(40, "x")
@@ -224,10 +224,9 @@ async def test_batch_cancel_and_dead_letter_retry(tmp_path: Path) -> None:
 async def test_separate_worker_runs_jobs_and_hears_a_cancel_over_http(tmp_path: Path) -> None:
     write_config(tmp_path)
     web_env = {"CANOPY_RUN_JOBS": "false"}
-    worker_argv = [sys.executable, "-m", "canopy", "worker"]
     async with (
         running_server(tmp_path, env=web_env) as web,
-        running_server(tmp_path, argv=worker_argv, wait_for="worker started") as worker,
+        running_worker(tmp_path) as worker,
     ):
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web.port}") as client:
             echo = await client.post("/jobs", json={"task": "demo.echo", "args": {"k": 1}})
@@ -259,11 +258,10 @@ async def test_a_separate_workers_job_events_reach_the_web_tiers_subscribers(
         redis: RedisServer = request.getfixturevalue("redis_server")
         shared["CANOPY_BROKER"] = redis.url
         shared["CANOPY_REDIS_PREFIX"] = f"events-{uuid.uuid4().hex[:8]}"
-    worker_argv = [sys.executable, "-m", "canopy", "worker"]
     token = TokenIssuer(SECRET).issue("watcher", subscribe=["jobs.*"])
     async with (
         running_server(tmp_path, env={**shared, "CANOPY_RUN_JOBS": "false"}) as web,
-        running_server(tmp_path, env=shared, argv=worker_argv, wait_for="worker started") as worker,
+        running_worker(tmp_path, shared) as worker,
     ):
         url = f"ws://127.0.0.1:{web.port}/ws?token={token}"
         async with (
@@ -307,7 +305,6 @@ async def test_orders_a_worker_steps_reach_subscribers_in_order_through_a_sigkil
     write_config(tmp_path)
     common = {"CANOPY_TOPICS_SECRET": SECRET, "CANOPY_JOB_LEASE": "1"}
     slow = {**common, "CANOPY_ORDERS_PAYMENT_LATENCY": "0.3"}  # time to be killed in
-    worker_argv = [sys.executable, "-m", "canopy", "worker"]
     token = TokenIssuer(SECRET).issue("watcher", subscribe=["orders.*"])
     heard: dict[str, list[tuple[int, str]]] = {}
     async with running_server(tmp_path, env={**common, "CANOPY_RUN_JOBS": "false"}) as web:
@@ -342,16 +339,12 @@ async def test_orders_a_worker_steps_reach_subscribers_in_order_through_a_sigkil
                 )
                 assert placed.status_code == 202
                 ids.append(placed.json()["id"])
-            async with running_server(
-                tmp_path, env=slow, argv=worker_argv, wait_for="worker started"
-            ) as first:
+            async with running_worker(tmp_path, slow) as first:
                 with trio.fail_after(10):  # some orders charged, not all
                     await some_paid.wait()
                 first.signal(signal.SIGKILL)
                 assert await first.wait() == -signal.SIGKILL
-            async with running_server(
-                tmp_path, env=common, argv=worker_argv, wait_for="worker started"
-            ) as second:
+            async with running_worker(tmp_path, common) as second:
                 with trio.fail_after(30):
                     await all_confirmed.wait()
                 assert await second.stop() == 0
@@ -369,7 +362,6 @@ async def test_sigkilled_workers_lose_no_job(tmp_path: Path) -> None:
     write_config(tmp_path)
     concurrency, kills = 16, 3
     env = {"CANOPY_JOB_LEASE": "1", "CANOPY_JOB_CONCURRENCY": str(concurrency)}
-    worker_argv = [sys.executable, "-m", "canopy", "worker"]
     rng = random.Random(1234)
     async with running_server(tmp_path, env={**env, "CANOPY_RUN_JOBS": "false"}) as web:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web.port}") as client:
@@ -380,15 +372,11 @@ async def test_sigkilled_workers_lose_no_job(tmp_path: Path) -> None:
                 ids += [item["job"]["id"] for item in response.json()["results"]]
             assert len(ids) == 1000
             for _ in range(kills):
-                async with running_server(
-                    tmp_path, env=env, argv=worker_argv, wait_for="worker started"
-                ) as worker:
+                async with running_worker(tmp_path, env) as worker:
                     await trio.sleep(rng.uniform(0.2, 0.6))
                     worker.signal(signal.SIGKILL)
                     assert await worker.wait() == -signal.SIGKILL
-            async with running_server(
-                tmp_path, env=env, argv=worker_argv, wait_for="worker started"
-            ) as worker:
+            async with running_worker(tmp_path, env) as worker:
                 with trio.fail_after(60):
                     while True:
                         done = (
@@ -408,21 +396,16 @@ async def test_sigkilled_workers_lose_no_job(tmp_path: Path) -> None:
 async def test_sigterm_releases_a_long_jobs_lease_to_the_next_worker(tmp_path: Path) -> None:
     write_config(tmp_path)
     env = {"CANOPY_SERVICE_GRACE": "0.5", "CANOPY_JOB_LEASE": "10"}
-    worker_argv = [sys.executable, "-m", "canopy", "worker"]
     async with running_server(tmp_path, env={**env, "CANOPY_RUN_JOBS": "false"}) as web:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web.port}") as client:
             long = await client.post("/jobs", json={"task": "demo.sleep", "args": {"seconds": 30}})
             where = long.headers["location"]
-            async with running_server(
-                tmp_path, env=env, argv=worker_argv, wait_for="worker started"
-            ) as first:
+            async with running_worker(tmp_path, env) as first:
                 before = await wait_for(client, where, "running")
                 assert await first.stop() == 0
             released = (await client.get(where)).json()
             assert released["state"] == "queued" and released["lease_owner"] is None
-            async with running_server(
-                tmp_path, env=env, argv=worker_argv, wait_for="worker started"
-            ) as second:
+            async with running_worker(tmp_path, env) as second:
                 started = trio.current_time()
                 again = await wait_for(client, where, "running")
                 assert trio.current_time() - started < 2.0  # not the 10 s lease

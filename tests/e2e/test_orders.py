@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import signal
 import sqlite3
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from canopy.handlers.topics import TokenIssuer
 from canopy.handlers.topics.client import TopicMessage
 from canopy.nurseries.jobs import Job, JobContext, JobRunner, SQLiteJobStore, TaskRegistry
 from canopy.testing import serve_app
-from tests.processes import running_server, write_config
+from tests.processes import running_server, running_worker, write_config
 
 SECRET = "orders-test-secret-long-enough-for-hs256"
 ENV = {"CANOPY_ACCESS_LOG": "false", "CANOPY_TOPICS_SECRET": SECRET}
@@ -138,7 +137,6 @@ async def test_500_concurrent_orders_for_100_in_stock(tmp_path: Path) -> None:
 async def test_sigkilled_workers_neither_lose_nor_double_charge_an_order(tmp_path: Path) -> None:
     write_config(tmp_path)
     env = {**ENV, "CANOPY_JOB_LEASE": "1"}
-    worker_argv = [sys.executable, "-m", "canopy", "worker"]
     rng = random.Random(7)
     async with running_server(tmp_path, env={**env, "CANOPY_RUN_JOBS": "false"}) as web:
         base = f"http://127.0.0.1:{web.port}"
@@ -146,15 +144,11 @@ async def test_sigkilled_workers_neither_lose_nor_double_charge_an_order(tmp_pat
             await client.put("/stock/pear", json={"available": 100})
             ids = await place_many(client, 500, "pear")
             for _ in range(3):
-                async with running_server(
-                    tmp_path, env=env, argv=worker_argv, wait_for="worker started"
-                ) as worker:
+                async with running_worker(tmp_path, env) as worker:
                     await trio.sleep(rng.uniform(0.3, 1.0))
                     worker.signal(signal.SIGKILL)
                     assert await worker.wait() == -signal.SIGKILL
-            async with running_server(
-                tmp_path, env=env, argv=worker_argv, wait_for="worker started"
-            ) as worker:
+            async with running_worker(tmp_path, env) as worker:
                 states = [(await settled(client, order_id))["state"] for order_id in ids]
                 assert await worker.stop() == 0
             assert states.count("confirmed") == 100 and states.count("failed") == 400
