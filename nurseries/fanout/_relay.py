@@ -62,6 +62,7 @@ class RelayListener:
         self.hub = hub
         self.path = Path(path)
         self.relayed = 0  # events published for other processes, so far
+        self.reads = 0  # chunks read that held whole requests: fewer when clients batch
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         sock = _bind(self.path)
@@ -87,6 +88,7 @@ class RelayListener:
                     if len(pending) > MAX_LINE:
                         return  # not a relay client: its connection ends
                     if lines:
+                        self.reads += 1
                         await stream.send_all(await self._publish(lines))
             except trio.BrokenResourceError:
                 pass  # the worker went away mid-reply; its client retries what it must
@@ -131,8 +133,13 @@ class RelayClient:
         self.path = Path(path)
         self.connect_timeout = connect_timeout
         self._stream: trio.SocketStream | None = None
-        self._send_lock = trio.Lock()
+        self._connect_lock = trio.Lock()
         self._waiting: deque[_Reply] = deque()
+        # Lines not yet sent, in the order of ``_waiting``'s tail: the connection's
+        # writer sends all that gathered in one write, as a job's steps publish
+        # several events at once and each send is a system call.
+        self._outbox: list[bytes] = []
+        self._outbox_ready = trio.Event()
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -152,14 +159,14 @@ class RelayClient:
         RelayUnavailable if it could not be handed over or its answer did not come,
         and ValueError for what that hub refused (its message)."""
         line = json.dumps({"topic": topic, "data": data, "key": key}, separators=(",", ":"))
+        if self._stream is None:
+            async with self._connect_lock:
+                await self._connected()
         reply = _Reply()
-        async with self._send_lock:  # the order of sends is the order of replies
-            stream = await self._connected()
-            self._waiting.append(reply)
-            try:
-                await stream.send_all(line.encode() + b"\n")
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                self._drop(RelayUnavailable(f"relay connection lost: {exc}"))
+        # Queued together, so the order of sends is the order of replies.
+        self._waiting.append(reply)
+        self._outbox.append(line.encode() + b"\n")
+        self._outbox_ready.set()
         answer = await reply.wait()
         if "error" in answer:
             raise ValueError(answer["error"])
@@ -180,7 +187,24 @@ class RelayClient:
             ) from None
         self._stream = stream
         self._nursery.start_soon(self._read, stream)
+        self._nursery.start_soon(self._write, stream)
         return stream
+
+    async def _write(self, stream: trio.SocketStream) -> None:
+        while True:
+            await self._outbox_ready.wait()  # set by _drop too
+            if self._stream is not stream:
+                return  # dropped: a new connection has a writer of its own
+            self._outbox_ready = trio.Event()
+            if not self._outbox:
+                continue
+            data = b"".join(self._outbox)
+            self._outbox.clear()
+            try:
+                await stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                if self._stream is stream:
+                    self._drop(RelayUnavailable(f"relay connection lost: {exc}"))
 
     async def _read(self, stream: trio.SocketStream) -> None:
         pending = b""
@@ -200,6 +224,8 @@ class RelayClient:
         stream, self._stream = self._stream, None
         if stream is not None:
             stream.socket.close()
+        self._outbox.clear()  # never sent: their publishes fail with the rest
+        self._outbox_ready.set()  # the old connection's writer sees it is gone
         while self._waiting:
             self._waiting.popleft().fail(error)
 

@@ -64,6 +64,28 @@ async def test_events_arrive_in_order_with_the_hubs_offsets(
     assert listener.relayed == 100
 
 
+async def test_a_burst_from_many_tasks_goes_out_together_and_each_is_answered(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    hub = await started_hub(nursery)
+    listener = RelayListener(hub, tmp_path / "events.sock")
+    await nursery.start(listener.run)
+    client = RelayClient(tmp_path / "events.sock")
+    await nursery.start(client.run)
+    await client.publish("warm.up", {})  # connected: the burst shares one connection
+    offsets: dict[int, int] = {}
+
+    async def publish(n: int) -> None:
+        offsets[n], _ = await client.publish("burst", {"n": n})
+
+    async with trio.open_nursery() as publishers:
+        for n in range(300):
+            publishers.start_soon(publish, n)
+    assert sorted(offsets.values()) == list(range(1, 301))
+    assert listener.relayed == 301
+    assert listener.reads < 300  # gathered into fewer writes than publishes
+
+
 async def test_what_the_hub_refuses_is_refused_to_the_publisher_alone(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
