@@ -132,15 +132,26 @@ class TaskRegistry:
         self,
         name: str,
         *,
-        queue: str = "default",
+        queue: str | None = None,
         priority: int = 0,
         timeout: float = 300.0,
         retry: RetryPolicy | None = None,
         events: bool = True,
+        concurrency: int | None = None,
     ) -> Callable[[TaskFunction], TaskFunction]:
-        """Register an async function as the task ``name``; returns it unchanged."""
+        """Register an async function as the task ``name``; returns it unchanged.
+
+        ``concurrency`` holds the task to that many jobs at once in a process (a
+        CPU-heavy task says ``concurrency=1``): its jobs then run on a queue of their
+        own, named after the task, with a runner of its own, so they never take the
+        turns of other tasks' jobs and others never take theirs. With ``queue`` as
+        well, that queue is held to ``concurrency``, with every task on it."""
         if timeout <= 0:
             raise ValueError("a task's timeout must be positive")
+        if concurrency is not None:
+            queue = name if queue is None else queue
+            self.queue(queue, concurrency=concurrency)  # checks it, refuses a clash
+        queue = "default" if queue is None else queue
 
         def register(function: TaskFunction) -> TaskFunction:
             if not inspect.iscoroutinefunction(function):

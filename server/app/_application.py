@@ -110,20 +110,27 @@ class App(CanopyApp):
         *,
         retry: RetryPolicy | None = None,
         timeout: float = 300.0,
-        queue: str = "default",
+        queue: str | None = None,
         priority: int = 0,
         events: bool = True,
+        concurrency: int | None = None,
     ) -> Callable[[TaskFunction], Task]:
         """Declare a durable job's task: ``async def f(args)`` or ``f(args, ctx)`` (a
         ``JobContext``: its job, ``progress()``). ``timeout`` bounds each attempt;
         ``retry`` says how often and how soon a failed one runs again; ``events``
-        publishes its jobs' progress and outcome to ``jobs.{id}``."""
+        publishes its jobs' progress and outcome to ``jobs.{id}``; ``concurrency``
+        holds it to that many jobs at once per process, on a queue of its own (a
+        CPU-heavy task says ``concurrency=1``)."""
         options: dict[str, Any] = {"queue": queue, "priority": priority, "timeout": timeout}
-        options.update(retry=retry, events=events)
+        options.update(retry=retry, events=events, concurrency=concurrency)
         try:
             TaskRegistry().task(name, **options)  # the options' own checks, now
         except ValueError as exc:
             raise AppError(f"task {name!r}: {exc}") from None
+        if concurrency is not None and queue is not None and queue in self.declared.queues:
+            raise AppError(
+                f"task {name!r}: queue {queue!r} has its concurrency from app.queue already"
+            )
 
         def declare(function: TaskFunction) -> Task:
             task = Task(name, function, options, self.jobs.enqueue)
@@ -143,6 +150,11 @@ class App(CanopyApp):
             raise AppError(f"queue {name!r}: {exc}") from None
         if name in self.declared.queues:
             raise AppError(f"queue {name!r} is declared twice")
+        for task in self.declared.tasks.values():
+            if task.options.get("concurrency") is not None and task.queue == name:
+                raise AppError(
+                    f"queue {name!r}: task {task.name!r} gives its concurrency already"
+                )
         self.declared.queues[name] = concurrency
 
     def periodic(

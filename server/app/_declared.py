@@ -60,6 +60,14 @@ class Task:
         """As ``app.jobs.enqueue(task.name, args, **options)``."""
         return await self._enqueue(self.name, args, **options)
 
+    @property
+    def queue(self) -> str:
+        """The queue its jobs go to unless an enqueue says otherwise."""
+        queue = self.options.get("queue")
+        if queue is not None:
+            return str(queue)
+        return self.name if self.options.get("concurrency") is not None else "default"
+
     def register(self, registry: TaskRegistry) -> None:
         registry.task(self.name, **self.options)(self.function)
 

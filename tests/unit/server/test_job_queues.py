@@ -101,3 +101,53 @@ def test_a_queue_is_declared_once_with_a_positive_concurrency() -> None:
         app.queue("cpu", concurrency=1)
     with pytest.raises(canopy.AppError, match="at least 1"):
         app.queue("io", concurrency=0)
+
+
+async def test_a_cpu_heavy_task_says_so_and_runs_one_at_a_time_beside_the_rest() -> None:
+    """``concurrency=1`` on the task: a queue and a runner of its own, named after it."""
+    app = canopy.App("cpu")
+    at_once = {"now": 0, "most": 0}
+    done: list[str] = []
+
+    @app.task("resize", concurrency=1)
+    async def resize(args: dict[str, Any]) -> None:
+        at_once["now"] += 1
+        at_once["most"] = max(at_once["most"], at_once["now"])
+        await trio.sleep(0.1)  # stands for a burst of CPU, handed to a thread
+        at_once["now"] -= 1
+        done.append("resize")
+
+    @app.task("notify")
+    async def notify(args: dict[str, Any]) -> None:
+        await trio.sleep(0.1)
+        done.append("notify")
+
+    async with serve_app(app) as served:
+        jobs = [await resize.enqueue({"n": n}) for n in range(5)]
+        jobs += [await notify.enqueue({"n": n}) for n in range(20)]
+        assert {job.queue for job in jobs} == {"resize", "default"}
+        with trio.fail_after(30):
+            await served.run_jobs()
+        tree = (await served.http.get("/readyz")).json()["tree"]["children"][0]["children"]
+        runners = sorted(child["name"] for child in tree if child["name"].startswith("job_run"))
+    assert at_once["most"] == 1
+    resized = [i for i, name in enumerate(done) if name == "resize"]
+    notified = [i for i, name in enumerate(done) if name == "notify"]
+    assert max(notified) < resized[2]  # the notifies did not wait their turn
+    assert done.count("notify") == 20 and done.count("resize") == 5
+    assert runners == ["job_runner", "job_runner:resize"]
+
+
+def test_a_tasks_concurrency_is_positive_and_agrees_with_its_queue() -> None:
+    app = canopy.App("declared")
+    with pytest.raises(canopy.AppError, match="at least 1"):
+        app.task("resize", concurrency=0)
+    app.queue("gateway", concurrency=4)
+    with pytest.raises(canopy.AppError, match=r"app\.queue"):
+        app.task("charge", queue="gateway", concurrency=2)
+
+    @app.task("thumbs", queue="images", concurrency=2)
+    async def thumbs(args: dict[str, Any]) -> None: ...
+
+    with pytest.raises(canopy.AppError, match="images"):
+        app.queue("images", concurrency=3)
