@@ -152,9 +152,7 @@ class App(CanopyApp):
             raise AppError(f"queue {name!r} is declared twice")
         for task in self.declared.tasks.values():
             if task.options.get("concurrency") is not None and task.queue == name:
-                raise AppError(
-                    f"queue {name!r}: task {task.name!r} gives its concurrency already"
-                )
+                raise AppError(f"queue {name!r}: task {task.name!r} gives its concurrency already")
         self.declared.queues[name] = concurrency
 
     def periodic(

@@ -13,7 +13,9 @@ from ..config._settings import Settings
 from ._declared import TopicDecl
 from ._redis import RedisConnections
 
-__all__ = ["add_topics", "anonymous_operations"]
+__all__ = ["JOB_TOPICS", "add_topics", "anonymous_operations"]
+
+JOB_TOPICS = "jobs.*"
 
 
 def add_topics(
@@ -33,6 +35,14 @@ def add_topics(
     rules = [
         decl.with_defaults(default) for decl in declared if decl.rule.pattern not in overridden
     ] + operators
+    if JOB_TOPICS not in {rule.pattern for rule in rules}:
+        # One topic per job: a process running many holds about its rate of jobs times
+        # this TTL of them, and the job's state outlives its events in the store.
+        rules.append(
+            TopicRule(
+                JOB_TOPICS, history_size=default.history_size, history_ttl=settings.job_events_ttl
+            )
+        )
     broker: Broker | None = None
     if not settings.broker.startswith("memory://"):
         from canopy.nurseries.redis import RedisBroker

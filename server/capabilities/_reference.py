@@ -66,6 +66,12 @@ class Orders(Capability):
     name = "orders"
     settings = OrdersSettings
 
+    def declare(self, app: App) -> None:
+        # A topic per order: kept as long as a client may take to reconnect, not for
+        # the whole default window (GET /orders/{id} has the state after that). The
+        # customers' feeds keep the default.
+        app.topics("orders.*", history_ttl=60.0)
+
     def install(self, assembly: Assembly) -> None:
         own: OrdersSettings = assembly.section(self)
         settings = assembly.settings

@@ -416,6 +416,13 @@ class Settings:
     )
     history_size: int = setting(100, _non_negative_int, "messages kept per topic for resume")
     history_ttl: float = setting(300.0, _positive_float, "seconds a message is kept for resume")
+    job_events_ttl: float = setting(
+        60.0,
+        _positive_float,
+        "seconds a job's events stay on jobs.{id} for a subscriber that comes late or "
+        "reconnects (its state stays at GET /jobs/{id}); a rule for jobs.* in the app or "
+        "CANOPY_TOPIC_RULES goes over it",
+    )
     subscriber_queue: int = setting(
         256, _positive_int, "messages queued per subscriber before its slow-consumer policy applies"
     )

@@ -262,3 +262,33 @@ async def test_a_bug_in_a_websocket_ends_it_with_1011_and_is_logged(
     assert record.getMessage() == "unhandled error in WebSocket /boom"
     assert record.request_id == "ws-1"  # type: ignore[attr-defined]
     assert record.exc_info is not None and "a bug in a socket" in str(record.exc_info[1])
+
+
+async def test_a_jobs_events_are_kept_for_the_job_events_ttl_unless_a_rule_says_otherwise(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One topic per job: its window is CANOPY_JOB_EVENTS_TTL, not the default five
+    minutes, so a process holds its rate of jobs times that TTL of them."""
+    app = canopy.App("events")
+
+    @app.task("work")
+    async def work(args: dict[str, Any]) -> None: ...
+
+    async with serve_app(app) as served:
+        hub = app._runtime().topics.hub
+        assert hub.rules.for_topic("jobs.0123").history_ttl == 60.0
+        assert hub.rules.for_topic("other.0123").history_ttl == 300.0
+        job = await work.enqueue()
+        await served.run_jobs()
+        kept = await hub.history(f"jobs.{job.id}")
+        assert kept.messages[-1].data["state"] == "succeeded"
+        await trio.sleep(59)
+        assert (await hub.history(f"jobs.{job.id}")).messages == kept.messages
+        await trio.sleep(2)
+        assert (await hub.history(f"jobs.{job.id}")).messages == []  # gone after the TTL
+    async with serve_app(app, job_events_ttl=5.0):
+        assert app._runtime().topics.hub.rules.for_topic("jobs.1").history_ttl == 5.0
+    ruled = canopy.App("ruled")
+    ruled.topics("jobs.*", history_ttl=600.0)
+    async with serve_app(ruled, job_events_ttl=5.0):
+        assert ruled._runtime().topics.hub.rules.for_topic("jobs.1").history_ttl == 600.0
