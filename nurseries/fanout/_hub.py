@@ -25,11 +25,14 @@ from typing import Any
 import trio
 import trio.lowlevel
 
-# Trio's one public way to learn that the loop has gone idle (what the flusher waits
-# for) lives in trio.testing; it is used here for that, not as a test helper. The
-# run queue's length (trio.lowlevel.current_statistics) cannot stand in for it: it
-# does not count the tasks of the batch being run.
-from trio.testing import wait_all_tasks_blocked
+# Trio's one way to learn that the loop has gone idle (what the flusher waits for) is
+# wait_all_tasks_blocked, which it exports from trio.testing; imported from there, it
+# brings trio.testing's pytest helpers and pytest with them (6 MB) into every process
+# where pytest is installed. The same function is trio._core's (checked with 0.35;
+# tests/unit/nurseries/test_trio_internals.py fails if that changes). The run queue's
+# length (trio.lowlevel.current_statistics) cannot stand in for it: it does not count
+# the tasks of the batch being run.
+from trio._core import wait_all_tasks_blocked
 
 from ._broker import Broker, BrokerUnavailable
 from ._history import Message, Presence, Replay, TopicLog
