@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import json
 import os
+import select
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,8 +105,9 @@ class FrameCounter:
     buffer: bytearray = field(default_factory=bytearray)
     texts: int = 0
     closed: bool = False
+    arrivals: list[float] | None = None  # when each text frame was read, if kept
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes, now: float = 0.0) -> None:
         buffer = self.buffer
         buffer += data
         i, end = 0, len(buffer)
@@ -121,6 +126,8 @@ class FrameCounter:
             opcode = buffer[i] & 0x0F
             self.texts += opcode == 1
             self.closed |= opcode == 8
+            if opcode == 1 and self.arrivals is not None:
+                self.arrivals.append(now)
             i += head + size
         del buffer[:i]
 
@@ -199,6 +206,119 @@ async def publish(port: int, server: Server, broadcasts: int) -> None:
             ]
         await stream.send_all(b"".join(client_frame(json.dumps(f)) for f in frames))
         await until(stream, counter, broadcasts if server.subscribe else 1)  # the acks
+
+
+@dataclass
+class Paced:
+    p50: float
+    p99: float
+    cpu: float  # the server's CPU seconds over the run
+
+
+def open_blocking_ws(port: int, path: str) -> tuple[socket.socket, FrameCounter]:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(handshake(path))
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed during the handshake")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    if b" 101 " not in head.split(b"\r\n")[0]:
+        raise ConnectionError(head.split(b"\r\n")[0].decode())
+    counter = FrameCounter()
+    counter.feed(rest)
+    return sock, counter
+
+
+def paced(port: int, server: Server, pid: int, args: argparse.Namespace) -> Paced:
+    """Each subscriber's read time of each message, against the time it was sent.
+
+    Not on Trio: a Trio client reading 1000 sockets spends about 15 ms of its own per
+    message, which every server's latency would then show. One thread on epoll reads
+    each socket as it becomes readable and notes the time of each frame."""
+    subscribers: list[tuple[socket.socket, FrameCounter]] = []
+    for _ in range(args.subscribers):
+        sock, counter = open_blocking_ws(port, "/ws")
+        if server.subscribe:
+            sock.sendall(client_frame(json.dumps({"op": "subscribe", "topic": TOPIC})))
+        while counter.texts < 1:  # "subscribed" / "ready"
+            counter.feed(sock.recv(65536))
+        counter.arrivals = []
+        sock.setblocking(False)
+        subscribers.append((sock, counter))
+    path = "/ws" if server.subscribe else "/ws?role=publisher"
+    publisher, acks = open_blocking_ws(port, path)
+    while not server.subscribe and acks.texts < 1:
+        acks.feed(publisher.recv(65536))
+    publisher.setblocking(False)
+    poll = select.epoll()
+    by_fd = {sock.fileno(): (sock, counter) for sock, counter in subscribers}
+    by_fd[publisher.fileno()] = (publisher, acks)
+    for fd in by_fd:
+        poll.register(fd, select.EPOLLIN)
+    sent: list[float] = []
+    waiting = {sock.fileno() for sock, _ in subscribers}
+    cpu = cpu_seconds(pid)
+    first = time.monotonic() + args.interval
+    deadline = first + args.paced * args.interval + 30
+    try:
+        while waiting and time.monotonic() < deadline:
+            if len(sent) < args.paced:
+                due = first + len(sent) * args.interval
+                if time.monotonic() >= due:
+                    n = len(sent)
+                    if server.subscribe:
+                        frame = {"op": "publish", "topic": TOPIC, "data": PAYLOAD}
+                    else:
+                        frame = {"type": "message", "topic": TOPIC, "offset": n + 1}
+                        frame.update(epoch="0", data=PAYLOAD)
+                    sent.append(time.monotonic())
+                    publisher.sendall(client_frame(json.dumps(frame)))
+                    continue
+                timeout = max(0.0, due - time.monotonic())
+            else:
+                timeout = 0.1
+            for fd, _ in poll.poll(timeout):
+                sock, counter = by_fd[fd]
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    continue
+                counter.feed(data, time.monotonic())
+                if counter.arrivals is not None and len(counter.arrivals) >= args.paced:
+                    waiting.discard(fd)
+        cpu = cpu_seconds(pid) - cpu
+    finally:
+        poll.close()
+        for sock, _ in (*subscribers, (publisher, acks)):
+            sock.close()
+    if waiting:
+        received = collections.Counter(len(c.arrivals or []) for _, c in subscribers)
+        raise RuntimeError(
+            f"{server.name}: {len(waiting)} of {len(subscribers)} subscribers missed messages; "
+            f"{len(sent)} sent; (messages received, subscribers): {sorted(received.items())}"
+        )
+    latencies = sorted(
+        arrived - sent[n]
+        for _, counter in subscribers
+        for n, arrived in enumerate(counter.arrivals or [])
+    )
+    return Paced(latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)], cpu)
+
+
+def measure_paced(server: Server, workdir: Path, args: argparse.Namespace) -> Paced:
+    port = free_port()
+    env = {**os.environ, "CANOPY_ACCESS_LOG": "false", **server.env}
+    with running(server.command(port), port, workdir, env) as process:
+        trio.run(fan_out, [port], server, 50, 20)  # warm-up
+        return paced(port, server, process.pid, args)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def connect_all(nursery: trio.Nursery, ports: list[int], server: Server, run: Run) -> None:
@@ -294,6 +414,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--idle", type=int, default=10_000, help="idle subscribers (0: skip)")
     parser.add_argument("--no-redis", action="store_true", help="skip Canopy on the Redis broker")
+    parser.add_argument(
+        "--paced",
+        type=int,
+        default=0,
+        metavar="MESSAGES",
+        help="instead: --subscribers subscribers, one message every --interval, MESSAGES of "
+        "them; each message's latency to each subscriber, p50 and p99, and server CPU",
+    )
+    parser.add_argument("--interval", type=float, default=0.1, help="seconds between paced sends")
     args = parser.parse_args()
     raise_fd_limit()
     if (os.cpu_count() or 1) > 1:
@@ -311,6 +440,9 @@ def main() -> None:
             stack.enter_context(running(argv, redis_port, workdir, dict(os.environ), core=1))
             redis_url = f"redis://127.0.0.1:{redis_port}/0"
         candidates = servers(workdir, redis_url)
+        if args.paced:
+            report_paced([s for s in candidates if s.instances == 1 and not s.env], workdir, args)
+            return
         results: dict[str, list[float]] = {s.name: [] for s in candidates}
         for _ in range(args.rounds):
             for server in candidates:
@@ -349,6 +481,32 @@ def main() -> None:
                     f" CANOPY_WS_COMPRESSION={str(compression).lower()}:"
                     f" {each:.1f} KiB per connection"
                 )
+
+
+def report_paced(candidates: list[Server], workdir: Path, args: argparse.Namespace) -> None:
+    runs: dict[str, list[Paced]] = {s.name: [] for s in candidates}
+    for _ in range(args.rounds):
+        for server in candidates:
+            runs[server.name].append(measure_paced(server, workdir, args))
+    print(
+        f"{args.subscribers} subscribers, one message every {args.interval * 1000:.0f} ms, "
+        f"{args.paced} messages, {args.rounds} rounds (each round's figure; latency from "
+        "the publisher's send to each subscriber's read)"
+    )
+    for name, found in runs.items():
+        p50 = ", ".join(f"{r.p50 * 1000:.1f}" for r in found)
+        p99 = ", ".join(f"{r.p99 * 1000:.1f}" for r in found)
+        cpu = ", ".join(f"{r.cpu:.2f}" for r in found)
+        print(f"    {name:<28} p50 {p50} ms; p99 {p99} ms; server CPU {cpu} s")
+    ours = runs["canopy"]
+    for base in ("websockets broadcast()", "starlette+uvicorn[standard]", "bare trio-websocket"):
+        theirs = runs[base]
+        for label, pick in (("p50", lambda r: r.p50), ("p99", lambda r: r.p99)):
+            ratios = [pick(a) / pick(b) for a, b in zip(ours, theirs, strict=True)]
+            print(
+                f"    canopy / {base:<27} {label} {statistics.median(ratios):.2f}x "
+                f"({min(ratios):.2f}-{max(ratios):.2f}x)"
+            )
 
 
 if __name__ == "__main__":
