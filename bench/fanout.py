@@ -153,16 +153,24 @@ async def open_ws(
     await stream.send_all(handshake(path, deflate))
     data = b""
     while b"\r\n\r\n" not in data:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            raise ConnectionError("closed during the handshake")
-        data += chunk
+        data += _handshake_chunk(await stream.receive_some(65536))
+    return stream, _upgraded(data)
+
+
+def _handshake_chunk(chunk: bytes) -> bytes:
+    if not chunk:
+        raise ConnectionError("closed during the handshake")
+    return chunk
+
+
+def _upgraded(data: bytes) -> FrameCounter:
+    """The frames that came with a 101 answer, counted; the status line if not 101."""
     head, _, rest = data.partition(b"\r\n\r\n")
     if b" 101 " not in head.split(b"\r\n")[0]:
         raise ConnectionError(head.split(b"\r\n")[0].decode())
     counter = FrameCounter()
     counter.feed(rest)
-    return stream, counter
+    return counter
 
 
 async def until(stream: trio.SocketStream, counter: FrameCounter, texts: int) -> None:
@@ -220,16 +228,8 @@ def open_blocking_ws(port: int, path: str) -> tuple[socket.socket, FrameCounter]
     sock.sendall(handshake(path))
     data = b""
     while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed during the handshake")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    if b" 101 " not in head.split(b"\r\n")[0]:
-        raise ConnectionError(head.split(b"\r\n")[0].decode())
-    counter = FrameCounter()
-    counter.feed(rest)
-    return sock, counter
+        data += _handshake_chunk(sock.recv(65536))
+    return sock, _upgraded(data)
 
 
 def paced(port: int, server: Server, pid: int, args: argparse.Namespace) -> Paced:
