@@ -6,17 +6,18 @@ subscriber's bounded queue in memory, and when that is full it applies the topic
 nursery) moves what is queued to its :class:`Sink`, waking when the hub's flusher
 tells it to.
 
-The queue is a ``deque`` held to ``queue_size`` here, not a Trio memory channel:
-nothing ever waited on the channel (the hub offers without blocking, the pump takes
-without blocking and parks on ``wakeup``), and its waiting machinery cost memory
-per subscription and CPU per message for nothing.
+The queue is a list held to ``queue_size`` here, not a Trio memory channel: nothing
+ever waited on the channel (the hub offers without blocking, the pump takes without
+blocking and parks on ``wakeup``), and its waiting machinery cost memory per
+subscription and CPU per message for nothing. Not a ``deque`` either: an empty deque
+is 760 bytes against a list's 56, on every idle subscription, and the pump usually
+takes the whole queue, which a list hands over without copying.
 """
 
 from __future__ import annotations
 
 import enum
 import itertools
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -70,7 +71,7 @@ class Subscription:
     def __post_init__(self) -> None:
         self.id = next(_ids)
         self.exact = is_exact(self.pattern)
-        self.queue: deque[Item] = deque()  # at most queue_size items (see offer)
+        self.queue: list[Item] = []  # at most queue_size items (see offer)
         self.scope = trio.CancelScope()
         self.wakeup = trio.lowlevel.ParkingLot()  # the pump parks here when its queue is empty
         self.close_reason: CloseReason | None = None
@@ -127,7 +128,7 @@ class Subscription:
         if policy is SlowConsumerPolicy.DISCONNECT:
             return False
         if policy is SlowConsumerPolicy.DROP_OLDEST:
-            queue.popleft()
+            del queue[0]  # moves at most queue_size pointers
             self.dropped += 1
             queue.append(item)
             return True
@@ -143,16 +144,17 @@ class Subscription:
         _keep_latest(pending, item)
         kept = list(pending.values())[-self.queue_size :]
         self.dropped += self.queue_size + 1 - len(kept)
-        self.queue = deque(kept)
+        self.queue = kept
 
     def take(self, limit: int) -> list[Item]:
         """Up to ``limit`` queued items, without waiting."""
         queue = self.queue
         if len(queue) <= limit:
-            items = list(queue)
-            queue.clear()
-            return items
-        return [queue.popleft() for _ in range(limit)]
+            self.queue = []
+            return queue
+        items = queue[:limit]
+        del queue[:limit]
+        return items
 
     def note_delivered(self, items: Sequence[Item]) -> None:
         self.delivered += len(items)
