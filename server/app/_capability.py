@@ -105,30 +105,28 @@ class Assembly:
 def hub_publisher(hub: Hub) -> Publish:
     """Events to ``hub``: one it refuses (its broker is away, or it is full) costs
     the event, never the work that announced it, and one line in the log."""
-
-    failures = RepeatingFailure(log, "events not published")
-
-    async def publish(topic: str, data: dict[str, Any]) -> None:
-        try:
-            await hub.publish(topic, data)
-        except HubError as exc:
-            failures.failed(f"{topic}: {exc}")
-        else:
-            failures.succeeded()
-
-    return publish
+    return _sparing(hub.publish, (HubError,))
 
 
 def relay_publisher(relay: RelayClient) -> Publish:
     """Events to the web tier's hub through the relay: one that cannot be handed over
-    (the web tier is not running) costs the event, never the work, and is logged."""
+    (the web tier is not running) or that the hub refuses costs the event, never the
+    work, and is logged as ``hub_publisher``'s are."""
+    return _sparing(relay.publish, (RelayUnavailable, ValueError))
 
+
+def _sparing(
+    send: Callable[[str, dict[str, Any]], Awaitable[object]],
+    errors: tuple[type[Exception], ...],
+) -> Publish:
+    """``send``, with ``errors`` logged through one ``RepeatingFailure`` (a line when
+    publishing starts to fail and one when it works again) rather than raised."""
     failures = RepeatingFailure(log, "events not published")
 
     async def publish(topic: str, data: dict[str, Any]) -> None:
         try:
-            await relay.publish(topic, data)
-        except (RelayUnavailable, ValueError) as exc:
+            await send(topic, data)
+        except errors as exc:
             failures.failed(f"{topic}: {exc}")
         else:
             failures.succeeded()
