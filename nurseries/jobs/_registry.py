@@ -124,6 +124,14 @@ class TaskRegistry:
         each task's; with its concurrency (None: the runner's default)."""
         return dict(self._queues)
 
+    @staticmethod
+    def queue_of(task: str, queue: str | None = None, concurrency: int | None = None) -> str:
+        """The queue a task declared with these options runs on: the one it names, else
+        a queue of its own (named after it) if it sets a concurrency, else ``default``."""
+        if queue is not None:
+            return queue
+        return task if concurrency is not None else "default"
+
     def check_queue(self, name: str) -> None:
         if name not in self._queues:
             raise UnknownQueue(name, sorted(self._queues))
@@ -148,10 +156,9 @@ class TaskRegistry:
         well, that queue is held to ``concurrency``, with every task on it."""
         if timeout <= 0:
             raise ValueError("a task's timeout must be positive")
+        queue = self.queue_of(name, queue, concurrency)
         if concurrency is not None:
-            queue = name if queue is None else queue
             self.queue(queue, concurrency=concurrency)  # checks it, refuses a clash
-        queue = "default" if queue is None else queue
 
         def register(function: TaskFunction) -> TaskFunction:
             if not inspect.iscoroutinefunction(function):

@@ -63,10 +63,9 @@ class Task:
     @property
     def queue(self) -> str:
         """The queue its jobs go to unless an enqueue says otherwise."""
-        queue = self.options.get("queue")
-        if queue is not None:
-            return str(queue)
-        return self.name if self.options.get("concurrency") is not None else "default"
+        return TaskRegistry.queue_of(
+            self.name, self.options.get("queue"), self.options.get("concurrency")
+        )
 
     def register(self, registry: TaskRegistry) -> None:
         registry.task(self.name, **self.options)(self.function)
