@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 __all__ = [
     "ROOT",
     "canopy_module",
+    "cpu_seconds",
     "free_port",
     "import_root",
     "pinned",
@@ -50,6 +52,13 @@ def import_root(checkout: Path) -> Path:
 def canopy_module(checkout: Path) -> str:
     """What ``python -m`` runs as the ``canopy`` command in ``checkout``."""
     return "canopy" if (checkout / "server" / "canopy").is_dir() else "server"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system time of ``pid`` so far, every thread's (fields 14 and 15 of
+    /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
-from _procs import free_port, raise_fd_limit, running
+from _procs import cpu_seconds, free_port, raise_fd_limit, running
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC = "demo.bench"
@@ -314,11 +314,6 @@ def measure_paced(server: Server, workdir: Path, args: argparse.Namespace) -> Pa
     with running(server.command(port), port, workdir, env) as process:
         trio.run(fan_out, [port], server, 50, 20)  # warm-up
         return paced(port, server, process.pid, args)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def connect_all(nursery: trio.Nursery, ports: list[int], server: Server, run: Run) -> None:

@@ -38,7 +38,15 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _procs import canopy_module, free_port, import_root, pinned, raise_fd_limit, running
+from _procs import (
+    canopy_module,
+    cpu_seconds,
+    free_port,
+    import_root,
+    pinned,
+    raise_fd_limit,
+    running,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 LOADS = {
@@ -110,12 +118,6 @@ def run_wrk(
     failures = re.findall(r"(?:Non-2xx or 3xx responses:|timeout|read|write|connect) (\d+)", out)
     errors = sum(int(n) for n in failures)
     return rps, errors
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system time of ``pid`` so far (fields 14 and 15 of /proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(

@@ -53,7 +53,7 @@ from pathlib import Path
 
 import trio
 from _poster import Poster, PostError
-from _procs import free_port, raise_fd_limit, running
+from _procs import cpu_seconds, free_port, raise_fd_limit, running
 
 from canopy.handlers.topics import TokenIssuer
 from canopy.handlers.topics.client import TopicMessage, connect_topics
@@ -107,12 +107,6 @@ class System:
     database: Path
     events: tuple[str, str] | None  # (ws url, token) where the system publishes events
     processes: dict[str, int] = field(default_factory=dict)  # its processes' pids by role
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU a process used so far, every thread's."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def poll_outcomes(database: Path, run: Run) -> None:
