@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_attributes
 from ..grants import Grants, InvalidToken, TokenIssuer, covers
+from ._endpoint import handshake_token, serve_socket
 from ._protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY,
@@ -17,9 +18,10 @@ from ._protocol import (
     FRAMES_EXTENSION,
     OPERATIONS,
     ProtocolError,
+    encode_frames,
 )
 from ._service import Forbidden, TopicsService
-from ._session import Session, Socket
+from ._session import DirectSocket, Session, Socket
 
 if TYPE_CHECKING:  # create_blueprint imports Quart: only when asked for
     from ._blueprint import create_blueprint
@@ -31,6 +33,7 @@ __all__ = [
     "CLOSE_TOO_BIG",
     "FRAMES_EXTENSION",
     "OPERATIONS",
+    "DirectSocket",
     "Forbidden",
     "Grants",
     "InvalidToken",
@@ -41,6 +44,9 @@ __all__ = [
     "TopicsService",
     "covers",
     "create_blueprint",
+    "encode_frames",
+    "handshake_token",
+    "serve_socket",
 ]
 
 __getattr__, __dir__ = lazy_attributes(__name__, {"create_blueprint": "._blueprint"})

@@ -18,9 +18,9 @@ from .._errors import ApiError
 from .._requests import bearer_token, int_arg
 from .._schema import ErrorBody, body
 from ..grants import Grants, InvalidToken
-from ._protocol import FRAMES_EXTENSION, Frame, encode_text_frame, error_frame
+from ._endpoint import handshake_token, serve_socket
+from ._protocol import FRAMES_EXTENSION, encode_frames
 from ._service import Forbidden, TopicsService
-from ._session import Session
 
 __all__ = ["create_blueprint"]
 
@@ -65,9 +65,7 @@ class _QuartSocket:
             # the handshake, the transport would drop (a first frame, say).
             await self._ws.accept()
             self._accepted = True
-        encoded = b"".join(
-            f.encoded() if isinstance(f, Frame) else encode_text_frame(f) for f in frames
-        )
+        encoded = encode_frames(frames)
         await self._asgi_send({"type": FRAMES_EXTENSION, "bytes": encoded, "texts": frames})
 
     async def close(self, code: int, reason: str) -> None:
@@ -157,19 +155,9 @@ def create_blueprint(service: TopicsService) -> Blueprint:
 
     @blueprint.websocket("/ws")
     async def ws() -> None:
-        try:
-            current = websocket._get_current_object()  # type: ignore[attr-defined]
-            grants, problem = service.grants(bearer_token(current)), None
-        except InvalidToken as exc:
-            grants, problem = service.issuer.anonymous(), str(exc)
-        socket = _QuartSocket(websocket._get_current_object())  # type: ignore[attr-defined]
-        try:
-            if problem is not None:
-                notice = f"{problem}; connected anonymously"
-                await socket.send([error_frame("invalid_token", notice)])
-            await Session(service, socket, grants).run()
-        except SubscriberGone:
-            pass  # the client left while we answered it: nobody to tell
+        current = websocket._get_current_object()  # type: ignore[attr-defined]
+        token = handshake_token(current.scope["headers"], current.scope.get("query_string", b""))
+        await serve_socket(service, token, _QuartSocket(current))
 
     @blueprint.post("/topics/<topic>/messages")
     @body(NewMessage, auth=lambda: _http_grants(service))

@@ -7,6 +7,7 @@ protocol itself is documented in docs/PROTOCOL.md; close codes are named here.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "Operation",
     "ProtocolError",
     "dumps",
+    "encode_frames",
     "encode_text_frame",
     "error_frame",
     "message_frame",
@@ -122,6 +124,11 @@ class Frame(str):
         if self._encoded is None:
             self._encoded = encode_text_frame(self)
         return self._encoded
+
+
+def encode_frames(texts: Sequence[str]) -> bytes:
+    """Text frames, one after the other (a :class:`Frame`'s encoding reused)."""
+    return b"".join(t.encoded() if isinstance(t, Frame) else encode_text_frame(t) for t in texts)
 
 
 def encode_text_frame(text: str) -> bytes:

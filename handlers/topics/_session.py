@@ -1,10 +1,17 @@
 """One WebSocket connection speaking the topics protocol, over any socket.
 
-Resource handling: the session's receive loop runs in its own cancel scope; a
-subscription the hub closes (slow consumer, hub stopping) ends the session through
-:meth:`Session.end`, which records the close code and cancels that scope. Every
-subscription is dropped when the session ends, however it ends, and the close frame
-is sent within ``close_timeout``.
+Resource handling: the session owns one nursery. Its own task reads and answers
+frames; beside it, only when needed, a publisher task (from the first publish on)
+and, over a :class:`DirectSocket`, a writer task while the socket cannot take what
+the hub delivers. A subscription the hub closes (slow consumer, hub stopping) ends
+the session through :meth:`Session.end`, which records the close code and cancels
+the nursery. Every subscription is dropped when the session ends, however it ends,
+and the close frame is sent within ``close_timeout``.
+
+Delivery: over a :class:`DirectSocket` (Canopy's transport) the session is the
+hub's :class:`~canopy.nurseries.fanout.Outlet` for all its subscriptions: the hub's
+flush writes each message straight to the socket, with no task per subscription or
+per connection. Over any other socket each subscription has the hub's pump.
 
 Error handling: a refused operation is answered with an ``error`` frame and the
 connection stays open; only ``max_errors`` refusals in a row close it with 1008.
@@ -13,8 +20,8 @@ connection stays open; only ``max_errors`` refusals in a row close it with 1008.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 import trio.lowlevel
@@ -26,6 +33,7 @@ from canopy.nurseries.fanout import (
     InvalidTopic,
     Item,
     Message,
+    SubscriberGone,
     Subscription,
     check_pattern,
     check_topic,
@@ -39,6 +47,7 @@ from ._protocol import (
     Operation,
     ProtocolError,
     dumps,
+    encode_frames,
     error_frame,
     message_frame,
     parse,
@@ -46,7 +55,7 @@ from ._protocol import (
 )
 from ._service import Forbidden, TopicsService
 
-__all__ = ["Session", "Socket"]
+__all__ = ["DirectSocket", "Session", "Socket"]
 
 MAX_QUEUED_PUBLISHES = 1000  # per connection, before it stops reading
 
@@ -55,6 +64,24 @@ class Socket(Protocol):
     async def receive(self) -> str | bytes: ...
     async def send(self, frames: Sequence[str]) -> None: ...
     async def close(self, code: int, reason: str) -> None: ...
+
+
+@runtime_checkable
+class DirectSocket(Socket, Protocol):
+    """A socket that can also be written without waiting, from any task."""
+
+    def send_nowait(self, data: bytes) -> bool:
+        """Write encoded frames, in order after everything before them; False if some
+        are still held (:meth:`drain` writes them). A gone client's are dropped."""
+        ...
+
+    async def drain(self) -> None:
+        """Until nothing is held; :class:`SubscriberGone` if the client has gone."""
+        ...
+
+    def on_drain(self, end: Callable[[], object]) -> None:
+        """Have ``end`` called when the server begins a graceful stop."""
+        ...
 
 
 class Session:
@@ -74,47 +101,59 @@ class Session:
         self.close_timeout = close_timeout
         self.subscriptions: dict[str, Subscription] = {}
         self._pending: dict[int, Any] = {}  # subscription id -> request id of its subscribe
-        self._scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
         self.close_code: int | None = None
         self.close_reason = ""
-        # Created at the first publish, with the nursery its task runs in: a session
-        # that only subscribes (most of them) pays for neither.
+        # Made when first needed: a session that only subscribes (most) has neither.
         self._publisher: _Publisher | None = None
+        self._outlet: _Outlet | None = None
 
     async def run(self) -> None:
         self.service.connections += 1
         try:
-            with self._scope:
-                await self._receive_loop()
-                if self._publisher is not None:  # it stopped at the first publish
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._publisher.run)
-                        await self._receive_loop()
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if isinstance(self.socket, DirectSocket):
+                    self.socket.on_drain(self._drained)
+                if self.close_code is not None:
+                    nursery.cancel_scope.cancel()  # ended before it began
+                try:
+                    await self._receive_loop()
+                    if self._publisher is not None:
                         with trio.move_on_after(self.close_timeout):
                             await self._publisher.published_all()  # read before a close
-                        nursery.cancel_scope.cancel()
+                except SubscriberGone:
+                    pass  # the client left: nobody to answer
+                nursery.cancel_scope.cancel()
         finally:
             self.service.connections -= 1
             for sub in self.subscriptions.values():
                 self.service.hub.unsubscribe(sub)
             self.subscriptions.clear()
+            # Each holds the session: cycles that would keep a closed connection
+            # until the collector ran.
+            self._nursery = self._publisher = self._outlet = None
         if self.close_code is not None:
             with trio.move_on_after(self.close_timeout):
                 await self.socket.close(self.close_code, self.close_reason)
 
-    def end(self, code: int, reason: str) -> None:
-        if self.close_code is None:
+    def _drained(self) -> None:
+        self.end(CLOSE_GOING_AWAY, "server shutting down")
+
+    def end(self, code: int | None, reason: str = "") -> None:
+        """End the session; with a code, the close frame to send (None: the client
+        has gone, there is nobody to tell)."""
+        if self.close_code is None and code is not None:
             # A close frame's reason is at most 123 bytes of UTF-8.
             self.close_code = code
             self.close_reason = reason.encode()[:123].decode(errors="ignore")
-        self._scope.cancel()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     async def _receive_loop(self) -> None:
-        """Answer frames until the client leaves; without a publisher yet, return at
-        the first publish, so that ``run`` opens the nursery its task needs."""
+        """Answer frames until the client leaves (or too many are refused)."""
         errors = 0
-        first_pass = self._publisher is None
-        while not (first_pass and self._publisher is not None):
+        while True:
             frame = await self.socket.receive()
             try:
                 reply = await self._handle(parse(frame))
@@ -166,9 +205,12 @@ class Session:
             raise op.error("invalid_field", "since: resuming needs an exact topic")
         if since is not None and since > 0 and epoch is None:
             raise op.error("invalid_field", "epoch: required with since > 0")
+        outlet = self._outlet
+        if outlet is None and isinstance(self.socket, DirectSocket):
+            outlet = self._outlet = _Outlet(self, self.socket)
         sub = await self.service.hub.subscribe(
             pattern,
-            _SessionSink(self),
+            outlet if outlet is not None else _SessionSink(self),
             since=since,
             epoch=epoch,
             client=self.grants.client,
@@ -176,6 +218,9 @@ class Session:
             presence=op.body.get("presence") is True,
         )
         self.subscriptions[pattern] = sub
+        if outlet is not None:
+            await outlet.open(sub, op.request_id)
+            return None
         self._pending[sub.id] = op.request_id
         return None  # the hub's pump sends "subscribed" before the first message
 
@@ -197,7 +242,9 @@ class Session:
         if not self._grants_for(op).may_publish(topic):
             raise op.error("forbidden", f"not allowed to publish to {topic}")
         if self._publisher is None:
+            assert self._nursery is not None
             self._publisher = _Publisher(self)
+            self._nursery.start_soon(self._publisher.run)
         await self._publisher.add(op, topic, op.body["data"], key)
 
     def _presence(self, op: Operation) -> str:
@@ -254,7 +301,11 @@ class _Publisher:
                 _published(op, outcome)
                 for (op, *_rest), outcome in zip(batch, outcomes, strict=True)
             ]
-            await self.session.socket.send(frames)
+            try:
+                await self.session.socket.send(frames)
+            except SubscriberGone:
+                self.session.end(None)
+                return
             self.in_flight = 0
 
 
@@ -266,28 +317,113 @@ class _SessionSink:
 
     async def opened(self, subscription: Subscription) -> None:
         request_id = self.session._pending.pop(subscription.id, None)
-        replay = subscription.replay
-        body: dict[str, Any] = {"type": "subscribed", "topic": subscription.pattern}
-        if replay is not None:
-            body.update(offset=replay.offset, epoch=replay.epoch, recovered=replay.recovered)
-        if request_id is not None:
-            body["id"] = request_id
-        await self.session.socket.send([dumps(body)])
+        await self.session.socket.send([_subscribed(subscription, request_id)])
 
     async def deliver(self, subscription: Subscription, items: Sequence[Item]) -> None:
-        await self.session.socket.send(
-            [message_frame(i) if isinstance(i, Message) else presence_frame(i) for i in items]
-        )
+        await self.session.socket.send(_frames(items))
 
     async def closed(self, subscription: Subscription, reason: CloseReason) -> None:
-        if reason is CloseReason.SLOW_CONSUMER:
-            self.session.end(
-                CLOSE_SLOW_CONSUMER,
-                f"slow consumer on {subscription.pattern}: resume from offset "
-                f"{subscription.resume_offset}",
-            )
-        else:
-            self.session.end(CLOSE_GOING_AWAY, "server shutting down")
+        _end(self.session, subscription, reason)
+
+
+class _Outlet:
+    """The session's subscriptions over a :class:`DirectSocket`: the hub's flush
+    writes what they queued straight to the socket, in the publisher's task. Only
+    when the socket holds back (the client reads slowly) does a writer task run,
+    in the session's nursery, until it has caught up; meanwhile what the hub
+    delivers stays in each subscription's queue, where its slow-consumer policy
+    applies, exactly as behind a pump blocked on a send."""
+
+    def __init__(self, session: Session, socket: DirectSocket) -> None:
+        self.session = session
+        self.socket = socket
+        self.ready: dict[Subscription, None] = {}  # with something queued, in order
+        self.opening: list[Subscription] = []  # "subscribed" and the backlog first
+        self.writing = False  # the writer task runs
+
+    async def open(self, sub: Subscription, request_id: Any) -> None:
+        """Send "subscribed", then the backlog, then what queued meanwhile."""
+        self.opening.append(sub)
+        try:
+            await self.session.socket.send([_subscribed(sub, request_id)])
+            backlog, sub.backlog = sub.backlog, []
+            batch = self.session.service.hub.batch_size
+            for start in range(0, len(backlog), batch):
+                items = backlog[start : start + batch]
+                await self.session.socket.send(_frames(items))
+                self.session.service.hub.took(sub, items)
+        finally:
+            self.opening.remove(sub)
+        sub.replay = None  # said in "subscribed"; not kept for the subscription's life
+        if sub.queue:
+            self.wake(sub)
+
+    def wake(self, sub: Subscription) -> None:
+        if sub in self.opening:
+            return  # open() takes what queued once the backlog is out
+        self.ready[sub] = None
+        if not self.writing:
+            self._write_ready()
+
+    def ended(self, sub: Subscription, reason: CloseReason) -> None:
+        _end(self.session, sub, reason)
+
+    def _write_ready(self) -> None:
+        hub, batch, ready = (
+            self.session.service.hub,
+            self.session.service.hub.batch_size,
+            self.ready,
+        )
+        while ready:
+            sub = next(iter(ready))
+            del ready[sub]
+            if sub.closed:
+                continue
+            items = sub.take(batch)
+            if sub.queue:
+                ready[sub] = None  # more than a batch: its turn again after the others
+            if not items:
+                continue
+            hub.took(sub, items)
+            if not self.socket.send_nowait(encode_frames(_frames(items))):
+                self.writing = True
+                nursery = self.session._nursery
+                if nursery is not None:
+                    nursery.start_soon(self._writer)
+                return
+
+    async def _writer(self) -> None:
+        try:
+            while self.writing:
+                await self.socket.drain()
+                self.writing = False
+                self._write_ready()
+        except SubscriberGone:
+            self.session.end(None)
+
+
+def _subscribed(sub: Subscription, request_id: Any) -> str:
+    replay = sub.replay
+    body: dict[str, Any] = {"type": "subscribed", "topic": sub.pattern}
+    if replay is not None:
+        body.update(offset=replay.offset, epoch=replay.epoch, recovered=replay.recovered)
+    if request_id is not None:
+        body["id"] = request_id
+    return dumps(body)
+
+
+def _frames(items: Sequence[Item]) -> list[str]:
+    return [message_frame(i) if isinstance(i, Message) else presence_frame(i) for i in items]
+
+
+def _end(session: Session, sub: Subscription, reason: CloseReason) -> None:
+    if reason is CloseReason.SLOW_CONSUMER:
+        session.end(
+            CLOSE_SLOW_CONSUMER,
+            f"slow consumer on {sub.pattern}: resume from offset {sub.resume_offset}",
+        )
+    else:
+        session.end(CLOSE_GOING_AWAY, "server shutting down")
 
 
 def _published(op: Operation, outcome: Message | Exception) -> str:

@@ -12,7 +12,7 @@ from ._history import Message, Presence, Replay, TopicLog
 from ._hub import Hub
 from ._hub_errors import HubClosed, HubError, TooManySubscriptions, TooManyTopics
 from ._relay import RelayBusy, RelayClient, RelayListener, RelayUnavailable
-from ._subscription import CloseReason, Item, Sink, SubscriberGone, Subscription
+from ._subscription import CloseReason, Item, Outlet, Sink, SubscriberGone, Subscription
 from ._topics import (
     MAX_TOPIC_LENGTH,
     InvalidTopic,
@@ -35,6 +35,7 @@ __all__ = [
     "InvalidTopic",
     "Item",
     "Message",
+    "Outlet",
     "Presence",
     "RelayBusy",
     "RelayClient",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import trio
 import trio.lowlevel
@@ -37,7 +37,7 @@ from trio._core import wait_all_tasks_blocked
 from ._broker import Broker, BrokerUnavailable
 from ._history import Message, Presence, Replay, TopicLog
 from ._hub_errors import HubClosed, HubError, TooManySubscriptions, TooManyTopics
-from ._subscription import CloseReason, Sink, SubscriberGone, Subscription
+from ._subscription import CloseReason, Outlet, Sink, SubscriberGone, Subscription
 from ._topic_logs import TopicLogs
 from ._topics import SlowConsumerPolicy, TopicRules, check_pattern, check_topic, is_exact
 
@@ -174,7 +174,7 @@ class Hub:
                 continue
             if sub.offer(message, policy):
                 if sub.filling:
-                    sub.wakeup.unpark_all()
+                    self._wake(sub)
                 else:
                     dirty.add(sub)
             else:
@@ -195,7 +195,7 @@ class Hub:
     async def subscribe(
         self,
         pattern: str,
-        sink: Sink,
+        sink: Sink | Outlet,
         *,
         since: int | None = None,
         epoch: str | None = None,
@@ -221,12 +221,14 @@ class Hub:
                 log_.watched = True
                 replay = log_.since(since, epoch)
             sub = Subscription(pattern, sink, self.queue_size, client, info, presence, replay)
+            self._pumped(sub)
             self._file(sub)
         else:
             # Filed first, then the log read: a message published in between is both
             # queued live and in the replay, and ``sub.seen`` drops the second copy; a
             # message published before the read is in it. No gap, no duplicate.
             sub = Subscription(pattern, sink, self.queue_size, client, info, presence)
+            self._pumped(sub)
             self._file(sub)
             if exact:
                 try:
@@ -240,8 +242,14 @@ class Hub:
                 raise HubClosed("the hub stopped")
         if exact and client:
             self._member(pattern, client, +1, info)
-        self._nursery.start_soon(self._pump, sub)
+        if sub.scope is not None:
+            self._nursery.start_soon(self._pump, sub)
         return sub
+
+    def _pumped(self, sub: Subscription) -> None:
+        """Give ``sub`` what its pump needs, unless its sink is an :class:`Outlet`."""
+        if not isinstance(sub.sink, Outlet):
+            sub.scope, sub.wakeup = trio.CancelScope(), trio.lowlevel.ParkingLot()
 
     def _file(self, sub: Subscription) -> None:
         index, key = self._index_of(sub)
@@ -250,6 +258,12 @@ class Hub:
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._close(sub, None)
+
+    def took(self, sub: Subscription, items: Sequence[Any]) -> None:
+        """An :class:`Outlet` has taken ``items`` from ``sub``'s queue to write: what
+        a pump's delivery counts (the subscription's resume offset among it)."""
+        sub.note_delivered(items)
+        self.delivered += len(items)
 
     def presence(self, topic: str) -> list[dict[str, Any]]:
         """Clients subscribed to exactly ``topic``, each once."""
@@ -346,7 +360,7 @@ class Hub:
                 if not sub.presence:
                     continue
                 if sub.offer(event, policy):
-                    sub.wakeup.unpark_all()
+                    self._wake(sub)
                 else:
                     self._close(sub, CloseReason.SLOW_CONSUMER)
 
@@ -362,14 +376,26 @@ class Hub:
             index.pop(key, None)
         self._count -= 1
         self._parking(sub)  # its pump will not park again
-        sub.scope.cancel()
+        if sub.scope is not None:
+            sub.scope.cancel()
+        elif reason is not None:
+            cast(Outlet, sub.sink).ended(sub, reason)
         if sub.exact and sub.client:
             self._member(sub.pattern, sub.client, -1, sub.info)
 
+    def _wake(self, sub: Subscription) -> None:
+        """Have ``sub``'s queue delivered now: its outlet writes, or its pump runs."""
+        if sub.wakeup is None:
+            cast(Outlet, sub.sink).wake(sub)
+        else:
+            sub.wakeup.unpark_all()
+
     async def _pump(self, sub: Subscription) -> None:
+        assert sub.scope is not None and sub.wakeup is not None
+        sink = cast(Sink, sub.sink)
         with sub.scope:
             try:
-                await sub.sink.opened(sub)
+                await sink.opened(sub)
                 if sub.backlog:
                     backlog, sub.backlog = sub.backlog, []
                     for start in range(0, len(backlog), self.batch_size):
@@ -390,7 +416,7 @@ class Hub:
         if sub.close_reason is not None:
             with trio.move_on_after(self.close_timeout):
                 try:
-                    await sub.sink.closed(sub, sub.close_reason)
+                    await sink.closed(sub, sub.close_reason)
                 except Exception:
                     log.exception("closing subscriber %s failed", sub.id)
 
@@ -420,7 +446,10 @@ class Hub:
                 dirty, self._dirty = self._dirty, set()
                 self._flush_due = trio.Event()
                 for sub in dirty:
-                    if sub.wakeup.unpark_all() and self.broker is not None:
+                    if sub.wakeup is None:
+                        if not sub.closed:
+                            cast(Outlet, sub.sink).wake(sub)  # it writes now, in this task
+                    elif sub.wakeup.unpark_all() and self.broker is not None:
                         self._writing.add(sub)
                 if self._writing:
                     await self._wait_written()
@@ -452,7 +481,7 @@ class Hub:
                 self._written.set()
 
     async def _deliver(self, sub: Subscription, items: list[Any]) -> None:
-        await sub.sink.deliver(sub, items)
+        await cast(Sink, sub.sink).deliver(sub, items)
         sub.note_delivered(items)
         self.delivered += len(items)
 

@@ -20,14 +20,14 @@ import enum
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 
 from ._history import Message, Presence, Replay
 from ._topics import SlowConsumerPolicy, is_exact
 
-__all__ = ["CloseReason", "Item", "Sink", "SubscriberGone", "Subscription"]
+__all__ = ["CloseReason", "Item", "Outlet", "Sink", "SubscriberGone", "Subscription"]
 
 Item = Message | Presence
 _ids = itertools.count(1)
@@ -45,7 +45,10 @@ class SubscriberGone(Exception):
 
 
 class Sink(Protocol):
-    """Where a subscription's pump delivers; a WebSocket connection, a channel, a test."""
+    """Where a subscription's pump delivers; a WebSocket connection, a channel, a test.
+
+    A sink that is also an :class:`Outlet` gets no pump: the hub hands it its
+    subscriptions' messages as they are flushed."""
 
     async def opened(self, subscription: Subscription) -> None:
         """Called first, before any delivery (``subscription.replay`` says what resumed)."""
@@ -58,10 +61,29 @@ class Sink(Protocol):
         """The hub ended it; bounded by the hub's close timeout."""
 
 
+@runtime_checkable
+class Outlet(Protocol):
+    """A sink that takes its deliveries without a task per subscription, for a
+    connection that can write without waiting (most of the time).
+
+    The hub calls ``wake`` whenever the subscription has queued items (at its flush,
+    or at once when the queue is half full), from the publisher's task: the outlet
+    takes what it can write now (``Subscription.take``, then ``Hub.took``) and leaves
+    the rest queued for a task of its own to write once the connection can take it;
+    the queue's slow-consumer policy applies meanwhile. What comes before the live
+    messages, the ``replay``'s ``backlog``, is the outlet's to send first.
+    ``ended`` is called when the hub closes the subscription (not when its owner
+    unsubscribes), from the hub's task: it must not wait."""
+
+    def wake(self, subscription: Subscription) -> None: ...
+
+    def ended(self, subscription: Subscription, reason: CloseReason) -> None: ...
+
+
 @dataclass(eq=False)
 class Subscription:
     pattern: str
-    sink: Sink
+    sink: Sink | Outlet
     queue_size: int
     client: str = ""
     info: Any = None
@@ -72,8 +94,9 @@ class Subscription:
         self.id = next(_ids)
         self.exact = is_exact(self.pattern)
         self.queue: list[Item] = []  # at most queue_size items (see offer)
-        self.scope = trio.CancelScope()
-        self.wakeup = trio.lowlevel.ParkingLot()  # the pump parks here when its queue is empty
+        # A pump's, made by the hub when it starts one; an outlet's subscription has none.
+        self.scope: trio.CancelScope | None = None
+        self.wakeup: trio.lowlevel.ParkingLot | None = None  # where the pump parks
         self.close_reason: CloseReason | None = None
         self.closed = False
         self.dropped = 0

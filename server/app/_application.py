@@ -55,6 +55,7 @@ _QUART_STATE = (
     "after_websocket_funcs",
     "teardown_websocket_funcs",
     "extensions",
+    "websocket_sessions",
 )
 
 

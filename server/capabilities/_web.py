@@ -4,6 +4,10 @@ blueprint of a service the app has anyway (every app has a job queue and a hub).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
 from canopy.handlers import dashboard as dashboard_pages
 from canopy.handlers import jobs as jobs_pages
 from canopy.handlers import topics as topics_pages
@@ -33,6 +37,14 @@ class TopicsAPI(Capability):
     def install(self, assembly: Assembly) -> None:
         if assembly.topics is not None:
             assembly.add_blueprint(topics_pages.create_blueprint(assembly.topics))
+            if assembly.serving:
+                assembly.app.websocket_sessions["/ws"] = partial(_session, assembly.topics)
+
+
+def _session(service: topics_pages.TopicsService, upgrade: Any) -> Callable[[Any], Awaitable[None]]:
+    """``/ws`` as Canopy's transport runs it (``canopy.server.transport._websocket``)."""
+    token = topics_pages.handshake_token(upgrade.headers, upgrade.query_string)
+    return partial(topics_pages.serve_socket, service, token)
 
 
 class Dashboard(Capability):

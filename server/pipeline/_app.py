@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,22 @@ class Runtime:
 
 class CanopyApp(LeanQuartTrio):
     runtime: Runtime
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # WebSocket paths Canopy's transport runs itself, with no ASGI call: each a
+        # ``WebSocketHandler`` (canopy.server.transport._websocket), given the upgrade
+        # request, returning the session to run on the socket. Quart's route for the
+        # same path serves them under any other server.
+        self.websocket_sessions: dict[str, Callable[[Any], Callable[[Any], Awaitable[None]]]] = {}
+
+    def transport_websockets(self) -> dict[str, Callable[[Any], Callable[[Any], Awaitable[None]]]]:
+        """What the transport may take: none when the app hooks its WebSockets
+        (``before_websocket`` and the like would not run for them)."""
+        hooked = (self.before_websocket_funcs, self.after_websocket_funcs)
+        if any(funcs for hooks in hooked for funcs in hooks.values()):
+            return {}
+        return dict(self.websocket_sessions)
 
     async def handle_websocket(self, websocket: Websocket) -> Any:
         # An id as a request has: the log line of a session's failure carries it.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Awaitable, Callable, MutableSet
+from collections.abc import Awaitable, Callable, Mapping, MutableSet
 from functools import partial
 from typing import Any, cast
 
@@ -35,8 +35,17 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState
 from hypercorn.utils import parse_socket_addr
 
+from canopy.nurseries.fanout import SubscriberGone
+
 from ._extensions import CANCEL_ON_DISCONNECT, TRANSPORT_EXTENSION
 from ._hypercorn import CanopyProtocolWrapper
+from ._websocket import (
+    ServerWebSocket,
+    WebSocketHandler,
+    WebSocketSession,
+    accept_response,
+    parse_upgrade,
+)
 
 __all__ = ["SHUTDOWN_CLOSE_CODE", "ClientDisconnected", "Connection"]
 
@@ -344,23 +353,26 @@ class Connection:
         self,
         app: AppWrapper,
         config: Config,
-        context: WorkerContext,
         lifespan_state: dict[str, Any],
         registry: MutableSet[Connection],
         stream: trio.abc.Stream,
         *,
         inline: bool = False,
+        websockets: Mapping[str, WebSocketHandler] | None = None,
     ) -> None:
         self.app = app
         self.inline = inline
+        self.websockets = websockets or {}
         self.config = config
-        self.context = context
         self.lifespan_state = lifespan_state
         self.registry = registry
         self.stream = stream
         self.protocol: CanopyProtocolWrapper
         self._nursery: trio.Nursery
-        self._send_lock = trio.Lock()
+        # Made when first needed (a write that must wait), as the worker context is
+        # (Hypercorn's protocols): an idle WebSocket the transport runs has neither.
+        self.context: WorkerContext
+        self._send_lock: trio.Lock | None = None
         self._idle = True
         self._idle_since = trio.current_time()
         self._draining = False
@@ -372,7 +384,7 @@ class Connection:
         self._pending: list[bytes] = []
         self._fd = -1  # the socket's descriptor, for writes that need no await
         self._deferred: tuple[AppWrapper, Any, _AppCall] | None = None
-        self.context.event_class = partial(_ReaderEvent, self)  # type: ignore[assignment]
+        self._websocket: ServerWebSocket | None = None  # one the transport runs
 
     async def run(self) -> None:
         self.registry.add(self)
@@ -380,13 +392,23 @@ class Connection:
             ssl, alpn = await self._handshake()
             if alpn is None:
                 return
+            first = b""
+            if not ssl:
+                self._fd = cast(trio.SocketStream, self.stream).socket.fileno()
+                if self.websockets:
+                    first = await self._first_read()
+                    if not first:
+                        return
+                    websocket = self._websocket_session(first)
+                    if websocket is not None:
+                        first = b""  # not held for the session's lifetime
+                        await websocket
+                        return
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self.protocol = self._make_protocol(nursery, ssl, alpn)
-                if not ssl:
-                    self._fd = cast(trio.SocketStream, self.stream).socket.fileno()
                 await self.protocol.initiate()
-                await self._read_loop()
+                await self._read_loop(first)
         except OSError:
             pass  # the peer vanished (getpeername on a reset socket, and the like)
         except Exception:
@@ -398,7 +420,7 @@ class Connection:
             # The protocol holds our send and task group, and the worker context our
             # event class: cycles that kept a closed connection (about fifty objects,
             # its task and nursery among them) until the collector ran.
-            for name in ("protocol", "_nursery", "context"):
+            for name in ("protocol", "_nursery", "context", "_websocket"):
                 vars(self).pop(name, None)
 
     async def _handshake(self) -> tuple[bool, str | None]:
@@ -412,6 +434,8 @@ class Connection:
         return True, self.stream.selected_alpn_protocol() or "http/1.1"
 
     def _make_protocol(self, nursery: trio.Nursery, ssl: bool, alpn: str) -> CanopyProtocolWrapper:
+        self.context = WorkerContext(None)
+        self.context.event_class = partial(_ReaderEvent, self)  # type: ignore[assignment]
         stream = self.stream
         transport = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
         sock = cast(trio.SocketStream, transport).socket
@@ -428,10 +452,102 @@ class Connection:
             alpn,
         )
 
+    async def _first_read(self) -> bytes:
+        """What a fresh connection sends first (b"" if nothing, before it idles out):
+        a WebSocket upgrade the transport takes (``websockets``), or Hypercorn's."""
+        data = b""
+        with trio.CancelScope() as self._read_scope:
+            try:
+                data = await self._receive()
+            except (trio.ClosedResourceError, trio.BrokenResourceError, OSError):
+                pass
+        self._read_scope = None
+        return data
+
+    def _websocket_session(self, first: bytes) -> Awaitable[None] | None:
+        """The session of an upgrade the transport takes (see ``_websocket``), or None."""
+        compression = bool(getattr(self.config, "websocket_compression", False))
+        taken = parse_upgrade(first, self.websockets, compression=compression)
+        if taken is None:
+            return None
+        upgrade, trailing = taken
+        # The handler reads what it needs of the request now: nothing of it is kept.
+        session = self.websockets[upgrade.path](upgrade)
+        answer = accept_response(upgrade, self.config.response_headers("h11"))
+        return self._serve_websocket(session, answer, trailing, upgrade.path)
+
+    async def _serve_websocket(
+        self, session: WebSocketSession, answer: bytes, trailing: bytes, path: str
+    ) -> None:
+        """Answer the upgrade and run the session in this task, the connection's only
+        one. At a drain the session is asked to end (``ServerWebSocket.on_drain``)."""
+        self._idle = False  # never reaped as an idle keep-alive connection
+        if not await self.write(answer):
+            return
+        socket = ServerWebSocket(self, trailing, self.config.websocket_max_message_size)
+        self._websocket = socket
+        try:
+            await session(socket)
+        except SubscriberGone:
+            pass
+        except Exception:
+            log.exception("error in WebSocket session", extra={"path": path})
+            with trio.move_on_after(1.0):
+                await socket.close(1011, "internal error")
+        finally:
+            socket.on_drain(None)  # it holds the session, which holds the socket
+        await self.write()
+
+    async def read(self) -> bytes:
+        """The client's next bytes, b"" once it has gone: for a WebSocket run here."""
+        try:
+            return await self._receive()
+        except (trio.ClosedResourceError, trio.BrokenResourceError, OSError):
+            return b""
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Write ``data`` after what is queued, as far as the socket takes it now;
+        False if some is left queued for :meth:`write`. A broken connection's is
+        dropped (its reader finds it closed)."""
+        if self._closed:
+            return True
+        if self._pending or (self._send_lock is not None and self._send_lock.locked()):
+            self._pending.append(data)
+            return False
+        try:
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return True
+        if sent < len(data):
+            self._pending.append(data[sent:])
+            return False
+        return True
+
+    def queue(self, data: bytes) -> None:
+        """Send ``data`` with the next :meth:`write` (a pong, say, with what it answers)."""
+        self._pending.append(data)
+
+    async def write(self, data: bytes = b"") -> bool:
+        """Send what was queued, then ``data``; False (and closed) if the client has gone."""
+        if data:
+            self._pending.append(data)
+        if not self._pending:
+            return not self._closed
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        if await self._write(data):
+            return True
+        await self._close()
+        return False
+
     def drain(self, linger: float) -> None:
         """Begin this connection's part of a graceful shutdown; does not block."""
         self._draining = True
         self._drain_deadline = trio.current_time() + linger
+        if self._websocket is not None:
+            self._websocket.server_draining()
         protocol = getattr(self, "protocol", None)
         inner = protocol.protocol if protocol is not None else None
         if isinstance(inner, H11Protocol):
@@ -469,10 +585,14 @@ class Connection:
         if self._draining and self._read_scope is not None and not self._lingering:
             self._read_scope.deadline = self._drain_deadline if self._idle else math.inf
 
-    async def _read_loop(self) -> None:
+    async def _read_loop(self, first: bytes) -> None:
         # One scope for the connection's whole life, cancelled by the reaper when the
         # connection idles out, or given the linger deadline when the server drains.
         with trio.CancelScope() as self._read_scope:
+            self._apply_drain_deadline()
+            if first:
+                await self.protocol.handle(RawData(first))
+                await self.run_deferred()
             while not self._closed:
                 try:
                     data = await self._receive()
@@ -577,7 +697,8 @@ class Connection:
         """Write ``data`` in order; False if the connection is broken."""
         if self._closed:
             return False
-        if self._fd >= 0 and not self._send_lock.locked():
+        lock = self._send_lock
+        if self._fd >= 0 and (lock is None or not lock.locked()):
             # Fast path: a non-blocking write that usually takes everything at once,
             # with no await and so no cancel scope to enter.
             try:
@@ -593,9 +714,11 @@ class Connection:
         # half a frame or response on the wire (the fast path may have written the
         # first part already); bounded so a client that stopped reading cannot hold
         # the drain open. Past the deadline the connection is closed, not resumed.
+        if lock is None:
+            lock = self._send_lock = trio.Lock()
         deadline = trio.current_time() + SEND_TIMEOUT
         with trio.CancelScope(shield=True, deadline=deadline) as scope:
-            async with self._send_lock:
+            async with lock:
                 try:
                     await self.stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):

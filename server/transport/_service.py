@@ -16,17 +16,18 @@ Then the lifespan shuts down, bounded by Hypercorn's ``shutdown_timeout``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 import trio
 from hypercorn.config import Config
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.utils import repr_socket_addr, wrap_app
 
 from ._connection import Connection
 from ._listen import Listener, accept_loop
+from ._websocket import WebSocketHandler
 
 __all__ = ["CannotListen", "HTTPService"]
 
@@ -45,6 +46,7 @@ class HTTPService:
         self, app: Any, config: Config, *, drain_linger: float = 1.0, inline: bool = False
     ) -> None:
         """``inline``: run HTTP/1.1 requests in the reading task (see ``Connection.defer``)."""
+        self._unwrapped = app
         self.app = wrap_app(app, config.wsgi_max_body_size, "asgi")
         self.config = config
         self.drain_linger = drain_linger
@@ -84,6 +86,7 @@ class HTTPService:
             lifespan_state,
             self._connections,
             self.inline,
+            self._websockets(),
         )
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as acceptors:
@@ -109,6 +112,12 @@ class HTTPService:
             now = trio.current_time()
             for connection in list(self._connections):
                 connection.reap(now, limit)
+
+    def _websockets(self) -> Mapping[str, WebSocketHandler]:
+        """The WebSocket paths the app hands the transport (``_websocket``), read once
+        it has started: an app assembles its routes at start-up."""
+        routes = getattr(self._unwrapped, "transport_websockets", None)
+        return routes() if callable(routes) else {}
 
     def _drain(self, connections: trio.Nursery) -> None:
         log.info("draining", extra={"connections": len(self._connections)})
@@ -144,8 +153,10 @@ async def _serve_connection(
     lifespan_state: dict[str, Any],
     registry: set[Connection],
     inline: bool,
+    websockets: Mapping[str, WebSocketHandler],
     stream: trio.abc.Stream,
 ) -> None:
-    # A context per connection: the transport hangs its reader event on it.
-    context = WorkerContext(None)
-    await Connection(app, config, context, lifespan_state, registry, stream, inline=inline).run()
+    connection = Connection(
+        app, config, lifespan_state, registry, stream, inline=inline, websockets=websockets
+    )
+    await connection.run()

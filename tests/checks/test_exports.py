@@ -140,6 +140,7 @@ def test_public_api_is_pinned() -> None:
             "InvalidTopic",
             "Item",
             "Message",
+            "Outlet",
             "Presence",
             "RelayBusy",
             "RelayClient",
@@ -168,6 +169,7 @@ def test_public_api_is_pinned() -> None:
             "CLOSE_TOO_BIG",
             "FRAMES_EXTENSION",
             "OPERATIONS",
+            "DirectSocket",
             "Forbidden",
             "Grants",
             "InvalidToken",
@@ -178,6 +180,9 @@ def test_public_api_is_pinned() -> None:
             "TopicsService",
             "covers",
             "create_blueprint",
+            "encode_frames",
+            "handshake_token",
+            "serve_socket",
         ]
     )
     assert sorted(canopy.nurseries.redis.__all__) == sorted(

@@ -76,15 +76,18 @@ async def test_closed_connections_leave_no_cycles(collector_off: None) -> None:
 @pytest.mark.parametrize("leave", ["close frame", "connection dropped"])
 async def test_websocket_sessions_leave_no_cycles(collector_off: None, leave: str) -> None:
     """A subscriber that comes and goes, as a chat or ticker client does all day,
-    leaves nothing behind for the collector: no session's Quart connection, its
-    scope, its task or its wsproto parser is left in a cycle. Left there, each
+    leaves nothing behind for the collector: no session, socket or wsproto parser
+    of the transport's own ``/ws`` (nor a Quart connection, had Quart served it) is
+    left in a cycle. Left there, each
     collection walked them, and a full one, rare under a high threshold, had
     thousands to free at once; one that outlived a middle collection is frozen
     (CollectorPacer), so its cycle was not freed at all."""
     from trio_websocket import wrap_client_stream
     from wsproto.frame_protocol import FrameProtocol
 
+    from canopy.handlers.topics import Session
     from canopy.server.pipeline._quart import CanopyWebsocketConnection
+    from canopy.server.transport._websocket import ServerWebSocket
     from canopy.showcase import create_app
     from canopy.testing import serve_app
 
@@ -102,7 +105,7 @@ async def test_websocket_sessions_leave_no_cycles(collector_off: None, leave: st
         assert served.port is not None
         await session(served.port)  # warm: caches, first-use objects
         await trio.sleep(0.2)
-        kinds = (CanopyWebsocketConnection, _AppCall, Connection)
+        kinds = (CanopyWebsocketConnection, _AppCall, Connection, ServerWebSocket, Session)
         # wsproto's frame parser is a generator that holds its protocol: a cycle per
         # connection dropped without a close frame, unless the stream breaks it. The
         # server's parsers, not the test client's (trio-websocket's, which
