@@ -406,7 +406,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--broadcasts", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of bursts (0: skip)"
+    )
     parser.add_argument("--idle", type=int, default=10_000, help="idle subscribers (0: skip)")
     parser.add_argument("--no-redis", action="store_true", help="skip Canopy on the Redis broker")
     parser.add_argument(
@@ -418,6 +420,10 @@ def main() -> None:
         "them; each message's latency to each subscriber, p50 and p99, and server CPU",
     )
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between paced sends")
+    parser.add_argument(
+        "--hold", type=int, default=0, help="subscribed connections to hold (0: skip)"
+    )
+    parser.add_argument("--hold-seconds", type=float, default=60.0, help="how long to hold them")
     args = parser.parse_args()
     raise_fd_limit()
     if (os.cpu_count() or 1) > 1:
@@ -438,44 +444,128 @@ def main() -> None:
         if args.paced:
             report_paced([s for s in candidates if s.instances == 1 and not s.env], workdir, args)
             return
-        results: dict[str, list[float]] = {s.name: [] for s in candidates}
-        for _ in range(args.rounds):
-            for server in candidates:
-                results[server.name].append(
-                    measure(server, workdir, args.subscribers, args.broadcasts)
-                )
-        medians = {name: statistics.median(v) for name, v in results.items()}
-        print(f"{args.subscribers} subscribers x {args.broadcasts} broadcasts of {len(PAYLOAD)} B")
-        for name, median in medians.items():
-            runs = ", ".join(f"{v:,.0f}" for v in results[name])
-            print(f"    {name:<28} {median:>9,.0f} deliveries/s  (runs: {runs})")
-        peers = ("websockets broadcast()", "starlette+uvicorn[standard]", "bare trio-websocket")
-        for base in peers:
-            print(f"    canopy / {base:<27} {medians['canopy'] / medians[base]:.2f}x")
-        for name in ("canopy, redis broker", "canopy, redis, 2 instances"):
-            if name in medians:
-                ratio = medians[name] / medians["canopy"]
-                print(f"    {name} / canopy (memory broker): {ratio:.2f}x")
+        if args.rounds:
+            report_bursts(candidates, workdir, args)
         if args.idle:
-            before, after = measure_idle(candidates[0], workdir, args.idle)
-            each = per_connection_kib(before, after, args.idle)
-            print(f"{args.idle} idle subscribers: canopy RSS {after:.0f} MiB", end="")
-            print(f" (at start {before:.0f} MiB): {each:.1f} KiB per connection")
-            for compression in (False, True):
-                before, after = measure_idle(
-                    candidates[0],
-                    workdir,
-                    args.idle,
-                    deflate=True,
-                    compression=compression,
-                    messages=5,
-                )
-                each = per_connection_kib(before, after, args.idle)
-                print(
-                    f"{args.idle} subscribers offering permessage-deflate, after 5 messages,"
-                    f" CANOPY_WS_COMPRESSION={str(compression).lower()}:"
-                    f" {each:.1f} KiB per connection"
-                )
+            report_idle(candidates, workdir, args.idle)
+        if args.hold:
+            report_hold(candidates[0], workdir, args.hold, args.hold_seconds)
+
+
+def report_bursts(candidates: list[Server], workdir: Path, args: argparse.Namespace) -> None:
+    results: dict[str, list[float]] = {s.name: [] for s in candidates}
+    for _ in range(args.rounds):
+        for server in candidates:
+            results[server.name].append(measure(server, workdir, args.subscribers, args.broadcasts))
+    medians = {name: statistics.median(v) for name, v in results.items()}
+    print(f"{args.subscribers} subscribers x {args.broadcasts} broadcasts of {len(PAYLOAD)} B")
+    for name, median in medians.items():
+        runs = ", ".join(f"{v:,.0f}" for v in results[name])
+        print(f"    {name:<28} {median:>9,.0f} deliveries/s  (runs: {runs})")
+    peers = ("websockets broadcast()", "starlette+uvicorn[standard]", "bare trio-websocket")
+    for base in peers:
+        print(f"    canopy / {base:<27} {medians['canopy'] / medians[base]:.2f}x")
+    for name in ("canopy, redis broker", "canopy, redis, 2 instances"):
+        if name in medians:
+            ratio = medians[name] / medians["canopy"]
+            print(f"    {name} / canopy (memory broker): {ratio:.2f}x")
+
+
+def report_idle(candidates: list[Server], workdir: Path, count: int) -> None:
+    """Memory per connection, Canopy against ``websockets``: idle subscribers whose
+    client offers no extension, then ones that offer permessage-deflate as browsers
+    do, each sent 5 messages (Canopy with compression off, its default, and on;
+    ``websockets`` with its default, compression on)."""
+    canopy = candidates[0]
+    plain = next(s for s in candidates if s.name == "websockets broadcast()")
+    deflating = Server("websockets", [*plain.argv, "deflate"], False)
+    offered = "deflate offered, 5 messages"
+    cases = [
+        ("no extension offered", "canopy", canopy, False, False),
+        ("no extension offered", "websockets", plain, False, False),
+        (offered, "canopy (compression off)", canopy, True, False),
+        (offered, "canopy (CANOPY_WS_COMPRESSION=true)", canopy, True, True),
+        (offered, "websockets (its default: deflate)", deflating, True, False),
+    ]
+    found: dict[str, float] = {}
+    print(f"{count} idle subscribers: RSS per connection (server RSS at start -> connected)")
+    for case, name, server, deflate, compression in cases:
+        before, after = measure_idle(
+            server,
+            workdir,
+            count,
+            deflate=deflate,
+            compression=compression,
+            messages=5 if deflate else 0,
+        )
+        each = found[f"{case}: {name}"] = per_connection_kib(before, after, count)
+        print(f"    {case}: {name:<38} {each:5.1f} KiB  ({before:.0f} -> {after:.0f} MiB)")
+    plain_ratio = found["no extension offered: canopy"] / found["no extension offered: websockets"]
+    browser_ratio = (
+        found[f"{offered}: canopy (compression off)"]
+        / found[f"{offered}: websockets (its default: deflate)"]
+    )
+    print(f"    canopy / websockets, no extension offered: {plain_ratio:.2f}x")
+    print(f"    canopy (default) / websockets (default), deflate offered: {browser_ratio:.2f}x")
+
+
+async def _healthz_latencies(port: int, seconds: float, interval: float) -> list[float]:
+    """GET /healthz every ``interval`` on one keep-alive connection: each answer's time."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    times: list[float] = []
+    buffer = b""
+    async with stream:
+        end = trio.current_time() + seconds
+        while trio.current_time() < end:
+            started = time.perf_counter()
+            await stream.send_all(request)
+            while b"\r\n\r\n" not in buffer:
+                buffer += _handshake_chunk(await stream.receive_some(65536))
+            head, _, buffer = buffer.partition(b"\r\n\r\n")
+            status, *lines = head.split(b"\r\n")
+            if b" 200 " not in status:
+                raise RuntimeError(f"/healthz: {status.decode()}")
+            length = next(
+                int(line.split(b":")[1])
+                for line in lines
+                if line.lower().startswith(b"content-length:")
+            )
+            while len(buffer) < length:
+                buffer += _handshake_chunk(await stream.receive_some(65536))
+            buffer = buffer[length:]
+            times.append(time.perf_counter() - started)
+            await trio.sleep(interval)
+    return times
+
+
+def report_hold(server: Server, workdir: Path, count: int, seconds: float) -> None:
+    """``count`` subscribed connections held for ``seconds`` while /healthz is asked
+    every 100 ms: its latency, and the server's RSS."""
+    port = free_port()
+    env = {**os.environ, "CANOPY_ACCESS_LOG": "false"}
+    with running(server.command(port), port, workdir, env) as process:
+
+        async def hold() -> tuple[list[float], float, float]:
+            run = Run(0, count)
+            with trio.fail_after(seconds + 300):
+                async with trio.open_nursery() as nursery:
+                    started = trio.current_time()
+                    await connect_all(nursery, [port], server, run)
+                    connected = trio.current_time() - started
+                    latencies = await _healthz_latencies(port, seconds, 0.1)
+                    rss = rss_mib(process.pid)
+                    run.finish.set()
+            return latencies, connected, rss
+
+        latencies, connected, rss = trio.run(hold)
+    latencies.sort()
+    p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+    print(
+        f"{count} subscribed connections (connected in {connected:.1f} s), held {seconds:.0f} s:"
+        f" /healthz p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms,"
+        f" max {latencies[-1] * 1000:.1f} ms over {len(latencies)} requests; RSS {rss:.0f} MiB"
+    )
 
 
 def report_paced(candidates: list[Server], workdir: Path, args: argparse.Namespace) -> None:

@@ -151,7 +151,7 @@ def _encode_message(message: Message) -> Frame:
     return Frame(dumps(body))
 
 
-def message_frame(message: Message) -> str:
+def message_frame(message: Message) -> Frame:
     """Encoded once per message, however many subscribers receive it."""
     return message.wire(_encode_message)
 

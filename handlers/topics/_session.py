@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import trio
 import trio.lowlevel
@@ -337,7 +337,8 @@ class _Outlet:
     def __init__(self, session: Session, socket: DirectSocket) -> None:
         self.session = session
         self.socket = socket
-        self.ready: dict[Subscription, None] = {}  # with something queued, in order
+        self.hub = session.service.hub
+        self.ready: dict[Subscription, None] = {}  # queued while the writer runs, in order
         self.opening: list[Subscription] = []  # "subscribed" and the backlog first
         self.writing = False  # the writer task runs
 
@@ -345,13 +346,13 @@ class _Outlet:
         """Send "subscribed", then the backlog, then what queued meanwhile."""
         self.opening.append(sub)
         try:
-            await self.session.socket.send([_subscribed(sub, request_id)])
+            await self.socket.send([_subscribed(sub, request_id)])
             backlog, sub.backlog = sub.backlog, []
-            batch = self.session.service.hub.batch_size
+            batch = self.hub.batch_size
             for start in range(0, len(backlog), batch):
                 items = backlog[start : start + batch]
-                await self.session.socket.send(_frames(items))
-                self.session.service.hub.took(sub, items)
+                await self.socket.send(_frames(items))
+                self.hub.took(sub, items)
         finally:
             self.opening.remove(sub)
         sub.replay = None  # said in "subscribed"; not kept for the subscription's life
@@ -359,38 +360,41 @@ class _Outlet:
             self.wake(sub)
 
     def wake(self, sub: Subscription) -> None:
-        if sub in self.opening:
-            return  # open() takes what queued once the backlog is out
-        self.ready[sub] = None
-        if not self.writing:
-            self._write_ready()
+        if self.writing:
+            self.ready[sub] = None  # the writer takes it in turn
+        elif not (self.opening and sub in self.opening):  # else open() takes it
+            self._write(sub)
 
     def ended(self, sub: Subscription, reason: CloseReason) -> None:
         _end(self.session, sub, reason)
 
-    def _write_ready(self) -> None:
-        hub, batch, ready = (
-            self.session.service.hub,
-            self.session.service.hub.batch_size,
-            self.ready,
-        )
-        while ready:
-            sub = next(iter(ready))
-            del ready[sub]
-            if sub.closed:
-                continue
-            items = sub.take(batch)
-            if sub.queue:
-                ready[sub] = None  # more than a batch: its turn again after the others
-            if not items:
-                continue
+    def _write(self, sub: Subscription) -> None:
+        """Write ``sub``'s queue, a batch at a time, while the socket takes it; once
+        it holds back, leave the rest queued and start the writer."""
+        hub, send = self.hub, self.socket.send_nowait
+        while sub.queue:
+            items = sub.take(hub.batch_size)
             hub.took(sub, items)
-            if not self.socket.send_nowait(encode_frames(_frames(items))):
+            if len(items) == 1 and type(items[0]) is Message:
+                data = _message_bytes(items[0])  # once per subscriber per message
+            else:
+                data = encode_frames(_frames(items))
+            if not send(data):
+                if sub.queue:
+                    self.ready[sub] = None
                 self.writing = True
                 nursery = self.session._nursery
                 if nursery is not None:
                     nursery.start_soon(self._writer)
                 return
+
+    def _write_ready(self) -> None:
+        ready = self.ready
+        while ready and not self.writing:
+            sub = next(iter(ready))
+            del ready[sub]
+            if not sub.closed:
+                self._write(sub)
 
     async def _writer(self) -> None:
         try:
@@ -410,6 +414,17 @@ def _subscribed(sub: Subscription, request_id: Any) -> str:
     if request_id is not None:
         body["id"] = request_id
     return dumps(body)
+
+
+_encoded: list[Any] = [None, b""]  # the last message written, and its frame
+
+
+def _message_bytes(message: Message) -> bytes:
+    """``message``'s frame, encoded once (``message_frame``); the last one at hand,
+    since a flush writes one message to every subscriber in turn."""
+    if _encoded[0] is not message:
+        _encoded[:] = [message, message_frame(message).encoded()]
+    return cast(bytes, _encoded[1])
 
 
 def _frames(items: Sequence[Item]) -> list[str]:

@@ -104,7 +104,7 @@ class Subscription:
         self.backlog: list[Message] = []
         self.last_offset = 0
         self._seen_epoch: str | None = None  # with a broker: live copies of the replay
-        self._seen_through = 0
+        self.seen_through = 0  # > 0: live messages may repeat the replay (see seen)
         if self.replay is not None:
             self.resume(self.replay)
 
@@ -117,7 +117,7 @@ class Subscription:
         self.backlog = replay.messages
         self.replay = replace(replay, messages=[])
         self.last_offset = replay.offset
-        self._seen_epoch, self._seen_through = replay.epoch, replay.offset
+        self._seen_epoch, self.seen_through = replay.epoch, replay.offset
         # What was queued live while the replay was read may be in it too.
         for item in self.take(self.queue_size):
             if not (isinstance(item, Message) and self.seen(item)):
@@ -126,8 +126,8 @@ class Subscription:
     def seen(self, message: Message) -> bool:
         """Whether ``message`` came in the replay already (a broker's live copy)."""
         return (
-            self._seen_through > 0
-            and message.offset <= self._seen_through
+            self.seen_through > 0
+            and message.offset <= self.seen_through
             and message.epoch == self._seen_epoch
             and message.topic == self.pattern
         )
