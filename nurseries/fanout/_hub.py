@@ -82,6 +82,9 @@ class Hub:
         self._count = 0
         self._dirty: set[Subscription] = set()  # whose pumps the flusher wakes
         self._flush_due = trio.Event()
+        # A message offered while this is False is written to outlets at once (see
+        # _offer); it stays True until the flusher finds the loop idle.
+        self._busy = False
         self._writing: set[Subscription] = set()  # woken by a broker-fed flush, not parked yet
         self._written: trio.Event | None = None  # set when the last of them parks
         self._nursery: trio.Nursery | None = None
@@ -136,6 +139,8 @@ class Hub:
         for topic, _data, _key in messages:
             check_topic(topic)
         if self.broker is None:
+            if len(messages) > 1:
+                self._busy = True  # work has queued up: batch it (see _offer)
             return [self._publish_here(topic, data, key) for topic, data, key in messages]
         if self._nursery is None:
             raise HubClosed("the hub is not running")
@@ -168,16 +173,26 @@ class Hub:
         self._offer(message, policy)
 
     def _offer(self, message: Message, policy: SlowConsumerPolicy) -> None:
+        """Queue ``message`` for every matching subscriber, and have it written.
+
+        When the hub is idle (nothing offered since the flusher last found the loop
+        idle) outlets write it at once, in this task: a lone message goes out with
+        no wait. After that, until the loop goes idle, what is offered waits for the
+        flusher, so a burst is written in batches, each subscriber's in one write.
+        Pumps always wait for the flusher. Messages from a broker are flushed at its
+        pace (see ``_flush``), never at once."""
         # Once per subscriber per message: what ``Subscription.offer`` and ``filling``
         # do on their common path (room in the queue), without the calls.
         dirty = self._dirty
+        at_once = not self._busy and self.broker is None
+        self._busy = True
         for sub in self._matching(message.topic):
             if sub.seen_through and sub.seen(message):
                 continue
             queue = sub.queue
             if len(queue) < sub.queue_size:
                 queue.append(message)
-                if len(queue) * 2 >= sub.queue_size:
+                if (at_once and sub.wakeup is None) or len(queue) * 2 >= sub.queue_size:
                     self._wake(sub)
                 else:
                     dirty.add(sub)
@@ -186,8 +201,7 @@ class Hub:
             else:
                 self.slow_disconnects += 1
                 self._close(sub, CloseReason.SLOW_CONSUMER)
-        if dirty:
-            self._flush_due.set()
+        self._flush_due.set()  # to wake the pumps, or to find the loop idle again
 
     def _matching(self, topic: str) -> list[Subscription]:
         found = list(self._exact.get(topic, {}).values())
@@ -457,6 +471,7 @@ class Hub:
                 last_flush = trio.current_time()
                 dirty, self._dirty = self._dirty, set()
                 self._flush_due = trio.Event()
+                self._busy = False
                 for sub in dirty:
                     if sub.wakeup is None:
                         if not sub.closed:

@@ -15,8 +15,10 @@ from canopy.nurseries.fanout import (
     Hub,
     HubClosed,
     InvalidTopic,
+    Message,
     SlowConsumerPolicy,
     SubscriberGone,
+    Subscription,
     TooManySubscriptions,
     TooManyTopics,
     TopicRule,
@@ -467,3 +469,56 @@ async def test_a_new_topic_is_refused_only_when_every_topic_has_a_subscriber(
     assert (await hub.history("y.1")).epoch == ""
     assert (await hub.history("x.1")).offset == 0 and hub.stats()["topics"] == 2
     hub.shutdown()
+
+
+class RecordingOutlet:
+    """An Outlet: takes what the hub wakes it for, at once, with no pump."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.writes: list[list[int]] = []  # the offsets of each wake's take
+        self.ended_with: list[CloseReason] = []
+
+    def wake(self, subscription: Subscription) -> None:
+        items = subscription.take(100)
+        self.hub.took(subscription, items)
+        self.writes.append([item.offset for item in items if isinstance(item, Message)])
+
+    def ended(self, subscription: Subscription, reason: CloseReason) -> None:
+        self.ended_with.append(reason)
+
+
+async def test_an_idle_hub_writes_a_message_to_an_outlet_at_once(nursery: trio.Nursery) -> None:
+    """The rule of docs/ARCHITECTURE.md: a lone message goes out in the publisher's
+    task, with no wait; what is published before the loop goes idle again, or
+    several at once, waits for the flusher and goes out in one write each."""
+    hub = Hub(queue_size=100)
+    await nursery.start(hub.run)
+    outlet = RecordingOutlet(hub)
+    sub = await hub.subscribe("paced.1", outlet)
+    assert sub.scope is None  # no pump
+    await hub.publish("paced.1", "a")
+    assert outlet.writes == [[1]]  # before any checkpoint: written during publish
+    await hub.publish("paced.1", "b")
+    await hub.publish("paced.1", "c")
+    assert outlet.writes == [[1]]  # not idle since: batched
+    await trio.testing.wait_all_tasks_blocked()
+    await trio.sleep(0.01)
+    assert outlet.writes == [[1], [2, 3]]
+    assert sub.resume_offset == 3
+    await hub.publish_many([("paced.1", "d", None), ("paced.1", "e", None)])
+    assert outlet.writes == [[1], [2, 3]]  # several at once: batched
+    await trio.sleep(0.01)
+    assert outlet.writes == [[1], [2, 3], [4, 5]]
+    await trio.sleep(0.01)
+    await hub.publish("paced.1", "f")  # idle again
+    assert outlet.writes[-1] == [6]
+    hub.shutdown()
+
+
+async def test_an_outlet_hears_when_the_hub_ends_its_subscription(hub: Hub) -> None:
+    outlet = RecordingOutlet(hub)
+    await hub.subscribe("paced.2", outlet)
+    hub.shutdown()
+    await trio.sleep(0.01)
+    assert outlet.ended_with == [CloseReason.HUB_STOPPING]
