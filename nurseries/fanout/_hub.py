@@ -1,10 +1,17 @@
-"""The hub: topics, their logs, and every subscriber's pump, as one supervised service.
+"""The hub: topics, their logs, and their subscribers' queues, as one supervised service.
+
+Delivery: a subscriber is an :class:`Outlet` (a WebSocket session over Canopy's own
+transport), which the hub hands its queue to write without waiting, or any other
+:class:`Sink`, which gets a pump task that awaits its deliveries. When each is
+written is ``_offer``'s rule: at once when the hub is idle, in batches when work
+queues up (docs/ARCHITECTURE.md).
 
 Resource handling: the hub's nursery holds a sweeper (history TTLs, idle topics), a
 flusher, with a broker a pinner (renews the broker's pins on the topics subscribed
-to exactly here), and one pump per subscription. ``shutdown()`` closes every
-subscription with ``HUB_STOPPING`` (each sink hears of it, bounded by
-``close_timeout``); ``run`` returns once the last pump has ended.
+to exactly here), and a pump per subscription whose sink is not an outlet.
+``shutdown()`` closes every subscription with ``HUB_STOPPING`` (an outlet hears of
+it at once, a pump's sink bounded by ``close_timeout``); ``run`` returns once the
+last pump has ended.
 
 Error handling: a sink that raises ends only its own subscription, logged as an
 error unless it raised :class:`SubscriberGone` (a client that left is counted in

@@ -10,6 +10,8 @@ reasons:
 - a graceful drain: :meth:`Connection.drain` makes the next response carry
   ``Connection: close``, lets idle keep-alive connections answer for a short linger
   instead of resetting them, and closes WebSockets with 1001 and a reason.
+- WebSockets without ASGI: an upgrade for a path the app hands the transport is
+  answered here, and its session runs in this connection's task (``_websocket``).
 
 Resource handling: each connection owns one nursery holding its ASGI app tasks, so a
 connection never outlives what it started. Each app call runs in its own cancel
