@@ -498,7 +498,20 @@ class Connection:
                 await socket.close(1011, "internal error")
         finally:
             socket.on_drain(None)  # it holds the session, which holds the socket
-        await self.write()
+        self._write_last()
+
+    def _write_last(self) -> None:
+        """What is still queued (a close frame's answer, a pong), as far as the socket
+        takes it now: the connection is closing, so a client that is not reading
+        does not hold it open for the send timeout."""
+        data = b"".join(self._pending)
+        self._pending.clear()
+        lock = self._send_lock
+        if data and not self._closed and (lock is None or not lock.locked()):
+            try:
+                os.write(self._fd, data)
+            except OSError:
+                pass  # gone, or not reading: it will not get it
 
     async def read(self) -> bytes:
         """The client's next bytes, b"" once it has gone: for a WebSocket run here."""
@@ -624,7 +637,10 @@ class Connection:
             try:
                 return os.read(self._fd, MAX_RECV)
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(self._fd)
+                pass
+            # Not in the except clause: a task waiting there keeps the exception and
+            # its traceback alive, for as long as an idle connection waits.
+            await trio.lowlevel.wait_readable(self._fd)
         return b""
 
     def defer(self, app: AppWrapper, scope: Any, call: _AppCall) -> None:
