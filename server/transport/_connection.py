@@ -508,10 +508,7 @@ class Connection:
         self._pending.clear()
         lock = self._send_lock
         if data and not self._closed and (lock is None or not lock.locked()):
-            try:
-                os.write(self._fd, data)
-            except OSError:
-                pass  # gone, or not reading: it will not get it
+            self._write_now(data)  # what it does not take now, a closing client never gets
 
     async def read(self) -> bytes:
         """The client's next bytes, b"" once it has gone: for a WebSocket run here."""
@@ -529,16 +526,20 @@ class Connection:
         if self._pending or (self._send_lock is not None and self._send_lock.locked()):
             self._pending.append(data)
             return False
-        try:
-            sent = os.write(self._fd, data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            return True
-        if sent < len(data):
+        sent = self._write_now(data)
+        if sent is not None and sent < len(data):
             self._pending.append(data[sent:])
             return False
         return True
+
+    def _write_now(self, data: bytes) -> int | None:
+        """One non-blocking write: how much the socket took, None if it is broken."""
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            return None
 
     def queue(self, data: bytes) -> None:
         """Send ``data`` with the next :meth:`write` (a pong, say, with what it answers)."""
@@ -719,11 +720,8 @@ class Connection:
         if self._fd >= 0 and (lock is None or not lock.locked()):
             # Fast path: a non-blocking write that usually takes everything at once,
             # with no await and so no cancel scope to enter.
-            try:
-                sent = os.write(self._fd, data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
+            sent = self._write_now(data)
+            if sent is None:
                 return False
             if sent == len(data):
                 return True
