@@ -130,6 +130,8 @@ class Session:
             for sub in self.subscriptions.values():
                 self.service.hub.unsubscribe(sub)
             self.subscriptions.clear()
+            if self._outlet is not None:
+                self._outlet.ready.clear()  # its subscriptions hold it as their sink
             # Each holds the session: cycles that would keep a closed connection
             # until the collector ran.
             self._nursery = self._publisher = self._outlet = None

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import trio
+import trio.lowlevel
 from hypercorn.protocol.http_stream import HTTPStream
 
 from canopy.server.transport._connection import Connection, _AppCall
@@ -136,3 +137,47 @@ async def test_the_collectors_pauses_are_in_the_metrics() -> None:
         gc.collect()
         after = full_collections((await served.http.get("/metrics")).text)
     assert after - before == 2
+
+
+async def test_a_slow_consumer_closed_by_the_hub_leaves_no_cycles(collector_off: None) -> None:
+    """A subscriber that stops reading: the socket holds back, the session's writer
+    waits, the queue fills and the hub closes it with 4000. Its session, socket and
+    connection go with it, not into a cycle (the writer's queue of subscriptions
+    held them as their sink)."""
+    from canopy.handlers.topics import Session
+    from canopy.server.transport._websocket import ServerWebSocket
+    from canopy.showcase import create_app
+    from canopy.testing import serve_app
+
+    frame = b'{"op": "subscribe", "topic": "public.gc", "id": 1}'
+    handshake = (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+
+    async with serve_app(create_app(), subscriber_queue=4) as served:
+        assert served.port is not None
+        hub = served.app.runtime.topics.hub
+
+        async def slow_session() -> None:
+            stream = await trio.open_tcp_stream("127.0.0.1", served.port)
+            async with stream:
+                masked = bytes([0x81, 0x80 | len(frame)]) + b"\0\0\0\0" + frame
+                await stream.send_all(handshake + masked)
+                seen = b""
+                while b"subscribed" not in seen:
+                    seen += await stream.receive_some(65536)
+                before = hub.slow_disconnects
+                with trio.fail_after(10):
+                    while hub.slow_disconnects == before:  # never read: the socket fills
+                        await hub.publish("public.gc", "z" * 50_000)
+                        await trio.lowlevel.checkpoint()
+            await trio.sleep(0.2)  # the server's side ends
+
+        await slow_session()  # warm
+        kinds = (Connection, ServerWebSocket, Session)
+        before = [_alive(kind) for kind in kinds]
+        for _ in range(5):
+            await slow_session()
+        after = [_alive(kind) for kind in kinds]
+    assert after == before, (before, after)
