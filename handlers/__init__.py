@@ -11,12 +11,13 @@ from ._lazy import lazy_attributes
 if TYPE_CHECKING:
     from . import dashboard, demo, grants, health, jobs, orders, support, tasks, ticker, topics
     from ._errors import ApiError, error_body
-    from ._headers import first_header
+    from ._headers import bearer_token_of, first_header
     from ._routes import DEADLINE_ATTRIBUTE, deadline
 
 __all__ = [
     "DEADLINE_ATTRIBUTE",
     "ApiError",
+    "bearer_token_of",
     "dashboard",
     "deadline",
     "demo",
@@ -37,6 +38,7 @@ __getattr__, __dir__ = lazy_attributes(
     {
         "ApiError": "._errors",
         "error_body": "._errors",
+        "bearer_token_of": "._headers",
         "first_header": "._headers",
         "DEADLINE_ATTRIBUTE": "._routes",
         "deadline": "._routes",

@@ -10,7 +10,7 @@ from quart import request
 from canopy.nurseries import strict_json_loads
 
 from ._errors import ApiError
-from ._headers import first_header
+from ._headers import bearer_token_of, first_header
 from .grants import Grants, InvalidToken, TokenIssuer
 
 __all__ = [
@@ -59,22 +59,10 @@ def header(name: bytes) -> str | None:
 
 
 def bearer_token(current: Any) -> str | None:
-    """``Authorization: Bearer ...``, else ``?token=`` (for clients that cannot set
-    headers), of a request or WebSocket (the object, not Quart's proxy).
-
-    Read from the ASGI scope: every enqueue asks, and werkzeug's ``Headers.get``
-    builds an exception for an absent header; the query string is parsed only when
-    there is one."""
+    """The token of a request or WebSocket (the object, not Quart's proxy): see
+    ``bearer_token_of``."""
     scope = current.scope
-    raw = first_header(scope["headers"], b"authorization")
-    if raw is not None:
-        value = raw.decode("latin-1")
-        if value.lower().startswith("bearer "):
-            return value[7:].strip() or None
-    if scope.get("query_string"):
-        token = current.args.get("token")
-        return str(token) if token else None
-    return None
+    return bearer_token_of(scope["headers"], scope.get("query_string", b""))
 
 
 def verified_grants(issuer: TokenIssuer, missing: str) -> Grants:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_attributes
 from ..grants import Grants, InvalidToken, TokenIssuer, covers
-from ._endpoint import handshake_token, serve_socket
+from ._endpoint import serve_socket
 from ._protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_POLICY,
@@ -45,7 +45,6 @@ __all__ = [
     "covers",
     "create_blueprint",
     "encode_frames",
-    "handshake_token",
     "serve_socket",
 ]
 

@@ -18,7 +18,7 @@ from .._errors import ApiError
 from .._requests import bearer_token, int_arg
 from .._schema import ErrorBody, body
 from ..grants import Grants, InvalidToken
-from ._endpoint import handshake_token, serve_socket
+from ._endpoint import serve_socket
 from ._protocol import FRAMES_EXTENSION, encode_frames
 from ._service import Forbidden, TopicsService
 
@@ -156,8 +156,7 @@ def create_blueprint(service: TopicsService) -> Blueprint:
     @blueprint.websocket("/ws")
     async def ws() -> None:
         current = websocket._get_current_object()  # type: ignore[attr-defined]
-        token = handshake_token(current.scope["headers"], current.scope.get("query_string", b""))
-        await serve_socket(service, token, _QuartSocket(current))
+        await serve_socket(service, bearer_token(current), _QuartSocket(current))
 
     @blueprint.post("/topics/<topic>/messages")
     @body(NewMessage, auth=lambda: _http_grants(service))

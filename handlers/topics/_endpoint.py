@@ -2,38 +2,20 @@
 
 Both ways a WebSocket reaches the topics share this: Quart's route (under any ASGI
 server) and the session Canopy's transport runs itself, with no ASGI app call
-(``canopy.server.transport``). Pure Trio: the handshake's headers and query string
-are all it reads.
+(``canopy.server.transport``). Pure Trio: the caller reads the token from the
+handshake (``canopy.handlers.bearer_token_of``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from urllib.parse import parse_qs
-
 from canopy.nurseries.fanout import SubscriberGone
 
-from .._headers import first_header
 from ..grants import InvalidToken
 from ._protocol import error_frame
 from ._service import TopicsService
 from ._session import Session, Socket
 
-__all__ = ["handshake_token", "serve_socket"]
-
-
-def handshake_token(headers: Iterable[tuple[bytes, bytes]], query_string: bytes) -> str | None:
-    """``Authorization: Bearer ...``, else ``?token=`` (a browser's WebSocket cannot
-    set headers)."""
-    raw = first_header(headers, b"authorization")
-    if raw is not None:
-        value = raw.decode("latin-1")
-        if value.lower().startswith("bearer "):
-            return value[7:].strip() or None
-    if query_string:
-        tokens = parse_qs(query_string.decode("latin-1")).get("token")
-        return tokens[0] if tokens else None
-    return None
+__all__ = ["serve_socket"]
 
 
 async def serve_socket(service: TopicsService, token: str | None, socket: Socket) -> None:

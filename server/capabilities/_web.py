@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+from canopy.handlers import bearer_token_of
 from canopy.handlers import dashboard as dashboard_pages
 from canopy.handlers import jobs as jobs_pages
 from canopy.handlers import topics as topics_pages
@@ -43,7 +44,7 @@ class TopicsAPI(Capability):
 
 def _session(service: topics_pages.TopicsService, upgrade: Any) -> Callable[[Any], Awaitable[None]]:
     """``/ws`` as Canopy's transport runs it (``canopy.server.transport._websocket``)."""
-    token = topics_pages.handshake_token(upgrade.headers, upgrade.query_string)
+    token = bearer_token_of(upgrade.headers, upgrade.query_string)
     return partial(topics_pages.serve_socket, service, token)
 
 

@@ -57,6 +57,7 @@ def test_public_api_is_pinned() -> None:
         [
             "DEADLINE_ATTRIBUTE",
             "ApiError",
+            "bearer_token_of",
             "dashboard",
             "deadline",
             "demo",
@@ -181,7 +182,6 @@ def test_public_api_is_pinned() -> None:
             "covers",
             "create_blueprint",
             "encode_frames",
-            "handshake_token",
             "serve_socket",
         ]
     )
