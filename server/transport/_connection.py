@@ -459,10 +459,7 @@ class Connection:
         a WebSocket upgrade the transport takes (``websockets``), or Hypercorn's."""
         data = b""
         with trio.CancelScope() as self._read_scope:
-            try:
-                data = await self._receive()
-            except (trio.ClosedResourceError, trio.BrokenResourceError, OSError):
-                pass
+            data = await self.read()
         self._read_scope = None
         return data
 
@@ -498,17 +495,11 @@ class Connection:
                 await socket.close(1011, "internal error")
         finally:
             socket.on_drain(None)  # it holds the session, which holds the socket
-        self._write_last()
-
-    def _write_last(self) -> None:
-        """What is still queued (a close frame's answer, a pong), as far as the socket
-        takes it now: the connection is closing, so a client that is not reading
-        does not hold it open for the send timeout."""
-        data = b"".join(self._pending)
-        self._pending.clear()
-        lock = self._send_lock
-        if data and not self._closed and (lock is None or not lock.locked()):
-            self._write_now(data)  # what it does not take now, a closing client never gets
+        if self._pending:
+            # A close frame's answer, a pong: as far as the socket takes it now. The
+            # connection is closing; a client that does not read does not hold it
+            # open for the send timeout.
+            self.write_nowait(self._take_pending())
 
     async def read(self) -> bytes:
         """The client's next bytes, b"" once it has gone: for a WebSocket run here."""
@@ -551,9 +542,7 @@ class Connection:
             self._pending.append(data)
         if not self._pending:
             return not self._closed
-        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-        self._pending.clear()
-        if await self._write(data):
+        if await self._write(self._take_pending()):
             return True
         await self._close()
         return False
@@ -706,11 +695,16 @@ class Connection:
     async def flush(self) -> None:
         if self._corked or not self._pending:
             return
-        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-        self._pending.clear()
-        if not await self._write(data):
+        if not await self._write(self._take_pending()):
             await self._close()
             await self.protocol.handle(Closed())
+
+    def _take_pending(self) -> bytes:
+        """Everything queued to send, as one write's worth."""
+        pending = self._pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        return data
 
     async def _write(self, data: bytes) -> bool:
         """Write ``data`` in order; False if the connection is broken."""

@@ -183,9 +183,8 @@ class ServerWebSocket:
         """Text frames, in one write."""
         if self.closed:
             raise SubscriberGone("the WebSocket is closed")
-        if not await self._connection.write(encode_frames(frames)):
-            self._release()
-            raise SubscriberGone("the client went away")
+        self._connection.queue(encode_frames(frames))
+        await self.drain()
 
     def on_drain(self, end: Callable[[], object] | None) -> None:
         """Have ``end`` called when the server drains: the session's to end itself
@@ -206,7 +205,7 @@ class ServerWebSocket:
         return self._connection.write_nowait(data)
 
     async def drain(self) -> None:
-        """Until what ``send_nowait`` held is written."""
+        """Until what is queued (``send_nowait``'s remainder among it) is written."""
         if not await self._connection.write():
             self._release()
             raise SubscriberGone("the client went away")
@@ -246,20 +245,18 @@ class ServerWebSocket:
             self._fail(CLOSE_TOO_BIG, f"a message over {self._max_size} bytes")
 
     def _part(self, payload: Any, finished: bool) -> None:
+        """One frame's part of a message; the message is ready with its last part."""
         self._size += len(payload)
         if self._size > self._max_size:
             raise _TooBig
-        if finished and not self._message:
-            self._ready.append(payload if isinstance(payload, str) else bytes(payload))
-        else:
+        if not finished:
             self._message.append(payload)
-            if finished:
-                parts, self._message, self._size = self._message, [], 0
-                joined = "".join(parts) if isinstance(parts[0], str) else b"".join(parts)
-                self._ready.append(joined)
-                return
-        if finished:
-            self._size = 0
+            return
+        if self._message:
+            parts, self._message = [*self._message, payload], []
+            payload = "".join(parts) if isinstance(payload, str) else b"".join(parts)
+        self._ready.append(payload if isinstance(payload, str) else bytes(payload))
+        self._size = 0
 
     def _closed_by_client(self, proto: FrameProtocol, code: Any, reason: Any) -> None:
         if not self.closed:  # answer it; after our own close, it is the answer
