@@ -287,15 +287,9 @@ class Hub:
         self._close(sub, None)
 
     def took(self, sub: Subscription, items: Sequence[Any]) -> None:
-        """An :class:`Outlet` has taken ``items`` from ``sub``'s queue to write: what
-        a pump's delivery counts (the subscription's resume offset among it)."""
-        if len(items) == 1:  # a paced stream: one message per flush
-            sub.delivered += 1
-            item = items[0]
-            if type(item) is Message and item.topic == sub.pattern:
-                sub.last_offset = item.offset
-        else:
-            sub.note_delivered(items)
+        """``items`` of ``sub``'s queue handed to its sink (an :class:`Outlet`'s write,
+        a pump's delivery): counted, and the subscription's resume offset moved."""
+        sub.note_delivered(items)
         self.delivered += len(items)
 
     def presence(self, topic: str) -> list[dict[str, Any]]:
@@ -516,8 +510,7 @@ class Hub:
 
     async def _deliver(self, sub: Subscription, items: list[Any]) -> None:
         await cast(Sink, sub.sink).deliver(sub, items)
-        sub.note_delivered(items)
-        self.delivered += len(items)
+        self.took(sub, items)
 
     async def _sweep(self, scope: trio.CancelScope) -> None:
         """Every ``sweep_interval``: prune expired history, forget what nobody can ask
