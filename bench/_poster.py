@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-__all__ = ["PostError", "Poster"]
+__all__ = ["KeepAlive", "PostError", "Poster"]
 
 _MAX_HEAD = 64 * 1024
 
@@ -23,7 +23,9 @@ class PostError(Exception):
     not have reached the server."""
 
 
-class _Connection:
+class KeepAlive:
+    """One keep-alive connection: a request's bytes in, its status and body out."""
+
     def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
         self.buffer = bytearray()
@@ -66,7 +68,7 @@ class Poster:
     def __init__(self, port: int, connections: int) -> None:
         self.port = port
         self.connections = connections
-        self._idle: list[_Connection] = []
+        self._idle: list[KeepAlive] = []
         self._free = trio.Semaphore(connections)
 
     async def post(
@@ -98,7 +100,7 @@ class Poster:
             self._idle.append(connection)
         return status, json.loads(answer) if answer else None
 
-    async def _exchange(self, connection: _Connection, data: bytes) -> tuple[int, bytes]:
+    async def _exchange(self, connection: KeepAlive, data: bytes) -> tuple[int, bytes]:
         try:
             return await connection.request(data)
         except (PostError, OSError, trio.BrokenResourceError, ValueError, IndexError) as exc:
@@ -108,9 +110,9 @@ class Poster:
             await trio.aclose_forcefully(connection.stream)  # cancelled mid-answer
             raise
 
-    async def _open(self) -> _Connection:
+    async def _open(self) -> KeepAlive:
         try:
-            return _Connection(await trio.open_tcp_stream("127.0.0.1", self.port))
+            return KeepAlive(await trio.open_tcp_stream("127.0.0.1", self.port))
         except OSError as exc:
             raise PostError(f"cannot connect: {exc}") from exc
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
+from _poster import KeepAlive
 from _procs import cpu_seconds, free_port, raise_fd_limit, running
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -511,29 +512,16 @@ def report_idle(candidates: list[Server], workdir: Path, count: int) -> None:
 
 async def _healthz_latencies(port: int, seconds: float, interval: float) -> list[float]:
     """GET /healthz every ``interval`` on one keep-alive connection: each answer's time."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    connection = KeepAlive(await trio.open_tcp_stream("127.0.0.1", port))
     request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     times: list[float] = []
-    buffer = b""
-    async with stream:
+    async with connection.stream:
         end = trio.current_time() + seconds
         while trio.current_time() < end:
             started = time.perf_counter()
-            await stream.send_all(request)
-            while b"\r\n\r\n" not in buffer:
-                buffer += _handshake_chunk(await stream.receive_some(65536))
-            head, _, buffer = buffer.partition(b"\r\n\r\n")
-            status, *lines = head.split(b"\r\n")
-            if b" 200 " not in status:
-                raise RuntimeError(f"/healthz: {status.decode()}")
-            length = next(
-                int(line.split(b":")[1])
-                for line in lines
-                if line.lower().startswith(b"content-length:")
-            )
-            while len(buffer) < length:
-                buffer += _handshake_chunk(await stream.receive_some(65536))
-            buffer = buffer[length:]
+            status, _ = await connection.request(request)
+            if status != 200:
+                raise RuntimeError(f"/healthz answered {status}")
             times.append(time.perf_counter() - started)
             await trio.sleep(interval)
     return times
