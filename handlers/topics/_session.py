@@ -341,22 +341,19 @@ class _Outlet:
         self.socket = socket
         self.hub = session.service.hub
         self.ready: dict[Subscription, None] = {}  # queued while the writer runs, in order
-        self.opening: list[Subscription] = []  # "subscribed" and the backlog first
         self.writing = False  # the writer task runs
 
     async def open(self, sub: Subscription, request_id: Any) -> None:
-        """Send "subscribed", then the backlog, then what queued meanwhile."""
-        self.opening.append(sub)
-        try:
-            await self.socket.send([_subscribed(sub, request_id)])
-            backlog, sub.backlog = sub.backlog, []
-            batch = self.hub.batch_size
-            for start in range(0, len(backlog), batch):
-                items = backlog[start : start + batch]
-                await self.socket.send(_frames(items))
-                self.hub.took(sub, items)
-        finally:
-            self.opening.remove(sub)
+        """Send "subscribed", then the backlog, then what queued meanwhile (the hub
+        holds ``sub`` until then)."""
+        await self.socket.send([_subscribed(sub, request_id)])
+        backlog, sub.backlog = sub.backlog, []
+        batch = self.hub.batch_size
+        for start in range(0, len(backlog), batch):
+            items = backlog[start : start + batch]
+            await self.socket.send(_frames(items))
+            self.hub.took(sub, items)
+        sub.held = False
         sub.replay = None  # said in "subscribed"; not kept for the subscription's life
         if sub.queue:
             self.wake(sub)
@@ -364,7 +361,7 @@ class _Outlet:
     def wake(self, sub: Subscription) -> None:
         if self.writing:
             self.ready[sub] = None  # the writer takes it in turn
-        elif not (self.opening and sub in self.opening):  # else open() takes it
+        else:
             self._write(sub)
 
     def ended(self, sub: Subscription, reason: CloseReason) -> None:

@@ -277,6 +277,8 @@ class Hub:
         """Give ``sub`` what its pump needs, unless its sink is an :class:`Outlet`."""
         if not isinstance(sub.sink, Outlet):
             sub.scope, sub.wakeup = trio.CancelScope(), trio.lowlevel.ParkingLot()
+        else:
+            sub.held = True  # until the outlet has sent what comes before live messages
 
     def _file(self, sub: Subscription) -> None:
         index, key = self._index_of(sub)
@@ -413,7 +415,8 @@ class Hub:
     def _wake(self, sub: Subscription) -> None:
         """Have ``sub``'s queue delivered now: its outlet writes, or its pump runs."""
         if sub.wakeup is None:
-            cast(Outlet, sub.sink).wake(sub)
+            if not sub.held:
+                cast(Outlet, sub.sink).wake(sub)
         else:
             sub.wakeup.unpark_all()
 
@@ -475,7 +478,7 @@ class Hub:
                 self._busy = False
                 for sub in dirty:
                     if sub.wakeup is None:
-                        if not sub.closed:
+                        if not (sub.closed or sub.held):
                             sub.sink.wake(sub)  # type: ignore[union-attr]  # an Outlet: writes now
                     elif sub.wakeup.unpark_all() and self.broker is not None:
                         self._writing.add(sub)

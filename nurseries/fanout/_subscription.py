@@ -71,7 +71,10 @@ class Outlet(Protocol):
     takes what it can write now (``Subscription.take``, then ``Hub.took``) and leaves
     the rest queued for a task of its own to write once the connection can take it;
     the queue's slow-consumer policy applies meanwhile. What comes before the live
-    messages, the ``replay``'s ``backlog``, is the outlet's to send first.
+    messages, the ``replay``'s ``backlog``, is the outlet's to send first: the hub
+    files the subscription ``held`` and wakes the outlet for it only once the outlet
+    has cleared that (live messages queue meanwhile, also while a broker's replay is
+    read).
     ``ended`` is called when the hub closes the subscription (not when its owner
     unsubscribes), from the hub's task: it must not wait."""
 
@@ -97,6 +100,9 @@ class Subscription:
         # A pump's, made by the hub when it starts one; an outlet's subscription has none.
         self.scope: trio.CancelScope | None = None
         self.wakeup: trio.lowlevel.ParkingLot | None = None  # where the pump parks
+        # An outlet's, until it has sent what comes first ("subscribed", the backlog):
+        # the hub does not wake it for this subscription while it is set.
+        self.held = False
         self.close_reason: CloseReason | None = None
         self.closed = False
         self.dropped = 0

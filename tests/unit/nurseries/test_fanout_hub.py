@@ -497,6 +497,7 @@ async def test_an_idle_hub_writes_a_message_to_an_outlet_at_once(nursery: trio.N
     outlet = RecordingOutlet(hub)
     sub = await hub.subscribe("paced.1", outlet)
     assert sub.scope is None  # no pump
+    sub.held = False  # the outlet has sent what comes first
     await hub.publish("paced.1", "a")
     assert outlet.writes == [[1]]  # before any checkpoint: written during publish
     await hub.publish("paced.1", "b")
@@ -522,3 +523,23 @@ async def test_an_outlet_hears_when_the_hub_ends_its_subscription(hub: Hub) -> N
     hub.shutdown()
     await trio.sleep(0.01)
     assert outlet.ended_with == [CloseReason.HUB_STOPPING]
+
+
+async def test_an_outlet_is_not_woken_for_a_subscription_it_has_not_opened(
+    nursery: trio.Nursery,
+) -> None:
+    """Live messages wait until the outlet has sent what comes first (with a broker,
+    they arrive while its replay is read): written before, they came ahead of the
+    backlog and again after it."""
+    hub = Hub(queue_size=100)
+    await nursery.start(hub.run)
+    outlet = RecordingOutlet(hub)
+    sub = await hub.subscribe("held.1", outlet)
+    assert sub.held
+    await hub.publish("held.1", "a")  # an idle hub: at once, but not to a held one
+    await trio.sleep(0.01)  # and not at the flush
+    assert outlet.writes == []
+    sub.held = False
+    outlet.wake(sub)
+    assert outlet.writes == [[1]]
+    hub.shutdown()
