@@ -23,6 +23,7 @@ change is published to ``orders.{id}`` and ``customers.{customer}.orders``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -81,6 +82,19 @@ class OrdersService:
 
     async def get(self, order_id: str) -> Order | None:
         return await self.store.get(order_id)
+
+    async def topic_state(self, topic: str) -> dict[str, Any] | None:
+        """``orders.{id}``'s first message when a subscriber opens it: the order as its
+        events show it (the hub keeps no log of an order nobody watches)."""
+        order = await self.store.get(topic.removeprefix("orders."))
+        return None if order is None else order.to_dict()
+
+    @staticmethod
+    def topic_version(event: Any) -> float:
+        """Orders an order's events: its states only move forward. An event that does
+        not say sorts after everything."""
+        state = event.get("state") if isinstance(event, dict) else None
+        return _RANKS.get(state, math.inf) if isinstance(state, str) else math.inf
 
     async def by_customer(self, customer: str, limit: int = 100) -> list[Order]:
         return await self.store.by_customer(customer, limit)
@@ -165,6 +179,9 @@ class OrdersService:
         event = order.to_dict()
         await self.publish(f"orders.{order.id}", event)
         await self.publish(f"customers.{order.customer}.orders", event)
+
+
+_RANKS = {"pending": 0, "reserved": 1, "paid": 2, "confirmed": 3, "failed": 3}
 
 
 def _found(order_id: str, order: Order | None) -> Order:

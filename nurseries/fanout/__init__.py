@@ -9,7 +9,7 @@ left off, or be told plainly (``recovered=False``) that it cannot.
 
 from ._broker import Broker, BrokerUnavailable
 from ._history import Message, Presence, Replay, TopicLog
-from ._hub import Hub
+from ._hub import Hub, Snapshot, Version
 from ._hub_errors import HubClosed, HubError, TooManySubscriptions, TooManyTopics
 from ._relay import RelayBusy, RelayClient, RelayListener, RelayUnavailable
 from ._subscription import CloseReason, Item, Outlet, Sink, SubscriberGone, Subscription
@@ -44,6 +44,7 @@ __all__ = [
     "Replay",
     "Sink",
     "SlowConsumerPolicy",
+    "Snapshot",
     "SubscriberGone",
     "Subscription",
     "TooManySubscriptions",
@@ -51,6 +52,7 @@ __all__ = [
     "TopicLog",
     "TopicRule",
     "TopicRules",
+    "Version",
     "check_pattern",
     "check_topic",
     "pattern_matches",

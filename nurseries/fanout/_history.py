@@ -19,7 +19,7 @@ import trio
 from .._ids import random_hex
 from ._topics import TopicRule
 
-__all__ = ["Message", "Presence", "Replay", "TopicLog", "new_epoch"]
+__all__ = ["Message", "Opening", "Presence", "Replay", "TopicLog", "new_epoch"]
 
 T = TypeVar("T")
 
@@ -79,6 +79,18 @@ class Replay:
     messages: list[Message]
 
 
+class Opening:
+    """An on-demand topic's new log while the topic's state, its first message, is
+    read (``Hub.on_demand``): what is published meanwhile waits here to come after it,
+    and subscribers wait for ``done``."""
+
+    __slots__ = ("deferred", "done")
+
+    def __init__(self) -> None:
+        self.deferred: list[tuple[Any, str | None]] = []
+        self.done = trio.Event()
+
+
 class TopicLog:
     """One topic's offsets, epoch and history window.
 
@@ -87,7 +99,7 @@ class TopicLog:
     alone costs about 600 bytes. Trimming a list's front is a move of at most
     ``history_size`` pointers."""
 
-    __slots__ = ("epoch", "last_active", "offset", "rule", "topic", "watched", "window")
+    __slots__ = ("epoch", "last_active", "offset", "opening", "rule", "topic", "watched", "window")
 
     def __init__(self, topic: str, rule: TopicRule, epoch: str | None = None) -> None:
         self.topic = topic
@@ -100,6 +112,7 @@ class TopicLog:
         # window (for a resume after a quiet spell); a topic nobody ever watched is
         # forgotten once its window is empty.
         self.watched = False
+        self.opening: Opening | None = None  # see Opening
 
     def append(self, data: Any, key: str | None = None) -> Message:
         now = trio.current_time()

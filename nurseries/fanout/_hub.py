@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, cast
 
 import trio
@@ -42,13 +42,26 @@ import trio.lowlevel
 from trio._core import wait_all_tasks_blocked
 
 from ._broker import Broker, BrokerUnavailable
-from ._history import Message, Presence, Replay, TopicLog
+from ._history import Message, Opening, Presence, Replay, TopicLog
 from ._hub_errors import HubClosed, HubError, TooManySubscriptions, TooManyTopics
 from ._subscription import CloseReason, Outlet, Sink, SubscriberGone, Subscription
 from ._topic_logs import TopicLogs
-from ._topics import SlowConsumerPolicy, TopicRules, check_pattern, check_topic, is_exact
+from ._topics import (
+    SlowConsumerPolicy,
+    TopicRule,
+    TopicRules,
+    check_pattern,
+    check_topic,
+    is_exact,
+    pattern_matches,
+)
 
-__all__ = ["Hub"]
+__all__ = ["Hub", "Snapshot", "Version"]
+
+# What an on-demand topic's log starts with: the topic's state, or None (see on_demand).
+Snapshot = Callable[[str], Awaitable[Any]]
+# Orders a topic's messages by their data, older lower (see on_demand).
+Version = Callable[[Any], Any]
 
 log = logging.getLogger("canopy.fanout")
 
@@ -100,6 +113,8 @@ class Hub:
         self.delivered = 0
         self.slow_disconnects = 0
         self.gone = 0  # subscriptions whose client left in the middle of a delivery
+        self.unheard = 0  # published to an on-demand topic with no log: kept nowhere
+        self._on_demand: list[tuple[TopicRule, Snapshot, Version]] = []  # most specific first
         self._policies: dict[str, SlowConsumerPolicy] = {}  # per topic, for heard messages
         if broker is not None:
             broker.attach(self._heard)
@@ -160,9 +175,23 @@ class Hub:
 
     def _publish_here(self, topic: str, data: Any, key: str | None) -> Message | HubError:
         try:
+            if (
+                self._on_demand
+                and self._logs.get(topic) is None
+                and self._on_demand_for(topic)
+                and not self._heard_by_pattern(topic)
+            ):
+                # Kept nowhere: whoever opens the topic later starts from its state.
+                self.published += 1
+                self.unheard += 1
+                return Message(topic, 0, "", data, key)
             log_ = self._log(topic)
         except TooManyTopics as exc:
             return exc
+        if log_.opening is not None:  # its state comes first: this follows it
+            log_.opening.deferred.append((data, key))
+            self.published += 1
+            return Message(topic, 0, log_.epoch, data, key)
         message = log_.append(data, key)
         self.published += 1
         self._offer(message, log_.rule.policy)
@@ -217,6 +246,64 @@ class Hub:
                 found.extend(self._prefixes.get(prefix, {}).values())
         return found
 
+    def on_demand(self, pattern: str, snapshot: Snapshot, version: Version) -> None:
+        """Keep no log for a topic matching ``pattern`` while nobody can hear it: a
+        publish to it then goes nowhere (counted as ``unheard``).
+
+        For topics each of whose messages is one thing's whole state, which a store
+        keeps: a job's, an order's. Most are never watched, and a window of each would
+        hold memory for every one of them.
+
+        A publish that a pattern's subscriber hears makes the log as for any topic:
+        the message is the state. A subscriber of the topic itself opens it with
+        ``await snapshot(topic)``, the state (None: none), as its first message;
+        what is published while that is read follows it (its publisher is answered
+        offset 0: not yet known), less what ``version``, a key on a message's data,
+        says is older than the state (read after it was stored)."""
+        check_pattern(pattern)
+        if self.broker is not None:
+            return  # the broker keeps every topic: a subscriber may be on any process
+        self._on_demand.append((TopicRule(pattern), snapshot, version))
+        self._on_demand.sort(key=lambda item: item[0].specificity(), reverse=True)
+
+    def _on_demand_for(self, topic: str) -> tuple[Snapshot, Version] | None:
+        for rule, snapshot, version in self._on_demand:
+            if pattern_matches(rule.pattern, topic):
+                return snapshot, version
+        return None
+
+    def _heard_by_pattern(self, topic: str) -> bool:
+        prefixes = self._prefixes
+        return bool(prefixes) and any(prefix in prefixes for prefix in _prefixes(topic))
+
+    def _open(self, topic: str, snapshot: Snapshot, version: Version) -> TopicLog:
+        """An on-demand topic's log, its state read in the hub's nursery (so a subscriber
+        that leaves meanwhile does not leave the others waiting)."""
+        assert self._nursery is not None
+        log_ = self._logs.use(topic)
+        log_.opening = Opening()
+        self._nursery.start_soon(self._read_state, log_, snapshot, version)
+        return log_
+
+    async def _read_state(self, log_: TopicLog, snapshot: Snapshot, version: Version) -> None:
+        state = None
+        try:
+            state = await snapshot(log_.topic)
+        except Exception:
+            log.warning("could not read the state of %s", log_.topic, exc_info=True)
+        finally:
+            opening, log_.opening = log_.opening, None
+            assert opening is not None
+            deferred = opening.deferred
+            if state is not None:
+                self._offer(log_.append(state), log_.rule.policy)
+                floor = version(state)
+                deferred = [(data, key) for data, key in deferred if not version(data) < floor]
+                self.unheard += len(opening.deferred) - len(deferred)
+            for data, key in deferred:
+                self._offer(log_.append(data, key), log_.rule.policy)
+            opening.done.set()
+
     # -- subscribing -------------------------------------------------------------
 
     async def subscribe(
@@ -242,36 +329,52 @@ class Hub:
         if not exact and since is not None:
             raise ValueError("since: resuming needs an exact topic, not a pattern")
         if self.broker is None:
-            replay = None
-            if exact:
-                log_ = self._log(pattern)
-                log_.watched = True
-                replay = log_.since(since, epoch)
+            log_ = self._watch(pattern) if exact else None
+            replay, opening = None, log_.opening if log_ is not None else None
+            if log_ is not None and (opening is None or since is None):
+                # Live messages only (since=None) need no wait: an opening log is at 0,
+                # and its state is offered live once it is read.
+                replay, opening = log_.since(since, epoch), None
             sub = Subscription(pattern, sink, self.queue_size, client, info, presence, replay)
             self._pumped(sub)
             self._file(sub)
+            if opening is not None:
+                assert log_ is not None
+                await self._resume(sub, _opened(log_, opening, since, epoch))
         else:
-            # Filed first, then the log read: a message published in between is both
-            # queued live and in the replay, and ``sub.seen`` drops the second copy; a
-            # message published before the read is in it. No gap, no duplicate.
             sub = Subscription(pattern, sink, self.queue_size, client, info, presence)
             self._pumped(sub)
             self._file(sub)
             if exact:
-                try:
-                    rule = self.rules.for_topic(pattern)
-                    sub.resume(await self.broker.since(pattern, since, epoch, rule))
-                except BaseException:
-                    self._close(sub, None)
-                    raise
-            if self._nursery is None:
-                self._close(sub, None)
-                raise HubClosed("the hub stopped")
+                rule = self.rules.for_topic(pattern)
+                await self._resume(sub, self.broker.since(pattern, since, epoch, rule))
         if exact and client:
             self._member(pattern, client, +1, info)
         if sub.scope is not None:
             self._nursery.start_soon(self._pump, sub)
         return sub
+
+    async def _resume(self, sub: Subscription, replay: Awaitable[Replay]) -> None:
+        """Start ``sub``, filed already, from ``replay`` (a broker's read, or an opening
+        log's): a message published meanwhile is both queued live and in the replay,
+        and ``sub.seen`` drops the second copy; one published before is in it. No gap,
+        no duplicate."""
+        try:
+            sub.resume(await replay)
+        except BaseException:
+            self._close(sub, None)
+            raise
+        if self._nursery is None:
+            self._close(sub, None)
+            raise HubClosed("the hub stopped")
+
+    def _watch(self, topic: str) -> TopicLog:
+        """The log of ``topic``, subscribed to exactly: made, or opened on demand."""
+        log_ = self._logs.get(topic)
+        on_demand = self._on_demand_for(topic) if log_ is None and self._on_demand else None
+        log_ = self._open(topic, *on_demand) if on_demand is not None else self._log(topic)
+        log_.watched = True
+        return log_
 
     def _pumped(self, sub: Subscription) -> None:
         """Give ``sub`` what its pump needs, unless its sink is an :class:`Outlet`."""
@@ -314,6 +417,8 @@ class Hub:
             rule = self.rules.for_topic(topic)
             return await self.broker.history(topic, since, epoch, limit, rule)
         log_ = self._logs.get(topic)
+        if log_ is not None and log_.opening is not None:
+            await log_.opening.done.wait()
         if log_ is None:
             return Replay("", 0, since is None or (since == 0 and epoch is None), [])
         if since is None:
@@ -332,6 +437,7 @@ class Hub:
             "delivered": self.delivered,
             "slow_disconnects": self.slow_disconnects,
             "gone": self.gone,
+            "unheard": self.unheard,
         }
 
     def audience(self, topic: str) -> int:
@@ -552,6 +658,11 @@ class Hub:
                     await broker.pin(topics)
                 except BrokerUnavailable as exc:
                     log.warning("could not renew %d topics' pins: %s", len(topics), exc)
+
+
+async def _opened(log_: TopicLog, opening: Opening, since: int | None, epoch: str | None) -> Replay:
+    await opening.done.wait()
+    return log_.since(since, epoch)
 
 
 def _prefixes(topic: str) -> Iterator[str]:

@@ -68,7 +68,8 @@ class JobContext:
     async def progress(self, value: Any) -> None:
         """Record progress (any JSON) on the job, for whoever watches it."""
         await self._store.report_progress(self.job.id, self._owner, value)
-        event = {"task": self.job.task, "state": "running", "progress": value}
+        event = {"task": self.job.task, "state": "running", "attempts": self.job.attempts}
+        event["progress"] = value
         await _tell(self._notify, self.job.id, event)
 
 

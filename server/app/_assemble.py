@@ -44,10 +44,17 @@ from ..pipeline._app import CanopyApp, Runtime, _http_error, _unhandled_error, _
 from ..pipeline._openapi import install_openapi
 from ._capability import Assembly, Mode
 from ._declared import AppError, Declared, where
-from ._jobs import add_runner, add_store, notify_for, schedules_for
+from ._jobs import (
+    add_runner,
+    add_store,
+    job_states,
+    job_version,
+    notify_for,
+    schedules_for,
+)
 from ._process import CollectorPacer
 from ._redis import RedisConnections
-from ._topics import add_topics
+from ._topics import JOB_TOPICS, add_topics
 
 RELAY_SOCKET = "events.sock"  # in the data directory: a worker's events to the web tier
 
@@ -84,6 +91,8 @@ def assemble(app: CanopyApp, declared: Declared, settings: Settings, mode: Mode)
     )
     if runtime.metrics is not None:
         runtime.metrics.store = store
+    if runtime.topics is not None:
+        runtime.topics.hub.on_demand(JOB_TOPICS, job_states(store, registry), job_version)
     assembly = Assembly(
         app,
         settings,

@@ -3,12 +3,15 @@ and the periodic scheduler, for ``canopy serve`` and ``canopy worker`` alike."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from canopy.nurseries import Supervisor
+from canopy.nurseries.fanout import Snapshot
 from canopy.nurseries.jobs import (
     JobRunner,
+    JobState,
     JobStore,
     Notify,
     Periodic,
@@ -22,7 +25,7 @@ from ..observe._tracing import Tracing
 from ._capability import Publish
 from ._redis import RedisConnections
 
-__all__ = ["add_runner", "add_store", "notify_for", "schedules_for"]
+__all__ = ["add_runner", "add_store", "job_states", "job_version", "notify_for", "schedules_for"]
 
 
 def add_store(services: Supervisor, settings: Settings, redis: RedisConnections) -> JobStore:
@@ -104,6 +107,45 @@ def notify_for(
             await publish(f"jobs.{job_id}", event)
 
     return notify
+
+
+def job_states(store: JobStore, registry: TaskRegistry) -> Snapshot:
+    """A job's state as its topic's first message, shaped as its events are (see
+    ``notify_for``): what a subscriber that opens ``jobs.{id}`` starts from, since the
+    hub keeps no log of a job nobody watches (``Hub.on_demand``)."""
+
+    async def state(topic: str) -> dict[str, Any] | None:
+        job = await store.get(topic.removeprefix("jobs."))
+        if job is None or not registry.publishes_events(job.task):
+            return None
+        event: dict[str, Any] = {"task": job.task, "state": job.state.value}
+        event["attempts"] = job.attempts
+        if job.progress is not None and job.state is JobState.RUNNING:
+            event["progress"] = job.progress
+        if job.state is JobState.SUCCEEDED:
+            event["result"] = job.result
+        elif job.error is not None:
+            event["error"] = job.error
+        return event
+
+    return state
+
+
+# Within an attempt: waiting for it, running it, past it (retrying, or released to run
+# again), ended.
+_PHASES = {"queued": 0, "scheduled": 0, "running": 1, "retrying": 2}
+
+
+def job_version(event: Any) -> tuple[float, int]:
+    """Orders a job's events: by attempt, then by how far into it. An event that does
+    not say sorts after everything (it is never taken for an older one)."""
+    if not isinstance(event, dict) or not isinstance(event.get("attempts"), int):
+        return (math.inf, 0)
+    state = event.get("state")
+    phase = _PHASES.get(state, 3) if isinstance(state, str) else 3
+    if state == "queued" and event["attempts"]:
+        phase = 2  # released by a worker that stopped: after its attempt
+    return (event["attempts"], phase)
 
 
 def _store(settings: Settings, redis: RedisConnections) -> JobStore:

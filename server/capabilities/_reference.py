@@ -67,9 +67,9 @@ class Orders(Capability):
     settings = OrdersSettings
 
     def declare(self, app: App) -> None:
-        # A topic per order: kept as long as a client may take to reconnect, not for
-        # the whole default window (GET /orders/{id} has the state after that). The
-        # customers' feeds keep the default.
+        # A topic per order, opened on demand (see install); once opened, kept as long
+        # as a client may take to reconnect, not the whole default window (GET
+        # /orders/{id} has the state after that). The customers' feeds keep the default.
         app.topics("orders.*", history_ttl=60.0)
 
     def install(self, assembly: Assembly) -> None:
@@ -90,6 +90,8 @@ class Orders(Capability):
             store, gateway, publish=assembly.publisher(), enqueue=assembly.jobs.enqueue_task
         )
         service.register_tasks(assembly.registry)
+        if assembly.topics is not None:
+            assembly.topics.hub.on_demand("orders.*", service.topic_state, service.topic_version)
         issuer = assembly.topics.issuer if assembly.topics is not None else None
         assembly.add_blueprint(orders_pages.create_blueprint(service, issuer))
 

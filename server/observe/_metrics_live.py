@@ -98,6 +98,7 @@ class LiveValues:
                 ("slow_disconnects", "subscribers closed as slow consumers"),
                 ("gone", "subscriptions whose client left in the middle of a delivery"),
                 ("topics_evicted", "topics forgotten to make room (CANOPY_MAX_TOPICS)"),
+                ("unheard", "messages to a job's or order's topic nobody had opened: kept nowhere"),
             )
         }
 

@@ -150,6 +150,8 @@ def test_public_api_is_pinned() -> None:
             "Replay",
             "Sink",
             "SlowConsumerPolicy",
+            "Snapshot",
+            "Version",
             "SubscriberGone",
             "Subscription",
             "TooManySubscriptions",

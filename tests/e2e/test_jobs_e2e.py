@@ -440,16 +440,21 @@ async def test_the_server_follows_its_schedules(tmp_path: Path) -> None:
 async def test_past_its_topic_limit_a_server_still_publishes_new_jobs_events(
     tmp_path: Path,
 ) -> None:
-    """Every job has a topic of its own (jobs.{id}): past CANOPY_MAX_TOPICS the least
-    recently used ones are forgotten, so new topics, later jobs' events among them,
-    are still published (they were refused until the old ones idled out, an hour)."""
+    """Every job has a topic of its own (jobs.{id}), which a subscriber of ``jobs.*``
+    hears: past CANOPY_MAX_TOPICS the least recently used ones are forgotten, so new
+    topics, later jobs' events among them, are still published (they were refused
+    until the old ones idled out, an hour)."""
     write_config(tmp_path)
     env = {"CANOPY_MAX_TOPICS": "20", "CANOPY_TOPICS_SECRET": SECRET}
     token = TokenIssuer(SECRET).issue("watcher", subscribe=["jobs.*"], publish=["demo.*"])
     async with running_server(tmp_path, env=env) as server:
         base = f"http://127.0.0.1:{server.port}"
         headers = {"Authorization": f"Bearer {token}"}
-        async with httpx.AsyncClient(base_url=base, headers=headers) as client:
+        async with (
+            connect_topics(f"ws://127.0.0.1:{server.port}/ws", token=token) as topics,
+            topics.subscribe("jobs.*"),
+            httpx.AsyncClient(base_url=base, headers=headers) as client,
+        ):
             jobs = [{"task": "demo.echo", "args": {"n": n}} for n in range(60)]
             batch = await client.post("/jobs/batch", json={"jobs": jobs})
             for result in batch.json()["results"]:
@@ -475,6 +480,49 @@ async def test_past_its_topic_limit_a_server_still_publishes_new_jobs_events(
             assert evicted >= 40  # 60 + 1 job topics, and one for demo.fresh, in 20 places
     refused = [e for e in server.logs if "publish" in e.get("msg", "")]
     assert refused == []
+
+
+async def test_a_job_nobody_watches_keeps_no_topic_and_a_subscriber_starts_from_its_state(
+    tmp_path: Path,
+) -> None:
+    """Issue 37: a job's topic costs nothing until someone subscribes to it; the one
+    who does hears the job's state first, read from the store, then its changes."""
+    write_config(tmp_path)
+    token = TokenIssuer(SECRET).issue("watcher", subscribe=["jobs.*"])
+    async with running_server(tmp_path, env={"CANOPY_TOPICS_SECRET": SECRET}) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            done = (await client.post("/jobs", json={"task": "demo.echo", "args": {"n": 1}})).json()
+            await wait_for(client, f"/jobs/{done['id']}", "succeeded")
+            metrics = (await client.get("/metrics")).text.splitlines()
+            assert "canopy_fanout_unheard_total 2.0" in metrics  # running, succeeded
+            assert "canopy_fanout_topics 0.0" in metrics
+            sleeper = {"task": "demo.sleep", "args": {"seconds": 0.5}}
+            running = (await client.post("/jobs", json=sleeper)).json()
+            await wait_for(client, f"/jobs/{running['id']}", "running")
+            async with connect_topics(f"ws://127.0.0.1:{server.port}/ws", token=token) as topics:
+                heard = []
+                with trio.fail_after(10):
+                    async with topics.subscribe(f"jobs.{done['id']}", since=0) as sub:
+                        event = await sub.receive()
+                        assert isinstance(event, TopicMessage) and event.offset == 1
+                        heard.append(event.data)
+                    async with topics.subscribe(f"jobs.{running['id']}", since=0) as sub:
+                        while len(heard) == 1 or heard[-1]["state"] != "succeeded":
+                            event = await sub.receive()
+                            assert isinstance(event, TopicMessage)
+                            heard.append(event.data)
+        assert heard == [
+            {"task": "demo.echo", "state": "succeeded", "attempts": 1, "result": {"n": 1}},
+            {"task": "demo.sleep", "state": "running", "attempts": 1},
+            {
+                "task": "demo.sleep",
+                "state": "succeeded",
+                "attempts": 1,
+                "runtime": heard[-1]["runtime"],
+                "result": {"slept": 0.5},
+            },
+        ]
 
 
 async def test_canopy_serve_releases_its_running_jobs_when_it_drains(tmp_path: Path) -> None:

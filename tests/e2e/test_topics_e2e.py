@@ -171,26 +171,26 @@ async def test_refused_frames_in_a_row_close_with_1008(tmp_path: Path) -> None:
 
 async def test_tokens_grant_topics(tmp_path: Path) -> None:
     issuer = TokenIssuer(SECRET)
-    agent = issuer.issue("agent-7", subscribe=["orders.*"], publish=["orders.*"], info={"n": 7})
+    agent = issuer.issue("agent-7", subscribe=["desk.*"], publish=["desk.*"], info={"n": 7})
     async with server_in(tmp_path) as server:
         port = server.port
-        assert (await post(port, "/topics/orders.1/messages", {"data": 1}))[0] == 403
-        assert (await post(port, "/topics/orders.1/messages", {"data": 1}, "forged"))[0] == 401
-        assert (await post(port, "/topics/orders.1/messages", {"data": 1}, agent))[0] == 202
+        assert (await post(port, "/topics/desk.1/messages", {"data": 1}))[0] == 403
+        assert (await post(port, "/topics/desk.1/messages", {"data": 1}, "forged"))[0] == 401
+        assert (await post(port, "/topics/desk.1/messages", {"data": 1}, agent))[0] == 202
         assert (await post(port, "/topics/bad!topic/messages", {"data": 1}, agent))[0] == 422
         # JSON but not an object: refused by the model, as every body route refuses it.
-        assert (await post(port, "/topics/orders.1/messages", [1], agent))[0] == 422
-        assert (await get(port, "/topics/orders.1/history", agent))[1]["offset"] == 1
-        assert (await get(port, "/topics/orders.1/history"))[0] == 403
+        assert (await post(port, "/topics/desk.1/messages", [1], agent))[0] == 422
+        assert (await get(port, "/topics/desk.1/history", agent))[1]["offset"] == 1
+        assert (await get(port, "/topics/desk.1/history"))[0] == 403
         async with connect_topics(f"ws://127.0.0.1:{port}/ws", token=agent) as client:
-            async with client.subscribe("orders.1", since=0) as sub:
+            async with client.subscribe("desk.1", since=0) as sub:
                 assert (await sub.receive()).data == 1  # type: ignore[union-attr]
-                presence = await client.request({"op": "presence", "topic": "orders.1"})
+                presence = await client.request({"op": "presence", "topic": "desk.1"})
                 assert presence["clients"] == [{"client": "agent-7", "info": {"n": 7}}]
             with pytest.raises(TopicsError, match="forbidden"):
                 async with client.subscribe("chat.1"):
                     pass
-            assert (await client.publish("orders.2", {"x": 1}))[0] == 1
+            assert (await client.publish("desk.2", {"x": 1}))[0] == 1
 
 
 async def test_a_stalled_reader_slows_no_one_and_memory_stays_bounded(tmp_path: Path) -> None:

@@ -543,3 +543,154 @@ async def test_an_outlet_is_not_woken_for_a_subscription_it_has_not_opened(
     outlet.wake(sub)
     assert outlet.writes == [[1]]
     hub.shutdown()
+
+
+async def test_an_on_demand_topic_keeps_nothing_until_opened_and_starts_with_its_state(
+    hub: Hub, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A job's or order's topic: publishes before anyone subscribes are kept nowhere;
+    the log a subscriber opens starts with the state the store has, read while live
+    messages queue, so none is lost between the two."""
+    states = {"job.1": {"state": "running"}}
+    reading = trio.Event()
+    release = trio.Event()
+
+    async def snapshot(topic: str) -> object:
+        reading.set()
+        await release.wait()
+        return states.get(topic)
+
+    hub.on_demand("job.*", snapshot, _version)
+    for n in range(3):
+        unheard = await hub.publish("job.1", {"n": n})
+        assert unheard.offset == 0 and unheard.epoch == ""
+    assert hub.stats()["topics"] == 0 and hub.stats()["unheard"] == 3
+    assert (await hub.history("job.1")).messages == []
+
+    first, second = RecordingSink(), RecordingSink()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.subscribe, "job.1", first)
+        await reading.wait()
+        # Published while the state is read: queued live, and after the state.
+        await hub.publish("job.1", {"n": 3})
+        nursery.start_soon(lambda: hub.subscribe("job.1", second, since=0))
+        await trio.testing.wait_all_tasks_blocked()
+        assert first.messages == [] and second.messages == []
+        release.set()
+    await hub.publish("job.1", {"n": 4})
+    await settle()
+    # Live messages only: the state, offered once read, and what came after.
+    assert [m.data for m in first.messages] == [{"state": "running"}, {"n": 3}, {"n": 4}]
+    # From the start: the state (offset 1), then everything since, once each.
+    assert [m.data for m in second.messages] == [{"state": "running"}, {"n": 3}, {"n": 4}]
+    assert second.offsets == [1, 2, 3]
+    assert hub.stats()["unheard"] == 3
+    history = await hub.history("job.1", since=0)
+    assert [m.offset for m in history.messages] == [1, 2, 3]
+
+    # Not on demand, or already open: as any topic.
+    await hub.publish("other.1", {"n": 0})
+    assert [m.data for m in (await hub.history("other.1")).messages] == [{"n": 0}]
+
+
+async def test_an_on_demand_topic_with_no_state_starts_empty_and_a_failed_read_is_logged(
+    hub: Hub, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def snapshot(topic: str) -> object:
+        if topic == "job.broken":
+            raise OSError("store away")
+        return None
+
+    hub.on_demand("job.*", snapshot, _version)
+    sink = RecordingSink()
+    sub = await hub.subscribe("job.none", sink, since=0)
+    assert sub.replay is not None and sub.replay.recovered and sub.replay.offset == 0
+    await hub.publish("job.none", {"n": 0})
+    await settle()
+    assert sink.offsets == [1]
+
+    with caplog.at_level(logging.WARNING, "canopy.fanout"):
+        broken = RecordingSink()
+        sub = await hub.subscribe("job.broken", broken, since=0)
+    assert sub.replay is not None and sub.replay.recovered and sub.replay.offset == 0
+    assert "could not read the state of job.broken" in caplog.text
+
+
+async def test_a_subscriber_that_leaves_while_the_state_is_read_leaves_the_others_served(
+    hub: Hub, autojump_clock: trio.testing.MockClock
+) -> None:
+    release = trio.Event()
+
+    async def snapshot(topic: str) -> object:
+        await release.wait()
+        return {"state": "queued"}
+
+    hub.on_demand("job.*", snapshot, _version)
+    sink = RecordingSink()
+    with trio.move_on_after(1):
+        await hub.subscribe("job.1", RecordingSink(), since=0)
+    assert hub.stats()["subscriptions"] == 0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: hub.subscribe("job.1", sink, since=0))
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    await settle()
+    assert [m.data for m in sink.messages] == [{"state": "queued"}]
+
+
+async def test_a_pattern_subscriber_hears_an_on_demand_topic_as_any_other(
+    hub: Hub, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Someone hears ``job.*``: a publish to one of its topics makes that topic's log
+    as for any topic (each message is the whole state), with the offsets an exact
+    subscriber then gets."""
+
+    async def snapshot(topic: str) -> object:
+        raise AssertionError("a log a publish makes starts with the message")
+
+    hub.on_demand("job.*", snapshot, _version)
+    await hub.publish("job.1", {"n": 0})
+    assert hub.stats()["unheard"] == 1
+    watcher = RecordingSink()
+    await hub.subscribe("job.*", watcher)
+    await hub.publish("job.1", {"n": 1})
+    await hub.publish("job.1", {"n": 2})
+    await settle()
+    assert [(m.offset, m.data) for m in watcher.messages] == [(1, {"n": 1}), (2, {"n": 2})]
+    assert hub.stats()["unheard"] == 1 and hub.stats()["topics"] == 1
+    exact = RecordingSink()
+    await hub.subscribe("job.1", exact, since=0)
+    await settle()
+    assert exact.offsets == [1, 2]
+
+
+async def test_what_is_published_while_the_state_is_read_and_is_older_is_not_kept(
+    hub: Hub, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Stored before the state was read, published after: the state shows it already,
+    and it would take a subscriber back in time."""
+    release = trio.Event()
+
+    async def snapshot(topic: str) -> object:
+        await release.wait()
+        return {"n": 5}
+
+    hub.on_demand("job.*", snapshot, _version)
+    sink = RecordingSink()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: hub.subscribe("job.1", sink, since=0))
+        await trio.testing.wait_all_tasks_blocked()
+        for n in (4, 5, 6):
+            await hub.publish("job.1", {"n": n})
+        release.set()
+    await settle()
+    assert [(m.offset, m.data) for m in sink.messages] == [
+        (1, {"n": 5}),
+        (2, {"n": 5}),
+        (3, {"n": 6}),
+    ]
+    assert hub.stats()["unheard"] == 1
+
+
+def _version(data: object) -> object:
+    return data.get("n", 0) if isinstance(data, dict) else 0

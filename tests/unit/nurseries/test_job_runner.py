@@ -588,7 +588,7 @@ async def test_state_changes_and_progress_are_published_through_notify(
     assert 0 <= outcome.pop("runtime") < 5
     assert events[good.id] == [
         {"task": "steps", "state": "running", "attempts": 1},
-        {"task": "steps", "state": "running", "progress": 50},
+        {"task": "steps", "state": "running", "attempts": 1, "progress": 50},
         {"task": "steps", "state": "succeeded", "attempts": 1, "result": "ok"},
     ]
     assert [e["state"] for e in events[bad.id]] == ["running", "failed"]

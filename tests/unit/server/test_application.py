@@ -10,7 +10,10 @@ import trio
 
 import canopy
 from canopy import capabilities, reference
+from canopy.handlers.orders import OrdersService
+from canopy.server.app._jobs import job_version
 from canopy.testing import serve_app
+from tests.fanout_sinks import RecordingSink, settle
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,39 @@ async def test_a_reference_service_is_a_capability_like_any_other() -> None:
             await served.run_jobs()
         order = (await served.http.get(f"/orders/{response.json()['id']}")).json()
         assert order["state"] == "confirmed"
+        # Nobody watched it: its topic was kept nowhere, and a subscriber who opens it
+        # hears the order as it is now, then nothing older.
+        hub = app._runtime().topics.hub
+        assert (await hub.history(f"orders.{order['id']}")).messages == []
+        sink = RecordingSink()
+        await hub.subscribe(f"orders.{order['id']}", sink, since=0)
+        await settle()
+        assert [m.data for m in sink.messages] == [order]
+
+
+def test_an_orders_events_are_ordered_by_how_far_it_has_come() -> None:
+    version = OrdersService.topic_version
+    ranks = [version({"state": state}) for state in ("pending", "reserved", "paid")]
+    assert ranks == sorted(ranks) and len(set(ranks)) == 3
+    assert version({"state": "confirmed"}) == version({"state": "failed"}) > ranks[-1]
+    assert version({"state": "new?"}) > version({"state": "confirmed"})  # never dropped
+    assert version([1]) > version({"state": "confirmed"})
+
+
+def test_a_jobs_events_are_ordered_by_attempt_then_how_far_into_it() -> None:
+    events = [
+        {"state": "queued", "attempts": 0},
+        {"state": "running", "attempts": 1},
+        {"state": "running", "attempts": 1, "progress": 50},
+        {"state": "retrying", "attempts": 1},
+        {"state": "running", "attempts": 2},
+        {"state": "queued", "attempts": 2},  # released by a worker that stopped
+        {"state": "running", "attempts": 3},
+        {"state": "succeeded", "attempts": 3},
+    ]
+    versions = [job_version(event) for event in events]
+    assert versions == sorted(versions)
+    assert job_version({"state": "running"}) > versions[-1]  # says no attempt: never dropped
 
 
 def test_two_declarations_of_one_name_are_refused_naming_both() -> None:
@@ -264,15 +300,19 @@ async def test_a_bug_in_a_websocket_ends_it_with_1011_and_is_logged(
     assert record.exc_info is not None and "a bug in a socket" in str(record.exc_info[1])
 
 
-async def test_a_jobs_events_are_kept_for_the_job_events_ttl_unless_a_rule_says_otherwise(
+async def test_a_jobs_topic_is_opened_on_demand_with_its_state_then_kept_for_its_ttl(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """One topic per job: its window is CANOPY_JOB_EVENTS_TTL, not the default five
-    minutes, so a process holds its rate of jobs times that TTL of them."""
+    """One topic per job: nothing is kept of a job nobody subscribes to; a subscriber
+    opens its log with the job's state, and the log keeps its window for
+    CANOPY_JOB_EVENTS_TTL, not the default five minutes."""
     app = canopy.App("events")
 
     @app.task("work")
     async def work(args: dict[str, Any]) -> None: ...
+
+    @app.task("quiet", events=False)
+    async def quiet(args: dict[str, Any]) -> None: ...
 
     async with serve_app(app) as served:
         hub = app._runtime().topics.hub
@@ -280,12 +320,26 @@ async def test_a_jobs_events_are_kept_for_the_job_events_ttl_unless_a_rule_says_
         assert hub.rules.for_topic("other.0123").history_ttl == 300.0
         job = await work.enqueue()
         await served.run_jobs()
+        assert (await hub.history(f"jobs.{job.id}")).messages == []
+        assert hub.stats()["unheard"] == 2 and hub.stats()["topics"] == 0  # running, outcome
+
+        sink = RecordingSink()
+        sub = await hub.subscribe(f"jobs.{job.id}", sink, since=0)
+        await settle()
+        assert [m.data for m in sink.messages] == [
+            {"task": "work", "state": "succeeded", "attempts": 1, "result": None}
+        ]
+        hub.unsubscribe(sub)
         kept = await hub.history(f"jobs.{job.id}")
-        assert kept.messages[-1].data["state"] == "succeeded"
         await trio.sleep(59)
         assert (await hub.history(f"jobs.{job.id}")).messages == kept.messages
         await trio.sleep(2)
         assert (await hub.history(f"jobs.{job.id}")).messages == []  # gone after the TTL
+
+        silent = await quiet.enqueue()
+        await served.run_jobs()
+        sub = await hub.subscribe(f"jobs.{silent.id}", RecordingSink(), since=0)
+        assert sub.backlog == []  # a task that publishes no events: nothing to start from
     async with serve_app(app, job_events_ttl=5.0):
         assert app._runtime().topics.hub.rules.for_topic("jobs.1").history_ttl == 5.0
     ruled = canopy.App("ruled")
