@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -21,7 +22,7 @@ import trio
 from canopy.handlers.grants import operation_grants
 from canopy.handlers.jobs import JobRequest, JobsService
 from canopy.nurseries import ACTIVE, RestartPolicy
-from canopy.nurseries.fanout import Message
+from canopy.nurseries.fanout import Message, Snapshot, Version
 from canopy.nurseries.jobs import TERMINAL, Job, RetryPolicy, TaskRegistry
 
 from ..config._hypercorn import default_config_path
@@ -371,15 +372,27 @@ class Topics:
         history_ttl: float | None = None,
         publish: str = "token",
         subscribe: str = "token",
+        state: Snapshot | None = None,
+        version: Version | None = None,
     ) -> None:
         """The topics ``pattern`` matches (``shop.orders.*``): what a subscriber that
         falls behind gets (``policy``: disconnect, drop_oldest or latest), how many
         messages and seconds a reconnecting client can resume over (default: the
         settings' history_size and history_ttl), and whether publishing and
-        subscribing take a token or are open to ``anyone``."""
+        subscribing take a token or are open to ``anyone``.
+
+        With ``state`` and ``version``, the topics are opened on demand: one per
+        record whose every message is the record's whole state (an invoice's, a
+        delivery's), kept nowhere until someone can hear it. ``await state(topic)``
+        reads the record (None: no such record); ``version(data)`` orders a record's
+        messages, older lower (docs/PROTOCOL.md)."""
         if self._app.mode is not None:
             raise AppError("topic rules are declared before the app is assembled")
+        if (state is None) != (version is None):
+            raise AppError(f"topics {pattern!r}: state and version go together")
         decl = TopicDecl.make(pattern, policy, history, history_ttl, publish, subscribe)
+        if state is not None and version is not None:
+            decl = replace(decl, on_demand=(state, version))
         self._app.declared.topics.append(decl)
 
     async def publish(self, topic: str, data: Any, *, key: str | None = None) -> Message:

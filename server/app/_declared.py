@@ -16,7 +16,13 @@ from typing import Any
 import trio
 
 from canopy.nurseries import RestartPolicy
-from canopy.nurseries.fanout import SlowConsumerPolicy, TopicRule, check_pattern
+from canopy.nurseries.fanout import (
+    SlowConsumerPolicy,
+    Snapshot,
+    TopicRule,
+    Version,
+    check_pattern,
+)
 from canopy.nurseries.jobs import Job, Periodic, TaskRegistry
 
 __all__ = ["AppError", "Declared", "ServiceDecl", "Task", "TopicDecl", "where"]
@@ -84,6 +90,7 @@ class TopicDecl:
     has_ttl: bool
     publish: str
     subscribe: str
+    on_demand: tuple[Snapshot, Version] | None = None  # see Hub.on_demand
 
     @classmethod
     def make(

@@ -63,6 +63,9 @@ def add_topics(
         max_topics=settings.max_topics,
         broker=broker,
     )
+    for decl in declared:
+        if decl.on_demand is not None:
+            hub.on_demand(decl.rule.pattern, *decl.on_demand)
     services.add("hub", hub, grace=settings.service_grace)
     subscribe = settings.anonymous_subscribe
     if subscribe is None:

@@ -346,3 +346,28 @@ async def test_a_jobs_topic_is_opened_on_demand_with_its_state_then_kept_for_its
     ruled.topics("jobs.*", history_ttl=600.0)
     async with serve_app(ruled, job_events_ttl=5.0):
         assert ruled._runtime().topics.hub.rules.for_topic("jobs.1").history_ttl == 600.0
+
+
+async def test_an_apps_own_topics_may_be_opened_on_demand(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A topic per invoice, each message the invoice's state: nothing is kept until a
+    subscriber opens one, and it starts from the state the app reads."""
+    invoices = {"7": {"id": "7", "status": "sent", "revision": 2}}
+
+    async def invoice_state(topic: str) -> dict[str, Any] | None:
+        return invoices.get(topic.removeprefix("invoices."))
+
+    app = canopy.App("billing")
+    app.topics("invoices.*", state=invoice_state, version=lambda data: data["revision"])
+    with pytest.raises(canopy.AppError, match="state and version go together"):
+        app.topics("other.*", state=invoice_state)
+    async with serve_app(app):
+        hub = app._runtime().topics.hub
+        await app.topics.publish("invoices.7", {"id": "7", "status": "sent", "revision": 2})
+        assert hub.stats()["unheard"] == 1 and hub.stats()["topics"] == 0
+        sink = RecordingSink()
+        await hub.subscribe("invoices.7", sink, since=0)
+        await app.topics.publish("invoices.7", {"id": "7", "status": "paid", "revision": 3})
+        await settle()
+        assert [m.data["status"] for m in sink.messages] == ["sent", "paid"]
