@@ -259,7 +259,8 @@ class Hub:
         ``await snapshot(topic)``, the state (None: none), as its first message;
         what is published while that is read follows it (its publisher is answered
         offset 0: not yet known), less what ``version``, a key on a message's data,
-        says is older than the state (read after it was stored)."""
+        says is older than the state (read after it was stored). A read that fails
+        leaves offset 1 empty: a subscriber from the start is told it cannot recover."""
         check_pattern(pattern)
         if self.broker is not None:
             return  # the broker keeps every topic: a subscriber may be on any process
@@ -286,19 +287,23 @@ class Hub:
         return log_
 
     async def _read_state(self, log_: TopicLog, snapshot: Snapshot, version: Version) -> None:
-        state = None
+        state, read = None, False
         try:
             state = await snapshot(log_.topic)
+            read = True
         except Exception:
             log.warning("could not read the state of %s", log_.topic, exc_info=True)
         finally:
             opening, log_.opening = log_.opening, None
             assert opening is not None
             deferred = opening.deferred
-            if state is not None:
+            if not read:
+                # The state's place stays empty: whoever asks from the start is told
+                # ``recovered: false`` (reload it another way), never a silent gap.
+                log_.offset += 1
+            elif state is not None:
                 self._offer(log_.append(state), log_.rule.policy)
-                floor = version(state)
-                deferred = [(data, key) for data, key in deferred if not version(data) < floor]
+                deferred = [item for item in deferred if not _older(version, item[0], state)]
                 self.unheard += len(opening.deferred) - len(deferred)
             for data, key in deferred:
                 self._offer(log_.append(data, key), log_.rule.policy)
@@ -663,6 +668,16 @@ class Hub:
 async def _opened(log_: TopicLog, opening: Opening, since: int | None, epoch: str | None) -> Replay:
     await opening.done.wait()
     return log_.since(since, epoch)
+
+
+def _older(version: Version, data: Any, state: Any) -> bool:
+    """Whether ``data`` is older than ``state``; kept when ``version`` cannot say (an
+    app's key that raises on a message it did not expect must not end the hub)."""
+    try:
+        return bool(version(data) < version(state))
+    except Exception:
+        log.warning("could not order a message against the state", exc_info=True)
+        return False
 
 
 def _prefixes(topic: str) -> Iterator[str]:

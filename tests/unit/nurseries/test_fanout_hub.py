@@ -593,7 +593,7 @@ async def test_an_on_demand_topic_keeps_nothing_until_opened_and_starts_with_its
     assert [m.data for m in (await hub.history("other.1")).messages] == [{"n": 0}]
 
 
-async def test_an_on_demand_topic_with_no_state_starts_empty_and_a_failed_read_is_logged(
+async def test_an_on_demand_topic_with_no_state_starts_empty_and_a_failed_read_says_so(
     hub: Hub, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def snapshot(topic: str) -> object:
@@ -612,8 +612,12 @@ async def test_an_on_demand_topic_with_no_state_starts_empty_and_a_failed_read_i
     with caplog.at_level(logging.WARNING, "canopy.fanout"):
         broken = RecordingSink()
         sub = await hub.subscribe("job.broken", broken, since=0)
-    assert sub.replay is not None and sub.replay.recovered and sub.replay.offset == 0
     assert "could not read the state of job.broken" in caplog.text
+    # Its state could not be read: from the start is not recoverable, and says so.
+    assert sub.replay is not None and not sub.replay.recovered and sub.replay.offset == 1
+    await hub.publish("job.broken", {"n": 0})
+    await settle()
+    assert broken.offsets == [2]
 
 
 async def test_a_subscriber_that_leaves_while_the_state_is_read_leaves_the_others_served(
@@ -694,3 +698,26 @@ async def test_what_is_published_while_the_state_is_read_and_is_older_is_not_kep
 
 def _version(data: object) -> object:
     return data.get("n", 0) if isinstance(data, dict) else 0
+
+
+async def test_a_version_key_that_fails_keeps_the_message_and_the_hub(
+    hub: Hub, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = trio.Event()
+
+    async def snapshot(topic: str) -> object:
+        await release.wait()
+        return {"n": 5}
+
+    hub.on_demand("job.*", snapshot, lambda data: data["n"])
+    sink = RecordingSink()
+    with caplog.at_level(logging.WARNING, "canopy.fanout"):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: hub.subscribe("job.1", sink, since=0))
+            await trio.testing.wait_all_tasks_blocked()
+            await hub.publish("job.1", "not a dict")
+            release.set()
+    await hub.publish("job.1", {"n": 6})
+    await settle()
+    assert [m.data for m in sink.messages] == [{"n": 5}, "not a dict", {"n": 6}]
+    assert "could not order a message against the state" in caplog.text
