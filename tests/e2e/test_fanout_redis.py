@@ -433,3 +433,21 @@ async def test_the_resume_window_is_the_same_on_both_brokers(
         assert resumed.replay is not None and resumed.replay.recovered is recovered, since
         if recovered:  # the replay goes to the subscriber, then live messages follow
             await until(lambda: sink.offsets == [4])  # noqa: B023 (awaited at once)
+
+
+async def test_on_a_broker_every_topic_is_kept_on_demand_or_not(hubs: list[Hub]) -> None:
+    """A subscriber may be on any process, so a hub with a broker cannot know that
+    nobody hears a topic: ``on_demand`` leaves the topics to the broker, which keeps
+    each one's window (and bounds their number) as for any topic."""
+
+    async def snapshot(topic: str) -> object:
+        raise AssertionError("the broker keeps the topic: no state is read")
+
+    for hub in hubs:
+        hub.on_demand("jobs.*", snapshot, lambda data: 0)
+    published = await hubs[0].publish("jobs.1", {"state": "running"})
+    assert published.offset == 1 and hubs[0].stats()["unheard"] == 0
+    sink = RecordingSink()
+    await hubs[1].subscribe("jobs.1", sink, since=0)
+    await until(lambda: len(sink.messages) == 1)
+    assert sink.messages[0].data == {"state": "running"}
