@@ -3,6 +3,8 @@ give up after the timeout. Real threads, a real second process, real time (short
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import subprocess
 import sys
@@ -11,8 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+import trio
 
 from canopy.nurseries._write_lock import WriteLock
+from canopy.nurseries.jobs import Job, SQLiteJobStore
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
 
@@ -111,3 +115,24 @@ def test_a_writer_waits_for_another_process_and_not_after_it_dies(tmp_path: Path
             if process.poll() is None:
                 process.kill()
             lock.close()
+
+
+async def test_a_poll_that_finds_nothing_due_takes_no_write_lock(tmp_path: Path) -> None:
+    """An idle runner polls its queue (every 50 ms at most); a poll that finds nothing
+    must not queue behind, or hold up, the other processes' writes."""
+    store = SQLiteJobStore(tmp_path / "jobs.db")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await store.enqueue(Job("later", run_at=time.time() + 3600))
+        assert await store.claim("default", "me", 10, 10.0) == []  # idle from here
+        other = os.open(tmp_path / "jobs.db.write-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX)  # another process's write, under way
+            with trio.fail_after(1):
+                assert await store.claim("default", "me", 10, 10.0) == []
+        finally:
+            os.close(other)
+        await store.enqueue(Job("now"))
+        (claimed,) = await store.claim("default", "me", 10, 10.0)
+        assert claimed.task == "now"
+        nursery.cancel_scope.cancel()
