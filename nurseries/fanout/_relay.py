@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import socket
 from collections import deque
@@ -129,9 +130,21 @@ class RelayListener:
 class RelayClient:
     """Publishes to the hub of the process listening at ``path``, in order."""
 
-    def __init__(self, path: str | Path, *, connect_timeout: float = 1.0) -> None:
+    def __init__(
+        self, path: str | Path, *, connect_timeout: float = 1.0, retry_after: float = 1.0
+    ) -> None:
+        """``retry_after``: seconds after a failed connection in which publishes are
+        refused at once, without trying again."""
         self.path = Path(path)
         self.connect_timeout = connect_timeout
+        self.retry_after = retry_after
+        # While the web tier is away, each publish trying to connect (a socket, a
+        # refused connect, in turn under the lock) made that the worker's pace: a
+        # worker with no web tier ran its jobs at a fifth of its speed. So a failure
+        # is remembered for retry_after: the events are lost either way.
+        self._refused: str | None = None  # why (a new exception each time: a raised
+        # one keeps its traceback, and raising it again would grow it)
+        self._refused_until = -math.inf
         self._stream: trio.SocketStream | None = None
         self._connect_lock = trio.Lock()
         self._waiting: deque[_Reply] = deque()
@@ -158,10 +171,11 @@ class RelayClient:
         """The event's offset and epoch in the listening process's hub. Raises
         RelayUnavailable if it could not be handed over or its answer did not come,
         and ValueError for what that hub refused (its message)."""
-        line = json.dumps({"topic": topic, "data": data, "key": key}, separators=(",", ":"))
         if self._stream is None:
+            self._check_refused()  # before the lock: taking it is two trips to the loop
             async with self._connect_lock:
                 await self._connected()
+        line = json.dumps({"topic": topic, "data": data, "key": key}, separators=(",", ":"))
         reply = _Reply()
         # Queued together, so the order of sends is the order of replies.
         self._waiting.append(reply)
@@ -177,18 +191,26 @@ class RelayClient:
             return self._stream
         if self._nursery is None:
             raise RelayUnavailable("the relay client is not running")
+        self._check_refused()
         try:
             with trio.fail_after(self.connect_timeout):
                 stream = await trio.open_unix_socket(str(self.path))
         except (OSError, trio.TooSlowError) as exc:
-            raise RelayUnavailable(
+            self._refused = (
                 f"no process publishes events at {self.path} (is canopy serve running "
                 f"with the same data directory?): {exc}"
-            ) from None
+            )
+            self._refused_until = trio.current_time() + self.retry_after
+            raise RelayUnavailable(self._refused) from None
+        self._refused = None
         self._stream = stream
         self._nursery.start_soon(self._read, stream)
         self._nursery.start_soon(self._write, stream)
         return stream
+
+    def _check_refused(self) -> None:
+        if self._refused is not None and trio.current_time() < self._refused_until:
+            raise RelayUnavailable(self._refused)
 
     async def _write(self, stream: trio.SocketStream) -> None:
         while True:
