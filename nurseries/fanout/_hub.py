@@ -335,11 +335,11 @@ class Hub:
             raise ValueError("since: resuming needs an exact topic, not a pattern")
         if self.broker is None:
             log_ = self._watch(pattern) if exact else None
-            replay, opening = None, log_.opening if log_ is not None else None
-            if log_ is not None and (opening is None or since is None):
-                # Live messages only (since=None) need no wait: an opening log is at 0,
-                # and its state is offered live once it is read.
-                replay, opening = log_.since(since, epoch), None
+            # An opening log's replay waits for its state, unless the subscriber wants
+            # live messages only (since=None): the log is at 0, and the state will be
+            # offered live once it is read.
+            opening = log_.opening if log_ is not None and since is not None else None
+            replay = log_.since(since, epoch) if log_ is not None and opening is None else None
             sub = Subscription(pattern, sink, self.queue_size, client, info, presence, replay)
             self._pumped(sub)
             self._file(sub)
