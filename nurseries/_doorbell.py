@@ -4,8 +4,10 @@ A store rings it after a commit that the other processes should act on at once: 
 enqueued, or a cancel asked for a job that may be running elsewhere. Without it, a
 ``canopy worker`` hears of a web process's enqueue only at its next poll (up to
 50 ms apart once its queue has been empty) and of a cancel at its next heartbeat
-(0.5 s). The polls and heartbeats stay: a ring is a hint, and a lost one (a full
-socket buffer, a process that began listening a moment ago) costs only that latency.
+(0.5 s). With it, an idle runner need not poll: it sleeps until its queue's next job
+is due and looks once a second (``JobRunner.heard_poll_interval``). Those looks and
+the heartbeats stay: a ring is a hint, and a lost one (a full socket buffer, a
+process that began listening a moment ago) costs only that latency.
 
 Each listening process binds a Unix datagram socket in ``<database>.bells/``, under
 a random name. A ring sends one datagram to every socket there but the ringer's own,
@@ -67,6 +69,11 @@ class Doorbell:
                 "processes' enqueues and cancels are polled for",
                 path,
             )
+
+    @property
+    def listening(self) -> bool:
+        """Whether this process hears the others' rings now (its socket is bound)."""
+        return self._own is not None
 
     def ring(self, message: bytes) -> None:
         """Tell every other listener ``message``; never blocks, never raises."""

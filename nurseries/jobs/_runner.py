@@ -12,10 +12,13 @@ Shape of :meth:`JobRunner.run`::
                           nursery's deadline is the grace once the runner stops claiming
 
 Claiming: as many jobs as there are free slots, again as soon as a slot frees (its
-outcome written) or this process enqueues (``store.on_enqueued``); when the queue
-is empty, polling for what other processes enqueue: ``min_poll`` after a claim that
-found jobs, doubling while the queue stays empty up to ``poll_interval``. None while
-the process's resident memory is over ``memory_limit``.
+outcome written) or jobs are enqueued (``store.on_enqueued``); when the queue is
+empty, looking again ``min_poll`` after a claim that found jobs, doubling while the
+queue stays empty up to ``poll_interval``. Once there, a store that hears every
+process's enqueues (``store.hears_enqueues``) lets the runner sleep until the next
+job is due (``store.next_due``), at most ``heard_poll_interval``: an idle runner
+costs a look a second, not twenty. None while the process's resident memory is over
+``memory_limit``.
 
 Error handling: what a task raises becomes a retry (after the policy's backoff) or,
 past its attempts, a dead letter with the error and traceback. A timeout is a
@@ -122,6 +125,10 @@ class JobRunner:
     # while another process kept enqueuing would otherwise wait ``poll_interval``
     # each time and sit idle between batches.
     min_poll: float = 0.002
+    # The longest idle wait when the store hears every process's enqueues: what is
+    # due is waited for by its due time, so this is only the net for a lost
+    # announcement (a full socket buffer, a worker that began listening a moment ago).
+    heard_poll_interval: float = 1.0
     grace: float = 5.0
     # Claim no more while this process's resident memory is over this many bytes
     # (None: no bound): jobs that wait cost a task each, so ``concurrency`` can be
@@ -267,9 +274,28 @@ class JobRunner:
             self._start(claimed)
             if len(claimed) < free:
                 if not self._woken:  # else a slot or jobs came while claiming: again
-                    with trio.move_on_after(wait):
-                        await self._claimer.park()
+                    idle = await self._idle_for(wait) if not claimed else wait
+                    if not self._woken:  # nor while asking when the next is due
+                        with trio.move_on_after(idle):
+                            await self._claimer.park()
                 wait = self.min_poll if claimed else min(2 * wait, self.poll_interval)
+
+    async def _idle_for(self, wait: float) -> float:
+        """How long an empty claim is followed by a wait for a wake: ``wait`` while the
+        queue was busy a moment ago or the store hears only this process; once the
+        backoff has reached ``poll_interval`` and the store hears every process, until
+        the next job is due, at most ``heard_poll_interval`` (or ``poll_interval``, if
+        that was set longer: it was asked for fewer looks)."""
+        if wait < self.poll_interval or not self.store.hears_enqueues:
+            return wait
+        try:
+            due = await self.store.next_due(self.queue)
+        except JobStoreError:
+            return wait  # the claims say so, in their own words
+        longest = max(self.heard_poll_interval, self.poll_interval)
+        if due is None:
+            return longest
+        return min(max(due - wall_time(), self.min_poll), longest)
 
     def _over_memory(self) -> bool:
         return self.memory_limit is not None and self.memory() > self.memory_limit

@@ -255,6 +255,7 @@ def _finish_in(
 
 
 _DUE = f"SELECT 1 FROM jobs WHERE queue = ? AND state IN ({_MARKS}) AND run_at <= ? LIMIT 1"
+_NEXT_DUE = f"SELECT MIN(run_at) FROM jobs WHERE queue = ? AND state IN ({_MARKS})"
 
 
 def _claim_in(
@@ -369,6 +370,10 @@ class SQLiteJobStore:
     def commits(self) -> int:
         """Enqueue transactions so far: fewer than enqueues when grouped."""
         return self._enqueues.commits
+
+    @property
+    def hears_enqueues(self) -> bool:
+        return self.doorbell.listening
 
     # -- service -------------------------------------------------------------------
 
@@ -514,6 +519,13 @@ class SQLiteJobStore:
 
     async def claim(self, queue: str, owner: str, limit: int, lease: float) -> list[Job]:
         return await self._db(self._claim, wall_time(), queue, owner, limit, lease)
+
+    async def next_due(self, queue: str) -> float | None:
+        return await self._db(self._next_due, queue)
+
+    def _next_due(self, queue: str) -> float | None:
+        due: float | None = self._connection().execute(_NEXT_DUE, (queue, *_WAITING)).fetchone()[0]
+        return due
 
     def _claim(self, now: float, queue: str, owner: str, limit: int, lease: float) -> list[Job]:
         # While the last claim found nothing, a look before the write lock: an idle

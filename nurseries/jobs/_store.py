@@ -46,8 +46,17 @@ class JobStore(Protocol):
     def on_enqueued(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` (no arguments, must not block) after jobs this process
         enqueued are committed, so a runner in the same process need not wait for its
-        next poll (jobs enqueued by other processes are found by polling). Returns the
+        next poll; and after other processes' too, where ``hears_enqueues``. Returns the
         function that removes the listener."""
+        ...
+
+    @property
+    def hears_enqueues(self) -> bool:
+        """Whether ``on_enqueued`` hears every process, not only this one: jobs enqueued,
+        released or requeued anywhere (SQLite: over its doorbell, while it listens;
+        Redis: over pub/sub). An idle runner then waits for the next job's due time
+        (``next_due``) rather than polling. Either announcement is a hint that can be
+        lost, so the runner still looks now and then."""
         ...
 
     def on_cancel_requested(self, listener: Callable[[str], None]) -> Callable[[], None]:
@@ -82,6 +91,11 @@ class JobStore(Protocol):
 
     async def claim(self, queue: str, owner: str, limit: int, lease: float) -> list[Job]:
         """Lease up to ``limit`` due jobs of ``queue`` to ``owner`` for ``lease`` seconds."""
+        ...
+
+    async def next_due(self, queue: str) -> float | None:
+        """When the earliest waiting job of ``queue`` is due (Unix time; past if one is
+        due now), or None if none waits."""
         ...
 
     async def heartbeat(self, owner: str, job_ids: Sequence[str], lease: float) -> set[str]:

@@ -36,6 +36,7 @@ __all__ = [
     "FINISH",
     "HEARTBEAT",
     "LIST",
+    "NEXT_DUE",
     "PROGRESS",
     "QUEUE_STATS",
     "REQUEUE_EXPIRED",
@@ -443,5 +444,38 @@ for i = 1, #counts, 2 do
     end
 end
 return out
+"""
+)
+
+# ARGV: prefix, queue -> the run_at of the queue's earliest waiting job, as stored, or ''
+NEXT_DUE = (
+    _PRELUDE
+    + """
+local queue = ARGV[2]
+local earliest, shown = nil, ''
+for _, prio in ipairs(redis.call('ZRANGE', P .. ':prios:' .. queue, 0, -1)) do
+    local stream = stream_of(queue, prio)
+    local groups = redis.pcall('XINFO', 'GROUPS', stream)
+    if type(groups) == 'table' and not groups.err and #groups > 0 then
+        local info = groups[1]
+        local last = '0-0'
+        for j = 1, #info, 2 do
+            if info[j] == 'last-delivered-id' then last = info[j + 1] end
+        end
+        local next = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)
+        if #next > 0 then
+            local stored = redis.call('HGET', jkey(next[1][2][2]), 'run_at')
+            local run_at = tonumber(stored)
+            if run_at and (earliest == nil or run_at < earliest) then
+                earliest, shown = run_at, stored
+            end
+        end
+    end
+end
+local delayed = redis.call('ZRANGE', P .. ':delayed:' .. queue, 0, 0, 'WITHSCORES')
+if #delayed > 0 and (earliest == nil or tonumber(delayed[2]) < earliest) then
+    shown = delayed[2]
+end
+return shown
 """
 )

@@ -145,6 +145,10 @@ class RedisJobStore:
         """Enqueue scripts run so far: fewer than enqueues when grouped."""
         return self._enqueues.commits
 
+    @property
+    def hears_enqueues(self) -> bool:
+        return True  # announced on :ready by every script that makes a job claimable
+
     # -- service -------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -228,6 +232,10 @@ class RedisJobStore:
         now = wall_time()
         claimed = await self._call("CLAIM", repr(now), queue, owner, limit, repr(now + lease))
         return [_job(encoded) for encoded in claimed]
+
+    async def next_due(self, queue: str) -> float | None:
+        due = await self._call("NEXT_DUE", queue)
+        return float(due) if due else None
 
     async def heartbeat(self, owner: str, job_ids: Sequence[str], lease: float) -> set[str]:
         if not job_ids:

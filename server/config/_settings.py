@@ -327,8 +327,9 @@ class Settings:
     job_poll_interval: float = setting(
         0.05,
         _positive_float,
-        "longest wait of an idle runner between looks for jobs that came due (delayed or "
-        "retrying) or that a process it does not hear from enqueued",
+        "longest wait of an idle runner between looks for jobs, while its store does not "
+        "hear every process's enqueues; where it does, it sleeps until the next is due, "
+        "looking at least once a second",
     )
     max_queued: int = setting(100_000, _positive_int, "waiting jobs per queue before 429")
     schedules: tuple[Periodic, ...] = setting(

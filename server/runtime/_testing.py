@@ -17,9 +17,9 @@ fire. Three such waits are taken out of the run:
   backoff, a delayed job and a schedule's tick come as the clock jumps to them.
 - The folder is made and removed without a thread (it is one ``mkdir``).
 
-An idle runner there looks for due jobs every second (``job_poll_interval``), not
-every 50 ms: a job that comes due (a retry, a delayed job, a tick) starts up to a
-virtual second late, and an hour of virtual time takes under a second of real time.
+An idle runner there sleeps until its queue's next job is due, looking at least every
+virtual second (``job_poll_interval`` is 1 s, not 50 ms, for a store that does not
+hear every process): an hour of virtual time takes under a second of real time.
 """
 
 from __future__ import annotations
@@ -130,9 +130,9 @@ async def serve_app(
                 clock.enter_context(follow_trio_clock())
             base = settings if settings is not None else Settings(access_log=False)
             if virtual and base.job_poll_interval == Settings.job_poll_interval:
-                # An idle runner looks every virtual second, not twenty times: an hour
-                # of the jumping clock is then thousands of looks, not 72,000, and a
-                # job that comes due starts at most a second late.
+                # A runner whose store hears every process sleeps until the next job is
+                # due; one that polls looks every virtual second, not twenty times: an
+                # hour of the jumping clock is then thousands of looks, not 72,000.
                 base = replace(base, job_poll_interval=_VIRTUAL_POLL)
             # The collector is the test runner's: neither tuned nor paced here.
             app.boot(replace(base, data_dir=str(data), **{"gc_threshold": 0, **overrides}))

@@ -143,6 +143,7 @@ async def test_a_bell_that_cannot_listen_leaves_the_store_polling(
     await nursery.start(runner.run)
     job, created = await web.enqueue(Job("wait", {}))
     assert created and web.doorbell.rings == 0 and worker.doorbell.rings == 0
+    assert not worker.hears_enqueues  # so its runner polls every poll_interval
     with trio.fail_after(2):  # found by polling: no bell rang
         await started.wait()
     await web.cancel(job.id)  # no push reaches the other store: its heartbeat reads it
@@ -161,6 +162,7 @@ async def test_another_store_on_the_file_hears_its_enqueues_and_cancels(
     web, worker = SQLiteJobStore(tmp_path / "jobs.db"), SQLiteJobStore(tmp_path / "jobs.db")
     await nursery.start(web.run)
     await nursery.start(worker.run)
+    assert web.hears_enqueues and worker.hears_enqueues
     enqueued, cancels = trio.Event(), Heard()
     worker.on_enqueued(enqueued.set)
     worker.on_cancel_requested(lambda job_id: cancels(job_id.encode()))
@@ -187,7 +189,9 @@ async def test_a_runner_takes_another_stores_job_at_once_without_polling(
         ran.set()
 
     # Polls half a minute apart: only the bell can explain a prompt start.
-    runner = JobRunner(worker, registry, poll_interval=30.0, min_poll=30.0)
+    runner = JobRunner(
+        worker, registry, poll_interval=30.0, min_poll=30.0, heard_poll_interval=30.0
+    )
     await nursery.start(runner.run)
     await trio.sleep(0.1)  # its first claim found the queue empty
     started = trio.current_time()

@@ -23,6 +23,7 @@ from canopy.nurseries.jobs import (
     JobState,
     JobStore,
     RetryPolicy,
+    SQLiteJobStore,
     TaskRegistry,
     UnknownQueue,
     resident_memory,
@@ -289,11 +290,11 @@ async def test_jobs_claimed_as_the_runner_stops_still_get_a_worker_each(
 async def test_jobs_another_process_enqueues_are_polled_for_soon_after_a_busy_spell(
     make_store: Callable[..., Any], store: JobStore, nursery: Any
 ) -> None:
-    """Jobs enqueued elsewhere and not announced (Redis; SQLite with its doorbell
-    silent, see tests/unit/nurseries/test_doorbell.py) are polled for. Soon after a claim that found
-    jobs (``min_poll``, then doubling), so a worker process keeping up with a web
-    tier's enqueues does not idle ``poll_interval`` each time the queue runs dry;
-    ``poll_interval`` apart once the queue has stayed empty."""
+    """Jobs enqueued elsewhere and not announced (on SQLite, by a store whose doorbell
+    is silent, see tests/unit/nurseries/test_doorbell.py) are polled for. Soon after a
+    claim that found jobs (``min_poll``, then doubling), so a worker process keeping up
+    with a web tier's enqueues does not idle ``poll_interval`` each time the queue runs
+    dry; further apart once the queue has stayed empty."""
     registry = TaskRegistry()
     done: dict[int, float] = {}
     last = trio.Event()
@@ -320,6 +321,84 @@ async def test_jobs_another_process_enqueues_are_polled_for_soon_after_a_busy_sp
     with trio.fail_after(5):
         await last.wait()
     assert done[2] - enqueued < 0.5  # a poll_interval would be 1 s
+    worker.shutdown()
+
+
+def count_claims(store: JobStore) -> list[int]:
+    """``store.claim`` counted from now on, in the list's one item."""
+    looks = [0]
+    original = store.claim
+
+    async def counted(*args: Any) -> list[Job]:
+        looks[0] += 1
+        return await original(*args)
+
+    store.claim = counted  # type: ignore[method-assign]
+    return looks
+
+
+async def test_an_idle_runner_whose_store_hears_every_process_looks_seldom(
+    store: JobStore, nursery: Any
+) -> None:
+    """Every ``heard_poll_interval``, not every ``poll_interval``: other processes'
+    enqueues are announced, and what comes due is waited for by its due time."""
+    assert store.hears_enqueues
+    looks = count_claims(store)
+    worker = runner(store, TaskRegistry(), poll_interval=0.02, heard_poll_interval=0.2)
+    await nursery.start(worker.run)
+    await trio.sleep(0.3)  # the backoff has reached poll_interval
+    before = looks[0]
+    await trio.sleep(1.0)
+    assert 4 <= looks[0] - before <= 6  # every poll_interval would be 50
+    worker.shutdown()
+
+
+async def test_an_idle_runner_wakes_for_a_retry_when_it_comes_due(
+    store: JobStore, nursery: Any
+) -> None:
+    """A retry's due time is announced to no one: the idle runner asks the store when
+    the next job is due and sleeps until then, not until its next look."""
+    registry = TaskRegistry()
+    attempts: list[float] = []
+
+    @registry.task("flaky", retry=RetryPolicy(max_attempts=2, base=0.4, cap=0.4, jitter=False))
+    async def flaky(args: dict[str, Any]) -> None:
+        attempts.append(trio.current_time())
+        if len(attempts) == 1:
+            raise RuntimeError("once")
+
+    worker = runner(store, registry, heard_poll_interval=30.0)
+    await nursery.start(worker.run)
+    job, _ = await store.enqueue(Job("flaky", max_attempts=2))
+    assert (await wait_for_state(store, job.id, JobState.SUCCEEDED)).attempts == 2
+    assert 0.4 <= attempts[1] - attempts[0] < 0.7
+    worker.shutdown()
+
+
+async def test_a_ring_lost_costs_at_most_the_heard_poll_interval(
+    tmp_path: Path, nursery: Any
+) -> None:
+    """The net under the doorbell: a job another process enqueued without ringing (a
+    full socket buffer, a listener it has not listed yet) is found at the next look."""
+    store, elsewhere = SQLiteJobStore(tmp_path / "jobs.db"), SQLiteJobStore(tmp_path / "jobs.db")
+    elsewhere.doorbell.enabled = False
+    await nursery.start(store.run)
+    await nursery.start(elsewhere.run)
+    registry = TaskRegistry()
+    started = trio.Event()
+
+    @registry.task("signal")
+    async def signal(args: dict[str, Any]) -> None:
+        started.set()
+
+    worker = runner(store, registry, heard_poll_interval=0.3)
+    await nursery.start(worker.run)
+    await trio.sleep(0.5)  # idle, looking every 0.3 s
+    enqueued = trio.current_time()
+    await elsewhere.enqueue(Job("signal"))
+    with trio.fail_after(2):
+        await started.wait()
+    assert trio.current_time() - enqueued < 0.45
     worker.shutdown()
 
 

@@ -319,6 +319,28 @@ async def test_delayed_and_retrying_jobs_are_claimed_once_due(store: Any) -> Non
     assert {job.id: job.attempts for job in claimed}[first.id] == 2
 
 
+async def test_next_due_is_when_the_queues_earliest_waiting_job_is_due(store: Any) -> None:
+    """What an idle runner sleeps until (``JobRunner._idle_for``): any waiting state,
+    due or not, of this queue only; a claimed job no longer counts."""
+    assert store.hears_enqueues
+    assert await store.next_due("default") is None
+    now = time.time()
+    await store.enqueue(Job("t", state=JobState.SCHEDULED, run_at=now + 60))
+    await store.enqueue(Job("t", state=JobState.SCHEDULED, run_at=now + 30, priority=5))
+    await store.enqueue(Job("t", queue="other", state=JobState.SCHEDULED, run_at=now + 5))
+    assert await store.next_due("default") == pytest.approx(now + 30)
+    assert await store.next_due("other") == pytest.approx(now + 5)
+    due, _ = await store.enqueue(Job("t", run_at=now - 1))
+    assert await store.next_due("default") == pytest.approx(now - 1)
+    (claimed,) = await store.claim("default", "w1", limit=10, lease=10)
+    assert claimed.id == due.id
+    assert await store.next_due("default") == pytest.approx(now + 30)
+    retry = claimed.moved(JobState.RETRYING, run_at=now + 10, error="flaky", lease_owner=None)
+    assert await store.finish(retry, "w1") is JobState.RETRYING
+    assert await store.next_due("default") == pytest.approx(now + 10)
+    assert await store.next_due("nobody's") is None
+
+
 async def test_released_lease_runs_again_at_once(store: Any) -> None:
     await store.enqueue(Job("t"))
     (job,) = await store.claim("default", "w1", limit=1, lease=10)
