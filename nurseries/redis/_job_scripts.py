@@ -115,6 +115,33 @@ local function set_fields(key, fields)
     if #set > 0 then redis.call('HSET', key, unpack(set)) end
     if #del > 0 then redis.call('HDEL', key, unpack(del)) end
 end
+
+-- The run_at of the queue's earliest job in its streams that no runner has read yet:
+-- as a number, and as stored (a Lua double would print it otherwise); nil and ''
+-- when there is none.
+local function earliest_ready(queue)
+    local earliest, shown = nil, ''
+    for _, prio in ipairs(redis.call('ZRANGE', P .. ':prios:' .. queue, 0, -1)) do
+        local stream = stream_of(queue, prio)
+        local groups = redis.pcall('XINFO', 'GROUPS', stream)
+        if type(groups) == 'table' and not groups.err and #groups > 0 then
+            local info = groups[1]
+            local last = '0-0'
+            for j = 1, #info, 2 do
+                if info[j] == 'last-delivered-id' then last = info[j + 1] end
+            end
+            local next = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)
+            if #next > 0 then
+                local stored = redis.call('HGET', jkey(next[1][2][2]), 'run_at')
+                local run_at = tonumber(stored)
+                if run_at and (earliest == nil or run_at < earliest) then
+                    earliest, shown = run_at, stored
+                end
+            end
+        end
+    end
+    return earliest, shown
+end
 """
 
 # ARGV: prefix, now, max_queued, job... -> per job {'new'} | {'existing', fields} | {'full'}
@@ -417,28 +444,11 @@ local counts = redis.call('HGETALL', P .. ':waiting')
 for i = 1, #counts, 2 do
     local queue, waiting = counts[i], tonumber(counts[i + 1])
     if waiting > 0 then
-        local oldest, shown = nil, ''  -- shown: as stored, not as a Lua double prints
+        local oldest, shown = earliest_ready(queue)
         local due = redis.call('ZRANGEBYSCORE', P .. ':delayed:' .. queue, '-inf', now,
             'WITHSCORES', 'LIMIT', 0, 1)
-        if #due > 0 then oldest, shown = tonumber(due[2]), due[2] end
-        for _, prio in ipairs(redis.call('ZRANGE', P .. ':prios:' .. queue, 0, -1)) do
-            local stream = stream_of(queue, prio)
-            local groups = redis.pcall('XINFO', 'GROUPS', stream)
-            if type(groups) == 'table' and not groups.err and #groups > 0 then
-                local info = groups[1]
-                local last = '0-0'
-                for j = 1, #info, 2 do
-                    if info[j] == 'last-delivered-id' then last = info[j + 1] end
-                end
-                local next = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)
-                if #next > 0 then
-                    local stored = redis.call('HGET', jkey(next[1][2][2]), 'run_at')
-                    local run_at = tonumber(stored)
-                    if run_at and (oldest == nil or run_at < oldest) then
-                        oldest, shown = run_at, stored
-                    end
-                end
-            end
+        if #due > 0 and (oldest == nil or tonumber(due[2]) < oldest) then
+            shown = due[2]
         end
         out[#out + 1] = {queue, counts[i + 1], shown}
     end
@@ -452,26 +462,7 @@ NEXT_DUE = (
     _PRELUDE
     + """
 local queue = ARGV[2]
-local earliest, shown = nil, ''
-for _, prio in ipairs(redis.call('ZRANGE', P .. ':prios:' .. queue, 0, -1)) do
-    local stream = stream_of(queue, prio)
-    local groups = redis.pcall('XINFO', 'GROUPS', stream)
-    if type(groups) == 'table' and not groups.err and #groups > 0 then
-        local info = groups[1]
-        local last = '0-0'
-        for j = 1, #info, 2 do
-            if info[j] == 'last-delivered-id' then last = info[j + 1] end
-        end
-        local next = redis.call('XRANGE', stream, '(' .. last, '+', 'COUNT', 1)
-        if #next > 0 then
-            local stored = redis.call('HGET', jkey(next[1][2][2]), 'run_at')
-            local run_at = tonumber(stored)
-            if run_at and (earliest == nil or run_at < earliest) then
-                earliest, shown = run_at, stored
-            end
-        end
-    end
-end
+local earliest, shown = earliest_ready(queue)
 local delayed = redis.call('ZRANGE', P .. ':delayed:' .. queue, 0, 0, 'WITHSCORES')
 if #delayed > 0 and (earliest == nil or tonumber(delayed[2]) < earliest) then
     shown = delayed[2]
