@@ -25,7 +25,8 @@ For each system, in one run:
 
 Every job is checked done by the system's own bookkeeping (arq's queue, SAQ's
 incomplete set, Canopy's job table). Workers run on core 0; the bench and Redis on
-core 1. Results are printed as jobs/s and as the ratio to the best peer.
+core 1. Results are printed as jobs/s and as the ratio to the best peer: the median
+over the rounds, and with ``--rounds`` over 1 the lowest and highest too.
 
 Then, for Canopy with its default lease (10 s) and sweep (1 s): a worker running a
 long job is SIGKILLed and another started; the time until the job runs again is
@@ -425,6 +426,10 @@ def redis_server(workdir: Path, port: int) -> AbstractContextManager[subprocess.
     return running(argv, port, workdir, dict(os.environ), core=1)
 
 
+def _span(values: list[float], form: str) -> str:
+    return f"{form.format(min(values))}-{form.format(max(values))}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=10_000)
@@ -492,14 +497,28 @@ def main() -> None:
             f"    {name:<13} {r.enqueue:>12,.0f} {r.process:>12,.0f} {r.end_to_end:>12,.0f}"
             f"  {r.pickup * 1000:>14.1f} ms"
         )
+    fields = ("enqueue", "process", "end_to_end")
+    if args.rounds > 1:
+        print("    lowest-highest over the rounds:")
+        for name, rates in results.items():
+            spans = [_span([getattr(r, field) for r in rates], "{:,.0f}") for field in fields]
+            print(f"    {name:<13} " + " ".join(f"{span:>23}" for span in spans))
     peers = [name for name in ("saq", "arq") if name in medians]
     ours = [name for name in ("canopy", "canopy-redis") if name in medians]
     for name in ours if peers else ():
-        for field in ("enqueue", "process", "end_to_end"):
+        for field in fields:
             best = max(peers, key=lambda n: getattr(medians[n], field))
             ratio = getattr(medians[name], field) / getattr(medians[best], field)
             label = field.replace("_", " ")
-            print(f"    {name} / best peer ({best}), {label}: {ratio:.1f}x")
+            # The rounds are interleaved: each round's ratio compares runs minutes apart.
+            rounds = [
+                getattr(a, field) / getattr(b, field)
+                for a, b in zip(results[name], results[best], strict=True)
+            ]
+            print(
+                f"    {name} / best peer ({best}), {label}: {ratio:.1f}x"
+                f" (rounds {_span(rounds, '{:.1f}')}x)"
+            )
         best = min(peers, key=lambda n: medians[n].pickup)
         ratio = medians[best].pickup / medians[name].pickup
         label = f"(over 1: {name} quicker)"
