@@ -7,7 +7,7 @@ from ._job import InvalidTransition, Job, check_args, new_job_id
 from ._periodic import Periodic, PeriodicScheduler, next_tick, tick_key
 from ._registry import DuplicateTask, TaskRegistry, TaskSpec, UnknownQueue, UnknownTask
 from ._retry import RetryPolicy
-from ._runner import JobContext, JobRunner, Notify, resident_memory
+from ._runner import JobContext, JobRunner, Notify, job_event, resident_memory
 from ._sqlite import SQLiteJobStore
 from ._state import ACTIVE, CLAIMABLE, TERMINAL, JobState, can_transition
 from ._store import IdempotencyConflict, JobStore, JobStoreError, QueueFull
@@ -37,6 +37,7 @@ __all__ = [
     "UnknownTask",
     "can_transition",
     "check_args",
+    "job_event",
     "new_job_id",
     "next_tick",
     "resident_memory",

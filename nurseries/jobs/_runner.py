@@ -51,7 +51,7 @@ from ._retry import RetryPolicy
 from ._state import JobState
 from ._store import JobStore, JobStoreError
 
-__all__ = ["JobContext", "JobRunner", "Notify", "resident_memory"]
+__all__ = ["JobContext", "JobRunner", "Notify", "job_event", "resident_memory"]
 
 log = logging.getLogger("canopy.jobs")
 
@@ -77,10 +77,23 @@ class JobContext:
 
 
 # Told of every job this runner starts, each progress report, and each outcome it
-# records: (job id, event). Every event has the job's ``task`` and ``state``; an
-# outcome also its ``attempts``, its ``runtime`` in seconds, and its ``result`` or
-# ``error``. The server publishes these to ``jobs.{id}`` and counts them in /metrics.
+# records: (job id, event). Every event has the job's ``task``, ``state`` and
+# ``attempts``; an outcome also its ``runtime`` in seconds, and its ``result`` or
+# ``error`` (``job_event``). The server publishes these to ``jobs.{id}`` and counts
+# them in /metrics.
 Notify = Callable[[str, dict[str, Any]], Awaitable[Any]]
+
+
+def job_event(job: Job, state: JobState) -> dict[str, Any]:
+    """``job``'s event as the store has it in ``state``: its task, state and attempts,
+    and its result or its last error. One shape for the runner's outcomes and for a
+    job's state read back from the store (the first message of its topic)."""
+    event: dict[str, Any] = {"task": job.task, "state": state.value, "attempts": job.attempts}
+    if job.state is JobState.SUCCEEDED:
+        event["result"] = job.result
+    elif job.error is not None:
+        event["error"] = job.error
+    return event
 
 
 async def _tell(notify: Notify | None, job_id: str, event: dict[str, Any]) -> None:
@@ -457,16 +470,8 @@ class JobRunner:
                     continue
                 # The store's state, not the runner's: a retry or release becomes
                 # ``cancelled`` if a cancel came in as the runner decided on it.
-                event = {
-                    "task": outcome.task,
-                    "state": state.value,
-                    "attempts": outcome.attempts,
-                    "runtime": round(runtime, 6),
-                }
-                if outcome.state is JobState.SUCCEEDED:
-                    event["result"] = outcome.result
-                elif outcome.error is not None:
-                    event["error"] = outcome.error
+                event = job_event(outcome, state)
+                event["runtime"] = round(runtime, 6)
                 await _tell(self.notify, outcome.id, event)
 
     async def _release(self, claimed: list[Job]) -> None:

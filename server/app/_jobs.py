@@ -18,6 +18,7 @@ from canopy.nurseries.jobs import (
     PeriodicScheduler,
     SQLiteJobStore,
     TaskRegistry,
+    job_event,
 )
 
 from ..config._settings import Settings, SettingsError
@@ -118,14 +119,9 @@ def job_states(store: JobStore, registry: TaskRegistry) -> Snapshot:
         job = await store.get(topic.removeprefix("jobs."))
         if job is None or not registry.publishes_events(job.task):
             return None
-        event: dict[str, Any] = {"task": job.task, "state": job.state.value}
-        event["attempts"] = job.attempts
+        event = job_event(job, job.state)
         if job.progress is not None and job.state is JobState.RUNNING:
             event["progress"] = job.progress
-        if job.state is JobState.SUCCEEDED:
-            event["result"] = job.result
-        elif job.error is not None:
-            event["error"] = job.error
         return event
 
     return state

@@ -123,6 +123,7 @@ def test_public_api_is_pinned() -> None:
             "UnknownTask",
             "can_transition",
             "check_args",
+            "job_event",
             "new_job_id",
             "next_tick",
             "resident_memory",
