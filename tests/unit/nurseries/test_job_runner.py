@@ -75,6 +75,17 @@ def count_at_once(
     return counts
 
 
+def signalling() -> tuple[TaskRegistry, trio.Event]:
+    """A registry whose task ``signal`` sets the event when a job of it runs."""
+    registry, started = TaskRegistry(), trio.Event()
+
+    @registry.task("signal")
+    async def signal(args: dict[str, Any]) -> None:
+        started.set()
+
+    return registry, started
+
+
 class Held:
     """Declares a task ``held`` whose jobs wait for ``release``; ``all_running`` is set
     once ``count`` of them run at once. ``again()`` starts a new round."""
@@ -384,13 +395,7 @@ async def test_a_ring_lost_costs_at_most_the_heard_poll_interval(
     elsewhere.doorbell.enabled = False
     await nursery.start(store.run)
     await nursery.start(elsewhere.run)
-    registry = TaskRegistry()
-    started = trio.Event()
-
-    @registry.task("signal")
-    async def signal(args: dict[str, Any]) -> None:
-        started.set()
-
+    registry, started = signalling()
     worker = runner(store, registry, heard_poll_interval=0.3)
     await nursery.start(worker.run)
     await trio.sleep(0.5)  # idle, looking every 0.3 s
@@ -437,13 +442,7 @@ async def test_a_claim_in_flight_holds_its_slots_against_the_writer(
 async def test_a_job_enqueued_in_the_same_process_starts_without_waiting_for_a_poll(
     store: JobStore, nursery: Any
 ) -> None:
-    registry = TaskRegistry()
-    started = trio.Event()
-
-    @registry.task("signal")
-    async def signal(args: dict[str, int]) -> None:
-        started.set()
-
+    registry, started = signalling()
     worker = runner(store, registry, poll_interval=30.0)
     await nursery.start(worker.run)
     await trio.sleep(0.2)  # the runner found nothing and is waiting out its poll
